@@ -1,0 +1,57 @@
+"""The exceptions evohpo raises.
+
+Every error evohpo raises on bad input derives from :class:`EvohpoError`. The
+concrete classes also derive from the built-in type that scikit-learn and
+Optuna users already catch (``ValueError``, ``TypeError``), so ``except
+ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EvohpoError",
+    "GenomeFormatError",
+    "GenomeSchemaError",
+    "InvalidParameterError",
+    "SearchSpaceError",
+    "StorageError",
+    "StudyConfigError",
+    "StudyMismatchError",
+    "TrainingDivergedError",
+]
+
+
+class EvohpoError(Exception):
+    """Base class of every exception raised by evohpo."""
+
+
+class InvalidParameterError(EvohpoError, ValueError):
+    """A setting or argument has a value outside what it accepts."""
+
+
+class SearchSpaceError(InvalidParameterError):
+    """A :class:`~evohpo.SearchSpace` is malformed, or a genome lies outside it."""
+
+
+class GenomeFormatError(EvohpoError, ValueError):
+    """A serialised genome (JSON or parameter dict) cannot be read."""
+
+
+class GenomeSchemaError(GenomeFormatError):
+    """A serialised genome was written by a newer, unknown schema version."""
+
+
+class StudyConfigError(EvohpoError, ValueError):
+    """A study file (TOML) is missing, malformed or names unknown settings."""
+
+
+class StudyMismatchError(EvohpoError, ValueError):
+    """A stored study exists with a different search space, direction or sampler."""
+
+
+class StorageError(EvohpoError, RuntimeError):
+    """A storage URL cannot be opened."""
+
+
+class TrainingDivergedError(EvohpoError, ArithmeticError):
+    """The training loss became NaN or infinite."""
