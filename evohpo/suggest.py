@@ -9,7 +9,6 @@ is what makes a GA-vs-TPE comparison fair.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import optuna
@@ -20,8 +19,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from evohpo._storage import trial_system_attrs
-from evohpo.exceptions import GenomeFormatError
+from evohpo._storage import trial_user_attrs
 from evohpo.genome import (
     BATCH_SIZE,
     LEARNING_RATE,
@@ -31,18 +29,14 @@ from evohpo.genome import (
     Genome,
     layer_param,
 )
+from evohpo.lineage import LINEAGE_ATTR, Lineage
 from evohpo.space import SearchSpace
 
 __all__ = [
-    "GENOME_ATTR",
     "genome_distributions",
     "space_from_distributions",
     "suggest_genome",
 ]
-
-#: Trial system/user attribute that holds a genome's JSON (with gene ids).
-GENOME_ATTR = "evohpo:genome"
-
 
 def genome_distributions(space: SearchSpace, depth: int) -> dict[str, BaseDistribution]:
     """The Optuna distribution of every parameter of a ``depth``-layer genome."""
@@ -163,13 +157,9 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -
 
 def _gene_ids(trial: optuna.trial.BaseTrial, params: dict[str, object], depth: int) -> list[str]:
     """Gene ids the sampler bred for these params, else ids derived from the trial."""
-    stored = trial_system_attrs(trial).get(GENOME_ATTR)
-    if isinstance(stored, str):
-        try:
-            bred = Genome.from_json(stored)
-        except GenomeFormatError:
-            bred = None
-        if bred is not None and bred.to_params() == params:
-            return [layer.id for layer in bred.layers]
+    lineage = Lineage.from_attr(trial_user_attrs(trial).get(LINEAGE_ATTR))
+    bred = lineage.parsed_genome() if lineage is not None else None
+    if bred is not None and bred.to_params() == params:
+        return [layer.id for layer in bred.layers]
     number = getattr(trial, "number", 0)
     return [f"t{number}l{i}" for i in range(depth)]

@@ -1,0 +1,102 @@
+"""The record a sampler writes on each trial it breeds: child and ancestry.
+
+It is stored as one user attribute, :data:`LINEAGE_ATTR`, so that it shows in
+optuna-dashboard, survives a restart (the GA reads it back from storage) and
+is copied by Optuna's retry callbacks when a dead worker's trial is re-run.
+One attribute means one storage write per trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evohpo.exceptions import GenomeFormatError
+from evohpo.genome import Genome
+
+__all__ = ["LINEAGE_ATTR", "ORIGINS", "Lineage"]
+
+#: User attribute holding a trial's :class:`Lineage` as a JSON object.
+LINEAGE_ATTR = "evohpo"
+
+#: How a trial's parameters came about.
+ORIGINS = ("random", "bred", "enqueued", "retried")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a trial's parameters came from.
+
+    Parameters
+    ----------
+    origin : str
+        ``"random"`` (initial population), ``"bred"`` (selection and
+        variation), ``"enqueued"`` (fixed by the user) or ``"retried"``.
+    generation : int
+        0 for the initial population; a bred child is one generation after its
+        youngest parent (steady state) or the number of its generation
+        (generational mode).
+    parents : tuple of int
+        Trial numbers of the parents.
+    operators : tuple of str
+        Variation operators applied, e.g. ``("crossover:layers", "mutate:units")``.
+    params : dict
+        The child's parameters, as the sampler will answer them.
+    genome : str or None
+        The child genome's JSON, with gene ids, when the objective uses
+        :func:`evohpo.suggest_genome`.
+    """
+
+    origin: str
+    generation: int = 0
+    parents: tuple[int, ...] = ()
+    operators: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    genome: str | None = None
+
+    def to_attr(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "generation": self.generation,
+            "parents": list(self.parents),
+            "operators": list(self.operators),
+            "params": dict(self.params),
+            "genome": self.genome,
+        }
+
+    @classmethod
+    def from_attr(cls, value: Any) -> Lineage | None:
+        """Read a stored record; ``None`` if absent or not one of ours."""
+        if not isinstance(value, Mapping) or value.get("origin") not in ORIGINS:
+            return None
+        generation = value.get("generation", 0)
+        parents = value.get("parents", [])
+        operators = value.get("operators", [])
+        params = value.get("params", {})
+        genome = value.get("genome")
+        if (
+            not isinstance(generation, int)
+            or not isinstance(parents, Sequence)
+            or not isinstance(operators, Sequence)
+            or not isinstance(params, Mapping)
+            or not (genome is None or isinstance(genome, str))
+        ):
+            return None
+        return cls(
+            origin=str(value["origin"]),
+            generation=generation,
+            parents=tuple(int(p) for p in parents),
+            operators=tuple(str(o) for o in operators),
+            params=dict(params),
+            genome=genome,
+        )
+
+    def parsed_genome(self) -> Genome | None:
+        """The child genome, or ``None`` if none was stored or it cannot be read."""
+        if self.genome is None:
+            return None
+        try:
+            return Genome.from_json(self.genome)
+        except GenomeFormatError:
+            return None
