@@ -38,6 +38,7 @@ __all__ = [
     "suggest_genome",
 ]
 
+
 def genome_distributions(space: SearchSpace, depth: int) -> dict[str, BaseDistribution]:
     """The Optuna distribution of every parameter of a ``depth``-layer genome."""
     dists: dict[str, BaseDistribution] = {
@@ -60,35 +61,25 @@ def space_from_distributions(dists: Mapping[str, BaseDistribution]) -> SearchSpa
     Returns ``None`` when the distributions are not those of
     :func:`suggest_genome` (another objective's own parameters).
     """
-    try:
-        n_layers = dists[N_LAYERS]
-        units = dists[layer_param(0, "units")]
-        activation = dists[layer_param(0, "activation")]
-        dropout = dists[layer_param(0, "dropout")]
-        optimizer = dists[OPTIMIZER]
-        lr = dists[LEARNING_RATE]
-        wd = dists[WEIGHT_DECAY]
-        batch = dists[BATCH_SIZE]
-    except KeyError:
+    n_layers = dists.get(N_LAYERS)
+    units = dists.get(layer_param(0, "units"))
+    activation = dists.get(layer_param(0, "activation"))
+    dropout = dists.get(layer_param(0, "dropout"))
+    optimizer = dists.get(OPTIMIZER)
+    lr = dists.get(LEARNING_RATE)
+    wd = dists.get(WEIGHT_DECAY)
+    batch = dists.get(BATCH_SIZE)
+    if not (
+        isinstance(n_layers, IntDistribution)
+        and isinstance(units, IntDistribution)
+        and isinstance(activation, CategoricalDistribution)
+        and isinstance(dropout, FloatDistribution)
+        and isinstance(optimizer, CategoricalDistribution)
+        and isinstance(lr, FloatDistribution)
+        and isinstance(wd, FloatDistribution)
+        and isinstance(batch, CategoricalDistribution)
+    ):
         return None
-    expected = (
-        (n_layers, IntDistribution),
-        (units, IntDistribution),
-        (activation, CategoricalDistribution),
-        (dropout, FloatDistribution),
-        (optimizer, CategoricalDistribution),
-        (lr, FloatDistribution),
-        (wd, FloatDistribution),
-        (batch, CategoricalDistribution),
-    )
-    if not all(isinstance(d, kind) for d, kind in expected):
-        return None
-    assert isinstance(n_layers, IntDistribution) and isinstance(units, IntDistribution)
-    assert isinstance(activation, CategoricalDistribution)
-    assert isinstance(optimizer, CategoricalDistribution)
-    assert isinstance(batch, CategoricalDistribution)
-    assert isinstance(dropout, FloatDistribution) and isinstance(lr, FloatDistribution)
-    assert isinstance(wd, FloatDistribution)
     try:
         return SearchSpace(
             min_layers=n_layers.low,
@@ -152,7 +143,7 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
     assert isinstance(dist, CategoricalDistribution)
-    return trial.suggest_categorical(name, dist.choices)  # type: ignore[call-overload]
+    return trial.suggest_categorical(name, dist.choices)
 
 
 def _gene_ids(trial: optuna.trial.BaseTrial, params: dict[str, object], depth: int) -> list[str]:

@@ -1,0 +1,403 @@
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    MultiObjectiveSamplerTestCase,
+)
+from optuna.trial import TrialState
+
+import evohpo
+from evohpo import EvoSampler, SearchSpace, suggest_genome
+from evohpo.exceptions import InvalidParameterError
+from evohpo.lineage import LINEAGE_ATTR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TestEvoSamplerConformance(BasicSamplerTestCase):
+    @pytest.fixture
+    def sampler(self):  # type: ignore[no-untyped-def]
+        return lambda: EvoSampler(population_size=4, seed=1)
+
+
+class TestEvoSamplerMultiObjectiveConformance(MultiObjectiveSamplerTestCase):
+    @pytest.fixture
+    def sampler(self):  # type: ignore[no-untyped-def]
+        return lambda: EvoSampler(population_size=4, seed=1)
+
+
+SMALL_SPACE = SearchSpace(min_layers=1, max_layers=4, units=(4, 64))
+
+
+def genome_objective(trial: optuna.Trial) -> float:
+    genome = suggest_genome(trial, SMALL_SPACE)
+    # Best: depth 3, 32 units everywhere, relu, lr near 1e-2.
+    score = -abs(genome.depth - 3)
+    score -= sum(abs(math.log2(layer.units / 32)) for layer in genome.layers) / genome.depth
+    score -= sum(layer.activation != "relu" for layer in genome.layers)
+    score -= abs(math.log10(genome.learning_rate) + 2)
+    return score
+
+
+def lineages(study: optuna.Study) -> list[dict]:  # type: ignore[type-arg]
+    return [t.user_attrs[LINEAGE_ATTR] for t in study.trials]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"population_size": 1}, "'population_size' parameter of EvoSampler must be an int"),
+        ({"population_size": 2.5}, "'population_size'"),
+        ({"mode": "batch"}, "'mode' parameter of EvoSampler must be one of"),
+        ({"selection": "roulette"}, "'selection'"),
+        ({"tournament_size": 0}, "'tournament_size'"),
+        ({"rank_probabilities": (0.2, 0.5)}, "'rank_probabilities'"),
+        ({"rank_probabilities": ()}, "'rank_probabilities'"),
+        ({"rank_probabilities": (0.0, 0.0)}, "'rank_probabilities'"),
+        ({"crossover_prob": 1.5}, r"'crossover_prob' parameter of EvoSampler must be a float"),
+        ({"mutation_prob": -0.1}, "'mutation_prob'"),
+        ({"elitism": -1}, "'elitism'"),
+        ({"population_size": 4, "elitism": 5}, "'elitism'"),
+        ({"n_startup_trials": 0}, "'n_startup_trials'"),
+        ({"seed": "x"}, "'seed'"),
+        ({"aging": "yes"}, "'aging'"),
+        ({"search_space": {"units": (1, 2)}}, "'search_space'"),
+        ({"mutation_rates": 0.5}, "'mutation_rates'"),
+    ],
+)
+def test_invalid_settings_raise_clear_errors(kwargs: dict, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidParameterError, match=match):
+        EvoSampler(**kwargs)
+
+
+def test_settings_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        EvoSampler(10)  # type: ignore[misc]
+
+
+def test_lineage_is_recorded_for_every_trial() -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=5, seed=3))
+    study.optimize(genome_objective, n_trials=30)
+    records = lineages(study)
+    assert [r["origin"] for r in records[:5]] == ["random"] * 5
+    bred = records[5:]
+    assert all(r["origin"] == "bred" for r in bred)
+    numbers = {t.number for t in study.trials}
+    for trial, record in zip(study.trials[5:], bred, strict=True):
+        assert record["parents"], "a bred child names its parents"
+        assert all(p in numbers and p < trial.number for p in record["parents"])
+        assert record["operators"]
+        assert record["generation"] >= 1
+        # The trial's parameters are exactly the child the sampler bred.
+        assert trial.params == record["params"]
+        genome = evohpo.Genome.from_json(record["genome"])
+        assert genome.to_params() == trial.params
+    # Generations grow along the lineage.
+    by_number = {t.number: r for t, r in zip(study.trials, records, strict=True)}
+    for record in bred:
+        assert record["generation"] == 1 + max(
+            by_number[p]["generation"] for p in record["parents"]
+        )
+
+
+def test_structural_operators_are_used_with_suggest_genome() -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=6, seed=0))
+    study.optimize(genome_objective, n_trials=80)
+    ops = Counter(op for r in lineages(study) for op in r["operators"])
+    assert any(op.startswith("crossover") for op in ops)
+    structural = {op for op in ops if "layer" in op and not op.startswith(("mutate", "crossover"))}
+    assert {"insert_layer", "remove_layer", "duplicate_layer"} <= structural, ops
+    depths = {t.params["n_layers"] for t in study.trials}
+    assert len(depths) > 1
+
+
+def test_child_keeps_gene_ids_of_unchanged_parent_layers() -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=4, seed=5))
+    study.optimize(genome_objective, n_trials=30)
+    records = lineages(study)
+    shared = 0
+    for record in records[4:]:
+        child = evohpo.Genome.from_json(record["genome"])
+        number = record["parents"][0]
+        stored = records[number]["genome"]
+        if stored is not None:
+            parent_ids = {g.id for g in evohpo.Genome.from_json(stored).layers}
+        else:  # random initial trial: ids derived by suggest_genome from its number
+            parent_ids = {f"t{number}l{i}" for i in range(study.trials[number].params["n_layers"])}
+        shared += len({g.id for g in child.layers} & parent_ids)
+    assert shared > 0
+
+
+def test_ga_improves_on_random_initial_population() -> None:
+    study = optuna.create_study(
+        direction="maximize", sampler=EvoSampler(population_size=8, seed=11)
+    )
+    study.optimize(genome_objective, n_trials=120)
+    values = [t.value for t in study.trials]
+    assert max(values[8:]) > max(values[:8])
+
+
+def test_same_seed_gives_same_trials_and_other_seed_differs() -> None:
+    def run(seed: int) -> list[dict]:  # type: ignore[type-arg]
+        study = optuna.create_study(
+            direction="maximize", sampler=EvoSampler(population_size=4, seed=seed)
+        )
+        study.optimize(genome_objective, n_trials=20)
+        return [t.params for t in study.trials]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_reseed_rng_changes_streams() -> None:
+    sampler = EvoSampler(population_size=4, seed=7)
+    before = sampler._seed
+    sampler.reseed_rng()
+    assert sampler._seed != before
+
+
+def conditional_objective(trial: optuna.Trial) -> float:
+    # Conditional, variable-length parameters with names of the user's own.
+    n = trial.suggest_int("n_blocks", 1, 5)
+    kind = trial.suggest_categorical("kind", ["linear", "quadratic"])
+    total = 0.0
+    for i in range(n):
+        w = trial.suggest_float(f"block{i}_w", -4.0, 4.0)
+        total += (w - i) ** 2 if kind == "quadratic" else abs(w - i)
+    if kind == "quadratic":
+        total += trial.suggest_int("penalty", 0, 10, step=2)
+    return total + 2.0 * abs(n - 5)
+
+
+def test_conditional_objective_evolves_deeper_parameters() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=8, seed=2))
+    study.optimize(conditional_objective, n_trials=150)
+    records = lineages(study)
+    assert all(r["origin"] == "bred" for r in records[8:])
+    # Deep, conditional parameters are inherited from the population, not redrawn:
+    # each bred trial's block4_w, when used, comes from its record.
+    inherited = [
+        t
+        for t, r in zip(study.trials, records, strict=True)
+        if r["origin"] == "bred" and "block4_w" in t.params and "block4_w" in r["params"]
+    ]
+    assert inherited
+    for t in inherited:
+        assert t.params["block4_w"] == r_params(t)["block4_w"]
+    random_best = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    random_best.optimize(conditional_objective, n_trials=150)
+    assert study.best_value < random_best.best_value
+
+
+def r_params(trial: optuna.trial.FrozenTrial) -> dict:  # type: ignore[type-arg]
+    return trial.user_attrs[LINEAGE_ATTR]["params"]
+
+
+def test_failed_pruned_and_running_trials_are_not_parents() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=3, seed=4))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        if trial.number % 4 == 1:
+            raise RuntimeError("training failed")
+        if trial.number % 4 == 2:
+            raise optuna.TrialPruned()
+        return x * x
+
+    study.optimize(objective, n_trials=40, catch=(RuntimeError,))
+    running = study.ask()  # left running on purpose
+    running.suggest_float("x", -10, 10)
+    study.optimize(objective, n_trials=8, catch=(RuntimeError,))
+    ok = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+    for record in lineages(study):
+        assert set(record["parents"]) <= ok
+
+
+def test_enqueued_trials_are_honoured_and_marked() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=3, seed=4))
+    study.optimize(lambda t: t.suggest_float("x", -10, 10) ** 2, n_trials=5)
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", -10, 10) ** 2, n_trials=1)
+    last = study.trials[-1]
+    assert last.params == {"x": 0.5}
+    assert last.user_attrs[LINEAGE_ATTR]["origin"] == "enqueued"
+
+
+def test_parameters_the_child_lacks_are_sampled_inside_their_range() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=3, seed=4))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=6)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.25, 0.5)  # a narrower range than the parents'
+        y = trial.suggest_int("y", 3, 9, step=3)  # a new parameter
+        return x + y
+
+    study.optimize(objective, n_trials=10)
+    for t in study.trials[6:]:
+        assert 0.25 <= t.params["x"] <= 0.5
+        assert t.params["y"] in (3, 6, 9)
+
+
+def test_ask_tell_interface_works() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=3, seed=9))
+    for _ in range(12):
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", -1, 1) ** 2)
+    assert len(study.trials) == 12
+    assert study.trials[-1].user_attrs[LINEAGE_ATTR]["origin"] == "bred"
+
+
+@pytest.mark.parametrize("mode", ["generational", "steady_state_aging", "rank"])
+def test_modes_breed_valid_children(mode: str) -> None:
+    kwargs: dict = {"population_size": 5, "seed": 1}  # type: ignore[type-arg]
+    if mode == "generational":
+        kwargs.update(mode="generational", elitism=2)
+    elif mode == "steady_state_aging":
+        kwargs.update(aging=True, elitism=1)
+    else:
+        kwargs.update(selection="rank", rank_probabilities=(0.7, 0.2, 0.1))
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(**kwargs))
+    study.optimize(genome_objective, n_trials=40)
+    records = lineages(study)
+    assert all(r["origin"] == "bred" for r in records[5:])
+    assert all(SMALL_SPACE.contains(evohpo.Genome.from_params(t.params)) for t in study.trials)
+    if mode == "generational":
+        # Trials 5..9 form generation 1, 10..14 generation 2, ...
+        assert [r["generation"] for r in records[5:15]] == [1] * 5 + [2] * 5
+        for record in records[10:15]:
+            # Parents come from generation 1 or are elites of earlier ones.
+            assert all(records[p]["generation"] <= 1 for p in record["parents"])
+    if mode == "steady_state_aging":
+        assert max(r["generation"] for r in records) >= 3
+
+
+def test_multi_objective_uses_pareto_selection() -> None:
+    sampler = EvoSampler(population_size=8, seed=3)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", 0, 1)
+        y = trial.suggest_float("y", 0, 1)
+        return x + y * y, 1 - x + y
+
+    study.optimize(objective, n_trials=80)
+    front = study.best_trials
+    assert len(front) >= 5
+    # Selection pushes y (which only hurts both objectives) towards 0.
+    late = [t.params["y"] for t in study.trials[-20:]]
+    early = [t.params["y"] for t in study.trials[:8]]
+    assert sum(late) / len(late) < sum(early) / len(early)
+
+
+def test_more_workers_than_population_threads() -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=2, seed=0))
+    study.optimize(genome_objective, n_trials=24, n_jobs=4)
+    assert len(study.trials) == 24
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert any(r["origin"] == "bred" for r in lineages(study))
+
+
+def test_sampler_module_does_not_import_torch() -> None:
+    code = "import sys, evohpo.sampler; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+_RUN_SCRIPT = textwrap.dedent(
+    """
+    import math, sys, optuna
+    from evohpo import EvoSampler, SearchSpace, suggest_genome
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, name, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    space = SearchSpace(max_layers=4, units=(4, 64))
+
+    def objective(trial):
+        g = suggest_genome(trial, space)
+        return -abs(g.depth - 3) - abs(math.log10(g.learning_rate) + 2) - sum(
+            abs(math.log2(layer.units / 32)) for layer in g.layers) / g.depth
+
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                sampler=EvoSampler(population_size=4, seed=42),
+                                load_if_exists=True)
+    study.optimize(objective, n_trials=total - len(study.trials))
+    """
+)
+
+
+def _run(storage: str, name: str, total: int) -> None:
+    subprocess.run(
+        [sys.executable, "-c", _RUN_SCRIPT, storage, name, str(total)],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_resume_in_separate_processes_equals_one_run(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'resume.db'}"
+    _run(storage, "whole", 20)
+    _run(storage, "split", 10)
+    _run(storage, "split", 20)
+    whole = optuna.load_study(study_name="whole", storage=storage)
+    split = optuna.load_study(study_name="split", storage=storage)
+    assert [t.params for t in whole.trials] == [t.params for t in split.trials]
+    assert lineages(whole) == lineages(split)
+    assert len(split.trials) == 20
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_several_worker_processes_share_one_storage(tmp_path: Path, kind: str) -> None:
+    if kind == "sqlite":
+        storage_url = f"sqlite:///{tmp_path / 'workers.db'}"
+    else:
+        storage_url = str(tmp_path / "journal.log")
+    script = textwrap.dedent(
+        f"""
+        import math, sys, optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        from evohpo import EvoSampler, SearchSpace, suggest_genome
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        url = {storage_url!r}
+        storage = url if url.startswith("sqlite") else JournalStorage(JournalFileBackend(url))
+        space = SearchSpace(max_layers=4, units=(4, 64))
+        def objective(trial):
+            g = suggest_genome(trial, space)
+            return -abs(g.depth - 3) - abs(math.log10(g.learning_rate) + 2)
+        study = optuna.create_study(storage=storage, study_name="shared", direction="maximize",
+                                    sampler=EvoSampler(population_size=3, seed=0),
+                                    load_if_exists=True)
+        study.optimize(objective, n_trials=15)
+        """
+    )
+    # Create the study first so that workers do not race on its creation.
+    subprocess.run(
+        [sys.executable, "-c", script.replace("n_trials=15", "n_trials=0")], check=True, cwd=REPO
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO) for _ in range(3)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
+    if kind == "sqlite":
+        study = optuna.load_study(study_name="shared", storage=storage_url)
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        study = optuna.load_study(
+            study_name="shared", storage=JournalStorage(JournalFileBackend(storage_url))
+        )
+    trials = study.trials
+    assert len(trials) == 45
+    assert sorted(t.number for t in trials) == list(range(45))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    records = lineages(study)
+    assert sum(r["origin"] == "bred" for r in records) >= 30
+    assert max(r["generation"] for r in records) >= 2
