@@ -276,9 +276,7 @@ class Genome:
         return params
 
     @classmethod
-    def from_params(
-        cls, params: Mapping[str, Any], ids: Sequence[str] | None = None
-    ) -> Genome:
+    def from_params(cls, params: Mapping[str, Any], ids: Sequence[str] | None = None) -> Genome:
         """Inverse of :meth:`to_params`; per-layer ``ids`` may be given."""
         missing = [name for name in GLOBAL_PARAMS if name not in params]
         if missing:

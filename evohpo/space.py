@@ -87,13 +87,17 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Build from a mapping of settings, e.g. the ``[space]`` table of a study file."""
+        if not isinstance(data, Mapping):
+            raise SearchSpaceError(f"SearchSpace settings must be a mapping. Got {data!r}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SearchSpaceError(
                 f"Unknown SearchSpace settings {unknown}; the settings are {sorted(known)}."
             )
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        converted: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**converted)
 
     # -- sampling and membership --------------------------------------------------
@@ -132,9 +136,7 @@ class SearchSpace:
         """Human-readable reasons why ``genome`` lies outside the space (empty if inside)."""
         problems: list[str] = []
         if not self.min_layers <= genome.depth <= self.max_layers:
-            problems.append(
-                f"depth {genome.depth} outside [{self.min_layers}, {self.max_layers}]"
-            )
+            problems.append(f"depth {genome.depth} outside [{self.min_layers}, {self.max_layers}]")
         for i, layer in enumerate(genome.layers):
             if not self.units[0] <= layer.units <= self.units[1]:
                 problems.append(f"layer{i}.units {layer.units} outside {list(self.units)}")
@@ -194,7 +196,9 @@ def _clip(value: Any, bounds: tuple[Any, Any]) -> Any:
 
 def _log_uniform(rng: random.Random, bounds: tuple[float, float]) -> float:
     low, high = bounds
-    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    # exp(log(x)) can land a rounding error outside [low, high]: clip it back.
+    return float(min(high, max(low, value)))
 
 
 def _pair(value: Any, name: str) -> tuple[Any, Any]:
@@ -219,12 +223,24 @@ def _float_range(
     # Log-scaled ranges (high is None) must stay strictly positive.
     low_open = high is None
     lo = check_float(
-        lo, f"{name}[0]", _OWNER, low=low, high=high, low_open=low_open,
-        high_open=high_open, error=SearchSpaceError,
+        lo,
+        f"{name}[0]",
+        _OWNER,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        error=SearchSpaceError,
     )
     hi = check_float(
-        hi, f"{name}[1]", _OWNER, low=low, high=high, low_open=low_open,
-        high_open=high_open, error=SearchSpaceError,
+        hi,
+        f"{name}[1]",
+        _OWNER,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        error=SearchSpaceError,
     )
     if lo > hi:
         raise_invalid(name, _OWNER, "a (low, high) pair with low <= high", value, SearchSpaceError)
@@ -235,7 +251,9 @@ def _choices(value: Any, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise_invalid(name, _OWNER, "a sequence of str", value, SearchSpaceError)
     if not value:
-        raise_invalid(name, _OWNER, f"a non-empty subset of {list(allowed)}", value, SearchSpaceError)
+        raise_invalid(
+            name, _OWNER, f"a non-empty subset of {list(allowed)}", value, SearchSpaceError
+        )
     for item in value:
         if item not in allowed:
             raise SearchSpaceError(

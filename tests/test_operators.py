@@ -1,0 +1,972 @@
+from __future__ import annotations
+
+import collections
+import math
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from evohpo.exceptions import InvalidParameterError
+from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
+from evohpo.operators import (
+    MutationRates,
+    crossover,
+    crossover_params,
+    mutate,
+    mutate_params,
+    nsga2_rank_and_crowding,
+    select_nsga2,
+    select_rank_tournament,
+    select_tournament,
+    youngest,
+)
+from evohpo.space import SearchSpace
+
+FAST = settings(max_examples=40, deadline=None)
+
+GENOME_OPS = {
+    "mutate:units",
+    "mutate:activation",
+    "mutate:dropout",
+    "mutate:optimizer",
+    "mutate:learning_rate",
+    "mutate:weight_decay",
+    "mutate:batch_size",
+    "insert_layer",
+    "remove_layer",
+    "duplicate_layer",
+    "repair",
+}
+STRUCTURAL = {"insert_layer", "remove_layer", "duplicate_layer"}
+ONLY_INSERT = MutationRates(gene=0.0, insert_layer=1.0, remove_layer=0.0, duplicate_layer=0.0)
+ONLY_REMOVE = MutationRates(gene=0.0, insert_layer=0.0, remove_layer=1.0, duplicate_layer=0.0)
+ONLY_DUPLICATE = MutationRates(gene=0.0, insert_layer=0.0, remove_layer=0.0, duplicate_layer=1.0)
+GENES_ONLY = MutationRates(gene=0.5, insert_layer=0.0, remove_layer=0.0, duplicate_layer=0.0)
+
+
+# -- strategies -----------------------------------------------------------------------------
+@st.composite
+def spaces(draw: st.DrawFn) -> SearchSpace:
+    min_layers = draw(st.integers(1, 3))
+    max_layers = draw(st.integers(min_layers, 5))
+    units_low = draw(st.integers(1, 64))
+    units_high = draw(st.integers(units_low, 512))
+    dropout_low = draw(st.floats(0.0, 0.9))
+    dropout_high = draw(st.floats(dropout_low, 0.95))
+    lr_low = draw(st.floats(1e-6, 1.0))
+    lr_high = draw(st.floats(lr_low, 10.0))
+    wd_low = draw(st.floats(1e-9, 1e-2))
+    wd_high = draw(st.floats(wd_low, 1e-1))
+    return SearchSpace(
+        min_layers=min_layers,
+        max_layers=max_layers,
+        units=(units_low, units_high),
+        activations=tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, unique=True))),
+        dropout=(dropout_low, dropout_high),
+        optimizers=tuple(draw(st.lists(st.sampled_from(OPTIMIZERS), min_size=1, unique=True))),
+        learning_rate=(lr_low, lr_high),
+        weight_decay=(wd_low, wd_high),
+        batch_sizes=tuple(
+            draw(st.lists(st.integers(1, 1024), min_size=1, max_size=5, unique=True))
+        ),
+    )
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _snapshot(genome: Genome) -> tuple[str, list[str]]:
+    return genome.to_json(), [layer.id for layer in genome.layers]
+
+
+def _ids(genome: Genome) -> list[str]:
+    return [layer.id for layer in genome.layers]
+
+
+def _global_state_kept(call: Callable[[], object]) -> None:
+    random.seed(12345)
+    before = random.getstate()
+    call()
+    assert random.getstate() == before
+
+
+# -- MutationRates ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gene": 1.5}, r"'gene' parameter of MutationRates must be a float in the range \[0.0"),
+        ({"gene": -0.1}, "'gene' parameter"),
+        ({"insert_layer": 2}, "'insert_layer' parameter"),
+        ({"remove_layer": "0.1"}, "'remove_layer' parameter"),
+        ({"duplicate_layer": math.nan}, "'duplicate_layer' parameter"),
+        ({"units_sigma": 0.0}, r"'units_sigma' parameter of MutationRates must be a float > 0"),
+        ({"learning_rate_sigma": -1.0}, "'learning_rate_sigma' parameter"),
+        ({"weight_decay_sigma": math.inf}, "'weight_decay_sigma' parameter"),
+        ({"dropout_sigma": True}, "'dropout_sigma' parameter"),
+    ],
+)
+def test_mutation_rates_validation(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        MutationRates(**kwargs)
+
+
+def test_mutation_rates_accept_ints() -> None:
+    rates = MutationRates(gene=1, insert_layer=0)
+    assert rates.gene == 1.0
+    assert isinstance(rates.gene, float)
+
+
+# -- mutate -----------------------------------------------------------------------------------
+@FAST
+@given(spaces(), seeds)
+def test_mutate_child_in_space_and_different(space: SearchSpace, seed: int) -> None:
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    before = _snapshot(parent)
+    child, ops = mutate(parent, space, rng)
+    assert _snapshot(parent) == before
+    assert space.contains(child), space.violations(child)
+    assert set(ops) <= GENOME_OPS
+    assert len(ops) == len(set(ops))
+    single_point = (
+        space.min_layers == space.max_layers
+        and space.units[0] == space.units[1]
+        and len(space.activations) == 1
+        and space.dropout[0] == space.dropout[1]
+        and len(space.optimizers) == 1
+        and space.learning_rate[0] == space.learning_rate[1]
+        and space.weight_decay[0] == space.weight_decay[1]
+        and len(space.batch_sizes) == 1
+    )
+    if not single_point:
+        assert child != parent
+        assert ops
+
+
+@FAST
+@given(spaces(), seeds)
+def test_mutate_is_reproducible(space: SearchSpace, seed: int) -> None:
+    parent = space.sample(random.Random(seed))
+    child1, ops1 = mutate(parent, space, random.Random(seed + 1))
+    child2, ops2 = mutate(parent, space, random.Random(seed + 1))
+    assert _snapshot(child1) == _snapshot(child2)
+    assert ops1 == ops2
+
+
+def test_mutate_differs_across_seeds() -> None:
+    space = SearchSpace()
+    parent = space.sample(random.Random(0))
+    children = {mutate(parent, space, random.Random(seed))[0].to_json() for seed in range(30)}
+    assert len(children) > 20
+
+
+@FAST
+@given(spaces(), seeds)
+def test_mutate_keeps_global_random_state(space: SearchSpace, seed: int) -> None:
+    parent = space.sample(random.Random(seed))
+    _global_state_kept(lambda: mutate(parent, space, random.Random(seed)))
+
+
+def test_mutate_single_point_space_returns_the_genome() -> None:
+    space = SearchSpace(
+        min_layers=1,
+        max_layers=1,
+        units=(8, 8),
+        activations=("relu",),
+        dropout=(0.1, 0.1),
+        optimizers=("adam",),
+        learning_rate=(1e-3, 1e-3),
+        weight_decay=(1e-5, 1e-5),
+        batch_sizes=(32,),
+    )
+    parent = space.sample(random.Random(0))
+    assert space.contains(parent)
+    child, ops = mutate(parent, space, random.Random(1))
+    assert child == parent
+    assert ops == []
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_mutate_with_fixed_depth_never_changes_depth(depth: int) -> None:
+    space = SearchSpace(min_layers=depth, max_layers=depth)
+    rates = MutationRates(insert_layer=1.0, remove_layer=1.0, duplicate_layer=1.0)
+    rng = random.Random(0)
+    for _ in range(200):
+        child, ops = mutate(space.sample(rng), space, rng, rates)
+        assert child.depth == depth
+        assert not STRUCTURAL & set(ops)
+
+
+def test_mutate_every_operator_occurs() -> None:
+    space = SearchSpace(min_layers=1, max_layers=5)
+    rng = random.Random(7)
+    counts: collections.Counter[str] = collections.Counter()
+    n = 600
+    for _ in range(n):
+        counts.update(mutate(space.sample(rng), space, rng)[1])
+    assert set(counts) == GENOME_OPS - {"repair"}
+    # Structural mutations fire with probability 0.1 each where the depth allows.
+    for op in STRUCTURAL:
+        assert 0.04 * n < counts[op] < 0.2 * n, counts
+    # Per-layer genes fire more often than global ones: a genome has ~3 layers.
+    assert counts["mutate:units"] > counts["mutate:optimizer"]
+
+
+def test_insert_layer_adds_a_fresh_layer_and_keeps_the_others() -> None:
+    space = SearchSpace(max_layers=4)
+    rng = random.Random(3)
+    positions = set()
+    for _ in range(100):
+        parent = Genome(tuple(space.sample_layer(rng) for _ in range(2)), "adam", 1e-3, 1e-5, 64)
+        child, ops = mutate(parent, space, rng, ONLY_INSERT)
+        assert ops == ["insert_layer"]
+        assert child.depth == 3
+        new = [i for i, layer in enumerate(child.layers) if layer.id not in _ids(parent)]
+        assert len(new) == 1
+        positions.add(new[0])
+        kept = [layer for layer in child.layers if layer.id in _ids(parent)]
+        assert [layer.to_dict() for layer in kept] == [layer.to_dict() for layer in parent.layers]
+    assert positions == {0, 1, 2}
+
+
+def test_remove_layer_drops_one_layer() -> None:
+    space = SearchSpace(max_layers=4)
+    rng = random.Random(4)
+    removed = set()
+    for _ in range(100):
+        parent = Genome(tuple(space.sample_layer(rng) for _ in range(3)), "sgd", 1e-2, 1e-4, 32)
+        child, ops = mutate(parent, space, rng, ONLY_REMOVE)
+        assert ops == ["remove_layer"]
+        assert child.depth == 2
+        remaining = _ids(child)
+        assert remaining == [i for i in _ids(parent) if i in remaining]
+        removed |= set(_ids(parent)) - set(remaining)
+        assert child.optimizer == parent.optimizer
+    assert len(removed) > 50
+
+
+def test_duplicate_layer_copies_next_to_the_original_with_a_new_id() -> None:
+    space = SearchSpace(max_layers=4)
+    rng = random.Random(5)
+    for _ in range(100):
+        parent = Genome(tuple(space.sample_layer(rng) for _ in range(2)), "adam", 1e-3, 0.0001, 64)
+        child, ops = mutate(parent, space, rng, ONLY_DUPLICATE)
+        assert ops == ["duplicate_layer"]
+        assert child.depth == 3
+        (new,) = [i for i, layer in enumerate(child.layers) if layer.id not in _ids(parent)]
+        assert new >= 1
+        original, copy = child.layers[new - 1], child.layers[new]
+        assert (original.units, original.activation, original.dropout) == (
+            copy.units,
+            copy.activation,
+            copy.dropout,
+        )
+        assert [layer.id for layer in child.layers if layer is not copy] == _ids(parent)
+
+
+def test_structural_mutations_skipped_at_the_depth_bounds() -> None:
+    space = SearchSpace(min_layers=2, max_layers=2)
+    rng = random.Random(6)
+    grow = MutationRates(gene=0.0, insert_layer=1.0, remove_layer=0.0, duplicate_layer=1.0)
+    for rates in (grow, ONLY_REMOVE):
+        for _ in range(50):
+            parent = space.sample(rng)
+            child, ops = mutate(parent, space, rng, rates)
+            assert child.depth == 2
+            assert child != parent
+            # Nothing fired, so exactly one random applicable mutation was forced.
+            assert len(ops) == 1
+            assert ops[0] not in STRUCTURAL
+
+
+@FAST
+@given(spaces(), seeds)
+def test_mutate_ids_follow_the_units(space: SearchSpace, seed: int) -> None:
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    child, ops = mutate(parent, space, rng, GENES_ONLY)
+    assert len(set(_ids(child))) == child.depth
+    if STRUCTURAL & set(ops):
+        return  # a forced structural mutation (no gene could change); tested elsewhere
+    assert child.depth == parent.depth
+    for old, new in zip(parent.layers, child.layers, strict=True):
+        if new.units == old.units:
+            assert new.id == old.id
+        else:
+            assert new.id not in _ids(parent)
+
+
+@FAST
+@given(spaces(), seeds)
+def test_mutate_structural_ids_are_fresh_and_unique(space: SearchSpace, seed: int) -> None:
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    rates = MutationRates(gene=0.0, insert_layer=0.5, remove_layer=0.5, duplicate_layer=0.5)
+    child, _ = mutate(parent, space, rng, rates)
+    assert len(set(_ids(child))) == child.depth
+    parent_layers = {layer.id: layer for layer in parent.layers}
+    # A kept id means a kept width (a forced gene mutation may change the rest).
+    for layer in child.layers:
+        if layer.id in parent_layers:
+            assert layer.units == parent_layers[layer.id].units
+
+
+def test_mutate_changes_categoricals_to_a_different_choice() -> None:
+    space = SearchSpace(min_layers=1, max_layers=1, activations=("relu", "tanh"))
+    rng = random.Random(8)
+    rates = MutationRates(gene=1.0, insert_layer=0.0, remove_layer=0.0, duplicate_layer=0.0)
+    for _ in range(50):
+        parent = space.sample(rng)
+        child, ops = mutate(parent, space, rng, rates)
+        assert child.layers[0].activation != parent.layers[0].activation
+        assert child.optimizer != parent.optimizer
+        assert child.batch_size != parent.batch_size
+        assert {"mutate:activation", "mutate:optimizer", "mutate:batch_size"} <= set(ops)
+
+
+def test_mutate_steps_rates_in_log_space() -> None:
+    space = SearchSpace(learning_rate=(1e-6, 1.0))
+    parent = Genome((LayerGene(64, "relu", 0.1, "x"),), "adam", 1e-5, 1e-5, 64)
+    rng = random.Random(9)
+    rates = MutationRates(gene=1.0, insert_layer=0.0, remove_layer=0.0, duplicate_layer=0.0)
+    ratios = [
+        mutate(parent, space, rng, rates)[0].learning_rate / parent.learning_rate
+        for _ in range(400)
+    ]
+    # A log-space step of sigma 0.5 is symmetric in the ratio and rarely beyond e^2.
+    below = sum(r < 1 for r in ratios)
+    assert 150 < below < 250
+    assert sum(math.exp(-2) < r < math.exp(2) for r in ratios) > 360
+
+
+def test_mutate_repairs_a_parent_outside_the_space() -> None:
+    space = SearchSpace(min_layers=2, max_layers=3, units=(8, 32))
+    parent = Genome(
+        tuple(LayerGene(1000, "relu", 0.0, f"l{i}") for i in range(5)), "sgd", 1.0, 0, 7
+    )
+    child, ops = mutate(parent, space, random.Random(0))
+    assert space.contains(child)
+    assert ops[0] == "repair"
+
+
+def test_mutate_rejects_bad_arguments() -> None:
+    space = SearchSpace()
+    parent = space.sample(random.Random(0))
+    with pytest.raises(InvalidParameterError, match="'rng' parameter of mutate"):
+        mutate(parent, space, 0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="'rates' parameter of mutate"):
+        mutate(parent, space, random.Random(0), {"gene": 0.1})  # type: ignore[arg-type]
+
+
+# -- crossover -------------------------------------------------------------------------------
+@FAST
+@given(spaces(), seeds, seeds)
+def test_crossover_child_in_space_from_its_parents(space: SearchSpace, s1: int, s2: int) -> None:
+    a, b = space.sample(random.Random(s1)), space.sample(random.Random(s2 ^ 1))
+    snap_a, snap_b = _snapshot(a), _snapshot(b)
+    rng = random.Random(s2)
+    child, ops = crossover(a, b, space, rng)
+    assert (_snapshot(a), _snapshot(b)) == (snap_a, snap_b)
+    assert space.contains(child)
+    assert child.depth in (a.depth, b.depth)
+    assert set(ops) <= {"crossover:layers", "crossover:globals"}
+    parent_layers = {layer.id: layer for layer in (*a.layers, *b.layers)}
+    for layer in child.layers:
+        assert layer.to_dict() == parent_layers[layer.id].to_dict()
+    assert child.optimizer in (a.optimizer, b.optimizer)
+    assert child.learning_rate in (a.learning_rate, b.learning_rate)
+    assert child.weight_decay in (a.weight_decay, b.weight_decay)
+    assert child.batch_size in (a.batch_size, b.batch_size)
+    _global_state_kept(lambda: crossover(a, b, space, random.Random(s1)))
+
+
+@FAST
+@given(spaces(), seeds)
+def test_crossover_is_reproducible(space: SearchSpace, seed: int) -> None:
+    a, b = space.sample(random.Random(seed)), space.sample(random.Random(seed + 1))
+    first = crossover(a, b, space, random.Random(seed))
+    second = crossover(a, b, space, random.Random(seed))
+    assert _snapshot(first[0]) == _snapshot(second[0])
+    assert first[1] == second[1]
+
+
+def test_crossover_mixes_layers_of_different_depths() -> None:
+    space = SearchSpace(max_layers=5)
+    a = Genome(tuple(LayerGene(16, "relu", 0.0, f"a{i}") for i in range(4)), "sgd", 1e-3, 1e-5, 32)
+    b = Genome(tuple(LayerGene(32, "tanh", 0.2, f"b{i}") for i in range(2)), "adam", 1e-2, 1e-4, 64)
+    layouts = collections.Counter()
+    for seed in range(300):
+        child, ops = crossover(a, b, space, random.Random(seed))
+        layouts[tuple(_ids(child))] += 1
+        assert "crossover:layers" in ops
+    # Cut after the first layer (the only cut for a two-layer parent): two offspring.
+    assert set(layouts) == {("a0", "b1"), ("b0", "a1", "a2", "a3")}
+    assert min(layouts.values()) > 100
+
+
+@pytest.mark.parametrize(("depth_a", "depth_b"), [(1, 1), (1, 3), (3, 1)])
+def test_crossover_handles_one_layer_parents(depth_a: int, depth_b: int) -> None:
+    space = SearchSpace(max_layers=3)
+    a = Genome(
+        tuple(LayerGene(16, "relu", 0.0, f"a{i}") for i in range(depth_a)), "sgd", 1e-3, 1e-5, 32
+    )
+    b = Genome(
+        tuple(LayerGene(32, "tanh", 0.2, f"b{i}") for i in range(depth_b)), "adam", 1e-2, 1e-4, 64
+    )
+    layouts = set()
+    for seed in range(100):
+        child, _ = crossover(a, b, space, random.Random(seed))
+        assert space.contains(child)
+        layouts.add(tuple(_ids(child)))
+    expected = {
+        (1, 1): {("a0",), ("b0",)},
+        (1, 3): {("a0", "b1", "b2"), ("b0",)},
+        (3, 1): {("b0", "a1", "a2"), ("a0",)},
+    }[(depth_a, depth_b)]
+    assert layouts == expected
+
+
+def test_crossover_depth_stays_within_fixed_bounds() -> None:
+    space = SearchSpace(min_layers=2, max_layers=2)
+    rng = random.Random(11)
+    for _ in range(100):
+        child, _ = crossover(space.sample(rng), space.sample(rng), space, rng)
+        assert child.depth == 2
+
+
+def test_crossover_globals_come_from_both_parents() -> None:
+    space = SearchSpace()
+    a = Genome((LayerGene(16, "relu", 0.0, "a"),), "sgd", 1e-3, 1e-5, 32)
+    b = Genome((LayerGene(32, "tanh", 0.2, "b"),), "adam", 1e-2, 1e-4, 64)
+    optimizers = collections.Counter()
+    mixed = 0
+    for seed in range(400):
+        child, ops = crossover(a, b, space, random.Random(seed))
+        optimizers[child.optimizer] += 1
+        mixed += "crossover:globals" in ops
+    assert 150 < optimizers["sgd"] < 250
+    # All four global genes come from one parent with probability 2 / 16.
+    assert 300 < mixed < 380
+
+
+def test_crossover_gives_repeated_ids_a_fresh_one() -> None:
+    space = SearchSpace(max_layers=3)
+    shared = LayerGene(16, "relu", 0.0, "s")
+    a = Genome((LayerGene(8, "relu", 0.0, "x"), shared), "sgd", 1e-3, 1e-5, 32)
+    b = Genome((shared, LayerGene(64, "relu", 0.0, "y")), "sgd", 1e-3, 1e-5, 32)
+    seen = set()
+    for seed in range(50):
+        child, _ = crossover(a, b, space, random.Random(seed))
+        assert len(set(_ids(child))) == child.depth
+        seen.add(tuple(layer.units for layer in child.layers))
+    assert (16, 16) in seen
+
+
+def test_crossover_rejects_a_bad_rng() -> None:
+    genome = SearchSpace().sample(random.Random(0))
+    with pytest.raises(InvalidParameterError, match="'rng' parameter of crossover"):
+        crossover(genome, genome, SearchSpace(), None)  # type: ignore[arg-type]
+
+
+# -- tournaments ---------------------------------------------------------------------------
+@FAST
+@given(
+    st.lists(st.floats(allow_nan=False), min_size=1, max_size=20),
+    st.integers(0, 10),
+    st.integers(1, 25),
+    seeds,
+)
+def test_select_tournament_returns_valid_indices(
+    fitness: list[float], k: int, size: int, seed: int
+) -> None:
+    picks = select_tournament(fitness, k, size, random.Random(seed))
+    assert len(picks) == k
+    assert all(0 <= i < len(fitness) for i in picks)
+    assert picks == select_tournament(fitness, k, size, random.Random(seed))
+    _global_state_kept(lambda: select_tournament(fitness, k, size, random.Random(seed)))
+
+
+def test_select_tournament_prefers_the_fitter() -> None:
+    fitness = [0.0, 1.0, 2.0, 3.0, 4.0]
+    counts = collections.Counter(select_tournament(fitness, 5000, 3, random.Random(0)))
+    assert counts[0] < counts[1] < counts[2] < counts[3] < counts[4]
+    # The best wins every tournament it enters: 1 - (4/5)^3 = 0.488.
+    assert counts[4] / 5000 == pytest.approx(0.488, abs=0.03)
+
+
+def test_select_tournament_accepts_minus_infinity() -> None:
+    picks = select_tournament([-math.inf, 1.0], 50, 2, random.Random(0))
+    assert picks.count(1) > 25
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (([1.0], -1, 2), "'k' parameter of select_tournament must be an int >= 0"),
+        (([1.0], 1, 0), "'tournament_size' parameter of select_tournament must be an int >= 1"),
+        (([1.0, math.nan], 1, 2), r"'fitness\[1\]' parameter of select_tournament"),
+        (([1.0, "a"], 1, 2), r"'fitness\[1\]' parameter"),
+        (([], 1, 2), "'fitness' parameter of select_tournament must be non-empty"),
+        (("abc", 1, 2), "'fitness' parameter of select_tournament must be a sequence"),
+        (([1.0], 1.5, 2), "'k' parameter"),
+    ],
+)
+def test_select_tournament_validation(args: tuple[Any, ...], match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        select_tournament(*args, rng=random.Random(0))
+
+
+def test_select_tournament_with_k_zero_accepts_an_empty_population() -> None:
+    assert select_tournament([], 0, 3, random.Random(0)) == []
+
+
+def test_select_rank_tournament_frequencies_follow_the_probabilities() -> None:
+    fitness = [2.0, 9.0, 5.0]  # best: 1, second: 2, third: 0
+    n = 6000
+    counts = collections.Counter(
+        select_rank_tournament(fitness, n, 3, [0.6, 0.3, 0.1], random.Random(0))
+    )
+    assert counts[1] / n == pytest.approx(0.6, abs=0.025)
+    assert counts[2] / n == pytest.approx(0.3, abs=0.025)
+    assert counts[0] / n == pytest.approx(0.1, abs=0.025)
+
+
+def test_select_rank_tournament_normalises_over_present_ranks() -> None:
+    # Two contestants: ranks 1 and 2 only, so p = (0.5, 0.3) / 0.8.
+    n = 4000
+    picks = select_rank_tournament([1.0, 0.0], n, 5, [0.5, 0.3, 0.2], random.Random(1))
+    assert picks.count(0) / n == pytest.approx(0.625, abs=0.03)
+
+
+def test_select_rank_tournament_ignores_ranks_without_probability() -> None:
+    picks = select_rank_tournament([3.0, 1.0, 2.0, 0.0], 200, 4, [1.0], random.Random(2))
+    assert set(picks) == {0}
+
+
+@FAST
+@given(
+    st.lists(st.floats(allow_nan=False), min_size=1, max_size=15),
+    st.integers(0, 10),
+    st.integers(1, 20),
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5).filter(lambda p: sum(p) > 0),
+    seeds,
+)
+def test_select_rank_tournament_returns_valid_indices(
+    fitness: list[float], k: int, size: int, probabilities: list[float], seed: int
+) -> None:
+    probabilities = sorted(probabilities, reverse=True)
+    picks = select_rank_tournament(fitness, k, size, probabilities, random.Random(seed))
+    assert len(picks) == k
+    assert all(0 <= i < len(fitness) for i in picks)
+    again = select_rank_tournament(fitness, k, size, probabilities, random.Random(seed))
+    assert picks == again
+    _global_state_kept(
+        lambda: select_rank_tournament(fitness, k, size, probabilities, random.Random(seed))
+    )
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "match"),
+    [
+        (
+            [0.2, 0.5, 0.3],
+            "'probabilities' parameter of select_rank_tournament must be a non-empty, non-incr",
+        ),
+        ([], "'probabilities' parameter"),
+        ([0.0, 0.0], "with a positive sum"),
+        (
+            [0.5, -0.1],
+            r"'probabilities\[1\]' parameter of select_rank_tournament must be a float >= 0",
+        ),
+        ([0.5, math.nan], r"'probabilities\[1\]' parameter"),
+        ("0.5", "'probabilities' parameter"),
+    ],
+)
+def test_select_rank_tournament_validation(probabilities: Any, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        select_rank_tournament([1.0, 2.0], 1, 2, probabilities, random.Random(0))
+
+
+def test_select_rank_tournament_validates_sizes() -> None:
+    with pytest.raises(InvalidParameterError, match="'tournament_size' parameter"):
+        select_rank_tournament([1.0], 1, 0, [1.0], random.Random(0))
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        select_rank_tournament([1.0], -2, 1, [1.0], random.Random(0))
+    with pytest.raises(InvalidParameterError, match="'fitness' parameter"):
+        select_rank_tournament([], 1, 1, [1.0], random.Random(0))
+
+
+# -- aging --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("birth_order", "size", "expected"),
+    [
+        ([5, 1, 7, 3], 2, [0, 2]),
+        ([5, 1, 7, 3], 0, []),
+        ([5, 1, 7, 3], 4, [0, 1, 2, 3]),
+        ([5, 1, 7, 3], 10, [0, 1, 2, 3]),
+        ([], 3, []),
+        ([2, 2, 1], 1, [1]),
+    ],
+)
+def test_youngest(birth_order: list[int], size: int, expected: list[int]) -> None:
+    assert youngest(birth_order, size) == expected
+
+
+@FAST
+@given(st.lists(st.integers(0, 1000), unique=True, max_size=30), st.integers(0, 40))
+def test_youngest_keeps_the_most_recent(birth_order: list[int], size: int) -> None:
+    survivors = youngest(birth_order, size)
+    assert len(survivors) == min(size, len(birth_order))
+    dead = set(range(len(birth_order))) - set(survivors)
+    for i in survivors:
+        assert all(birth_order[i] > birth_order[j] for j in dead)
+
+
+@pytest.mark.parametrize(
+    ("birth_order", "size", "match"),
+    [
+        ([1, 2], -1, "'size' parameter of youngest must be an int >= 0"),
+        ([1, 2.5], 1, r"'birth_order\[1\]' parameter of youngest must be an int"),
+        (5, 1, "'birth_order' parameter of youngest must be a sequence of int"),
+    ],
+)
+def test_youngest_validation(birth_order: Any, size: Any, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        youngest(birth_order, size)
+
+
+# -- NSGA-II ------------------------------------------------------------------------------
+def _dominates(p: list[float], q: list[float]) -> bool:
+    return all(x >= y for x, y in zip(p, q, strict=True)) and p != q
+
+
+objective_rows = st.integers(1, 3).flatmap(
+    lambda m: st.lists(
+        st.lists(st.integers(-5, 5).map(float), min_size=m, max_size=m), min_size=1, max_size=15
+    )
+)
+
+
+@FAST
+@given(objective_rows, st.integers(0, 20))
+def test_select_nsga2_never_drops_a_dominating_individual(
+    values: list[list[float]], k: int
+) -> None:
+    picked = select_nsga2(values, k)
+    assert len(picked) == min(k, len(values))
+    assert len(set(picked)) == len(picked)
+    for i in picked:
+        for j in set(range(len(values))) - set(picked):
+            assert not _dominates(values[j], values[i])
+
+
+def test_select_nsga2_picks_the_pareto_front_first() -> None:
+    values = [[0.0, 0.0], [3.0, 1.0], [1.0, 1.0], [1.0, 3.0], [2.0, 2.0], [0.5, 0.5]]
+    assert sorted(select_nsga2(values, 3)) == [1, 3, 4]
+    # From the second front ([1, 1] only), then the third.
+    assert sorted(select_nsga2(values, 4)) == [1, 2, 3, 4]
+    assert select_nsga2(values, 0) == []
+
+
+def test_select_nsga2_breaks_front_ties_by_crowding() -> None:
+    # All on one front; the extremes have infinite crowding distance.
+    values = [[0.0, 4.0], [1.0, 3.0], [1.1, 2.9], [4.0, 0.0]]
+    assert sorted(select_nsga2(values, 2)) == [0, 3]
+    # The middle point with the most room beats its crowded neighbour.
+    values = [[0.0, 4.0], [1.0, 3.0], [1.1, 2.9], [3.0, 1.0], [4.0, 0.0]]
+    assert sorted(select_nsga2(values, 3)) == [0, 3, 4]
+
+
+@FAST
+@given(objective_rows)
+def test_nsga2_rank_and_crowding_agree_with_dominance(values: list[list[float]]) -> None:
+    result = nsga2_rank_and_crowding(values)
+    assert len(result) == len(values)
+    for i, (rank, crowding) in enumerate(result):
+        dominated = any(_dominates(values[j], values[i]) for j in range(len(values)))
+        assert (rank == 0) == (not dominated)
+        assert crowding >= 0.0
+        assert not math.isnan(crowding)
+        for j, (other_rank, _) in enumerate(result):
+            if _dominates(values[j], values[i]):
+                assert other_rank < rank
+
+
+def test_nsga2_handles_infinite_objectives() -> None:
+    values = [[math.inf, 0.0], [1.0, 1.0], [0.0, -math.inf], [0.5, 0.5]]
+    result = nsga2_rank_and_crowding(values)
+    assert [rank for rank, _ in result] == [0, 0, 2, 1]
+    assert not any(math.isnan(c) for _, c in result)
+    assert sorted(select_nsga2(values, 2)) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ([[1.0, 2.0], [1.0]], r"'values\[1\]' parameter of select_nsga2 must be a row of 2 values"),
+        ([[1.0, math.nan]], r"'values\[0\]\[1\]' parameter of select_nsga2"),
+        ([[]], r"'values\[0\]' parameter of select_nsga2 must be a non-empty"),
+        ([1.0, 2.0], r"'values\[0\]' parameter"),
+        ("ab", "'values' parameter of select_nsga2"),
+    ],
+)
+def test_select_nsga2_validation(values: Any, match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        select_nsga2(values, 1)
+
+
+def test_select_nsga2_rejects_a_negative_k() -> None:
+    with pytest.raises(InvalidParameterError, match="'k' parameter of select_nsga2"):
+        select_nsga2([[1.0]], -1)
+
+
+def test_nsga2_functions_keep_global_random_state() -> None:
+    values = [[1.0, 2.0], [2.0, 1.0], [0.0, 0.0]]
+    _global_state_kept(lambda: select_nsga2(values, 2))
+    _global_state_kept(lambda: nsga2_rank_and_crowding(values))
+
+
+def test_nsga2_of_an_empty_population() -> None:
+    assert select_nsga2([], 3) == []
+    assert nsga2_rank_and_crowding([]) == []
+
+
+# -- parameter dicts -------------------------------------------------------------------------
+@st.composite
+def distributions(draw: st.DrawFn) -> BaseDistribution:
+    kind = draw(
+        st.sampled_from(["float", "float_log", "float_step", "int", "int_log", "int_step", "cat"])
+    )
+    if kind == "cat":
+        choices = draw(
+            st.lists(
+                st.sampled_from(["a", "b", "c", 1, 2.5, None]),
+                min_size=1,
+                max_size=4,
+                unique_by=repr,
+            )
+        )
+        return CategoricalDistribution(choices)
+    if kind.startswith("int"):
+        low = draw(st.integers(1 if kind == "int_log" else -50, 50))
+        step = draw(st.integers(1, 7)) if kind == "int_step" else 1
+        high = low + step * draw(st.integers(0, 60))
+        return IntDistribution(low, high, log=kind == "int_log", step=step)
+    if kind == "float_step":
+        # Bounds on the grid: Optuna warns about (and moves) a misaligned high.
+        step_size = draw(st.sampled_from([0.125, 0.25, 0.5, 1.0]))
+        low = step_size * draw(st.integers(-40, 40))
+        return FloatDistribution(low, low + step_size * draw(st.integers(0, 40)), step=step_size)
+    low = draw(st.floats(1e-6 if kind == "float_log" else -10.0, 10.0))
+    high = draw(st.floats(low, 20.0))
+    return FloatDistribution(low, high, log=kind == "float_log")
+
+
+def _inside(value: Any, dist: BaseDistribution) -> bool:
+    return bool(dist._contains(dist.to_internal_repr(value)))
+
+
+def _sample_value(dist: BaseDistribution, rng: random.Random) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return rng.choice(dist.choices)
+    if isinstance(dist, IntDistribution):
+        return dist.low + dist.step * rng.randint(0, (dist.high - dist.low) // dist.step)
+    assert isinstance(dist, FloatDistribution)
+    if dist.step is not None:
+        k = rng.randint(0, round((dist.high - dist.low) / dist.step))
+        return min(dist.high, dist.low + dist.step * k)
+    return rng.uniform(dist.low, dist.high)
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["x", "y", "layer2.units", "lr", "opt"]), distributions(), min_size=1
+    ),
+    st.floats(0.0, 1.0),
+    seeds,
+)
+def test_mutate_params_stays_inside_the_distributions(
+    dists: dict[str, BaseDistribution], gene_prob: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    params = {name: _sample_value(dist, rng) for name, dist in dists.items()}
+    assert all(_inside(params[name], dist) for name, dist in dists.items())
+    frozen = dict(params)
+    child, ops = mutate_params(params, dists, rng, gene_prob)
+    assert params == frozen
+    assert list(child) == list(params)
+    for name, dist in dists.items():
+        assert _inside(child[name], dist), (name, dist, child[name])
+    changed = [name for name in params if child[name] != params[name]]
+    assert ops == [f"mutate:{name}" for name in changed]
+    mutable = [name for name, dist in dists.items() if not dist.single()]
+    assert bool(changed) == bool(mutable)
+    again = mutate_params(params, dists, random.Random(seed), gene_prob)
+    assert again == mutate_params(params, dists, random.Random(seed), gene_prob)
+    _global_state_kept(lambda: mutate_params(params, dists, random.Random(seed), gene_prob))
+
+
+def test_mutate_params_respects_the_step() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "f": FloatDistribution(0.0, 1.0, step=0.25),
+        "i": IntDistribution(0, 30, step=3),
+        "g": FloatDistribution(0.3, 2.0, step=0.1),
+    }
+    rng = random.Random(0)
+    seen_f, seen_i = set(), set()
+    for _ in range(300):
+        child, _ = mutate_params({"f": 0.5, "i": 15, "g": 0.3}, dists, rng, gene_prob=1.0)
+        assert _inside(child["g"], dists["g"])
+        assert child["g"] != 0.3
+        assert child["f"] in {0.0, 0.25, 0.5, 0.75, 1.0}
+        assert child["i"] % 3 == 0
+        assert isinstance(child["i"], int)
+        seen_f.add(child["f"])
+        seen_i.add(child["i"])
+    # With gene_prob=1 every parameter moves, at least one grid step.
+    assert 0.5 not in seen_f
+    assert 15 not in seen_i
+    assert len(seen_i) > 3
+
+
+def test_mutate_params_steps_in_log_space() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "lr": FloatDistribution(1e-6, 1.0, log=True),
+        "n": IntDistribution(1, 4096, log=True),
+    }
+    rng = random.Random(1)
+    ratios, units = [], []
+    for _ in range(400):
+        child, _ = mutate_params({"lr": 1e-4, "n": 8}, dists, rng, gene_prob=1.0)
+        ratios.append(child["lr"] / 1e-4)
+        units.append(child["n"])
+    # A step of 0.1 of the log range: symmetric in the ratio, mostly within a factor e^3.
+    assert 150 < sum(r < 1 for r in ratios) < 250
+    assert sum(math.exp(-3) < r < math.exp(3) for r in ratios) > 350
+    # Linear steps of 0.1 * 4095 would rarely land below 8; log steps often do.
+    assert sum(u < 8 for u in units) > 100
+
+
+def test_mutate_params_changes_categoricals_and_guarantees_a_change() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "act": CategoricalDistribution(["relu", "tanh", "gelu"]),
+        "fixed": CategoricalDistribution(["only"]),
+        "x": FloatDistribution(0.0, 0.0),
+    }
+    rng = random.Random(2)
+    for _ in range(50):
+        child, ops = mutate_params({"act": "relu", "fixed": "only", "x": 0.0}, dists, rng, 0.0)
+        assert child["act"] != "relu"
+        assert child["fixed"] == "only"
+        assert ops == ["mutate:act"]
+
+
+def test_mutate_params_without_mutable_parameters() -> None:
+    dists: dict[str, BaseDistribution] = {"fixed": CategoricalDistribution(["only"])}
+    assert mutate_params({"fixed": "only"}, dists, random.Random(0), 1.0) == ({"fixed": "only"}, [])
+
+
+def test_mutate_params_moves_outside_values_inside() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "x": FloatDistribution(0.0, 1.0),
+        "n": IntDistribution(0, 10, step=2),
+        "c": CategoricalDistribution(["a", "b"]),
+        "y": FloatDistribution(5.0, 6.0),
+    }
+    child, _ = mutate_params({"x": 7.5, "n": 5, "c": "zzz", "y": 5.5}, dists, random.Random(0), 0.0)
+    for name, dist in dists.items():
+        assert _inside(child[name], dist)
+
+
+def test_mutate_params_ignores_extra_distributions() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "x": FloatDistribution(0.0, 1.0),
+        "layer3.units": IntDistribution(1, 8),
+    }
+    child, ops = mutate_params({"x": 0.5}, dists, random.Random(0), 1.0)
+    assert list(child) == ["x"]
+    assert ops == ["mutate:x"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gene_prob": 1.5}, "'gene_prob' parameter of mutate_params"),
+        (
+            {"gene_prob": 0.5, "sigma": 0.0},
+            "'sigma' parameter of mutate_params must be a float > 0",
+        ),
+        ({"gene_prob": 0.5, "params": {"x": 0.5, "y": 1}}, r"distribution\. Got none for \['y'\]"),
+        (
+            {"gene_prob": 0.5, "params": {"x": "abc"}},
+            r"'params\[x\]' parameter of mutate_params must be a number",
+        ),
+        ({"gene_prob": 0.5, "rng": 3}, "'rng' parameter of mutate_params"),
+    ],
+)
+def test_mutate_params_validation(kwargs: dict[str, Any], match: str) -> None:
+    arguments: dict[str, Any] = {
+        "params": {"x": 0.5},
+        "distributions": {"x": FloatDistribution(0.0, 1.0)},
+        "rng": random.Random(0),
+    }
+    arguments.update(kwargs)
+    with pytest.raises(InvalidParameterError, match=match):
+        mutate_params(**arguments)
+
+
+@FAST
+@given(
+    st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 9), max_size=6),
+    st.dictionaries(st.sampled_from("abcdefgh"), st.integers(10, 19), max_size=6),
+    seeds,
+)
+def test_crossover_params_covers_the_union(a: dict[str, int], b: dict[str, int], seed: int) -> None:
+    frozen_a, frozen_b = dict(a), dict(b)
+    child = crossover_params(a, b, random.Random(seed))
+    assert (a, b) == (frozen_a, frozen_b)
+    assert list(child) == [*a, *(k for k in b if k not in a)]
+    for key, value in child.items():
+        if key in a and key in b:
+            assert value in (a[key], b[key])
+        else:
+            assert value == (a[key] if key in a else b[key])
+    assert child == crossover_params(a, b, random.Random(seed))
+    _global_state_kept(lambda: crossover_params(a, b, random.Random(seed)))
+
+
+def test_crossover_params_takes_from_both_parents() -> None:
+    a = {f"p{i}": "a" for i in range(10)}
+    b = {f"p{i}": "b" for i in range(10)}
+    counts = collections.Counter()
+    for seed in range(100):
+        counts.update(crossover_params(a, b, random.Random(seed)).values())
+    assert 400 < counts["a"] < 600
+
+
+def test_crossover_params_rejects_a_bad_rng() -> None:
+    with pytest.raises(InvalidParameterError, match="'rng' parameter of crossover_params"):
+        crossover_params({}, {}, random)  # type: ignore[arg-type]
+
+
+# -- imports ---------------------------------------------------------------------------------
+def test_operators_import_neither_torch_nor_deap_creator() -> None:
+    code = (
+        "import evohpo.genome, evohpo.space, evohpo.operators, sys; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "assert 'deap.creator' not in sys.modules, 'deap.creator'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evohpo.exceptions import InvalidParameterError, SearchSpaceError
+from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
+from evohpo.space import SearchSpace
+
+FAST = settings(max_examples=50, deadline=None)
+
+
+@st.composite
+def spaces(draw: st.DrawFn) -> SearchSpace:
+    min_layers = draw(st.integers(1, 3))
+    units_low = draw(st.integers(1, 64))
+    dropout_low = draw(st.floats(0.0, 0.9))
+    lr_low = draw(st.floats(1e-6, 1.0))
+    wd_low = draw(st.floats(1e-9, 1e-2))
+    return SearchSpace(
+        min_layers=min_layers,
+        max_layers=draw(st.integers(min_layers, 5)),
+        units=(units_low, draw(st.integers(units_low, 512))),
+        activations=tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, unique=True))),
+        dropout=(dropout_low, draw(st.floats(dropout_low, 0.95))),
+        optimizers=tuple(draw(st.lists(st.sampled_from(OPTIMIZERS), min_size=1, unique=True))),
+        learning_rate=(lr_low, draw(st.floats(lr_low, 10.0))),
+        weight_decay=(wd_low, draw(st.floats(wd_low, 1e-1))),
+        batch_sizes=tuple(
+            draw(st.lists(st.integers(1, 1024), min_size=1, max_size=5, unique=True))
+        ),
+    )
+
+
+@st.composite
+def any_genomes(draw: st.DrawFn) -> Genome:
+    """Valid genomes with no regard to any space."""
+    layers = draw(
+        st.lists(
+            st.builds(
+                LayerGene,
+                units=st.integers(1, 5000),
+                activation=st.sampled_from(ACTIVATIONS),
+                dropout=st.floats(0.0, 0.99),
+                id=st.text("0123456789abcdef", max_size=12),
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    return Genome(
+        layers=tuple(layers),
+        optimizer=draw(st.sampled_from(OPTIMIZERS)),
+        learning_rate=draw(st.floats(1e-9, 100.0)),
+        weight_decay=draw(st.floats(0.0, 1.0)),
+        batch_size=draw(st.integers(1, 4096)),
+    )
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# -- validation ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"units": (-1, 5)}, r"'units\[0\]' parameter of SearchSpace must be an int >= 1"),
+        ({"units": (0, 5)}, r"'units\[0\]' parameter"),
+        ({"units": (8, -2)}, r"'units\[1\]' parameter"),
+        (
+            {"units": (64, 8)},
+            r"'units' parameter of SearchSpace must be a \(low, high\) pair with low <= high",
+        ),
+        ({"units": (1.5, 8)}, r"'units\[0\]' parameter of SearchSpace must be an int"),
+        ({"units": (True, 8)}, r"'units\[0\]' parameter"),
+        ({"units": 8}, r"'units' parameter of SearchSpace must be a \(low, high\) pair"),
+        ({"units": (1, 2, 3)}, r"'units' parameter of SearchSpace must be a \(low, high\) pair"),
+        ({"units": "ab"}, r"'units' parameter"),
+        ({"activations": ()}, "'activations' parameter of SearchSpace must be a non-empty subset"),
+        ({"activations": ("relu", "swish")}, "Got unknown value 'swish'"),
+        ({"activations": ("relu", "relu")}, "'activations' parameter .* without duplicates"),
+        (
+            {"activations": "relu"},
+            "'activations' parameter of SearchSpace must be a sequence of str",
+        ),
+        ({"optimizers": []}, "'optimizers' parameter of SearchSpace must be a non-empty subset"),
+        ({"optimizers": ("adam", "lbfgs")}, "Got unknown value 'lbfgs'"),
+        ({"optimizers": ("sgd", "sgd")}, "'optimizers' parameter .* without duplicates"),
+        (
+            {"batch_sizes": ()},
+            "'batch_sizes' parameter of SearchSpace must be a non-empty sequence",
+        ),
+        ({"batch_sizes": (32, 32)}, "'batch_sizes' parameter .* without duplicates"),
+        (
+            {"batch_sizes": (32, 0)},
+            r"'batch_sizes\[1\]' parameter of SearchSpace must be an int >= 1",
+        ),
+        ({"batch_sizes": (32, -4)}, r"'batch_sizes\[1\]' parameter"),
+        ({"batch_sizes": (32, True)}, r"'batch_sizes\[1\]' parameter"),
+        ({"batch_sizes": (32.0,)}, r"'batch_sizes\[0\]' parameter"),
+        ({"batch_sizes": 32}, "'batch_sizes' parameter"),
+        (
+            {"dropout": (0.0, 1.0)},
+            r"'dropout\[1\]' parameter of SearchSpace must be a float in the range \[0.0, 1.0\)",
+        ),
+        ({"dropout": (0.2, 1.5)}, r"'dropout\[1\]' parameter"),
+        ({"dropout": (-0.1, 0.5)}, r"'dropout\[0\]' parameter"),
+        ({"dropout": (0.5, 0.2)}, "'dropout' parameter of SearchSpace must be a .* low <= high"),
+        ({"dropout": (0.0, math.nan)}, r"'dropout\[1\]' parameter"),
+        (
+            {"learning_rate": (0.0, 0.1)},
+            r"'learning_rate\[0\]' parameter of SearchSpace must be a float > 0.0",
+        ),
+        ({"learning_rate": (-1e-3, 0.1)}, r"'learning_rate\[0\]' parameter"),
+        ({"learning_rate": (1e-3, -0.1)}, r"'learning_rate\[1\]' parameter"),
+        ({"learning_rate": (1e-1, 1e-3)}, "'learning_rate' parameter .* low <= high"),
+        ({"learning_rate": (1e-3, math.inf)}, r"'learning_rate\[1\]' parameter"),
+        ({"learning_rate": ("1e-3", 0.1)}, r"'learning_rate\[0\]' parameter"),
+        (
+            {"weight_decay": (0.0, 1e-2)},
+            r"'weight_decay\[0\]' parameter of SearchSpace must be a float > 0.0",
+        ),
+        ({"weight_decay": (1e-2, 1e-5)}, "'weight_decay' parameter .* low <= high"),
+        ({"min_layers": 0}, "'min_layers' parameter of SearchSpace must be an int >= 1"),
+        (
+            {"min_layers": 3, "max_layers": 2},
+            "'max_layers' parameter of SearchSpace must be an int >= 3",
+        ),
+        ({"min_layers": 1.0}, "'min_layers' parameter"),
+        ({"min_layers": True}, "'min_layers' parameter"),
+        ({"max_layers": "4"}, "'max_layers' parameter"),
+    ],
+)
+def test_invalid_space(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(SearchSpaceError, match=match):
+        SearchSpace(**kwargs)
+
+
+def test_space_error_is_a_value_error() -> None:
+    assert issubclass(SearchSpaceError, InvalidParameterError)
+    with pytest.raises(ValueError, match="'units' parameter"):
+        SearchSpace(units=(9, 1))
+
+
+def test_sequences_are_stored_as_tuples() -> None:
+    space = SearchSpace(units=[8, 16], activations=["relu"], batch_sizes=[8])  # type: ignore[arg-type]
+    assert space.units == (8, 16)
+    assert space.activations == ("relu",)
+    assert space.batch_sizes == (8,)
+    hash(space)
+
+
+def test_degenerate_ranges_are_allowed() -> None:
+    space = SearchSpace(
+        min_layers=2,
+        max_layers=2,
+        units=(8, 8),
+        dropout=(0.0, 0.0),
+        learning_rate=(1e-3, 1e-3),
+        weight_decay=(1e-5, 1e-5),
+    )
+    genome = space.sample(random.Random(0))
+    assert space.contains(genome)
+    assert genome.depth == 2
+    assert genome.learning_rate == 1e-3
+
+
+# -- sampling and membership ------------------------------------------------------------------
+@FAST
+@given(spaces(), seeds)
+def test_sample_is_always_contained(space: SearchSpace, seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(5):
+        genome = space.sample(rng)
+        assert space.contains(genome), space.violations(genome)
+        assert space.violations(genome) == []
+        assert len({layer.id for layer in genome.layers}) == genome.depth
+
+
+@FAST
+@given(spaces(), seeds)
+def test_sample_is_reproducible(space: SearchSpace, seed: int) -> None:
+    first = space.sample(random.Random(seed))
+    second = space.sample(random.Random(seed))
+    assert first.to_json() == second.to_json()
+
+
+def test_sample_covers_the_space() -> None:
+    space = SearchSpace(min_layers=1, max_layers=3, units=(2, 4))
+    rng = random.Random(0)
+    genomes = [space.sample(rng) for _ in range(300)]
+    assert {g.depth for g in genomes} == {1, 2, 3}
+    assert {layer.units for g in genomes for layer in g.layers} == {2, 3, 4}
+    assert {g.optimizer for g in genomes} == set(space.optimizers)
+    assert {g.batch_size for g in genomes} == set(space.batch_sizes)
+    rates = [g.learning_rate for g in genomes]
+    # Log-uniform: about half below the geometric midpoint of [1e-4, 1e-1].
+    assert 100 < sum(r < math.sqrt(1e-4 * 1e-1) for r in rates) < 200
+
+
+def test_violations_name_every_problem() -> None:
+    space = SearchSpace(max_layers=2, units=(8, 64), activations=("relu",), optimizers=("adam",))
+    genome = Genome(
+        layers=(LayerGene(4, "tanh", 0.9),) * 3,
+        optimizer="sgd",
+        learning_rate=10.0,
+        weight_decay=0.0,
+        batch_size=7,
+    )
+    problems = space.violations(genome)
+    assert not space.contains(genome)
+    text = "\n".join(problems)
+    for fragment in (
+        "depth 3 outside [1, 2]",
+        "layer0.units 4 outside [8, 64]",
+        "layer2.activation 'tanh' not a choice",
+        "layer1.dropout 0.9 outside [0.0, 0.5]",
+        "optimizer 'sgd' not a choice",
+        "learning_rate 10.0 outside",
+        "weight_decay 0.0 outside",
+        "batch_size 7 not a choice",
+    ):
+        assert fragment in text
+
+
+# -- repair ----------------------------------------------------------------------------------
+@FAST
+@given(spaces(), seeds)
+def test_repair_is_the_identity_inside_the_space(space: SearchSpace, seed: int) -> None:
+    genome = space.sample(random.Random(seed))
+    repaired = space.repair(genome)
+    assert repaired.to_json() == genome.to_json()
+
+
+@FAST
+@given(spaces(), any_genomes())
+def test_repair_maps_any_genome_inside(space: SearchSpace, genome: Genome) -> None:
+    repaired = space.repair(genome)
+    assert space.contains(repaired), space.violations(repaired)
+    assert space.repair(repaired).to_json() == repaired.to_json()
+    # Layers kept from the input keep their ids, in order.
+    kept = min(genome.depth, space.max_layers)
+    assert [layer.id for layer in repaired.layers[:kept]] == [
+        layer.id for layer in genome.layers[:kept]
+    ]
+
+
+def test_repair_clips_cuts_and_pads() -> None:
+    space = SearchSpace(
+        min_layers=3,
+        max_layers=4,
+        units=(8, 64),
+        activations=("relu", "tanh"),
+        optimizers=("adam", "sgd"),
+        batch_sizes=(32, 128),
+    )
+    genome = Genome(
+        layers=(LayerGene(1000, "gelu", 0.9, "a"), LayerGene(2, "tanh", 0.1, "b")),
+        optimizer="rmsprop",
+        learning_rate=5.0,
+        weight_decay=0.0,
+        batch_size=90,
+    )
+    repaired = space.repair(genome)
+    assert [(layer.units, layer.activation, layer.dropout) for layer in repaired.layers] == [
+        (64, "relu", 0.5),
+        (8, "tanh", 0.1),
+        (8, "tanh", 0.1),
+    ]
+    assert [layer.id for layer in repaired.layers] == ["a", "b", "b+"]
+    assert repaired.optimizer == "adam"
+    assert repaired.learning_rate == 0.1
+    assert repaired.weight_decay == 1e-7
+    assert repaired.batch_size == 128
+
+    deep = Genome(
+        tuple(LayerGene(16, "relu", 0.0, str(i)) for i in range(6)), "adam", 1e-3, 1e-5, 32
+    )
+    assert [layer.id for layer in space.repair(deep).layers] == ["0", "1", "2", "3"]
+
+
+# -- serialisation ---------------------------------------------------------------------------
+@FAST
+@given(spaces())
+def test_dict_round_trip(space: SearchSpace) -> None:
+    data = space.to_dict()
+    assert SearchSpace.from_dict(data) == space
+    # The dict is JSON-ready and survives JSON (lists for tuples).
+    assert SearchSpace.from_dict(json.loads(json.dumps(data))) == space
+
+
+def test_from_dict_accepts_a_partial_mapping() -> None:
+    space = SearchSpace.from_dict({"max_layers": 2, "units": [4, 8]})
+    assert space == SearchSpace(max_layers=2, units=(4, 8))
+
+
+def test_from_dict_rejects_unknown_settings() -> None:
+    with pytest.raises(SearchSpaceError, match=r"Unknown SearchSpace settings \['depth'\]"):
+        SearchSpace.from_dict({"depth": 3})
+
+
+def test_from_dict_rejects_a_non_mapping() -> None:
+    with pytest.raises(SearchSpaceError, match="SearchSpace settings must be a mapping"):
+        SearchSpace.from_dict([("max_layers", 2)])  # type: ignore[arg-type]
+
+
+def test_from_dict_validates_values() -> None:
+    with pytest.raises(SearchSpaceError, match="'max_layers' parameter"):
+        SearchSpace.from_dict({"max_layers": 0})
