@@ -81,8 +81,10 @@ class EvoSampler(BaseSampler):
 
     Parameters
     ----------
-    population_size : int, default=20
+    population_size : int, default=10
         Number of individuals that breed (steady state) or of each generation.
+        Small populations suit the budgets of network training (tens to a
+        few hundred trials); see ``bench/sampler_quality.py``.
     mode : {"steady_state", "generational"}, default="steady_state"
         ``"steady_state"`` breeds every new trial from the trials finished so
         far (asynchronous, Real et al. 2017): no worker ever waits.
@@ -100,7 +102,7 @@ class EvoSampler(BaseSampler):
         Individuals drawn per tournament.
     rank_probabilities : sequence of float, default=(0.6, 0.3, 0.1)
         Probabilities that the best, second, third ... of a tournament win.
-    crossover_prob : float, default=0.3
+    crossover_prob : float, default=0.7
         Probability that a child is the crossover of two parents.
     mutation_prob : float, default=1.0
         Probability that a crossed-over child is also mutated. A child made
@@ -130,13 +132,13 @@ class EvoSampler(BaseSampler):
     def __init__(
         self,
         *,
-        population_size: int = 20,
+        population_size: int = 10,
         mode: Literal["steady_state", "generational"] = "steady_state",
         aging: bool = False,
         selection: Literal["tournament", "rank"] = "tournament",
         tournament_size: int = 3,
         rank_probabilities: Sequence[float] = (0.6, 0.3, 0.1),
-        crossover_prob: float = 0.3,
+        crossover_prob: float = 0.7,
         mutation_prob: float = 1.0,
         mutation_rates: MutationRates | None = None,
         elitism: int = 1,
