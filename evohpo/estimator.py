@@ -1,0 +1,796 @@
+"""EvoSearchClassifier: the whole architecture search behind scikit-learn's API."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import optuna
+import sqlalchemy.exc
+import torch
+from optuna.pruners import BasePruner, NopPruner
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from evohpo._progress import SearchProgress, quiet_optuna
+from evohpo._random import derive_seed, fresh_root_seed
+from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.exceptions import (
+    EvohpoError,
+    InvalidParameterError,
+    SearchSpaceError,
+    StorageError,
+    StudyMismatchError,
+)
+from evohpo.genome import Genome
+from evohpo.nn import build_model, resolve_device
+from evohpo.objective import GenomeObjective, Scorer, Standardizer, resolve_scoring
+from evohpo.sampler import EvoSampler
+from evohpo.space import SearchSpace
+from evohpo.train import TrainConfig, predict_logits, predict_proba
+
+__all__ = ["DEFAULT_SEARCH_SPACE", "EvoSearchClassifier"]
+
+logger = logging.getLogger("evohpo")
+
+_OWNER = "EvoSearchClassifier"
+
+#: The search space used when ``search_space`` is ``None``: dense networks of one
+#: to three layers, the adaptive optimizers, and the learning rates they train
+#: well with. Chosen so that 20 trials reach a good model on small tabular data.
+DEFAULT_SEARCH_SPACE = SearchSpace(
+    min_layers=1,
+    max_layers=3,
+    units=(32, 512),
+    dropout=(0.0, 0.5),
+    optimizers=("adam", "adamw"),
+    learning_rate=(1e-4, 1e-2),
+    weight_decay=(1e-6, 1e-2),
+    batch_sizes=(32, 64, 128),
+)
+
+#: Study user attribute recording what a stored search optimised.
+SEARCH_ATTR = "evohpo.search"
+
+_SAMPLER_NAMES = ("ga", "tpe", "random")
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The estimator's parameters, validated."""
+
+    n_trials: int
+    timeout: float | None
+    space: SearchSpace
+    scorer: Scorer | None
+    pruner: BasePruner
+    n_jobs: int
+    device: torch.device
+    verbose: int
+
+
+class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Neural-architecture and hyperparameter search for a dense network classifier.
+
+    ``fit`` runs an Optuna study whose trials each train one network (a
+    :class:`~evohpo.Genome`: layers, units, activations, dropout, optimizer,
+    learning rate, weight decay, batch size) on a training split and score it
+    on a validation split; it then retrains the best genome on all the data.
+    The search is a genetic algorithm (:class:`~evohpo.EvoSampler`) by
+    default, Optuna's TPE or random search on request.
+
+    Parameters
+    ----------
+    n_trials : int, default=20
+        Total number of finished (complete or pruned) trials the study should
+        hold. A resumed study only runs the trials still missing.
+    timeout : float, optional
+        Stop starting new trials after this many seconds (the refit is extra).
+    sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
+        ``"ga"``: :class:`~evohpo.EvoSampler` with a population of
+        ``min(20, max(4, n_trials // 3))`` genomes (random genomes first, then
+        bred ones). ``"tpe"``: :class:`optuna.samplers.TPESampler`. ``"random"``:
+        :class:`optuna.samplers.RandomSampler`. A sampler instance is deep-copied
+        at every ``fit`` and used with its own seed.
+    search_space : SearchSpace or dict, optional
+        Ranges and choices of the genes; a dict holds :class:`~evohpo.SearchSpace`
+        settings (``{"max_layers": 2, "units": (16, 128)}``). ``None`` means
+        :data:`DEFAULT_SEARCH_SPACE`.
+    max_epochs : int, default=100
+        Epoch limit of every training.
+    patience : int or None, default=10
+        Early stopping: a training stops after this many epochs without a better
+        validation accuracy. ``None`` trains every network ``max_epochs`` epochs.
+    validation_fraction : float, default=0.2
+        Share of every class held out (stratified) to score the trials.
+    cv : int, optional
+        Score every trial by stratified ``cv``-fold cross-validation instead
+        (``cv`` trainings per trial).
+    scoring : str or callable, default="accuracy"
+        The trials' value: any name of :func:`sklearn.metrics.get_scorer_names`
+        (``"accuracy"``, ``"balanced_accuracy"``, ``"f1_macro"``,
+        ``"neg_log_loss"``, ...) or a scorer ``scorer(estimator, X, y)``. Scorers
+        see labels encoded as ``0 .. n_classes - 1``. Early stopping and pruning
+        use validation accuracy whatever the scoring.
+    storage : str, optional
+        ``None`` keeps the study in memory; an Optuna storage URL
+        (``"sqlite:///search.db"``, ``"postgresql://..."``) persists it.
+    study_name : str, optional
+        Name of the study. With ``storage`` it is how a search is found again to
+        resume it; ``None`` makes a new, uniquely named study every ``fit``.
+    resume : bool, default=True
+        When ``storage`` already holds a study named ``study_name``: continue it
+        up to ``n_trials`` finished trials (``True``), or raise
+        :class:`optuna.exceptions.DuplicatedStudyError` (``False``).
+    pruner : optuna.pruners.BasePruner, optional
+        Stops unpromising trainings early, from the validation accuracy reported
+        after every epoch (every fold with ``cv``). ``None``: no pruning.
+    n_jobs : int, default=1
+        Trials trained in parallel threads; ``-1`` for one per CPU. With more than
+        one, the order of the trials, hence the result, is not reproducible.
+    random_state : int, RandomState instance or None, default=None
+        Root of every random choice (splits, samplers, weight initialisation,
+        batch order, dropout). An int makes ``fit`` reproducible on the CPU.
+    verbose : int, default=0
+        ``0``: silent. ``1``: a progress bar on the search and INFO log lines at
+        its start and end (logger ``"evohpo"``). ``2``: also one line per trial.
+        The bar is never drawn when the environment variable
+        ``EVOHPO_NO_PROGRESS`` is set (not to ``0``).
+    refit : bool, default=True
+        Retrain the best genome on all the data; ``predict`` and friends need it.
+    device : str, default="auto"
+        Torch device of the trainings: ``"auto"`` (CUDA when available, else the
+        CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` was a DataFrame with string column names.
+    best_params_ : dict
+        Optuna parameters of the best trial (``n_layers``, ``layer0.units``, ...).
+    best_score_ : float
+        Validation score of the best trial.
+    best_genome_ : Genome
+        The best trial's genome.
+    best_index_ : int
+        Index of the best trial in ``cv_results_``.
+    best_model_ : torch.nn.Sequential
+        The best genome trained on all the data (only with ``refit=True``). It
+        takes standardised features; use ``predict_proba`` rather than calling it.
+    refit_epochs_ : int
+        Epochs of the refit: the best trial's best epoch (median over folds).
+    refit_time_ : float
+        Seconds the refit took.
+    study_ : optuna.Study
+        The study: every trial with its parameters, genome, lineage, scores and
+        intermediate values. After unpickling it is rebuilt on first access:
+        from its storage URL, or (in-memory studies) from a copy of its trials,
+        with a plain random sampler.
+    cv_results_ : dict of lists
+        One entry per finished or failed trial of the study, by trial number;
+        ``pandas.DataFrame(clf.cv_results_)`` loads it. Keys: ``number``,
+        ``state``, ``params``, ``param_<name>`` (``None`` where a trial lacks the
+        parameter), ``mean_test_score``, ``std_test_score``, ``rank_test_score``,
+        with ``cv`` also ``split<k>_test_score``, and ``mean_fit_time``,
+        ``n_parameters``, ``best_epoch``, ``epochs_run``, ``stop_reason``,
+        ``val_accuracy``, ``genome``.
+    n_trials_ : int
+        Finished (complete or pruned) trials in the study after ``fit``.
+
+    Notes
+    -----
+    Inputs are standardised inside the estimator, with statistics of the
+    training rows of each split, and of all the rows for the refit.
+
+    On the CPU every training runs with one torch thread (the previous setting
+    is restored after ``fit``): the networks are small, so one thread per
+    training is as fast, and parallel trials (``n_jobs``) do not fight over cores.
+
+    While ``fit`` runs, Optuna's own per-trial log lines are silenced (its
+    log level is process-wide and restored afterwards).
+
+    Pickling keeps the fitted model (as a CPU ``state_dict``, rebuilt on the CPU)
+    and a reference to the study, not the study object itself.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from evohpo import EvoSearchClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = EvoSearchClassifier(n_trials=2, max_epochs=5, random_state=0, device="cpu")
+    >>> clf.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        *,
+        n_trials: int = 20,
+        timeout: float | None = None,
+        sampler: str | BaseSampler = "ga",
+        search_space: SearchSpace | Mapping[str, Any] | None = None,
+        max_epochs: int = 100,
+        patience: int | None = 10,
+        validation_fraction: float = 0.2,
+        cv: int | None = None,
+        scoring: str | Scorer = "accuracy",
+        storage: str | None = None,
+        study_name: str | None = None,
+        resume: bool = True,
+        pruner: BasePruner | None = None,
+        n_jobs: int = 1,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        refit: bool = True,
+        device: str = "auto",
+    ) -> None:
+        self.n_trials = n_trials
+        self.timeout = timeout
+        self.sampler = sampler
+        self.search_space = search_space
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.cv = cv
+        self.scoring = scoring
+        self.storage = storage
+        self.study_name = study_name
+        self.resume = resume
+        self.pruner = pruner
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.refit = refit
+        self.device = device
+
+    # -- scikit-learn plumbing -------------------------------------------------------------
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        # Parallel trials finish in a varying order, which changes what the samplers see.
+        tags.non_deterministic = self.n_jobs not in (1, None)
+        return tags
+
+    def _check_refit(self) -> bool:
+        if not self.refit:
+            raise AttributeError(
+                f"This {_OWNER} was initialized with refit=False: predictions need the "
+                "best genome refitted on all the data. Set refit=True, or train "
+                "best_genome_ yourself."
+            )
+        return True
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> EvoSearchClassifier:
+        """Search genomes on ``(X, y)``, then refit the best one on all the data.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Finite numeric features.
+        y : array-like of shape (n_samples,)
+            Class labels of any type (strings, ints, bools), at least two classes.
+
+        Returns
+        -------
+        self : EvoSearchClassifier
+            The fitted estimator.
+        """
+        settings = self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        classes, y_encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{_OWNER} needs samples of at least 2 classes; the data hold 1 class: "
+                f"{classes[0]!r}."
+            )
+        root = self._root_seed()
+        objective = GenomeObjective(
+            X,
+            y_encoded.astype(np.int64),
+            space=settings.space,
+            train_config=TrainConfig(
+                max_epochs=self.max_epochs, patience=self.patience, device=settings.device
+            ),
+            validation_fraction=self.validation_fraction,
+            cv=self.cv,
+            seed=derive_seed(root, "objective"),
+            scoring=self.scoring,
+            n_classes=len(classes),
+        )
+        record = self._search_record(settings, len(classes), X.shape[1])
+        with quiet_optuna(), _one_torch_thread(settings.device):
+            study = self._open_study(self._make_sampler(settings, root), settings.pruner, record)
+            self._optimize(study, objective, settings)
+            trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            if not complete:
+                raise EvohpoError(
+                    f"No trial of the study {study.study_name!r} completed (states: "
+                    f"{sorted({t.state.name for t in trials})}); nothing to refit. Give the "
+                    "search more trials or time, or a less aggressive pruner."
+                )
+            best = max(complete, key=lambda t: (_value(t), -t.number))
+            self.classes_ = classes
+            self._study: optuna.Study | None = study
+            self._study_ref: dict[str, Any] | None = None
+            self.cv_results_ = _cv_results(trials, self.cv)
+            self.best_index_ = trials.index(best)
+            self.best_params_ = dict(best.params)
+            self.best_score_ = _value(best)
+            self.best_genome_ = Genome.from_json(best.user_attrs["genome"])
+            self.n_trials_ = sum(t.state in _FINISHED for t in trials)
+            self.refit_epochs_ = max(1, int(best.user_attrs.get("best_epoch", 1)))
+            if self.refit:
+                started = time.perf_counter()
+                result = objective.fit_genome(
+                    self.best_genome_, seed=derive_seed(root, "refit"), epochs=self.refit_epochs_
+                )
+                self.best_model_ = result.model
+                self._scaler = objective.standardizer()
+                self.refit_time_ = time.perf_counter() - started
+        if settings.verbose >= 1:
+            logger.info(
+                "Best of %d trials: #%d, score %.4f, genome %s.",
+                self.n_trials_,
+                best.number,
+                self.best_score_,
+                self.best_genome_.to_json(),
+            )
+        return self
+
+    def _validate_params(self) -> _Settings:
+        o = _OWNER
+        n_trials = check_int(self.n_trials, "n_trials", o, low=1)
+        timeout = None
+        if self.timeout is not None:
+            timeout = _check_positive_or_none(self.timeout, "timeout")
+        sampler = self.sampler
+        if not isinstance(sampler, BaseSampler) and not (
+            isinstance(sampler, str) and sampler in _SAMPLER_NAMES
+        ):
+            raise_invalid(
+                "sampler", o, "one of {'ga', 'tpe', 'random'} or an Optuna sampler", sampler
+            )
+        space = _check_space(self.search_space)
+        check_int(self.max_epochs, "max_epochs", o, low=1)
+        if self.patience is not None:
+            _check_int_or_none(self.patience, "patience", low=1)
+        check_float(
+            self.validation_fraction,
+            "validation_fraction",
+            o,
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        )
+        if self.cv is not None:
+            _check_int_or_none(self.cv, "cv", low=2)
+        scorer = resolve_scoring(self.scoring, o)
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise_invalid("storage", o, "an Optuna storage URL (str) or None", self.storage)
+        if self.study_name is not None and not isinstance(self.study_name, str):
+            raise_invalid("study_name", o, "a str or None", self.study_name)
+        if not isinstance(self.resume, bool):
+            raise_invalid("resume", o, "a bool", self.resume)
+        if self.pruner is not None and not isinstance(self.pruner, BasePruner):
+            raise_invalid("pruner", o, "an Optuna pruner (BasePruner) or None", self.pruner)
+        pruner = NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
+        if self.n_jobs != -1:
+            try:
+                check_int(self.n_jobs, "n_jobs", o, low=1)
+            except InvalidParameterError:
+                raise_invalid("n_jobs", o, "an int >= 1, or -1", self.n_jobs)
+        rs = self.random_state
+        if not (
+            rs is None
+            or isinstance(rs, np.random.RandomState)
+            or (isinstance(rs, (int, np.integer)) and not isinstance(rs, bool) and rs >= 0)
+        ):
+            raise_invalid("random_state", o, "an int >= 0, a RandomState or None", rs)
+        if isinstance(self.verbose, bool):
+            verbose = int(self.verbose)
+        else:
+            verbose = check_int(self.verbose, "verbose", o, low=0)
+        if not isinstance(self.refit, bool):
+            raise_invalid("refit", o, "a bool", self.refit)
+        try:
+            device = resolve_device(self.device)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(
+                str(exc).replace("of resolve_device", f"of {_OWNER}")
+            ) from None
+        return _Settings(n_trials, timeout, space, scorer, pruner, self.n_jobs, device, verbose)
+
+    def _root_seed(self) -> int:
+        rs = self.random_state
+        if rs is None:
+            return fresh_root_seed()
+        if isinstance(rs, np.random.RandomState):
+            return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        return int(rs)
+
+    def _make_sampler(self, settings: _Settings, root: int) -> BaseSampler:
+        seed = derive_seed(root, "sampler")
+        if isinstance(self.sampler, BaseSampler):
+            return _copy_sampler(self.sampler)
+        if self.sampler == "tpe":
+            return TPESampler(seed=seed % 2**32)
+        if self.sampler == "random":
+            return RandomSampler(seed=seed % 2**32)
+        population = min(20, max(4, settings.n_trials // 3))
+        return EvoSampler(population_size=population, search_space=settings.space, seed=seed)
+
+    def _search_record(
+        self, settings: _Settings, n_classes: int, n_features: int
+    ) -> dict[str, Any]:
+        scoring = self.scoring if isinstance(self.scoring, str) else repr(self.scoring)
+        return {
+            "estimator": _OWNER,
+            "scoring": scoring,
+            "space": settings.space.to_dict(),
+            "n_classes": n_classes,
+            "n_features": n_features,
+            "validation": f"cv={self.cv}" if self.cv is not None else "holdout",
+        }
+
+    # -- the study -------------------------------------------------------------------------
+    def _open_study(
+        self, sampler: BaseSampler, pruner: BasePruner, record: dict[str, Any]
+    ) -> optuna.Study:
+        if self.storage is None:
+            study = optuna.create_study(
+                direction="maximize", sampler=sampler, pruner=pruner, study_name=self.study_name
+            )
+            study.set_user_attr(SEARCH_ATTR, record)
+            return study
+        try:
+            return self._open_stored_study(self.storage, sampler, pruner, record)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+            raise StorageError(
+                f"Cannot open the Optuna storage {self.storage!r}: {exc}. Check the URL "
+                "(e.g. 'sqlite:///search.db') and that the database is reachable."
+            ) from exc
+
+    def _open_stored_study(
+        self, storage: str, sampler: BaseSampler, pruner: BasePruner, record: dict[str, Any]
+    ) -> optuna.Study:
+        name = self.study_name
+        if name is not None:
+            try:
+                study = optuna.load_study(
+                    study_name=name, storage=storage, sampler=sampler, pruner=pruner
+                )
+            except KeyError:
+                pass
+            else:
+                if not self.resume:
+                    raise optuna.exceptions.DuplicatedStudyError(
+                        f"The storage {storage!r} already holds a study named {name!r} "
+                        "and resume=False. Set resume=True to continue it, or choose another "
+                        "study_name."
+                    )
+                _check_resumable(study, record)
+                return study
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="maximize",
+            sampler=sampler,
+            pruner=pruner,
+        )
+        study.set_user_attr(SEARCH_ATTR, record)
+        return study
+
+    def _optimize(
+        self, study: optuna.Study, objective: GenomeObjective, settings: _Settings
+    ) -> None:
+        done = sum(t.state in _FINISHED for t in study.get_trials(deepcopy=False))
+        remaining = settings.n_trials - done
+        if remaining <= 0:
+            if settings.verbose >= 1:
+                logger.info(
+                    "Study %r already holds %d finished trials (n_trials=%d); no new trial.",
+                    study.study_name,
+                    done,
+                    settings.n_trials,
+                )
+            return
+        if settings.verbose >= 1:
+            logger.info(
+                "Searching %d trials (%d already done) in study %r with %s, %s.",
+                remaining,
+                done,
+                study.study_name,
+                type(study.sampler).__name__,
+                f"{self.cv}-fold cross-validation"
+                if self.cv is not None
+                else f"{self.validation_fraction:g} of the data validating",
+            )
+        progress = SearchProgress(
+            remaining, bar=settings.verbose >= 1, log_trials=settings.verbose >= 2, desc=_OWNER
+        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=settings.timeout,
+                n_jobs=settings.n_jobs,
+                callbacks=[MaxTrialsCallback(settings.n_trials, states=_FINISHED), progress],
+            )
+        finally:
+            progress.close()
+
+    # -- fitted study ----------------------------------------------------------------------
+    @property
+    def study_(self) -> optuna.Study:
+        """The fitted search's study (rebuilt on first access after unpickling)."""
+        study: optuna.Study | None = self.__dict__.get("_study")
+        if study is not None:
+            return study
+        ref = self.__dict__.get("_study_ref")
+        if ref is None:
+            raise AttributeError(f"This {_OWNER} has no study_: call fit first.")
+        with quiet_optuna():
+            study = _rebuild_study(ref)
+        self._study = study
+        return study
+
+    def trials_dataframe(self, **kwargs: Any) -> Any:
+        """The study's trials as a pandas DataFrame (:meth:`optuna.Study.trials_dataframe`)."""
+        check_is_fitted(self)
+        return self.study_.trials_dataframe(**kwargs)
+
+    # -- prediction ------------------------------------------------------------------------
+    def _scaled(self, X: Any) -> npt.NDArray[np.float32]:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        scaler: Standardizer = self._scaler
+        return scaler.transform(X)
+
+    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    def predict_proba(self, X: Any) -> npt.NDArray[np.float64]:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        X = self._scaled(X)
+        return predict_proba(self.best_model_, X)
+
+    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    def predict_log_proba(self, X: Any) -> npt.NDArray[np.float64]:
+        """Logarithm of :meth:`predict_proba`, computed stably from the logits."""
+        X = self._scaled(X)
+        logits = predict_logits(self.best_model_, X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logits
+
+    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    def predict(self, X: Any) -> npt.NDArray[Any]:
+        """Most probable class of every row, a label of ``classes_``."""
+        proba = self.predict_proba(X)
+        labels: npt.NDArray[Any] = self.classes_[proba.argmax(axis=1)]
+        return labels
+
+    # -- pickling --------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = dict(super().__getstate__())
+        model = state.pop("best_model_", None)
+        if model is not None:
+            state["_best_model_state"] = {
+                k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            }
+        study = state.pop("_study", None)
+        if study is not None:
+            state["_study_ref"] = _study_ref(study, self.storage)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("_best_model_state", None)
+        super().__setstate__(state)
+        if weights is not None:
+            genome: Genome = self.best_genome_
+            model = build_model(genome, self.n_features_in_, len(self.classes_), seed=0)
+            model.load_state_dict(weights)
+            self.best_model_ = model.eval()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+@contextmanager
+def _one_torch_thread(device: torch.device) -> Iterator[None]:
+    """Train with one torch thread on the CPU; restore the previous count."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _value(trial: FrozenTrial) -> float:
+    assert trial.value is not None
+    return float(trial.value)
+
+
+def _check_positive_or_none(value: Any, name: str) -> float:
+    try:
+        return check_float(value, name, _OWNER, low=0.0, low_open=True)
+    except InvalidParameterError:
+        raise_invalid(name, _OWNER, "a float > 0 or None", value)
+
+
+def _check_int_or_none(value: Any, name: str, *, low: int) -> int:
+    try:
+        return check_int(value, name, _OWNER, low=low)
+    except InvalidParameterError:
+        raise_invalid(name, _OWNER, f"an int >= {low} or None", value)
+
+
+def _check_space(value: Any) -> SearchSpace:
+    if value is None:
+        return DEFAULT_SEARCH_SPACE
+    if isinstance(value, SearchSpace):
+        return value
+    if isinstance(value, Mapping):
+        return SearchSpace.from_dict(value)
+    raise_invalid(
+        "search_space",
+        _OWNER,
+        "a SearchSpace, a dict of SearchSpace settings, or None",
+        value,
+        SearchSpaceError,
+    )
+
+
+def _copy_sampler(sampler: BaseSampler) -> BaseSampler:
+    """A private copy, so that ``fit`` leaves the user's sampler as it was."""
+    try:
+        return copy.deepcopy(sampler)
+    except (TypeError, copy.Error):
+        logger.warning(
+            "The sampler %r cannot be copied; fit uses it as it is, so its state "
+            "(random generator, caches) carries over between fits.",
+            sampler,
+        )
+        return sampler
+
+
+def _check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Raise if a stored study was made for another search."""
+    if study.direction != StudyDirection.MAXIMIZE:
+        raise StudyMismatchError(
+            f"The stored study {study.study_name!r} minimizes; {_OWNER} maximizes its score. "
+            "Choose another study_name."
+        )
+    stored = study.user_attrs.get(SEARCH_ATTR)
+    if stored is None:
+        if study.trials:
+            raise StudyMismatchError(
+                f"The stored study {study.study_name!r} holds trials that {_OWNER} did not "
+                "make. Choose another study_name."
+            )
+        study.set_user_attr(SEARCH_ATTR, record)
+        return
+    differences = [
+        f"{key}: stored {stored.get(key)!r}, now {record[key]!r}"
+        for key in ("scoring", "space", "n_classes", "n_features", "validation")
+        if _jsonish(stored.get(key)) != _jsonish(record[key])
+    ]
+    if differences:
+        raise StudyMismatchError(
+            f"The stored study {study.study_name!r} was made for another search ("
+            + "; ".join(differences)
+            + "). Resume it with the same settings and data, or choose another study_name."
+        )
+
+
+def _jsonish(value: Any) -> Any:
+    # Stored attributes come back from JSON: tuples read as lists.
+    if isinstance(value, Mapping):
+        return {k: _jsonish(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonish(v) for v in value]
+    return value
+
+
+def _study_ref(study: optuna.Study, storage: str | None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"study_name": study.study_name, "storage": storage}
+    if storage is None:
+        ref["trials"] = [t for t in study.get_trials() if t.state.is_finished()]
+        ref["user_attrs"] = dict(study.user_attrs)
+    return ref
+
+
+def _rebuild_study(ref: dict[str, Any]) -> optuna.Study:
+    if ref["storage"] is not None:
+        return optuna.load_study(study_name=ref["study_name"], storage=ref["storage"])
+    study = optuna.create_study(direction="maximize", study_name=ref["study_name"])
+    study.add_trials(ref["trials"])
+    for key, value in ref["user_attrs"].items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _cv_results(trials: list[FrozenTrial], cv: int | None) -> dict[str, Any]:
+    """One column per key, one row per trial (sorted by number)."""
+    scores = np.array(
+        [_value(t) if t.state == TrialState.COMPLETE else math.nan for t in trials],
+        dtype=np.float64,
+    )
+    finite = np.where(np.isnan(scores), -np.inf, scores)
+    # Rank 1 is the best; trials without a value rank last ("min" method on ties).
+    ranks = np.array(
+        [
+            int((finite > s).sum()) + 1 if not math.isnan(v) else int((~np.isnan(scores)).sum()) + 1
+            for s, v in zip(finite, scores, strict=True)
+        ],
+        dtype=np.int32,
+    )
+    names = sorted({name for t in trials for name in t.params})
+    results: dict[str, Any] = {
+        "number": [t.number for t in trials],
+        "state": [t.state.name for t in trials],
+        "params": [dict(t.params) for t in trials],
+    }
+    for name in names:
+        results[f"param_{name}"] = [t.params.get(name) for t in trials]
+    results["mean_test_score"] = scores
+    fold_scores = [t.user_attrs.get("fold_scores") for t in trials]
+    if cv is not None:
+        for k in range(cv):
+            results[f"split{k}_test_score"] = np.array(
+                [f[k] if f is not None and len(f) > k else math.nan for f in fold_scores]
+            )
+    results["std_test_score"] = np.array(
+        [
+            statistics.pstdev(f)
+            if f and t.state == TrialState.COMPLETE
+            else (0.0 if t.state == TrialState.COMPLETE else math.nan)
+            for f, t in zip(fold_scores, trials, strict=True)
+        ]
+    )
+    results["rank_test_score"] = ranks
+    attrs: dict[str, Any] = {
+        "mean_fit_time": "train_seconds",
+        "n_parameters": "n_parameters",
+        "best_epoch": "best_epoch",
+        "epochs_run": "epochs_run",
+        "stop_reason": "stop_reason",
+        "val_accuracy": "val_accuracy",
+        "genome": "genome",
+    }
+    for key, attr in attrs.items():
+        results[key] = [t.user_attrs.get(attr) for t in trials]
+    return results
