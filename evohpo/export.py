@@ -1,0 +1,275 @@
+"""Find the best trial of a study group and export its genome and model.
+
+An export directory holds exactly four files, written atomically and never
+outside that directory:
+
+``model.pt``
+    The network's ``state_dict`` (tensors only), loadable with
+    ``torch.load(path, weights_only=True)`` into
+    ``evohpo.nn.build_model(genome, n_features, n_classes)``.
+``genome.json``
+    The genome (:meth:`evohpo.Genome.to_json`).
+``classes.json``
+    Class names, in the order of the model's outputs.
+``metadata.json``
+    Where it came from (study, trial, accuracies) and the feature
+    standardisation to apply before the model: ``(x - mean) / scale``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from evohpo._version import __version__
+from evohpo.compare import best_genome, measure_test_accuracy, refit
+from evohpo.exceptions import InvalidParameterError
+from evohpo.genome import Genome
+from evohpo.study import (
+    SAMPLERS,
+    GracefulStop,
+    PreparedData,
+    StudyConfig,
+    group_study_names,
+    make_objective,
+    study_name,
+)
+
+__all__ = ["EXPORT_FILES", "BestTrial", "ExportResult", "export_best", "find_best"]
+
+#: The files an export writes.
+EXPORT_FILES: tuple[str, ...] = ("model.pt", "genome.json", "classes.json", "metadata.json")
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best trial over the studies searched.
+
+    Attributes
+    ----------
+    study : optuna.Study
+    trial : FrozenTrial
+    genome : Genome
+    sampler : str
+    seed : int
+    """
+
+    study: optuna.Study
+    trial: FrozenTrial
+    genome: Genome
+    sampler: str
+    seed: int
+
+    @property
+    def value(self) -> float:
+        """Validation accuracy of the trial."""
+        return float(self.trial.value if self.trial.value is not None else math.nan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: study, trial, value, genome and parameters."""
+        return {
+            "study": self.study.study_name,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "trial": self.trial.number,
+            "validation_accuracy": self.value,
+            "genome": self.genome.to_dict(),
+            "params": dict(self.trial.params),
+        }
+
+
+def find_best(
+    storage: BaseStorage,
+    config: StudyConfig,
+    *,
+    sampler: str | None = None,
+    seed: int | None = None,
+) -> BestTrial:
+    """The best completed trial of the group's studies, narrowed by sampler and seed.
+
+    Raises
+    ------
+    InvalidParameterError
+        If no matching study holds a completed trial.
+    """
+    names = set(group_study_names(storage, config.name))
+    candidates: list[tuple[str, int]] = []
+    for name in sorted(names):
+        _, sampler_part, seed_part = [*name.split("/"), "", ""][:3]
+        if sampler_part not in SAMPLERS or not seed_part.startswith("seed"):
+            continue
+        number = int(seed_part[4:]) if seed_part[4:].isdigit() else -1
+        if (sampler is None or sampler_part == sampler) and (seed is None or number == seed):
+            candidates.append((sampler_part, number))
+    best: BestTrial | None = None
+    for sampler_part, number in candidates:
+        study = optuna.load_study(
+            study_name=study_name(config.name, sampler_part, number), storage=storage
+        )
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            continue
+        trial = study.best_trial
+        if best is None or (trial.value or -math.inf) > best.value:
+            best = BestTrial(study, trial, best_genome(trial), sampler_part, number)
+    if best is None:
+        which = f"{config.name!r}"
+        if sampler is not None:
+            which += f", sampler {sampler!r}"
+        if seed is not None:
+            which += f", seed {seed}"
+        raise InvalidParameterError(
+            f"No completed trial found for {which} in the storage; run "
+            "'evohpo run' or 'evohpo compare' first."
+        )
+    return best
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_best` wrote.
+
+    Attributes
+    ----------
+    directory : Path
+    files : list of Path
+    best : BestTrial
+    test_accuracy : float or None
+    """
+
+    directory: Path
+    files: list[Path]
+    best: BestTrial
+    test_accuracy: float | None
+
+
+def export_best(
+    best: BestTrial,
+    config: StudyConfig,
+    data: PreparedData,
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    guard: GracefulStop | None = None,
+) -> ExportResult:
+    """Retrain ``best``'s genome and write the export files.
+
+    The genome is trained as for the test score (:func:`evohpo.compare.refit`):
+    on the training and validation rows, for the trial's best epoch count.
+
+    Parameters
+    ----------
+    best : BestTrial
+    config : StudyConfig
+    data : PreparedData
+        The study file's splits (the same the search used).
+    directory : path
+        The output directory, created if missing. Only :data:`EXPORT_FILES`
+        are written there, never elsewhere.
+    overwrite : bool
+        Replace an earlier export; otherwise existing files are an error.
+
+    Raises
+    ------
+    FileExistsError
+        If an export file exists and ``overwrite`` is false, or a target is a
+        symbolic link or not a regular file.
+    """
+    import torch
+
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"The export path {str(out)!r} exists and is not a directory.")
+    targets = [out / name for name in EXPORT_FILES]
+    for target in targets:
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise FileExistsError(
+                f"Refusing to write {str(target)!r}: it is a link or not a regular file."
+            )
+        if target.exists() and not overwrite:
+            raise FileExistsError(
+                f"{str(target)!r} exists; use another output directory or --force to replace it."
+            )
+    objective = make_objective(config, data, best.seed)
+    guard = guard if guard is not None else GracefulStop()
+    with guard.interruptible():
+        result = refit(objective, best.trial)
+    model = result.model.cpu()
+    standardizer = objective.standardizer()
+    test_accuracy = measure_test_accuracy(best.study, objective, data, guard=guard)
+    state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    metadata = {
+        "evohpo_version": __version__,
+        "study": best.study.study_name,
+        "group": config.name,
+        "dataset": config.dataset,
+        "sampler": best.sampler,
+        "seed": best.seed,
+        "trial": best.trial.number,
+        "validation_accuracy": best.value,
+        "test_accuracy": test_accuracy,
+        "n_features": int(data.X_train.shape[1]),
+        "n_classes": data.n_classes,
+        "standardize": {
+            "mean": [float(v) for v in standardizer.mean],
+            "scale": [float(v) for v in standardizer.scale],
+        },
+        "load": (
+            "genome = evohpo.Genome.from_json(open('genome.json').read()); "
+            "model = evohpo.nn.build_model(genome, n_features, n_classes); "
+            "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
+        ),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomically(out, "model.pt", lambda handle: torch.save(state, handle))
+    _write_text(out, "genome.json", best.genome.to_json() + "\n")
+    _write_text(out, "classes.json", json.dumps(list(data.class_names), indent=2) + "\n")
+    _write_text(out, "metadata.json", json.dumps(metadata, indent=2) + "\n")
+    return ExportResult(out, targets, best, test_accuracy)
+
+
+def _write_text(directory: Path, name: str, text: str) -> None:
+    _write_atomically(directory, name, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomically(directory: Path, name: str, write: Any) -> None:
+    """Write ``directory/name`` through a temporary file in the same directory."""
+    if name not in EXPORT_FILES or Path(name).name != name:
+        raise InvalidParameterError(f"Not an export file name: {name!r}.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        # mkstemp creates the file private (0600); give it the usual permissions.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def describe_genome(genome: Genome) -> str:
+    """A one-line summary: ``2 layers [128 relu, 64 gelu 0.10], adam lr 3.2e-03 ...``."""
+    layers = ", ".join(
+        f"{layer.units} {layer.activation}" + (f" {layer.dropout:.2f}" if layer.dropout else "")
+        for layer in genome.layers
+    )
+    return (
+        f"{genome.depth} layer{'s' if genome.depth != 1 else ''} [{layers}], {genome.optimizer} "
+        f"lr {genome.learning_rate:.1e} wd {genome.weight_decay:.1e} batch {genome.batch_size}"
+    )

@@ -1,0 +1,521 @@
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from evohpo import EvoSampler, SearchSpace, suggest_genome
+from evohpo.exceptions import StorageError, StudyConfigError, StudyMismatchError
+from evohpo.study import (
+    STUDY_ATTR,
+    Budget,
+    GracefulStop,
+    build_sampler,
+    describe_storage,
+    finished_trials,
+    group_study_names,
+    load_study_config,
+    open_storage,
+    open_study,
+    parse_study_config,
+    prepare_data,
+    resolve_storage_url,
+    run_study,
+    study_identity,
+    study_name,
+)
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+TINY = """
+name = "tiny"
+
+[data]
+dataset = "iris"
+test_fraction = 0.2
+
+[space]
+max_layers = 2
+units = [4, 16]
+
+[train]
+max_epochs = 2
+
+[budget]
+n_trials = 4
+
+[compare]
+samplers = ["ga", "tpe"]
+seeds = [0, 1]
+target = 0.9
+
+[sampler.ga]
+population_size = 2
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cheap_objective(space: SearchSpace) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, space)
+        return 1.0 / (1.0 + abs(math.log10(genome.learning_rate) + 2) + genome.depth / 10)
+
+    return objective
+
+
+def storage_snapshot(storage: optuna.storages.BaseStorage) -> list[Any]:
+    """Everything a study record holds, to check that nothing changed."""
+    snapshot = []
+    for frozen in storage.get_all_studies():
+        trials = storage.get_all_trials(frozen._study_id)
+        snapshot.append(
+            (
+                frozen.study_name,
+                frozen.directions,
+                frozen.user_attrs,
+                frozen.system_attrs,
+                [(t.number, t.state, t.params, t.values, t.user_attrs) for t in trials],
+            )
+        )
+    return snapshot
+
+
+# -- study files --------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_study_files_parse(path: Path) -> None:
+    config = load_study_config(path)
+    assert config.name == path.stem
+    assert config.budget.n_trials is not None
+    assert config.target is not None
+    assert set(config.samplers) == {"ga", "tpe", "random"}
+    assert len(config.seeds) >= 2
+    assert config.storage_url == f"sqlite:///{STUDIES / 'evohpo.db'}"
+
+
+def test_shipped_study_files_cover_the_data_sets() -> None:
+    names = {load_study_config(p).dataset for p in STUDIES.glob("*.toml")}
+    assert {"digits", "mnist1d", "wine", "breast_cancer"} <= names
+
+
+def test_tiny_config_parses(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    assert config.name == "tiny"
+    assert config.dataset == "iris"
+    assert config.space.max_layers == 2
+    assert config.train == {"max_epochs": 2}
+    assert config.budget == Budget(n_trials=4)
+    assert config.samplers == ("ga", "tpe")
+    assert config.seeds == (0, 1)
+    assert config.sampler_options["ga"] == {"population_size": 2}
+    assert config.base_dir == tmp_path.resolve()
+    assert config.storage_url == f"sqlite:///{tmp_path.resolve() / 'evohpo.db'}"
+    assert config.output_dir == tmp_path.resolve() / "runs" / "tiny"
+
+
+def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
+    text = TINY.replace('name = "tiny"\n', "")
+    assert load_study_config(write(tmp_path, text, "wine-small.toml")).name == "wine-small"
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyConfigError, match=r"'.*nothere\.toml' does not exist"):
+        load_study_config(tmp_path / "nothere.toml")
+
+
+def test_missing_suffix_gets_a_hint(tmp_path: Path) -> None:
+    write(tmp_path, TINY, "tiny.toml")
+    with pytest.raises(StudyConfigError, match=r"Did you mean '.*tiny\.toml'\?"):
+        load_study_config(tmp_path / "tiny")
+
+
+def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name = "x"\n[data]\ndataset = digits\n')
+    with pytest.raises(StudyConfigError, match=r"not valid TOML: .*line 3"):
+        load_study_config(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "[budget]\nn_trials = 4",
+            "[budget]\nn_trails = 4",
+            r"unknown setting 'n_trails' in \[budget\].*Did you mean 'n_trials'",
+        ),
+        (
+            "[budget]\nn_trials = 4",
+            "[budget]\nn_trials = 0",
+            r"\[budget\] 'n_trials' must be an int >= 1. Got 0",
+        ),
+        (
+            "[budget]\nn_trials = 4",
+            "[budget]\nn_trials = 'ten'",
+            r"'n_trials' must be an int >= 1. Got 'ten'",
+        ),
+        ("[budget]\nn_trials = 4", "[budget]\ntimeout = -1", r"'timeout' must be a number > 0"),
+        ("[budget]\nn_trials = 4", "[budget]", r"\[budget\] needs 'n_trials', 'timeout' or both"),
+        ('dataset = "iris"', 'dataset = "mnist"', r"\[data\] 'dataset' must be one of .*'digits'"),
+        (
+            "test_fraction = 0.2",
+            "test_fraction = 1.5",
+            r"'test_fraction' must be a number in \(0, 1\)",
+        ),
+        ("units = [4, 16]", "units = [16, 4]", r"\[space\]: .*'units'.*low <= high"),
+        (
+            "units = [4, 16]",
+            "unit = [4, 16]",
+            r"\[space\]: Unknown SearchSpace settings \['unit'\]",
+        ),
+        (
+            "max_epochs = 2",
+            "max_epochs = 0",
+            r"\[train\]: The 'max_epochs' parameter of TrainConfig",
+        ),
+        ("max_epochs = 2", "epochs = 2", r"unknown setting 'epochs' in \[train\]"),
+        (
+            'samplers = ["ga", "tpe"]',
+            'samplers = ["ga", "cmaes"]',
+            r"'samplers' must be a non-empty list",
+        ),
+        ("seeds = [0, 1]", "seeds = [0, 0]", r"'seeds' must be a non-empty list of distinct ints"),
+        ("target = 0.9", "target = 2", r"'target' must be a number in \(0, 1\]"),
+        ("population_size = 2", "population_size = 1", r"\[sampler.ga\]: The 'population_size'"),
+        ("population_size = 2", "popsize = 2", r"\[sampler.ga\]: .*popsize"),
+        ('name = "tiny"', 'name = "a/b"', r"'name' must be a non-empty str without '/'"),
+        (
+            'name = "tiny"',
+            'name = "tiny"\nsamplers = ["ga"]',
+            r"unknown setting 'samplers' in the top level",
+        ),
+    ],
+)
+def test_invalid_settings_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in TINY
+    with pytest.raises(StudyConfigError, match=message):
+        load_study_config(write(tmp_path, TINY.replace(old, new)))
+
+
+def test_storage_in_the_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, 'storage = "results/x.db"\n' + TINY))
+    assert config.storage_url == f"sqlite:///{tmp_path.resolve() / 'results' / 'x.db'}"
+
+
+def test_parse_mapping_directly() -> None:
+    config = parse_study_config(
+        {"data": {"dataset": "wine"}, "budget": {"timeout": 5}}, default_name="w"
+    )
+    assert config.name == "w"
+    assert config.budget == Budget(n_trials=None, timeout=5.0)
+    assert config.samplers == ("ga", "tpe", "random")
+
+
+# -- storages -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///rel.db", "sqlite:////base/rel.db"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("results.sqlite3", "sqlite:////base/results.sqlite3"),
+        ("/abs/x.db", "sqlite:////abs/x.db"),
+        ("journal:///abs/j.log", "journal:///abs/j.log"),
+        ("journal://rel/j.log", "journal:///base/rel/j.log"),
+        ("runs/j.jsonl", "journal:///base/runs/j.jsonl"),
+        ("postgresql://u:pw@host:5432/db", "postgresql://u:pw@host:5432/db"),
+    ],
+)
+def test_resolve_storage_url(url: str, expected: str) -> None:
+    assert resolve_storage_url(url, base_dir="/base") == expected
+
+
+def test_unknown_storage_form_is_refused() -> None:
+    with pytest.raises(StorageError, match=r"Cannot tell which storage 'results\.txt' is"):
+        resolve_storage_url("results.txt")
+
+
+def test_describe_storage_hides_passwords() -> None:
+    shown = describe_storage("postgresql://me:secret@db.example:5432/evohpo")
+    assert "secret" not in shown
+    assert shown.startswith("postgresql://me:")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nosuchdb://host/db", r"Cannot open the storage 'nosuchdb://host/db'"),
+        ("sqlite:////nonexistent-dir/sub/x.db", r"Cannot open the storage .*unable to open"),
+        ("journal:///nonexistent-dir/sub/x.log", r"Cannot open the storage .*does not exist"),
+    ],
+)
+def test_storage_that_cannot_be_opened(url: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        open_storage(url)
+
+
+def test_storage_error_hides_the_password() -> None:
+    with pytest.raises(StorageError) as info:
+        open_storage("nosuchdb://me:hunter2@host/db")
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_sqlite_and_journal_storages_hold_studies(tmp_path: Path, form: str) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'a.db'}" if form == "sqlite" else f"journal://{tmp_path / 'a.log'}"
+    )
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(url)
+    study = open_study(storage, config, "ga", 0, storage_url=url)
+    run_study(study, cheap_objective(config.space), Budget(n_trials=3))
+    again = open_storage(url)
+    assert group_study_names(again, "tiny") == ["tiny/ga/seed0"]
+    assert len(optuna.load_study(study_name="tiny/ga/seed0", storage=again).trials) == 3
+
+
+# -- identity and mismatches -------------------------------------------------------------------
+def test_open_study_records_its_identity(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "tpe", 1)
+    assert study.study_name == study_name("tiny", "tpe", 1) == "tiny/tpe/seed1"
+    identity = study.user_attrs[STUDY_ATTR]
+    assert identity["dataset"] == "iris"
+    assert identity["sampler"] == "tpe"
+    assert identity["seed"] == 1
+    assert identity["direction"] == "maximize"
+    assert identity["space"] == config.space.to_dict()
+    assert SearchSpace.from_dict(identity["space"]) == config.space
+    assert study.user_attrs["sampler"] == "tpe"
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    assert isinstance(study.sampler, optuna.samplers.TPESampler)
+    # Opening again with the same file is fine.
+    assert open_study(storage, config, "tpe", 1)._study_id == study._study_id
+
+
+def test_different_space_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    run_study(study, cheap_objective(config.space), Budget(n_trials=3))
+    before = storage_snapshot(storage)
+    changed = load_study_config(write(tmp_path, TINY.replace("units = [4, 16]", "units = [4, 32]")))
+    with pytest.raises(
+        StudyMismatchError,
+        match=r"'tiny/ga/seed0' .*different settings \(space\).*Nothing was changed",
+    ):
+        open_study(storage, changed, "ga", 0)
+    assert storage_snapshot(storage) == before
+
+
+def test_different_training_settings_are_refused(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    open_study(storage, config, "ga", 0)
+    changed = load_study_config(write(tmp_path, TINY.replace("max_epochs = 2", "max_epochs = 3")))
+    with pytest.raises(StudyMismatchError, match=r"\(train\)"):
+        open_study(storage, changed, "ga", 0)
+
+
+def test_budget_changes_are_allowed(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    open_study(storage, config, "ga", 0)
+    bigger = load_study_config(write(tmp_path, TINY.replace("n_trials = 4", "n_trials = 9")))
+    open_study(storage, bigger, "ga", 0)
+
+
+def test_different_direction_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    other = optuna.create_study(storage=storage, study_name="tiny/ga/seed0", direction="minimize")
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = storage_snapshot(storage)
+    with pytest.raises(
+        StudyMismatchError, match=r"direction\(s\) \[minimize\].*Nothing was changed"
+    ):
+        open_study(storage, config, "ga", 0)
+    assert storage_snapshot(storage) == before
+
+
+def test_foreign_study_with_trials_is_refused(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    other = optuna.create_study(storage=storage, study_name="tiny/ga/seed0", direction="maximize")
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    before = storage_snapshot(storage)
+    with pytest.raises(StudyMismatchError, match="evohpo did not record"):
+        open_study(storage, config, "ga", 0)
+    assert storage_snapshot(storage) == before
+
+
+def test_identity_excludes_the_budget(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    identity = study_identity(config, "ga", 0)
+    assert "budget" not in identity
+    assert identity["sampler_options"] == {"population_size": 2}
+
+
+# -- samplers -------------------------------------------------------------------------------------
+def test_build_sampler_kinds() -> None:
+    space = SearchSpace(max_layers=2)
+    assert isinstance(build_sampler("ga", seed=0, space=space), EvoSampler)
+    assert isinstance(build_sampler("tpe", seed=0), optuna.samplers.TPESampler)
+    assert isinstance(build_sampler("random", seed=0), optuna.samplers.RandomSampler)
+    with pytest.raises(ValueError, match="Unknown sampler 'cmaes'"):
+        build_sampler("cmaes", seed=0)
+
+
+def test_resumed_tpe_does_not_replay_its_first_trials() -> None:
+    def first_draws(n_existing: int) -> list[float]:
+        sampler = build_sampler("random", seed=0, n_existing=n_existing)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        return [t.params["x"] for t in study.trials]
+
+    assert first_draws(0) == first_draws(0)
+    assert first_draws(0) != first_draws(3)
+
+
+# -- data ------------------------------------------------------------------------------------------
+def test_prepare_data_is_the_same_for_every_sampler_and_seed(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    first, second = prepare_data(config), prepare_data(config)
+    np.testing.assert_array_equal(first.X_train, second.X_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    assert len(first.y_train) + len(first.y_val) + len(first.y_test) == 150
+    assert len(first.y_test) == 30
+    # stratified: every class in every split
+    for y in (first.y_train, first.y_val, first.y_test):
+        assert set(np.unique(y)) == {0, 1, 2}
+    # raw features: the objective standardises them
+    assert first.X_train.max() > 4  # iris, in cm
+    assert first.class_names == ["setosa", "versicolor", "virginica"]
+
+
+# -- running and resuming ------------------------------------------------------------------------
+def test_budget_is_a_total(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    objective = cheap_objective(config.space)
+    first = run_study(open_study(storage, config, "ga", 0), objective, Budget(n_trials=3))
+    assert (first.n_before, first.n_after) == (0, 3)
+    # A new process: a new sampler object, the population from storage.
+    second = run_study(open_study(storage, config, "ga", 0), objective, Budget(n_trials=7))
+    assert (second.n_before, second.n_after) == (3, 7)
+    third = run_study(open_study(storage, config, "ga", 0), objective, Budget(n_trials=7))
+    assert (third.n_before, third.n_after) == (7, 7)
+    study = optuna.load_study(study_name="tiny/ga/seed0", storage=storage)
+    assert [t.number for t in study.trials] == list(range(7))
+    bred = [t for t in study.trials if t.user_attrs["evohpo"]["origin"] == "bred"]
+    assert bred
+    assert any(p < 3 for t in bred if t.number >= 3 for p in t.user_attrs["evohpo"]["parents"])
+
+
+def test_timeout_counts_time_already_spent(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+
+    def slow(trial: optuna.Trial) -> float:
+        time.sleep(0.2)
+        return trial.suggest_float("x", 0, 1)
+
+    study = open_study(storage, config, "random", 0)
+    run_study(study, slow, Budget(timeout=0.5))
+    n = len(study.trials)
+    assert 1 <= n <= 4
+    run_study(study, slow, Budget(timeout=0.5))
+    assert len(study.trials) == n  # the time is spent already
+
+
+def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    inner = cheap_objective(config.space)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # interrupted by the handler
+        return inner(trial)
+
+    guard = GracefulStop()
+    with guard.installed(), pytest.raises(KeyboardInterrupt):
+        run_study(study, objective, Budget(n_trials=4), guard=guard)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Resuming fills the budget; the failed trial does not count.
+    resumed = open_study(storage, config, "ga", 0)
+    run_study(resumed, inner, Budget(n_trials=4))
+    assert len(finished_trials(resumed)) == 4
+    assert len(resumed.trials) == 5
+
+
+def test_signal_outside_a_trial_stops_at_the_next_boundary(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "tpe", 0)
+    guard = GracefulStop()
+
+    def stop_after_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives outside any trial
+
+    with guard.installed(), pytest.raises(KeyboardInterrupt):
+        run_study(
+            study,
+            cheap_objective(config.space),
+            Budget(n_trials=4),
+            guard=guard,
+            callbacks=[stop_after_first],
+        )
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert guard.signum == signal.SIGTERM
+
+
+def _signal_and_wait(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(1)
+
+
+def test_second_signal_interrupts_at_once() -> None:
+    guard = GracefulStop()
+    with guard.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        assert guard.requested
+        with pytest.raises(KeyboardInterrupt):
+            _signal_and_wait(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), guard.interruptible():
+            pass
+
+
+def test_graceful_stop_is_inert_outside_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with GracefulStop().installed():
+                pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert errors == []
