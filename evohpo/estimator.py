@@ -7,6 +7,7 @@ import logging
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,7 +138,13 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     resume : bool, default=True
         When ``storage`` already holds a study named ``study_name``: continue it
         up to ``n_trials`` finished trials (``True``), or raise
-        :class:`optuna.exceptions.DuplicatedStudyError` (``False``).
+        :class:`optuna.exceptions.DuplicatedStudyError` (``False``). A study made
+        for another search (other scoring, search space, classes or features)
+        raises :class:`~evohpo.exceptions.StudyMismatchError`. With ``"ga"`` and a
+        fixed ``random_state``, a search resumed after ``k`` trials makes the same
+        trials as one run straight through; TPE and random sampling continue
+        with a fresh random stream (seeded from ``random_state`` and ``k``) so
+        they do not repeat the first run's trials.
     pruner : optuna.pruners.BasePruner, optional
         Stops unpromising trainings early, from the validation accuracy reported
         after every epoch (every fold with ``cv``). ``None``: no pruning.
@@ -320,15 +327,21 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         )
         record = self._search_record(settings, len(classes), X.shape[1])
         with quiet_optuna(), _one_torch_thread(settings.device):
-            study = self._open_study(self._make_sampler(settings, root), settings.pruner, record)
+            study = self._open_study(settings.pruner, record)
+            # Known only now: how many trials a resumed study already holds.
+            study.sampler = self._make_sampler(
+                settings, root, len(study.get_trials(deepcopy=False))
+            )
             self._optimize(study, objective, settings)
             trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if not complete:
+                states = Counter(t.state.name for t in trials)
+                ran = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
                 raise EvohpoError(
-                    f"No trial of the study {study.study_name!r} completed (states: "
-                    f"{sorted({t.state.name for t in trials})}); nothing to refit. Give the "
-                    "search more trials or time, or a less aggressive pruner."
+                    f"No trial of the study {study.study_name!r} completed ({ran or 'none ran'}"
+                    f", timeout={self.timeout}); nothing to refit. Give the search more trials "
+                    "or time, or a less aggressive pruner."
                 )
             best = max(complete, key=lambda t: (_value(t), -t.number))
             self.classes_ = classes
@@ -431,16 +444,27 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
         return int(rs)
 
-    def _make_sampler(self, settings: _Settings, root: int) -> BaseSampler:
-        seed = derive_seed(root, "sampler")
+    def _make_sampler(self, settings: _Settings, root: int, n_existing: int) -> BaseSampler:
+        """The sampler of this fit, for a study already holding ``n_existing`` trials.
+
+        EvoSampler draws every trial's randomness from ``(seed, trial number)``,
+        so one seed serves a fresh and a resumed study alike. TPE and random
+        sampling keep one random stream: a resumed study gets a stream of its own
+        (keyed by ``n_existing``), or it would repeat the first run's trials.
+        """
         if isinstance(self.sampler, BaseSampler):
             return _copy_sampler(self.sampler)
+        if self.sampler == "ga":
+            population = min(20, max(4, settings.n_trials // 3))
+            return EvoSampler(
+                population_size=population,
+                search_space=settings.space,
+                seed=derive_seed(root, "sampler"),
+            )
+        seed = derive_seed(root, "sampler", n_existing) % 2**32
         if self.sampler == "tpe":
-            return TPESampler(seed=seed % 2**32)
-        if self.sampler == "random":
-            return RandomSampler(seed=seed % 2**32)
-        population = min(20, max(4, settings.n_trials // 3))
-        return EvoSampler(population_size=population, search_space=settings.space, seed=seed)
+            return TPESampler(seed=seed)
+        return RandomSampler(seed=seed)
 
     def _search_record(
         self, settings: _Settings, n_classes: int, n_features: int
@@ -456,9 +480,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         }
 
     # -- the study -------------------------------------------------------------------------
-    def _open_study(
-        self, sampler: BaseSampler, pruner: BasePruner, record: dict[str, Any]
-    ) -> optuna.Study:
+    def _open_study(self, pruner: BasePruner, record: dict[str, Any]) -> optuna.Study:
+        """Create the study, or load it to resume; its sampler is set by the caller."""
+        sampler = RandomSampler(seed=0)  # a placeholder
         if self.storage is None:
             study = optuna.create_study(
                 direction="maximize", sampler=sampler, pruner=pruner, study_name=self.study_name
