@@ -138,6 +138,18 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch CPU threads (default: %(default)s; the networks searched here are "
+        "small, and one thread trains them faster than several; run several processes "
+        "on one storage to use more cores)",
+    )
+
+
 def _add_storage(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument(
         "--storage",
@@ -200,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="total trial time of the study (default: the study file's budget)",
     )
+    _add_threads(run)
     run.set_defaults(handler=_cmd_run)
 
     compare = command(
@@ -249,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the refit of each study's best genome and its test accuracy",
     )
+    _add_threads(compare)
     compare.set_defaults(handler=_cmd_compare)
 
     dashboard = command(
@@ -318,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--force", action="store_true", help="replace the files of an earlier export"
             )
+            _add_threads(sub)
             sub.set_defaults(handler=_cmd_export)
         else:
             sub.set_defaults(handler=_cmd_best)
@@ -378,6 +393,22 @@ def _progress() -> Iterator[_Progress]:
         yield progress
     finally:
         progress.close()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads for the duration of a command (restored after)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -529,8 +560,11 @@ def _cmd_dashboard(args: argparse.Namespace, guard: GracefulStop) -> int:
         else:
             _out(f"{found.name}: all studies: {compare_url(server.url, found.ids(None))}")
     _out("press Ctrl-C to stop")
-    with guard.interruptible():
-        server.serve_forever()
+    try:
+        with guard.interruptible():
+            server.serve_forever()
+    finally:
+        server.stop()
     return 0
 
 
@@ -588,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _logging(bool(args.verbose), debug):
         guard = GracefulStop()
         try:
-            with guard.installed():
+            with guard.installed(), _torch_threads(getattr(args, "threads", None)):
                 return handler(args, guard)
         except KeyboardInterrupt:
             _err(

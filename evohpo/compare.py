@@ -33,6 +33,7 @@ from evohpo.study import (
     PreparedData,
     StudyConfig,
     TrialCallback,
+    check_study,
     finished_trials,
     make_objective,
     open_study,
@@ -291,7 +292,10 @@ def run_comparison(
     budget = budget if budget is not None else config.budget
     guard = guard if guard is not None else GracefulStop()
 
-    # Open (and check) every study first: a mismatch stops the run before any trial.
+    # Check every study first: a mismatch stops the run before anything is written.
+    for seed in seeds:
+        for sampler in samplers:
+            check_study(storage, config, sampler, seed, storage_url=storage_url)
     studies: dict[tuple[str, int], optuna.Study] = {}
     for seed in seeds:
         for sampler in samplers:

@@ -151,7 +151,7 @@ class DashboardServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving (if :meth:`start` was called) and close the socket; idempotent."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_STORAGE_NAME",
     "DIRECTION",
     "FINISHED_STATES",
+    "PRUNERS",
     "SAMPLERS",
     "STUDY_ATTR",
     "Budget",
@@ -70,7 +71,9 @@ __all__ = [
     "PreparedData",
     "StudyConfig",
     "StudyRun",
+    "build_pruner",
     "build_sampler",
+    "check_study",
     "describe_storage",
     "finished_trials",
     "group_study_names",
@@ -100,8 +103,26 @@ FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNE
 #: Version of the identity record; part of the identity.
 _IDENTITY_FORMAT = 1
 
-_TOP_KEYS = ("name", "description", "storage", "data", "space", "train", "budget", "compare")
-_TOP_KEYS_ALL = (*_TOP_KEYS, "sampler")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "storage",
+    "data",
+    "space",
+    "train",
+    "pruner",
+    "budget",
+    "compare",
+    "sampler",
+)
+#: Pruners a study file can name (``[pruner] name = ...``), with Optuna's classes.
+PRUNERS: dict[str, str] = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+}
 _DATA_KEYS = ("dataset", "test_fraction", "validation_fraction", "split_seed")
 _TRAIN_KEYS = (
     "max_epochs",
@@ -167,6 +188,10 @@ class StudyConfig:
         Validation accuracy whose first reach is timed by ``compare``.
     sampler_options : dict
         Keyword arguments per sampler name (``[sampler.ga]`` ...).
+    pruner : dict
+        ``{"name": ..., **options}`` from ``[pruner]``; ``"none"`` (the
+        default) trains every trial to its end, so no sampler loses trials to
+        a pruner tuned for another.
     storage : str or None
         Storage URL given in the file (relative paths resolved), or ``None``.
     base_dir : Path
@@ -188,6 +213,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0,)
     target: float | None = None
     sampler_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "none"})
     storage: str | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<study>"
@@ -288,7 +314,7 @@ def parse_study_config(
     ('iris', 4, ('ga', 'tpe', 'random'))
     """
     base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
-    _check_keys(data, _TOP_KEYS_ALL, "", source)
+    _check_keys(data, _TOP_KEYS, "", source)
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.strip() or "/" in name:
         _config_error(source, "", "name", "a non-empty str without '/'", name)
@@ -359,6 +385,16 @@ def parse_study_config(
     if target is not None:
         target = _fraction(target, "target", "compare", source, allow_one=True)
 
+    pruner = dict(_table(data, "pruner", source))
+    pruner.setdefault("name", "none")
+    if pruner["name"] not in PRUNERS:
+        listed = ", ".join(repr(n) for n in PRUNERS)
+        _config_error(source, "pruner", "name", f"one of {{{listed}}}", pruner["name"])
+    try:
+        build_pruner(pruner)
+    except (TypeError, ValueError) as exc:
+        raise StudyConfigError(f"{source}: [pruner]: {exc}") from exc
+
     options_table = _table(data, "sampler", source)
     _check_keys(options_table, SAMPLERS, "sampler", source)
     sampler_options: dict[str, dict[str, Any]] = {}
@@ -390,6 +426,7 @@ def parse_study_config(
         seeds=tuple(seeds),
         target=target,
         sampler_options=sampler_options,
+        pruner=pruner,
         storage=storage,
         base_dir=base,
         source=source,
@@ -594,6 +631,7 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
         "train": dict(sorted(config.train.items())),
         "sampler": sampler,
         "sampler_options": dict(sorted(config.sampler_options.get(sampler, {}).items())),
+        "pruner": dict(sorted(config.pruner.items())),
         "seed": seed,
         "direction": DIRECTION,
         "evohpo_version": __version__,
@@ -653,6 +691,27 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def check_study(
+    storage: BaseStorage,
+    config: StudyConfig,
+    sampler: str,
+    seed: int,
+    *,
+    storage_url: str = "",
+) -> None:
+    """Raise :class:`StudyMismatchError` if the stored study differs; write nothing.
+
+    A missing study passes: it would be created.
+    """
+    name = study_name(config.name, sampler, seed)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return
+    where = describe_storage(storage_url) if storage_url else "the storage"
+    _check_identity(storage, study_id, name, study_identity(config, sampler, seed), where)
+
+
 def open_study(
     storage: BaseStorage,
     config: StudyConfig,
@@ -688,7 +747,12 @@ def open_study(
         n_existing=n_existing,
     )
     study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", sampler=built, load_if_exists=True
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        sampler=built,
+        pruner=build_pruner(config.pruner),
+        load_if_exists=True,
     )
     # Another worker may have created it in between: check again, then label it.
     if not _check_identity(storage, study._study_id, name, identity, where):
@@ -727,6 +791,23 @@ def build_sampler(
         return optuna.samplers.RandomSampler(seed=derived, **options)
     listed = ", ".join(repr(s) for s in SAMPLERS)
     raise InvalidParameterError(f"Unknown sampler {name!r}; the samplers are {listed}.")
+
+
+def build_pruner(settings: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The Optuna pruner ``{"name": ..., **options}`` describes.
+
+    Examples
+    --------
+    >>> type(build_pruner({"name": "median", "n_warmup_steps": 3})).__name__
+    'MedianPruner'
+    """
+    options = dict(settings)
+    name = options.pop("name", "none")
+    if name not in PRUNERS:
+        listed = ", ".join(repr(n) for n in PRUNERS)
+        raise InvalidParameterError(f"Unknown pruner {name!r}; the pruners are {listed}.")
+    pruner: optuna.pruners.BasePruner = getattr(optuna.pruners, PRUNERS[name])(**options)
+    return pruner
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -20,6 +20,7 @@ from evohpo.study import (
     STUDY_ATTR,
     Budget,
     GracefulStop,
+    build_pruner,
     build_sampler,
     describe_storage,
     finished_trials,
@@ -197,6 +198,8 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
         ("population_size = 2", "population_size = 1", r"\[sampler.ga\]: The 'population_size'"),
         ("population_size = 2", "popsize = 2", r"\[sampler.ga\]: .*popsize"),
         ('name = "tiny"', 'name = "a/b"', r"'name' must be a non-empty str without '/'"),
+        ("[budget]", '[pruner]\nname = "asha"\n[budget]', r"\[pruner\] 'name' must be one of"),
+        ("[budget]", '[pruner]\nname = "median"\nwarmup = 2\n[budget]', r"\[pruner\]: .*warmup"),
         (
             'name = "tiny"',
             'name = "tiny"\nsamplers = ["ga"]',
@@ -368,6 +371,20 @@ def test_identity_excludes_the_budget(tmp_path: Path) -> None:
     identity = study_identity(config, "ga", 0)
     assert "budget" not in identity
     assert identity["sampler_options"] == {"population_size": 2}
+
+
+def test_pruning_is_off_by_default_and_configurable(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    assert config.pruner == {"name": "none"}
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(open_study(storage, config, "ga", 0).pruner, optuna.pruners.NopPruner)
+    text = TINY.replace("[budget]", '[pruner]\nname = "median"\nn_warmup_steps = 1\n[budget]')
+    median = load_study_config(write(tmp_path, text))
+    assert median.pruner == {"name": "median", "n_warmup_steps": 1}
+    assert isinstance(build_pruner(median.pruner), optuna.pruners.MedianPruner)
+    # The pruner is part of the identity: changing it is refused.
+    with pytest.raises(StudyMismatchError, match=r"\(pruner\)"):
+        open_study(storage, median, "ga", 0)
 
 
 # -- samplers -------------------------------------------------------------------------------------

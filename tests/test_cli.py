@@ -1,0 +1,676 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import evohpo.cli
+from evohpo import Genome
+from evohpo.cli import main
+from evohpo.nn import build_model
+from evohpo.study import STUDY_ATTR, load_study_config, prepare_data
+
+TINY = """
+name = "tiny"
+
+[data]
+dataset = "iris"
+test_fraction = 0.2
+
+[space]
+max_layers = 2
+units = [4, 16]
+batch_sizes = [16, 32]
+
+[train]
+max_epochs = 2
+device = "cpu"
+
+[budget]
+n_trials = 3
+
+[compare]
+samplers = ["ga", "tpe"]
+seeds = [0, 1]
+target = 0.5
+
+[sampler.ga]
+population_size = 2
+
+[sampler.tpe]
+n_startup_trials = 2
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+def db_url(path: Path) -> str:
+    return f"sqlite:///{path.parent / 'evohpo.db'}"
+
+
+def load(path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=db_url(path))
+
+
+def snapshot(url: str) -> list[Any]:
+    storage = optuna.storages.RDBStorage(url)
+    result = []
+    for frozen in storage.get_all_studies():
+        trials = storage.get_all_trials(frozen._study_id)
+        result.append(
+            (
+                frozen.study_name,
+                frozen.directions,
+                frozen.user_attrs,
+                [(t.number, t.state, t.params, t.values, t.user_attrs) for t in trials],
+            )
+        )
+    return result
+
+
+# -- help and usage -----------------------------------------------------------------------------
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "compare", "dashboard", "best", "export"):
+        assert command in out
+    assert "journal:///" in out
+    assert "EVOHPO_NO_PROGRESS" in out
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "dashboard", "best", "export"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    assert "usage: evohpo " + command in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("evohpo ")
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: evohpo" in capsys.readouterr().err
+
+
+def test_unknown_sampler_is_a_usage_error(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(study_file), "--sampler", "cmaes"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'cmaes'" in err
+    assert "'ga', 'tpe', 'random'" in err
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
+def test_unknown_sampler_in_a_list(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(study_file), "--samplers", "ga,nsga"]) == 2
+    assert "invalid sampler 'nsga'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-trials", "0"], "expected an integer >= 1, got '0'"),
+        (["--seed", "-1"], "expected an integer >= 0, got '-1'"),
+        (["--timeout", "soon"], "expected a number > 0, got 'soon'"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(
+    study_file: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(study_file), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+# -- error paths ---------------------------------------------------------------------------------
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "absent.toml")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(
+        r"^evohpo: error: The study file '.*absent\.toml' does not exist\.$", err, re.M
+    )
+    assert "Traceback" not in err
+
+
+def test_malformed_toml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "bad"\n\n[data\ndataset = "iris"\n', encoding="utf-8")
+    assert main(["compare", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err
+    assert "line 3" in err
+    assert "Traceback" not in err
+
+
+def test_invalid_setting_is_named(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study_file.write_text(TINY.replace("n_trials = 3", "n_trails = 3"), encoding="utf-8")
+    assert main(["run", str(study_file)]) == 1
+    assert "unknown setting 'n_trails' in [budget]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("sqlite:////nonexistent-dir/sub/x.db", "Cannot open the storage"),
+        (
+            "nosuchdb://user:topsecret@host/db",
+            "Cannot open the storage 'nosuchdb://user:***@host/db'",
+        ),
+        ("journal:///nonexistent-dir/sub/x.log", "does not exist"),
+        ("results.txt", "Cannot tell which storage 'results.txt' is"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "compare", "best", "export", "dashboard"])
+def test_storage_that_cannot_be_opened(
+    study_file: Path,
+    command: str,
+    storage: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([command, str(study_file), "--storage", storage]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "topsecret" not in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "run", str(tmp_path / "absent.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "StudyConfigError" in err
+    # also accepted after the command
+    assert main(["run", str(tmp_path / "absent.toml"), "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_unexpected_errors_are_reported_without_traceback(
+    study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("evohpo.study.prepare_data", broken)
+    assert main(["run", str(study_file)]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error: RuntimeError: disk on fire (run with --debug" in err
+    assert "Traceback" not in err
+
+
+def test_interrupt_exits_130(
+    study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("evohpo.study.run_study", interrupted)
+    assert main(["run", str(study_file)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; finished trials are kept" in err
+    assert "Traceback" not in err
+
+
+def test_different_space_is_refused_and_storage_unchanged(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(study_file), "--sampler", "ga"]) == 0
+    before = snapshot(db_url(study_file))
+    study_file.write_text(TINY.replace("units = [4, 16]", "units = [4, 64]"), encoding="utf-8")
+    capsys.readouterr()
+    for command in (["run", str(study_file)], ["compare", str(study_file)]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "'tiny/ga/seed0'" in err
+        assert "different settings (space)" in err
+        assert "Nothing was changed" in err
+    assert snapshot(db_url(study_file)) == before
+
+
+def test_different_direction_is_refused_and_storage_unchanged(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = db_url(study_file)
+    other = optuna.create_study(storage=url, study_name="tiny/tpe/seed0", direction="minimize")
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = snapshot(url)
+    assert main(["compare", str(study_file)]) == 1
+    err = capsys.readouterr().err
+    assert "'tiny/tpe/seed0'" in err
+    assert "direction(s) [minimize]" in err
+    # compare checks every study before running any: nothing was added
+    assert snapshot(url) == before
+
+
+# -- run -----------------------------------------------------------------------------------------
+def test_run_resumes_up_to_the_total(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(study_file)]) == 0
+    out = capsys.readouterr().out
+    assert "study tiny/ga/seed0 in sqlite:///" in out
+    assert "finished trials: 3 of 3 (3 run now)" in out
+    assert re.search(r"best validation accuracy: \d\.\d{4} \(trial \d\)", out)
+    assert "best genome: " in out
+
+    assert main(["run", str(study_file)]) == 0
+    assert "finished trials: 3 of 3 (0 run now)" in capsys.readouterr().out
+
+    assert main(["run", str(study_file), "--n-trials", "5"]) == 0
+    assert "finished trials: 5 of 5 (2 run now)" in capsys.readouterr().out
+    study = load(study_file, "tiny/ga/seed0")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    bred = [t for t in study.trials if t.user_attrs["evohpo"]["origin"] == "bred"]
+    assert bred, "the GA bred from the stored population"
+    assert any(p <= 2 for t in bred if t.number >= 3 for p in t.user_attrs["evohpo"]["parents"])
+    for trial in study.trials:
+        assert Genome.from_json(trial.user_attrs["genome"]).depth == trial.params["n_layers"]
+
+
+def test_run_with_sampler_seed_and_storage(
+    study_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "runs.log"
+    assert (
+        main(
+            [
+                "run",
+                str(study_file),
+                "--sampler",
+                "random",
+                "--seed",
+                "7",
+                "--storage",
+                str(journal),
+                "--n-trials",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert f"study tiny/random/seed7 in journal://{journal}" in capsys.readouterr().out
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    study = optuna.load_study(study_name="tiny/random/seed7", storage=storage)
+    assert len(study.trials) == 2
+    assert study.user_attrs[STUDY_ATTR]["seed"] == 7
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
+def test_progress_bar_on_stderr(
+    study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(evohpo.cli, "_progress_enabled", lambda: True)
+    assert main(["run", str(study_file), "--sampler", "tpe"]) == 0
+    captured = capsys.readouterr()
+    assert "tiny/tpe/seed0" in captured.err
+    assert "3/3" in captured.err
+    assert "trial" in captured.err
+    assert "3/3" not in captured.out
+
+
+def test_progress_is_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.setenv("EVOHPO_NO_PROGRESS", "1")
+    assert not evohpo.cli._progress_enabled()
+    monkeypatch.setenv("EVOHPO_NO_PROGRESS", "0")
+    assert evohpo.cli._progress_enabled()
+    monkeypatch.delenv("EVOHPO_NO_PROGRESS")
+    assert evohpo.cli._progress_enabled()
+
+
+def test_progress_is_off_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVOHPO_NO_PROGRESS", raising=False)
+    assert not evohpo.cli._progress_enabled()  # pytest captures stderr: not a TTY
+
+
+# -- compare --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compared_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One comparison run for the module: 2 samplers x 2 seeds x 3 trials."""
+    directory = tmp_path_factory.mktemp("compared")
+    path = directory / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        stdout = io.StringIO()
+        patch.setattr(sys, "stdout", stdout)
+        assert main(["compare", str(path)]) == 0
+    return directory, stdout.getvalue()
+
+
+@pytest.fixture
+def compared(study_file: Path, compared_template: tuple[Path, str]) -> str:
+    """``study_file``'s directory holds a copy of the comparison's storage and plot."""
+    directory, out = compared_template
+    shutil.copy(directory / "evohpo.db", study_file.parent / "evohpo.db")
+    shutil.copytree(directory / "runs", study_file.parent / "runs")
+    return out.replace(str(directory), str(study_file.parent))
+
+
+def test_compare_prints_the_table_and_writes_the_plot(study_file: Path, compared: str) -> None:
+    out = compared
+    assert "tiny: ga, tpe on iris, budget 3 trials per study, target validation accuracy 0.5" in out
+    header = next(line for line in out.splitlines() if line.startswith("sampler"))
+    for column in ("best val acc", "test acc", "reached", "trials to target", "time to target"):
+        assert column in header
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("ga ", "tpe "))}
+    assert set(rows) == {"ga", "tpe"}
+    for row in rows.values():
+        assert re.search(r"\s2\s+3\s+\d\.\d{4} ± \d\.\d{4}\s+\d\.\d{4} ± \d\.\d{4}", row), row
+    plot = study_file.parent / "runs" / "tiny" / "history.png"
+    assert f"plot: {plot}" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wall time: " in out
+
+
+def test_compare_stores_one_study_per_sampler_and_seed(study_file: Path, compared: str) -> None:
+    names = sorted(optuna.get_all_study_names(db_url(study_file)))
+    assert names == ["tiny/ga/seed0", "tiny/ga/seed1", "tiny/tpe/seed0", "tiny/tpe/seed1"]
+    for name in names:
+        study = load(study_file, name)
+        identity = study.user_attrs[STUDY_ATTR]
+        assert identity["dataset"] == "iris"
+        assert identity["direction"] == "maximize"
+        assert name.split("/")[1] == identity["sampler"]
+        assert f"seed{identity['seed']}" == name.split("/")[2]
+        assert identity["space"]["units"] == [4, 16]
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+        assert study.user_attrs["evohpo.test"]["trial"] == study.best_trial.number
+        assert 0.0 <= study.user_attrs["evohpo.test"]["accuracy"] <= 1.0
+
+
+def test_compare_uses_the_same_split_for_every_study(study_file: Path, compared: str) -> None:
+    # The same genome gives the same validation accuracy under every sampler and seed
+    # only if all studies see the same rows: check through the stored trial values.
+    studies = [load(study_file, n) for n in optuna.get_all_study_names(db_url(study_file))]
+    spaces = {json.dumps(s.user_attrs[STUDY_ATTR]["data"], sort_keys=True) for s in studies}
+    assert len(spaces) == 1
+
+
+def test_compare_again_runs_nothing_new(
+    study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(db_url(study_file))
+    assert main(["compare", str(study_file), "--no-test"]) == 0
+    out = capsys.readouterr().out
+    assert snapshot(db_url(study_file)) == before
+    # the cached test accuracies are reported again
+    assert re.search(r"^ga\s.*± .*± ", out, re.M)
+
+
+def test_compare_with_a_bigger_budget_resumes(
+    study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["compare", str(study_file), "--n-trials", "4", "--seeds", "0", "--samplers", "ga"])
+        == 0
+    )
+    capsys.readouterr()
+    assert len(load(study_file, "tiny/ga/seed0").trials) == 4
+    assert len(load(study_file, "tiny/ga/seed1").trials) == 3
+    assert len(load(study_file, "tiny/tpe/seed0").trials) == 3
+
+
+# -- best and export -----------------------------------------------------------------------------
+def test_best_prints_the_genome_as_json(
+    study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["best", str(study_file)]) == 0
+    best = json.loads(capsys.readouterr().out)
+    values = [
+        load(study_file, n).best_value for n in optuna.get_all_study_names(db_url(study_file))
+    ]
+    assert best["validation_accuracy"] == max(values)
+    genome = Genome.from_dict(best["genome"])
+    assert genome.to_params() == best["params"]
+
+    assert main(["best", str(study_file), "--sampler", "tpe", "--seed", "1"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["study"] == "tiny/tpe/seed1"
+    assert best["validation_accuracy"] == load(study_file, "tiny/tpe/seed1").best_value
+
+
+def test_best_without_trials(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["best", str(study_file)]) == 1
+    assert "No completed trial found for 'tiny'" in capsys.readouterr().err
+
+
+def test_export_writes_a_safe_loadable_model(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(study_file), "--sampler", "ga", "--output", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "classes.json",
+        "genome.json",
+        "metadata.json",
+        "model.pt",
+    ]
+    assert f"wrote {out_dir / 'model.pt'}" in out
+    genome = Genome.from_json((out_dir / "genome.json").read_text())
+    classes = json.loads((out_dir / "classes.json").read_text())
+    metadata = json.loads((out_dir / "metadata.json").read_text())
+    assert classes == ["setosa", "versicolor", "virginica"]
+    assert metadata["study"].startswith("tiny/ga/")
+    state = torch.load(out_dir / "model.pt", weights_only=True)
+    model = build_model(genome, metadata["n_features"], metadata["n_classes"])
+    model.load_state_dict(state)
+    model.eval()
+    # The exported model and its standardisation reproduce the reported test accuracy.
+    data = prepare_data(load_study_config(study_file))
+    mean = np.asarray(metadata["standardize"]["mean"])
+    scale = np.asarray(metadata["standardize"]["scale"])
+    x = torch.from_numpy(((data.X_test - mean) / scale).astype(np.float32))
+    with torch.no_grad():
+        predicted = model(x).argmax(dim=1).numpy()
+    assert float(np.mean(predicted == data.y_test)) == pytest.approx(metadata["test_accuracy"])
+
+
+def test_export_refuses_to_overwrite_without_force(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(study_file), "--output", str(out_dir)]) == 0
+    assert main(["export", str(study_file), "--output", str(out_dir)]) == 1
+    assert "exists; use another output directory or --force" in capsys.readouterr().err
+    assert main(["export", str(study_file), "--output", str(out_dir), "--force"]) == 0
+
+
+def test_export_never_follows_links_out_of_the_directory(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    out_dir = tmp_path / "exported"
+    out_dir.mkdir()
+    (out_dir / "genome.json").symlink_to(outside)
+    assert main(["export", str(study_file), "--output", str(out_dir), "--force"]) == 1
+    assert "it is a link" in capsys.readouterr().err
+    assert outside.read_text() == "keep me"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["genome.json"]
+
+
+def test_export_to_a_file_path_is_refused(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "file"
+    target.write_text("")
+    assert main(["export", str(study_file), "--output", str(target)]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_export_default_directory(
+    study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(study_file)]) == 0
+    assert (study_file.parent / "runs" / "tiny" / "best" / "model.pt").is_file()
+
+
+# -- dashboard (the server itself is tested in test_dashboard.py) ---------------------------------
+def test_dashboard_prints_the_comparison_url(
+    study_file: Path,
+    compared: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    served: list[str] = []
+    monkeypatch.setattr(
+        "evohpo.dashboard.DashboardServer.serve_forever", lambda self: served.append(self.url)
+    )
+    assert main(["dashboard", str(study_file), "--port", "0"]) == 0
+    out = capsys.readouterr().out
+    assert served
+    url = served[0]
+    assert url.startswith("http://127.0.0.1:")
+    storage = optuna.storages.RDBStorage(db_url(study_file))
+    ids = [
+        storage.get_study_id_from_name(f"tiny/{s}/seed{i}") for s in ("ga", "tpe") for i in (0, 1)
+    ]
+    expected = f"{url}/dashboard/compare-studies?ids={','.join(map(str, ids))}"
+    assert f"tiny: GA vs TPE (4 studies): {expected}" in out
+
+
+def test_dashboard_without_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["dashboard"]) == 1
+    assert "No storage given" in capsys.readouterr().err
+
+
+def test_dashboard_on_an_empty_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", lambda self: None)
+    assert main(["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", "0"]) == 0
+    assert "no evohpo studies in this storage yet" in capsys.readouterr().out
+
+
+# -- python -m evohpo and signals --------------------------------------------------------------
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["EVOHPO_NO_PROGRESS"] = "1"
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning:evohpo"
+    return env
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "evohpo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "usage: evohpo" in done.stdout
+
+
+def _count_trials(db: Path, name: str) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=30) as connection:
+        try:
+            rows = connection.execute(
+                "SELECT t.state, COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = ? GROUP BY t.state",
+                (name,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+    return {str(state): int(n) for state, n in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_compare_cleanly_and_it_resumes(tmp_path: Path, signum: int) -> None:
+    study = tmp_path / "resume.toml"
+    study.write_text(
+        TINY.replace("n_trials = 3", "n_trials = 8")
+        .replace("max_epochs = 2", "max_epochs = 15\npatience = 15")
+        .replace("seeds = [0, 1]", "seeds = [0]")
+        .replace("units = [4, 16]", "units = [32, 64]")
+        .replace("batch_sizes = [16, 32]", "batch_sizes = [8]"),
+        encoding="utf-8",
+    )
+    db = tmp_path / "evohpo.db"
+    command = [sys.executable, "-m", "evohpo", "compare", str(study), "--no-test"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        counts = _count_trials(db, "tiny/ga/seed0")
+        if counts.get("COMPLETE", 0) >= 4 and counts.get("RUNNING", 0) == 1:
+            break
+        if process.poll() is not None:
+            pytest.fail(f"compare ended early: {process.communicate()}")
+        time.sleep(0.02)
+    else:
+        process.kill()
+        pytest.fail("compare made no progress")
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted; finished trials are kept" in err
+    assert "Traceback" not in err
+
+    url = f"sqlite:///{db}"
+    ga = optuna.load_study(study_name="tiny/ga/seed0", storage=url)
+    before = {t.number: (t.state, t.values, t.params) for t in ga.trials}
+    assert all(state != TrialState.RUNNING for state, _, _ in before.values())
+    n_before = sum(state == TrialState.COMPLETE for state, _, _ in before.values())
+    assert 4 <= n_before < 8
+    assert sum(state == TrialState.FAIL for state, _, _ in before.values()) <= 1
+
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^ga\s+1\s+8\s", done.stdout, re.M), done.stdout
+    assert re.search(r"^tpe\s+1\s+8\s", done.stdout, re.M), done.stdout
+
+    for name in ("tiny/ga/seed0", "tiny/tpe/seed0"):
+        resumed = optuna.load_study(study_name=name, storage=url)
+        numbers = [t.number for t in resumed.trials]
+        assert numbers == list(range(len(numbers))), "no trial duplicated or lost"
+        assert sum(t.state == TrialState.COMPLETE for t in resumed.trials) == 8
+        assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in resumed.trials)
+    resumed_ga = optuna.load_study(study_name="tiny/ga/seed0", storage=url)
+    # Trials finished before the signal are kept unchanged.
+    for trial in resumed_ga.trials:
+        if trial.number in before and before[trial.number][0] == TrialState.COMPLETE:
+            assert (trial.state, trial.values, trial.params) == before[trial.number]
+    # The GA continued from the stored population: children bred after the restart
+    # have parents among the trials finished before it.
+    finished_before = {n for n, (s, _, _) in before.items() if s == TrialState.COMPLETE}
+    after = [t for t in resumed_ga.trials if t.number not in before]
+    assert after
+    bred_after = [t for t in after if t.user_attrs["evohpo"]["origin"] == "bred"]
+    assert bred_after
+    assert any(set(t.user_attrs["evohpo"]["parents"]) & finished_before for t in bred_after)
