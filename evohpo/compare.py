@@ -365,7 +365,7 @@ def format_table(comparison: Comparison) -> str:
         "reached",
         "trials to target",
         "time to target",
-        "time",
+        "study time",
     ]
     rows: list[list[str]] = []
     for sampler, results in comparison.results.items():
@@ -419,7 +419,8 @@ def format_table(comparison: Comparison) -> str:
     ]
     if target is not None:
         notes.append(
-            "trials/time to target: mean over the seeds that reached it; time is trial time."
+            "trials/time to target: mean over the seeds that reached it; times are trial "
+            "time (training and scoring), summed."
         )
     return "\n".join([title, "", *lines, "", *notes])
 
