@@ -65,11 +65,11 @@ SAMPLERS = ("ga", "tpe", "random")
 RUN_FIELDS = ("dataset", "method", "seed", "test_accuracy", "fit_seconds", "n_trials", "detail")
 
 
-def fit_evo(data: Data, sampler: str, seed: int, fast: bool) -> dict[str, Any]:
+def fit_evo(data: Data, sampler: str, seed: int, fast: bool, device: str) -> dict[str, Any]:
     from evohpo import EvoSearchClassifier
 
     X_train, X_test, y_train, y_test = data
-    settings: dict[str, Any] = {"sampler": sampler, "random_state": seed, "device": "cpu"}
+    settings: dict[str, Any] = {"sampler": sampler, "random_state": seed, "device": device}
     if fast:
         settings |= {"n_trials": 3, "max_epochs": 5, "search_space": {"max_layers": 1}}
     clf = EvoSearchClassifier(**settings)
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for name in args.datasets:
             data = DATASETS[name]()
             methods: list[tuple[str, str | None]] = [
-                (f"EvoSearchClassifier({s})", s) for s in args.samplers
+                (f"EvoSearchClassifier({s}{', cuda' if args.device != 'cpu' else ''})", s)
+                for s in args.samplers
             ]
             if not args.no_mlp:
                 methods.append(("MLPClassifier()", None))
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     result = (
                         fit_mlp(data, seed, args.fast)
                         if sampler is None
-                        else fit_evo(data, sampler, seed, args.fast)
+                        else fit_evo(data, sampler, seed, args.fast, args.device)
                     )
                     row = {"dataset": name, "method": method, "seed": seed, **result}
                     writer.writerow(row)
@@ -170,7 +171,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny budget: a smoke run")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--samplers", nargs="*", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--device", default="cpu", help="torch device of EvoSearchClassifier")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--no-mlp", action="store_true", help="leave MLPClassifier out")
     parser.add_argument("--out", default="estimator_quality_runs.csv", help="run file name")

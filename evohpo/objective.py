@@ -225,7 +225,8 @@ class GenomeObjective:
     *User attributes* of every trial: ``"genome"`` (JSON), ``"n_parameters"``,
     ``"train_seconds"``, ``"best_epoch"``, ``"epochs_run"``, ``"stop_reason"``
     (``"max_epochs"``, ``"early_stopping"``, ``"diverged"``, ``"time_limit"`` or
-    ``"pruned"``) and ``"val_accuracy"``; with ``cv`` also ``"fold_scores"`` and
+    ``"pruned"``), ``"val_accuracy"`` and ``"val_loss"`` (mean cross-entropy of the
+    kept weights; absent for a pruned trial); with ``cv`` also ``"fold_scores"`` and
     ``"fold_best_epochs"``, ``"best_epoch"`` being the median of the latter.
 
     A training whose loss becomes NaN or infinite ends with ``stop_reason ==
@@ -247,7 +248,7 @@ class GenomeObjective:
     >>> study.optimize(objective, n_trials=2)
     >>> sorted(study.best_trial.user_attrs)  # doctest: +NORMALIZE_WHITESPACE
     ['best_epoch', 'epochs_run', 'genome', 'n_parameters', 'stop_reason',
-     'train_seconds', 'val_accuracy']
+     'train_seconds', 'val_accuracy', 'val_loss']
     """
 
     def __init__(
@@ -316,6 +317,16 @@ class GenomeObjective:
     def n_splits(self) -> int:
         """Number of training/validation pairs a trial trains on (1, or ``cv``)."""
         return len(self._splits)
+
+    @property
+    def train_size(self) -> float:
+        """Mean number of training rows per split (what a trial trains on)."""
+        return statistics.fmean(len(split.y_train) for split in self._splits)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows :meth:`fit_genome` trains on."""
+        return len(self._all_data()[1])
 
     def _make_splits(self) -> list[_Split]:
         if self.validation_data is not None:
@@ -400,6 +411,7 @@ class GenomeObjective:
             epochs_run=result.epochs_run,
             stop_reason=result.stop_reason,
             val_accuracy=result.best_score,
+            val_loss=_finite_or_none(result.best_val_loss),
         )
         return score
 
@@ -409,6 +421,7 @@ class GenomeObjective:
         scores: list[float] = []
         epochs: list[int] = []
         accuracies: list[float] = []
+        losses: list[float] = []
         reasons: list[str] = []
         epochs_run = 0
         n_parameters = 0
@@ -417,6 +430,7 @@ class GenomeObjective:
             scores.append(self._score(result, split))
             epochs.append(result.best_epoch)
             accuracies.append(result.best_score)
+            losses.append(result.best_val_loss)
             reasons.append(result.stop_reason)
             epochs_run += result.epochs_run
             n_parameters = result.n_parameters
@@ -426,13 +440,13 @@ class GenomeObjective:
                 reasons.append("pruned")
                 _set_attrs(
                     trial,
-                    **_fold_attrs(scores, epochs, accuracies, reasons, epochs_run, started),
+                    **_fold_attrs(scores, epochs, accuracies, losses, reasons, epochs_run, started),
                 )
                 raise optuna.TrialPruned(f"Pruned after fold {fold} (mean score {running:.4f}).")
         _set_attrs(
             trial,
             n_parameters=n_parameters,
-            **_fold_attrs(scores, epochs, accuracies, reasons, epochs_run, started),
+            **_fold_attrs(scores, epochs, accuracies, losses, reasons, epochs_run, started),
         )
         return statistics.fmean(scores)
 
@@ -572,6 +586,7 @@ def _fold_attrs(
     scores: list[float],
     epochs: list[int],
     accuracies: list[float],
+    losses: list[float],
     reasons: list[str],
     epochs_run: int,
     started: float,
@@ -588,9 +603,14 @@ def _fold_attrs(
         "epochs_run": epochs_run,
         "stop_reason": reason,
         "val_accuracy": statistics.fmean(accuracies),
+        "val_loss": _finite_or_none(statistics.fmean(losses)),
         "fold_scores": list(scores),
         "fold_best_epochs": list(epochs),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _invalid(name: str, expected: str, got: str) -> NoReturn:
