@@ -47,6 +47,9 @@ examples:
   evohpo compare studies/digits.toml        GA vs TPE vs random, 3 seeds, table + plot
   evohpo dashboard --storage studies/evohpo.db
   evohpo run studies/wine.toml --sampler ga --seed 1 --n-trials 40
+  evohpo run studies/digits.toml --workers 2  two worker processes on one study
+  evohpo worker studies/digits.toml --storage postgresql://user@host/db
+                                            one worker of many (run it on each machine)
   evohpo best studies/digits.toml --sampler ga
   evohpo export studies/digits.toml --output model-dir
 
@@ -213,7 +216,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="total trial time of the study (default: the study file's budget)",
     )
     _add_threads(run)
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine sharing the study (default: %(default)s); "
+        "each trains with --threads threads",
+    )
     run.set_defaults(handler=_cmd_run)
+
+    worker = command(
+        "worker",
+        "join a study as one worker (start one per process or machine)",
+        """        Run one worker on one study of a study file, for as many workers as wanted,
+        on one or many machines, sharing one storage (PostgreSQL for many machines).
+        The study is created if missing; every worker stops when the study holds
+        its total of finished trials (a few more may finish: one per other worker
+        at most). On PostgreSQL, MySQL and SQLite the trial of a killed worker is
+        failed after the heartbeat's grace period (2 minutes) and run again, with
+        the same genome, by another worker; on a journal file, when a worker
+        starts. A database that goes away is waited for (up to 10 minutes).
+        Keep passwords out of the command line: leave them out of the URL and set
+        PGPASSWORD.""",
+    )
+    worker.add_argument("study_file", metavar="STUDY.toml", help="the study file")
+    worker.add_argument(
+        "--sampler", choices=SAMPLERS, default="ga", help="the sampler (default: %(default)s)"
+    )
+    worker.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="the seed (default: the first of the study file's seeds)",
+    )
+    _add_storage(worker, what="shared by the workers")
+    worker.add_argument(
+        "--n-trials",
+        type=_positive_int,
+        metavar="N",
+        help="total finished trials of the study (default: the study file's budget)",
+    )
+    worker.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds this worker runs at most (default: the trial time left in the "
+        "study file's budget)",
+    )
+    worker.add_argument(
+        "--stale-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="when starting, also fail and re-run trials running for longer than this "
+        "(workers lost on other machines; journal files have no heartbeat)",
+    )
+    _add_threads(worker)
+    worker.set_defaults(handler=_cmd_worker)
 
     compare = command(
         "compare",
@@ -463,18 +521,22 @@ def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
         timeout=args.timeout if args.timeout is not None else config.budget.timeout,
     )
     study = open_study(storage, config, args.sampler, seed, storage_url=url)
-    data = prepare_data(config)
-    objective = make_objective(config, data, seed)
-    with _progress() as progress:
-        from evohpo.study import remaining_budget
+    if args.workers > 1:
+        n_before, n_after = _run_in_workers(args, guard, config, url, study, budget, seed)
+    else:
+        data = prepare_data(config)
+        objective = make_objective(config, data, seed)
+        with _progress() as progress:
+            from evohpo.study import remaining_budget
 
-        n_left, _ = remaining_budget(study, budget)
-        progress.plan(n_left)
-        progress.study(study.study_name)
-        result = run_study(study, objective, budget, guard=guard, callbacks=[progress.trial])
+            n_left, _ = remaining_budget(study, budget)
+            progress.plan(n_left)
+            progress.study(study.study_name)
+            result = run_study(study, objective, budget, guard=guard, callbacks=[progress.trial])
+        n_before, n_after = result.n_before, result.n_after
     _out(f"study {study.study_name} in {describe_storage(url)}")
     total = "" if budget.n_trials is None else f" of {budget.n_trials}"
-    _out(f"finished trials: {result.n_after}{total} ({result.n_after - result.n_before} run now)")
+    _out(f"finished trials: {n_after}{total} ({n_after - n_before} run now)")
     try:
         best = study.best_trial
     except ValueError:
@@ -484,6 +546,69 @@ def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
     from evohpo.compare import best_genome
 
     _out(f"best genome: {describe_genome(best_genome(best))}")
+    return 0
+
+
+def _run_in_workers(
+    args: argparse.Namespace,
+    guard: GracefulStop,
+    config: Any,
+    url: str,
+    study: optuna.Study,
+    budget: Any,
+    seed: int,
+) -> tuple[int, int]:
+    """Run ``study`` in ``args.workers`` processes; finished trials before and after."""
+    from evohpo.study import finished_trials, remaining_budget
+    from evohpo.workers import run_workers, study_file_spec
+
+    n_before = len(finished_trials(study))
+    n_left, time_left = remaining_budget(study, budget)
+    if n_left == 0 or (time_left is not None and time_left <= 0):
+        return n_before, n_before
+    # The budget's timeout counts trial time, which n workers spend n times as fast.
+    timeout = None if time_left is None else time_left / args.workers
+    spec = study_file_spec(
+        config, args.sampler, seed, url, n_trials=budget.n_trials, timeout=timeout
+    )
+    with guard.interruptible():
+        run_workers(spec, args.workers, threads_per_worker=args.threads)
+    return n_before, len(finished_trials(study))
+
+
+def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
+    from evohpo.study import (
+        Budget,
+        describe_storage,
+        finished_trials,
+        open_study,
+        remaining_budget,
+    )
+    from evohpo.workers import run_worker, study_file_spec
+
+    config, url, storage = _load(args)
+    seed = args.seed if args.seed is not None else config.seeds[0]
+    budget = Budget(n_trials=args.n_trials or config.budget.n_trials, timeout=config.budget.timeout)
+    study = open_study(storage, config, args.sampler, seed, storage_url=url)
+    n_left, time_left = remaining_budget(study, budget)
+    timeout = args.timeout if args.timeout is not None else time_left
+    completed = 0
+    if n_left != 0 and (timeout is None or timeout > 0):
+        spec = study_file_spec(
+            config,
+            args.sampler,
+            seed,
+            url,
+            n_trials=budget.n_trials,
+            timeout=timeout,
+            stale_after=args.stale_after,
+        )
+        with guard.interruptible():
+            completed = len(run_worker(spec).completed)
+    n_after = len(finished_trials(study))
+    total = "" if budget.n_trials is None else f" of {budget.n_trials}"
+    _out(f"study {study.study_name} in {describe_storage(url)}")
+    _out(f"finished trials: {n_after}{total} ({completed} completed by this worker)")
     return 0
 
 

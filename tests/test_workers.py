@@ -1,0 +1,468 @@
+"""Worker processes on one study: PostgreSQL, SQLite and journal storage, and their faults.
+
+The GA is the real :class:`~evohpo.EvoSampler`; the objective asks for a real
+genome with :func:`~evohpo.suggest_genome` and sleeps instead of training.
+Worker processes are spawned, so they import this module by name: the
+repository root must be importable (it is under ``python -m pytest``; the
+``sys.path`` line below covers a bare ``pytest``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from evohpo import EvoSampler, SearchSpace, suggest_genome  # noqa: E402
+from evohpo.exceptions import StorageError  # noqa: E402
+from evohpo.lineage import LINEAGE_ATTR  # noqa: E402
+from evohpo.workers import (  # noqa: E402
+    FAIL_REASON_ATTR,
+    WORKER_ATTR,
+    Backoff,
+    Heartbeat,
+    StorageUnavailableError,
+    WorkerPool,
+    WorkerSpec,
+    is_storage_outage,
+    open_worker_storage,
+    run_worker,
+    run_workers,
+)
+from tests._pg import PostgresServer, free_port  # noqa: E402
+
+SPACE = SearchSpace(min_layers=1, max_layers=3, units=(4, 64))
+STUDY = "shared"
+
+
+# -- what the workers run (module level: spawned processes import it) ----------------------
+class SleepyObjective:
+    """Suggest a genome, sleep, score it; trial ``slow_trial`` sleeps ``slow_sleep`` s."""
+
+    def __init__(
+        self,
+        sleep: float = 0.02,
+        slow_trial: int | None = None,
+        slow_sleep: float = 60.0,
+        fail_every: int = 0,
+    ) -> None:
+        self.sleep = sleep
+        self.slow_trial = slow_trial
+        self.slow_sleep = slow_sleep
+        self.fail_every = fail_every
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, SPACE)
+        time.sleep(self.slow_sleep if trial.number == self.slow_trial else self.sleep)
+        if self.fail_every and trial.number % self.fail_every == 1:
+            raise ValueError(f"training of trial {trial.number} blew up")
+        return -abs(genome.depth - 2) - abs(math.log10(genome.learning_rate) + 2)
+
+
+def make_sampler() -> EvoSampler:
+    return EvoSampler(population_size=4, seed=0, search_space=SPACE)
+
+
+def make_spec(url: str, n_trials: int, **options: Any) -> WorkerSpec:
+    objective = functools.partial(
+        SleepyObjective,
+        **{k: options.pop(k) for k in ("sleep", "slow_trial", "fail_every") if k in options},
+    )
+    options.setdefault("heartbeat", Heartbeat(interval=1, grace_period=3, max_retry=2))
+    options.setdefault("backoff", Backoff(initial=0.2, maximum=1.0, max_wait=60.0))
+    return WorkerSpec(
+        study_name=STUDY,
+        storage_url=url,
+        objective_factory=objective,
+        sampler_factory=make_sampler,
+        n_trials=n_trials,
+        **options,
+    )
+
+
+def create_study(url: str) -> None:
+    storage = open_worker_storage(url)
+    optuna.create_study(storage=storage, study_name=STUDY, direction="maximize")
+    _dispose(storage)
+
+
+def load_trials(url: str) -> list[FrozenTrial]:
+    storage = open_worker_storage(url)
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        return sorted(study.get_trials(), key=lambda t: t.number)
+    finally:
+        _dispose(storage)
+
+
+def _dispose(storage: Any) -> None:
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+# -- checks --------------------------------------------------------------------------------
+def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> None:
+    """Numbers unique and contiguous; total reached, overshoot bounded; lineage consistent."""
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials)))
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert n_trials <= len(complete) <= n_trials + n_workers - 1
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    generation: dict[int, int] = {}
+    for number, trial in sorted(complete.items()):
+        record = trial.user_attrs[LINEAGE_ATTR]
+        if record["origin"] == "random":
+            assert record["generation"] == 0
+            assert record["parents"] == []
+        else:
+            assert record["origin"] == "bred", record
+            parents = record["parents"]
+            assert parents
+            original = trial.system_attrs.get("failed_trial", number)
+            for parent in parents:
+                assert parent in complete, (number, parent)
+                assert parent < original
+            assert record["generation"] == 1 + max(generation[p] for p in parents)
+        assert trial.params == record["params"]
+        generation[number] = record["generation"]
+    assert max(generation.values()) >= 2
+
+
+def check_reports(trials: list[FrozenTrial], reports: list[Any]) -> None:
+    """Each complete trial is in the report of the worker recorded on it, and only there.
+
+    A worker killed before it reported has no report of what it completed.
+    """
+    reporters = {r.pid for r in reports if r.exitcode == 0}
+    reported = [n for r in reports for n in r.completed]
+    assert len(reported) == len(set(reported))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert {t.system_attrs[WORKER_ATTR]["pid"] for t in complete} <= {r.pid for r in reports}
+    expected = {t.number for t in complete if t.system_attrs[WORKER_ATTR]["pid"] in reporters}
+    assert set(reported) == expected
+    assert sum(1 for r in reports if r.completed) >= 2
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    with PostgresServer.running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.create_database()
+
+
+def storage_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'workers.db'}"
+    return f"journal://{tmp_path / 'journal.log'}"
+
+
+# -- many workers, one study ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind", [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite", "journal"]
+)
+def test_four_workers_reach_the_total(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = storage_url(kind, tmp_path, request)
+    create_study(url)
+    reports = run_workers(make_spec(url, 24, sleep=0.03), 4, threads_per_worker=1)
+    assert [r.exitcode for r in reports] == [0, 0, 0, 0]
+    assert all(r.error is None for r in reports)
+    trials = load_trials(url)
+    check_study(trials, 24, 4)
+    check_reports(trials, reports)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_worker_killed_mid_trial_is_retried_with_same_genome(pg_url: str) -> None:
+    create_study(pg_url)
+    heartbeat = Heartbeat(interval=1, grace_period=2, max_retry=2)
+    spec = make_spec(pg_url, 40, sleep=0.2, slow_trial=6, heartbeat=heartbeat)
+    with WorkerPool(spec, 4, threads_per_worker=1) as pool:
+        victim = wait_for_running(pg_url, 6, timeout=60)
+        assert victim in pool.pids
+        os.kill(victim, signal.SIGKILL)
+        reports = pool.join(timeout=120)
+    killed = [r for r in reports if r.pid == victim]
+    assert killed[0].exitcode == -signal.SIGKILL
+    assert killed[0].error == "killed by SIGKILL"
+    trials = load_trials(pg_url)
+    dead = trials[6]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 6]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.system_attrs["retry_history"] == [6]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == dead.params
+    assert retry.user_attrs[LINEAGE_ATTR] == dead.user_attrs[LINEAGE_ATTR]
+    assert retry.system_attrs[WORKER_ATTR]["pid"] != victim
+    check_study(trials, 40, 4)
+    check_reports(trials, reports)
+
+
+def wait_for_running(url: str, number: int, timeout: float) -> int:
+    """The process id of the worker running trial ``number``, once all its genome is asked."""
+    storage = open_worker_storage(url)
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                record = trial.system_attrs.get(WORKER_ATTR)
+                lineage = trial.user_attrs.get(LINEAGE_ATTR)
+                asked = bool(lineage) and trial.params == lineage["params"]
+                if trial.number == number and record and asked:
+                    pid: int = record["pid"]
+                    return pid
+            time.sleep(0.05)
+    finally:
+        _dispose(storage)
+    raise AssertionError(f"trial {number} did not start within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_workers_survive_a_database_restart(
+    pg_server: PostgresServer, pg_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    create_study(pg_url)
+    spec = make_spec(pg_url, 30, sleep=0.1, heartbeat=Heartbeat(interval=1, grace_period=6))
+    with WorkerPool(spec, 4, threads_per_worker=1) as pool:
+        wait_for_complete(pg_url, 6, timeout=60)
+        pg_server.stop()
+        time.sleep(3)
+        pg_server.start_again()
+        reports = pool.join(timeout=120)
+    assert [r.exitcode for r in reports] == [0, 0, 0, 0]
+    assert sum(r.outages for r in reports) >= 1
+    trials = load_trials(pg_url)
+    check_study(trials, 30, 4)
+    check_reports(trials, reports)
+    err = capfd.readouterr().err
+    assert "storage unavailable, retrying in" in err
+    assert pg_server.password not in err
+
+
+def wait_for_complete(url: str, count: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sum(t.state == TrialState.COMPLETE for t in load_trials(url)) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} trials did not complete within {timeout} s")
+
+
+@pytest.mark.slow
+def test_journal_resume_fails_and_retries_the_trial_of_a_dead_worker(tmp_path: Path) -> None:
+    url = f"journal://{tmp_path / 'journal.log'}"
+    create_study(url)
+    spec = make_spec(url, 16, sleep=0.02, slow_trial=3, heartbeat=None)
+    with WorkerPool(spec, 1, threads_per_worker=1) as pool:
+        victim = wait_for_running(url, 3, timeout=60)
+        os.kill(victim, signal.SIGKILL)
+        pool.join(timeout=60)
+    assert load_trials(url)[3].state == TrialState.RUNNING  # nothing noticed it yet
+
+    reports = run_workers(make_spec(url, 16, sleep=0.02, heartbeat=None), 2, threads_per_worker=1)
+    trials = load_trials(url)
+    dead = trials[3]
+    assert dead.state == TrialState.FAIL
+    assert "is gone" in dead.system_attrs[FAIL_REASON_ATTR]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 3]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == dead.params
+    assert retry.user_attrs[LINEAGE_ATTR] == dead.user_attrs[LINEAGE_ATTR]
+    assert FAIL_REASON_ATTR not in retry.system_attrs
+    check_study(trials, 16, 2)
+    assert {n for r in reports for n in r.completed} >= {retry.number}
+
+
+# -- in-process worker ---------------------------------------------------------------------
+def test_failed_training_is_recorded_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fail.db'}"
+    create_study(url)
+    report = run_worker(make_spec(url, 12, sleep=0.0, fail_every=4))
+    trials = load_trials(url)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed
+    assert report.failed == len(failed)
+    assert all(t.number % 4 == 1 for t in failed)
+    for trial in failed:
+        assert trial.system_attrs[FAIL_REASON_ATTR] == (
+            f"ValueError: training of trial {trial.number} blew up"
+        )
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
+    assert report.completed == tuple(t.number for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_workers_stop_at_once_when_the_total_is_reached(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'done.db'}"
+    create_study(url)
+    run_worker(make_spec(url, 5, sleep=0.0))
+    report = run_worker(make_spec(url, 5, sleep=0.0))
+    assert report.completed == ()
+    assert len(load_trials(url)) == 5
+
+
+def test_missing_study_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(StorageError, match="There is no study 'shared'"):
+        run_worker(make_spec(url, 5))
+
+
+# -- outages and passwords -----------------------------------------------------------------
+def test_unreachable_database_is_retried_then_a_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "hunter2-secret"
+    url = f"postgresql+psycopg2://evohpo:{secret}@127.0.0.1:{free_port()}/evohpo"
+    spec = make_spec(url, 5, backoff=Backoff(initial=0.1, maximum=0.2, max_wait=0.5))
+    with (
+        caplog.at_level(logging.WARNING, logger="evohpo"),
+        pytest.raises(StorageUnavailableError, match=r"has been unavailable for \d+ s") as info,
+    ):
+        run_worker(spec)
+    message = str(info.value)
+    assert secret not in message
+    assert "evohpo:***@127.0.0.1" in message
+    assert "storage unavailable, retrying in 0.1s" in caplog.text
+    assert "retrying in 0.2s" in caplog.text
+    assert secret not in caplog.text
+    assert secret not in repr(spec)
+
+
+@pytest.mark.postgres
+def test_wrong_password_fails_at_once_without_showing_it(pg_server: PostgresServer) -> None:
+    url = pg_server.url("postgres", password="not-the-right-one")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="authentication failed") as info:
+        run_worker(make_spec(url, 5))
+    assert time.monotonic() - started < 10
+    assert "not-the-right-one" not in str(info.value)
+    assert "evohpo:***@" in str(info.value)
+
+
+def test_outage_classification() -> None:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    refused = OperationalError("SELECT 1", {}, Exception("connection refused"))
+    assert is_storage_outage(refused)
+    wrapped = StorageInternalError("commit failed")
+    wrapped.__cause__ = refused
+    assert is_storage_outage(wrapped)
+    denied = OperationalError("", {}, Exception('password authentication failed for user "x"'))
+    assert not is_storage_outage(denied)
+    assert not is_storage_outage(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not is_storage_outage(ValueError("connection refused"))
+
+
+def test_spec_is_validated() -> None:
+    with pytest.raises(ValueError, match="'n_trials' parameter of WorkerSpec must be an int >= 1"):
+        make_spec("sqlite:///x.db", 0)
+    with pytest.raises(ValueError, match="'grace_period' parameter of Heartbeat"):
+        Heartbeat(interval=10, grace_period=5)
+
+
+# -- the command line ----------------------------------------------------------------------
+TINY_STUDY = """
+name = "tiny"
+
+[data]
+dataset = "iris"
+
+[space]
+max_layers = 2
+units = [4, 16]
+batch_sizes = [16, 32]
+
+[train]
+max_epochs = 2
+device = "cpu"
+
+[budget]
+n_trials = 8
+
+[sampler.ga]
+population_size = 3
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_STUDY, encoding="utf-8")
+    return path
+
+
+def cli_trials(url: str, name: str) -> list[FrozenTrial]:
+    storage = open_worker_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:
+        _dispose(storage)
+
+
+@pytest.mark.slow
+def test_cli_run_with_two_worker_processes(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.cli import main
+
+    assert main(["run", str(study_file), "--workers", "2", "--n-trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "finished trials: " in out
+    assert "run now" in out
+    trials = cli_trials(f"sqlite:///{study_file.parent / 'evohpo.db'}", "tiny/ga/seed0")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 4 <= len(complete) <= 5
+    assert {t.system_attrs[WORKER_ATTR]["worker"] for t in complete} == {0, 1}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_cli_worker_on_postgres_never_prints_the_password(
+    study_file: Path, pg_server: PostgresServer, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.cli import main
+
+    args = ["worker", str(study_file), "--storage", pg_url, "--n-trials", "4", "-v"]
+    with warnings.catch_warnings():
+        # evohpo.study.open_storage still passes Optuna's deprecated failed_trial_callback.
+        warnings.simplefilter("ignore", FutureWarning)
+        assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "finished trials: 4 of 4 (4 completed by this worker)" in captured.out
+    assert "evohpo:***@127.0.0.1" in captured.out
+    assert pg_server.password not in captured.out + captured.err
+    assert len(cli_trials(pg_url, "tiny/ga/seed0")) == 4
