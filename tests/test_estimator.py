@@ -568,3 +568,13 @@ def test_training_errors_propagate_from_fit(data, monkeypatch):
     monkeypatch.setattr(objective_module, "train_classifier", broken)
     with pytest.raises(RuntimeError, match="device lost"):
         tiny().fit(X, y)
+
+
+def test_quickstart_example_runs(capsys):
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "quickstart_estimator.py"
+    accuracy = runpy.run_path(str(path))["main"](["--fast"])
+    assert accuracy > 0.8
+    assert "test accuracy" in capsys.readouterr().out
