@@ -163,7 +163,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Retrain the best genome on all the data; ``predict`` and friends need it.
     device : str, default="auto"
         Torch device of the trainings: ``"auto"`` (CUDA when available, else the
-        CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Small networks on a few
+        thousand rows train faster on the CPU: a default search on digits took
+        27 s on two CPU cores and 40 s on an H100 (mnist1d: 117 s and 214 s).
 
     Attributes
     ----------
@@ -373,6 +375,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 self.best_model_ = result.model
                 self._scaler = objective.standardizer()
                 self.refit_time_ = time.perf_counter() - started
+            else:  # no stale model of an earlier fit
+                for name in ("best_model_", "_scaler", "refit_time_"):
+                    self.__dict__.pop(name, None)
         if settings.verbose >= 1:
             logger.info(
                 "Best of %d trials: #%d, score %.4f, genome %s.",

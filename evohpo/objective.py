@@ -492,8 +492,9 @@ class GenomeObjective:
         seed : int
             Training seed.
         epochs : int, optional
-            How many epochs to train, with no early stopping: pass the best
-            trial's ``"best_epoch"`` user attribute (the estimator does). When
+            How many epochs to train, with no early stopping, e.g. derived from
+            the best trial's ``"best_epoch"`` user attribute (the estimator scales
+            it by ``n_samples / train_size``: more rows, more epochs). When
             omitted, the number is found first by training on the first
             training/validation split with early stopping (one extra training).
 

@@ -434,7 +434,7 @@ def test_predict_checks(data):
 
 def test_refit_false_keeps_the_search_only(data):
     X, y = data
-    clf = tiny(refit=False).fit(X, y)
+    clf = tiny().fit(X, y).set_params(refit=False).fit(X, y)
     assert clf.best_params_
     assert not hasattr(clf, "best_model_")
     assert not hasattr(clf, "predict")
