@@ -12,6 +12,7 @@ restart, and 10 more.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -288,7 +289,10 @@ class EvoSampler(BaseSampler):
         size = self._population_size
         if len(study.directions) > 1:
             return [members[i] for i in select_nsga2([m.fitness for m in members], size)]
-        by_fitness = sorted(members, key=lambda m: (m.fitness[0], -m.number), reverse=True)
+        if self._mode == "steady_state" and not self._aging:
+            # The common case needs only the best few: O(n) rather than a full sort.
+            return heapq.nlargest(size, members, key=_rank_key)
+        by_fitness = sorted(members, key=_rank_key, reverse=True)
         elites = by_fitness[: self._elitism]
         if self._mode == "generational":
             # Only earlier generations breed; later ones may already have finished
@@ -299,10 +303,9 @@ class EvoSampler(BaseSampler):
             if len(pool) < 2:
                 pool = older[:size] or by_fitness[:size]
             return pool
-        if self._aging:
-            recent = [members[i] for i in youngest([m.number for m in members], size)]
-            return _union(recent, elites)
-        return by_fitness[:size]
+        # Aging: the youngest breed, the elites never die.
+        recent = [members[i] for i in youngest([m.number for m in members], size)]
+        return _union(recent, elites)
 
     def _select_parents(
         self, study: Study, pool: list[_Member], rng: random.Random
@@ -426,6 +429,11 @@ def _genome_of(member: _Member) -> Genome | None:
     return Genome.from_params(
         member.params, ids=[f"t{member.number}l{i}" for i in range(genome.depth)]
     )
+
+
+def _rank_key(member: _Member) -> tuple[float, int]:
+    """Fitter first; among equals, the older trial (stable under resume)."""
+    return member.fitness[0], -member.number
 
 
 def _union(first: list[_Member], second: list[_Member]) -> list[_Member]:
