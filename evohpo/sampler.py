@@ -172,10 +172,26 @@ class EvoSampler(BaseSampler):
         if seed is not None:
             seed = check_int(seed, "seed", _OWNER)
         self._seed = fresh_root_seed() if seed is None else seed
-        # Caches only: everything here can be rebuilt from storage.
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        # Caches only: everything here can be rebuilt from storage. Keys name the
+        # storage and study too, since one sampler may serve several studies.
         self._lock = threading.Lock()
-        self._running: dict[int, Lineage] = {}
-        self._members: dict[int, _Member] = {}
+        self._running: dict[_TrialKey, Lineage] = {}
+        self._members: dict[_TrialKey, _Member] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Settings and seed travel (pickling, deepcopy, sklearn.clone); caches
+        # and the lock do not.
+        state = self.__dict__.copy()
+        for name in ("_lock", "_running", "_members"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
 
     # -- Optuna sampler interface ----------------------------------------------------
     def reseed_rng(self) -> None:
@@ -222,13 +238,13 @@ class EvoSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         with self._lock:
-            self._running.pop(trial._trial_id, None)
+            self._running.pop(_trial_key(study, trial), None)
 
     # -- breeding ----------------------------------------------------------------------
     def _lineage_of(self, study: Study, trial: FrozenTrial) -> Lineage:
         """The trial's child record: from memory, from storage, or bred now."""
         with self._lock:
-            cached = self._running.get(trial._trial_id)
+            cached = self._running.get(_trial_key(study, trial))
         if cached is not None:
             return cached
         stored = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
@@ -240,7 +256,7 @@ class EvoSampler(BaseSampler):
             lineage = self._new_lineage(study, trial)
             _storage.set_trial_user_attr(study, trial._trial_id, LINEAGE_ATTR, lineage.to_attr())
         with self._lock:
-            self._running[trial._trial_id] = lineage
+            self._running[_trial_key(study, trial)] = lineage
         return lineage
 
     def _new_lineage(self, study: Study, trial: FrozenTrial) -> Lineage:
@@ -269,12 +285,13 @@ class EvoSampler(BaseSampler):
         members: list[_Member] = []
         with self._lock:
             for t in trials:
-                member = self._members.get(t._trial_id)
+                key = _trial_key(study, t)
+                member = self._members.get(key)
                 if member is None:
                     member = _member_of(t, signs)
                     if member is None:
                         continue
-                    self._members[t._trial_id] = member
+                    self._members[key] = member
                 members.append(member)
         return members
 
@@ -389,6 +406,13 @@ class EvoSampler(BaseSampler):
 
 
 _MISSING = object()
+
+_TrialKey = tuple[int, int, int]
+
+
+def _trial_key(study: Study, trial: FrozenTrial) -> _TrialKey:
+    """Cache key of a trial: in-memory storages all number their trials from 0."""
+    return id(study._storage), study._study_id, trial._trial_id
 
 
 def _as_member_of(value: Any, dist: BaseDistribution) -> Any:

@@ -166,24 +166,18 @@ def test_sampler_instance_is_copied_not_consumed(data):
     assert first.best_params_ == second.best_params_
 
 
-def test_uncopyable_sampler_instance_is_used_as_is(data, caplog):
+def test_evosampler_instance_is_copied_not_shared(data):
     X, y = data
     sampler = EvoSampler(population_size=2, seed=0)
-    with caplog.at_level(logging.WARNING, logger="evohpo"):
-        clf = tiny(sampler=sampler).fit(X, y)
-    assert clf.n_trials_ == 2
-    assert clf.study_.sampler is sampler
-    assert "cannot be copied" in caplog.text
+    first = tiny(sampler=sampler).fit(X, y)
+    assert first.study_.sampler is not sampler
+    second = tiny(sampler=sampler).fit(X, y)
+    assert first.best_params_ == second.best_params_
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="EvoSampler holds a threading.Lock and defines no __deepcopy__/__getstate__, so "
-    "sklearn.base.clone cannot copy an estimator holding one (to fix in evohpo/sampler.py).",
-)
 def test_clone_with_an_evosampler_instance():
-    clone(tiny(sampler=EvoSampler(seed=0)))
+    cloned = clone(tiny(sampler=EvoSampler(seed=0)))
+    assert isinstance(cloned.sampler, EvoSampler)
 
 
 def test_search_space_dict_and_object(data):

@@ -401,3 +401,28 @@ def test_several_worker_processes_share_one_storage(tmp_path: Path, kind: str) -
     records = lineages(study)
     assert sum(r["origin"] == "bred" for r in records) >= 30
     assert max(r["generation"] for r in records) >= 2
+
+
+def test_sampler_pickles_and_copies_with_its_settings() -> None:
+    import copy
+    import pickle
+
+    sampler = EvoSampler(population_size=3, seed=12, crossover_prob=0.4)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=6)
+    for clone_ in (pickle.loads(pickle.dumps(sampler)), copy.deepcopy(sampler)):
+        assert clone_._seed == 12
+        assert clone_._crossover_prob == 0.4
+        assert clone_._members == {}
+
+
+def test_one_sampler_serves_two_in_memory_studies() -> None:
+    # In-memory storages number trials from 0 each: caches must not mix them up.
+    sampler = EvoSampler(population_size=3, seed=1)
+    first = optuna.create_study(sampler=sampler)
+    first.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=8)
+    second = optuna.create_study(sampler=sampler)
+    second.optimize(lambda t: t.suggest_float("y", 0, 1), n_trials=8)
+    for trial in second.trials:
+        assert list(trial.params) == ["y"]
+        assert set(trial.user_attrs[LINEAGE_ATTR]["params"]) <= {"y"}
