@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -134,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("evohpo").setLevel(logging.WARNING)
 
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.2f} before the run; other processes on this "
+            "machine distort the ratio",
+            file=sys.stderr,
+        )
     rows: list[dict[str, Any]] = []
     for kind in [s.strip() for s in args.storages.split(",") if s.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Worker scaling ({machine()})\n")
     print(
         f"{args.trials} trials per worker, {args.epochs} epochs each, digits, "
-        "1 torch thread per worker\n"
+        f"1 torch thread per worker; load average before the run {load:.2f}\n"
     )
     print(markdown_table(rows))
     print(f"\nCSV: {write_csv('scaling.csv', rows)}")
