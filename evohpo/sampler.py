@@ -12,14 +12,11 @@ restart, and 10 more.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
-import math
 import random
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from optuna.distributions import BaseDistribution
@@ -28,6 +25,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo import _storage
+from evohpo._population import Member, Population, Snapshot
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
 from evohpo.exceptions import GenomeFormatError, InvalidParameterError
@@ -53,21 +51,6 @@ __all__ = ["EvoSampler"]
 _logger = logging.getLogger("evohpo")
 _OWNER = "EvoSampler"
 _DEDUP_ATTEMPTS = 4
-
-
-@dataclass(frozen=True)
-class _Member:
-    """A finished trial as the GA sees it."""
-
-    number: int
-    fitness: tuple[float, ...]  # sign-adjusted: larger is better for every objective
-    params: Mapping[str, Any]
-    distributions: Mapping[str, BaseDistribution]
-    lineage: Lineage | None
-
-    @property
-    def generation(self) -> int:
-        return self.lineage.generation if self.lineage is not None else 0
 
 
 class EvoSampler(BaseSampler):
@@ -179,13 +162,13 @@ class EvoSampler(BaseSampler):
         # storage and study too, since one sampler may serve several studies.
         self._lock = threading.Lock()
         self._running: dict[_TrialKey, Lineage] = {}
-        self._members: dict[_TrialKey, _Member] = {}
+        self._populations: dict[tuple[int, int], Population] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Settings and seed travel (pickling, deepcopy, sklearn.clone); caches
         # and the lock do not.
         state = self.__dict__.copy()
-        for name in ("_lock", "_running", "_members"):
+        for name in ("_lock", "_running", "_populations"):
             del state[name]
         return state
 
@@ -263,14 +246,14 @@ class EvoSampler(BaseSampler):
         fixed = trial.system_attrs.get("fixed_params")
         if isinstance(fixed, Mapping):
             return Lineage(origin="enqueued", params=dict(fixed))
-        members = self._finished_members(study)
+        population = self._population_of(study)
         rng = python_random(self._seed, trial.number, "breed")
-        if len(members) < self._n_startup_trials:
+        if len(population) < self._n_startup_trials:
             return self._random_lineage(rng)
         generation = self._generation_of(trial.number)
-        pool = self._breeding_pool(study, members, generation)
+        pool = self._breeding_pool(study, population, generation)
         parents = self._select_parents(study, pool, rng)
-        return self._vary(parents, pool, members, generation, rng)
+        return self._vary(parents, pool, population, generation, rng)
 
     def _random_lineage(self, rng: random.Random) -> Lineage:
         if self._search_space is None:
@@ -279,37 +262,31 @@ class EvoSampler(BaseSampler):
         genome = self._search_space.sample(rng)
         return Lineage(origin="random", params=genome.to_params(), genome=genome.to_json())
 
-    def _finished_members(self, study: Study) -> list[_Member]:
+    def _population_of(self, study: Study) -> Snapshot:
+        """The study's finished trials, folded into the cached view as they come."""
         trials = _storage.get_trials(study, states=(TrialState.COMPLETE,))
-        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
-        members: list[_Member] = []
+        key = (id(study._storage), study._study_id)
         with self._lock:
-            for t in trials:
-                key = _trial_key(study, t)
-                member = self._members.get(key)
-                if member is None:
-                    member = _member_of(t, signs)
-                    if member is None:
-                        continue
-                    self._members[key] = member
-                members.append(member)
-        return members
+            population = self._populations.get(key)
+            if population is None:
+                signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+                population = self._populations[key] = Population(signs)
+            population.sync(trials)
+            return population.snapshot()
 
     def _generation_of(self, number: int) -> int:
         if self._mode == "steady_state":
             return -1  # decided by the parents
         return max(1, 1 + (number - self._n_startup_trials) // self._population_size)
 
-    def _breeding_pool(
-        self, study: Study, members: list[_Member], generation: int
-    ) -> list[_Member]:
+    def _breeding_pool(self, study: Study, population: Snapshot, generation: int) -> list[Member]:
         size = self._population_size
+        members = population.members
         if len(study.directions) > 1:
             return [members[i] for i in select_nsga2([m.fitness for m in members], size)]
         if self._mode == "steady_state" and not self._aging:
-            # The common case needs only the best few: O(n) rather than a full sort.
-            return heapq.nlargest(size, members, key=_rank_key)
-        by_fitness = sorted(members, key=_rank_key, reverse=True)
+            return population.ranked[:size]
+        by_fitness = population.ranked
         elites = by_fitness[: self._elitism]
         if self._mode == "generational":
             # Only earlier generations breed; later ones may already have finished
@@ -324,9 +301,7 @@ class EvoSampler(BaseSampler):
         recent = [members[i] for i in youngest([m.number for m in members], size)]
         return _union(recent, elites)
 
-    def _select_parents(
-        self, study: Study, pool: list[_Member], rng: random.Random
-    ) -> list[_Member]:
+    def _select_parents(self, study: Study, pool: list[Member], rng: random.Random) -> list[Member]:
         if len(pool) == 1:
             return [pool[0], pool[0]]
         if len(study.directions) > 1:
@@ -342,9 +317,9 @@ class EvoSampler(BaseSampler):
 
     def _vary(
         self,
-        parents: list[_Member],
-        pool: list[_Member],
-        members: list[_Member],
+        parents: list[Member],
+        pool: list[Member],
+        population: Snapshot,
         generation: int,
         rng: random.Random,
     ) -> Lineage:
@@ -356,7 +331,7 @@ class EvoSampler(BaseSampler):
             generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
         seen = {_params_key(m.params) for m in pool}
 
-        space = self._space_for(members)
+        space = self._space_for(population)
         genomes = [_genome_of(p) for p in parents] if space is not None else []
         if space is not None and all(g is not None for g in genomes):
             a, b = (g for g in genomes if g is not None)
@@ -376,7 +351,7 @@ class EvoSampler(BaseSampler):
                 genome=child.to_json(),
             )
 
-        distributions = _union_distributions(members)
+        distributions = population.distributions
         for _ in range(_DEDUP_ATTEMPTS):
             params = (
                 crossover_params(first.params, second.params, rng)
@@ -398,11 +373,10 @@ class EvoSampler(BaseSampler):
             params=params,
         )
 
-    def _space_for(self, members: list[_Member]) -> SearchSpace | None:
+    def _space_for(self, population: Snapshot) -> SearchSpace | None:
         if self._search_space is not None:
             return self._search_space
-        latest = max(members, key=lambda m: m.number)
-        return space_from_distributions(latest.distributions)
+        return space_from_distributions(population.latest.distributions)
 
 
 _MISSING = object()
@@ -426,22 +400,7 @@ def _as_member_of(value: Any, dist: BaseDistribution) -> Any:
     return _MISSING
 
 
-def _member_of(trial: FrozenTrial, signs: Sequence[float]) -> _Member | None:
-    if trial.values is None or len(trial.values) != len(signs):
-        return None
-    fitness = tuple(s * v for s, v in zip(signs, trial.values, strict=True))
-    if any(math.isnan(f) for f in fitness):
-        return None
-    return _Member(
-        number=trial.number,
-        fitness=fitness,
-        params=trial.params,
-        distributions=trial.distributions,
-        lineage=Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR)),
-    )
-
-
-def _genome_of(member: _Member) -> Genome | None:
+def _genome_of(member: Member) -> Genome | None:
     """The member's genome, with the gene ids its lineage recorded when they match."""
     bred = member.lineage.parsed_genome() if member.lineage is not None else None
     try:
@@ -455,25 +414,12 @@ def _genome_of(member: _Member) -> Genome | None:
     )
 
 
-def _rank_key(member: _Member) -> tuple[float, int]:
-    """Fitter first; among equals, the older trial (stable under resume)."""
-    return member.fitness[0], -member.number
-
-
-def _union(first: list[_Member], second: list[_Member]) -> list[_Member]:
+def _union(first: list[Member], second: list[Member]) -> list[Member]:
     numbers = {m.number for m in first}
     return first + [m for m in second if m.number not in numbers]
 
 
-def _union_distributions(members: list[_Member]) -> dict[str, BaseDistribution]:
-    """Every parameter seen in a finished trial, with its latest distribution."""
-    dists: dict[str, BaseDistribution] = {}
-    for member in sorted(members, key=lambda m: m.number):
-        dists.update(member.distributions)
-    return dists
-
-
-def _inherit_missing(params: dict[str, Any], pool: list[_Member]) -> None:
+def _inherit_missing(params: dict[str, Any], pool: list[Member]) -> None:
     """Give the child every parameter of the pool, from the fittest member that has it.
 
     Conditional parameters the parents never used are then still inherited

@@ -413,7 +413,8 @@ def test_sampler_pickles_and_copies_with_its_settings() -> None:
     for clone_ in (pickle.loads(pickle.dumps(sampler)), copy.deepcopy(sampler)):
         assert clone_._seed == 12
         assert clone_._crossover_prob == 0.4
-        assert clone_._members == {}
+        assert clone_._populations == {}
+        assert clone_._running == {}
 
 
 def test_one_sampler_serves_two_in_memory_studies() -> None:

@@ -1,0 +1,124 @@
+"""The incremental population view must equal one rebuilt from scratch."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from evohpo._population import Population, rank_key
+
+
+def finished(number: int, value: float, **params: float) -> FrozenTrial:
+    dists = {
+        name: IntDistribution(0, 10) if isinstance(v, int) else FloatDistribution(-10, 10)
+        for name, v in params.items()
+    }
+    trial = create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=dists)
+    trial.number = number
+    return trial
+
+
+def built_at_once(trials: list[FrozenTrial], signs: tuple[float, ...] = (1.0,)) -> Population:
+    population = Population(signs)
+    population.sync(sorted(trials, key=lambda t: t.number))
+    return population
+
+
+def view(population: Population) -> tuple[list[int], list[int], list[str]]:
+    snap = population.snapshot()
+    return (
+        [m.number for m in snap.members],
+        [m.number for m in snap.ranked],
+        list(snap.distributions),
+    )
+
+
+def test_sync_in_steps_equals_one_sync_whatever_order_trials_finish_in() -> None:
+    rng = random.Random(3)
+    trials = [finished(n, rng.uniform(-1, 1), x=rng.uniform(-1, 1)) for n in range(60)]
+    finish_order = trials[:]
+    rng.shuffle(finish_order)  # workers finish out of order
+    stepwise = Population((1.0,))
+    done: list[FrozenTrial] = []
+    for trial in finish_order:
+        done.append(trial)
+        stepwise.sync(sorted(done, key=lambda t: t.number))
+    assert view(stepwise) == view(built_at_once(trials))
+
+
+def test_ranked_is_the_full_sort_by_rank_key() -> None:
+    rng = random.Random(0)
+    # Ties in value: the older trial ranks first.
+    trials = [finished(n, float(rng.randint(0, 5)), x=0.5) for n in range(40)]
+    population = built_at_once(trials)
+    expected = sorted(population.members, key=rank_key, reverse=True)
+    assert [m.number for m in population.snapshot().ranked] == [m.number for m in expected]
+
+
+def test_minimization_signs_flip_the_ranking() -> None:
+    trials = [finished(0, 3.0, x=1.0), finished(1, 1.0, x=2.0), finished(2, 2.0, x=3.0)]
+    population = built_at_once(trials, signs=(-1.0,))
+    assert [m.number for m in population.snapshot().ranked] == [1, 2, 0]
+
+
+def test_trials_without_usable_values_are_seen_but_not_members() -> None:
+    odd = create_trial(state=TrialState.COMPLETE, values=[1.0, 2.0])  # not this study's shape
+    odd.number = 1
+    trials = [finished(0, 1.0, x=1.0), odd, finished(2, 0.5, x=3.0)]
+    population = built_at_once(trials)
+    assert [m.number for m in population.members] == [0, 2]
+    # A later sync with one more trial parses only that trial.
+    population.sync([*trials, finished(3, 2.0, x=0.0)])
+    assert [m.number for m in population.members] == [0, 2, 3]
+
+
+def test_distributions_keep_first_seen_order_and_latest_distribution() -> None:
+    first = finished(0, 1.0, b=1.0, a=2.0)
+    later = create_trial(
+        state=TrialState.COMPLETE,
+        value=0.0,
+        params={"c": 1, "a": 0.5},
+        distributions={"c": IntDistribution(0, 10), "a": FloatDistribution(0, 1)},
+    )
+    later.number = 1
+    # The later trial arrives first: the order must not depend on arrival.
+    population = Population((1.0,))
+    population.sync([later])
+    population.sync([first, later])
+    dists = population.snapshot().distributions
+    assert list(dists) == ["b", "a", "c"]
+    assert dists["a"] == FloatDistribution(0, 1)
+
+
+def test_a_shorter_trial_list_starts_the_view_again() -> None:
+    population = built_at_once([finished(n, float(n), x=0.0) for n in range(5)])
+    population.sync([finished(0, 9.0, y=1.0)])
+    snap = population.snapshot()
+    assert [m.fitness for m in snap.members] == [(9.0,)]
+    assert list(snap.distributions) == ["y"]
+
+
+def test_snapshot_does_not_change_when_the_population_grows() -> None:
+    trials = [finished(n, float(n), x=0.0) for n in range(3)]
+    population = built_at_once(trials)
+    snap = population.snapshot()
+    population.sync([*trials, finished(3, 10.0, x=1.0)])
+    assert [m.number for m in snap.ranked] == [2, 1, 0]
+    assert snap.latest.number == 2
+
+
+@pytest.mark.parametrize("signs", [(1.0, -1.0)])
+def test_multi_objective_members_are_not_ranked(signs: tuple[float, ...]) -> None:
+    trial = create_trial(
+        state=TrialState.COMPLETE,
+        values=[1.0, 2.0],
+        params={"x": 0.1},
+        distributions={"x": FloatDistribution(0, 1)},
+    )
+    trial.number = 0
+    population = built_at_once([trial], signs=signs)
+    assert population.members[0].fitness == (1.0, -2.0)
+    assert population.snapshot().ranked == []
