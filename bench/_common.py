@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where tables and run files go; EVOHPO_BENCH_RESULTS moves them (the tests do).
+RESULTS = Path(
+    os.environ.get("EVOHPO_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
 
 
 def mean_std(values: Sequence[float]) -> str:
@@ -39,7 +43,5 @@ def write_csv(name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def machine() -> str:
-    import os
-
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"

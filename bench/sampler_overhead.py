@@ -83,13 +83,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--measure", type=int, default=20)
+    parser.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=list(SAMPLERS))
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, factory in SAMPLERS.items():
+        for name in args.samplers:
+            factory = SAMPLERS[name]
             url = f"sqlite:///{Path(tmp) / (name + '.db')}"
             timed = TimedSampler(factory())
             study = optuna.create_study(storage=url, sampler=timed, direction="maximize")

@@ -1,0 +1,98 @@
+"""Every benchmark runs end to end in its fast mode and writes its tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str, results: Path) -> str:
+    env = {**os.environ, "EVOHPO_BENCH_RESULTS": str(results), "EVOHPO_NO_PROGRESS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_peers_fast_mode_runs_every_method(tmp_path: Path) -> None:
+    out = run_bench("peers.py", "--fast", results=tmp_path)
+    rows = read_rows(tmp_path / "peers_fast.csv")
+    assert [r["method"] for r in rows] == [
+        "evohpo GA",
+        "evohpo TPE",
+        "evohpo random",
+        "GASearchCV",
+        "OptunaSearchCV",
+        "MLPClassifier",
+    ]
+    runs = read_rows(tmp_path / "peers_runs_fast.csv")
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in runs)
+    assert all(int(r["trials"]) >= 1 for r in runs)
+    assert "wine: evohpo GA median" in out
+
+
+def test_peers_resume_skips_runs_already_done(tmp_path: Path) -> None:
+    args = ("--fast", "--methods", "MLPClassifier", "--seeds")
+    run_bench("peers.py", *args, "0", "1", results=tmp_path)
+    first = read_rows(tmp_path / "peers_runs_fast.csv")
+    out = run_bench("peers.py", *args, "0", "1", "2", "--resume", results=tmp_path)
+    runs = read_rows(tmp_path / "peers_runs_fast.csv")
+    assert runs[:2] == first
+    assert [r["seed"] for r in runs] == ["0", "1", "2"]
+    assert out.count("MLPClassifier   seed") == 1  # only seed 2 ran again
+
+
+def test_throughput_fast_mode_reports_rates_and_the_trial_split(tmp_path: Path) -> None:
+    out = run_bench("throughput.py", "--fast", results=tmp_path)
+    for name in ("matmul", "training", "trial", "storage"):
+        assert read_rows(tmp_path / f"throughput_{name}.csv"), name
+    assert "time per trial" in out
+    training = read_rows(tmp_path / "throughput_training.csv")
+    assert all(float(r["trainer GFLOP/s"]) > 0 for r in training)
+
+
+def test_sampler_overhead_fast(tmp_path: Path) -> None:
+    run_bench("sampler_overhead.py", "--checkpoints", "5", "10", "--measure", "3", results=tmp_path)
+    rows = read_rows(tmp_path / "sampler_overhead.csv")
+    assert [r["sampler"] for r in rows] == ["EvoSampler", "TPESampler"]
+    assert set(rows[0]) == {"sampler", "ms/trial at 5", "ms/trial at 10"}
+
+
+def test_sampler_quality_fast(tmp_path: Path) -> None:
+    run_bench("sampler_quality.py", "--seeds", "1", "--trials", "12", results=tmp_path)
+    rows = read_rows(tmp_path / "sampler_quality.csv")
+    assert len(rows) == 5
+    assert "best after 12 (mean ± sd)" in rows[0]
+
+
+def test_estimator_quality_fast(tmp_path: Path) -> None:
+    args = ("--fast", "--datasets", "digits", "--seeds", "0", "--samplers", "ga")
+    run_bench("estimator_quality.py", *args, results=tmp_path)
+    rows = read_rows(tmp_path / "estimator_quality_fast.csv")
+    assert [r["method"] for r in rows] == ["EvoSearchClassifier(ga)", "MLPClassifier()"]
+
+
+def test_scaling_fast_on_sqlite(tmp_path: Path) -> None:
+    args = ("--trials", "2", "--epochs", "1", "--storages", "sqlite")
+    run_bench("scaling.py", *args, results=tmp_path)
+    rows = read_rows(tmp_path / "scaling.csv")
+    assert [r["workers"] for r in rows] == ["1", "2"]
