@@ -122,3 +122,15 @@ def test_multi_objective_members_are_not_ranked(signs: tuple[float, ...]) -> Non
     population = built_at_once([trial], signs=signs)
     assert population.members[0].fitness == (1.0, -2.0)
     assert population.snapshot().ranked == []
+
+
+def test_sync_parses_only_trials_it_has_not_seen() -> None:
+    trials = [finished(n, float(n), x=0.0) for n in range(50)]
+    population = built_at_once(trials)
+    # Finished trials never change, so a known trial is never read again: a
+    # changed copy of one goes unnoticed, while the one new trial is read.
+    trials[10] = finished(10, 100.0, x=0.0)
+    population.sync([*trials, finished(50, 50.0, x=0.0)])
+    snap = population.snapshot()
+    assert snap.members[10].fitness == (10.0,)
+    assert [m.number for m in snap.ranked[:2]] == [50, 49]
