@@ -11,13 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePath
 
-from evohpo.exceptions import EvohpoError
+from evohpo.exceptions import UnsafePathError
 
 __all__ = ["UnsafePathError", "safe_join"]
-
-
-class UnsafePathError(EvohpoError, ValueError):
-    """A path would leave the directory it must stay in."""
 
 
 def safe_join(base: str | os.PathLike[str], *parts: str | os.PathLike[str]) -> Path:

@@ -15,9 +15,13 @@ __all__ = [
     "InvalidParameterError",
     "SearchSpaceError",
     "StorageError",
+    "StorageUnavailableError",
     "StudyConfigError",
     "StudyMismatchError",
     "TrainingDivergedError",
+    "TrialFailedError",
+    "UnsafePathError",
+    "WorkerError",
 ]
 
 
@@ -51,6 +55,22 @@ class StudyMismatchError(EvohpoError, ValueError):
 
 class StorageError(EvohpoError, RuntimeError):
     """A storage URL cannot be opened."""
+
+
+class StorageUnavailableError(StorageError):
+    """The storage stayed unreachable for longer than a worker may wait."""
+
+
+class UnsafePathError(EvohpoError, ValueError):
+    """A path would leave the directory it must stay in."""
+
+
+class TrialFailedError(EvohpoError, RuntimeError):
+    """A trial's objective raised; the trial is recorded as failed and the study goes on."""
+
+
+class WorkerError(EvohpoError, RuntimeError):
+    """One or more worker processes stopped with an error."""
 
 
 class TrainingDivergedError(EvohpoError, ArithmeticError):

@@ -116,7 +116,12 @@ from evohpo._redact import (
     url_password,
 )
 from evohpo._validation import check_float, check_int, raise_invalid
-from evohpo.exceptions import EvohpoError, StorageError
+from evohpo.exceptions import (
+    StorageError,
+    StorageUnavailableError,
+    TrialFailedError,
+    WorkerError,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -169,19 +174,6 @@ _PERMANENT_MARKERS = (
     "unable to open database file",
 )
 _OWNER = "WorkerSpec"
-
-
-# -- errors ----------------------------------------------------------------------------------
-class StorageUnavailableError(StorageError):
-    """The storage stayed unreachable for longer than the worker may wait."""
-
-
-class TrialFailedError(EvohpoError, RuntimeError):
-    """A trial's objective raised; the trial is recorded as failed and the study goes on."""
-
-
-class WorkerError(EvohpoError, RuntimeError):
-    """One or more worker processes stopped with an error."""
 
 
 # -- settings --------------------------------------------------------------------------------
