@@ -16,6 +16,7 @@ import itertools
 import logging
 import random
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -162,7 +163,9 @@ class EvoSampler(BaseSampler):
         # storage and study too, since one sampler may serve several studies.
         self._lock = threading.Lock()
         self._running: dict[_TrialKey, Lineage] = {}
-        self._populations: dict[tuple[int, int], Population] = {}
+        # (storage id, study id) -> (the storage, weakly, and its study's view). The
+        # weak reference tells a storage apart from a later one at the same address.
+        self._populations: dict[tuple[int, int], tuple[weakref.ref[Any], Population]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Settings and seed travel (pickling, deepcopy, sklearn.clone); caches
@@ -267,10 +270,11 @@ class EvoSampler(BaseSampler):
         trials = _storage.get_trials(study, states=(TrialState.COMPLETE,))
         key = (id(study._storage), study._study_id)
         with self._lock:
-            population = self._populations.get(key)
-            if population is None:
+            owner, population = self._populations.get(key, (None, None))
+            if population is None or owner is None or owner() is not study._storage:
                 signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
-                population = self._populations[key] = Population(signs)
+                population = Population(signs)
+                self._populations[key] = (weakref.ref(study._storage), population)
             population.sync(trials)
             return population.snapshot()
 

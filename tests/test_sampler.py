@@ -427,3 +427,26 @@ def test_one_sampler_serves_two_in_memory_studies() -> None:
     for trial in second.trials:
         assert list(trial.params) == ["y"]
         assert set(trial.user_attrs[LINEAGE_ATTR]["params"]) <= {"y"}
+
+
+def test_a_cached_view_of_another_storage_is_never_used() -> None:
+    # Storages are told apart by address; a new storage may reuse a dead one's.
+    # Simulate that: the view cached for study A sits under study B's key.
+    sampler = EvoSampler(population_size=3, seed=0)
+    first = optuna.create_study(sampler=sampler, direction="maximize")
+    first.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10)
+    second = optuna.create_study(sampler=sampler, direction="maximize")
+    stale = sampler._populations[(id(first._storage), first._study_id)]
+    sampler._populations[(id(second._storage), second._study_id)] = stale
+    y = optuna.distributions.FloatDistribution(0, 1)
+    second.add_trials(
+        [
+            optuna.trial.create_trial(params={"y": v / 12}, distributions={"y": y}, value=v / 12)
+            for v in range(12)
+        ]
+    )
+    second.optimize(lambda t: t.suggest_float("y", 0, 1), n_trials=1)
+    child = second.trials[-1].user_attrs["evohpo"]
+    assert child["origin"] == "bred"
+    assert set(child["params"]) == {"y"}
+    assert all(p >= 0 and second.trials[p].params.keys() == {"y"} for p in child["parents"])
