@@ -6,7 +6,7 @@ every method searches on the training part for ``--budget`` seconds and its
 refitted best model is scored on the test part:
 
 * ``EvoSearchClassifier`` with the GA (``"ga"``), TPE (``"tpe"``) and random
-  (``"random"``) samplers, default settings, ``timeout=budget``;
+  (``"random"``) samplers, default settings, ``n_trials=None, timeout=budget``;
 * scikit-learn-genetic-opt's ``GASearchCV`` (population 10, stopped by its
   ``TimerStopping`` callback, checked after each generation) and
   optuna-integration's ``OptunaSearchCV`` (TPE, ``timeout=budget``), both over
@@ -172,7 +172,7 @@ def fit_evo(data: Data, sampler: str, seed: int, budget: float, fast: bool) -> d
     if fast:
         settings = {"max_epochs": 3, "search_space": {"max_layers": 1, "units": (8, 32)}}
     clf = EvoSearchClassifier(
-        n_trials=1_000_000,  # the budget is the timeout
+        n_trials=None,  # the budget is the timeout
         timeout=budget,
         sampler=sampler,
         random_state=seed,

@@ -37,8 +37,8 @@ class SearchProgress:
 
     Parameters
     ----------
-    total : int
-        Trials this search will run.
+    total : int or None
+        Trials this search will run; ``None`` when only a timeout ends it.
     bar : bool
         Draw a tqdm bar (unless :func:`progress_disabled`).
     log_trials : bool
@@ -47,7 +47,7 @@ class SearchProgress:
         Label of the bar.
     """
 
-    def __init__(self, total: int, *, bar: bool, log_trials: bool, desc: str) -> None:
+    def __init__(self, total: int | None, *, bar: bool, log_trials: bool, desc: str) -> None:
         self._lock = threading.Lock()
         self._log_trials = log_trials
         self._bar = tqdm(

@@ -8,7 +8,7 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +69,8 @@ DEFAULT_SEARCH_SPACE = SearchSpace(
 SEARCH_ATTR = "evohpo.search"
 
 _SAMPLER_NAMES = ("ga", "tpe", "random")
+#: EvoSampler's population when only a timeout bounds the search.
+_TIME_BUDGET_POPULATION = 10
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -76,7 +78,7 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 class _Settings:
     """The estimator's parameters, validated."""
 
-    n_trials: int
+    n_trials: int | None
     timeout: float | None
     space: SearchSpace
     scorer: Scorer | None
@@ -98,15 +100,18 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     Parameters
     ----------
-    n_trials : int, default=20
+    n_trials : int or None, default=20
         Total number of finished (complete or pruned) trials the study should
-        hold. A resumed study only runs the trials still missing.
+        hold. A resumed study only runs the trials still missing. ``None``
+        (only with ``timeout``): no trial limit, the timeout ends the search.
     timeout : float, optional
         Stop starting new trials after this many seconds (the refit is extra).
     sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
         ``"ga"``: :class:`~evohpo.EvoSampler` with a population of
         ``min(20, max(4, n_trials // 3))`` genomes (random genomes first, then
-        bred ones). ``"tpe"``: :class:`optuna.samplers.TPESampler`. ``"random"``:
+        bred ones), or of 10 with ``n_trials=None``: a time budget buys an
+        unknown number of trials, and a small population starts breeding early.
+        ``"tpe"``: :class:`optuna.samplers.TPESampler`. ``"random"``:
         :class:`optuna.samplers.RandomSampler`. A sampler instance is deep-copied
         at every ``fit`` and used with its own seed.
     search_space : SearchSpace or dict, optional
@@ -241,7 +246,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        n_trials: int = 20,
+        n_trials: int | None = 20,
         timeout: float | None = None,
         sampler: str | BaseSampler = "ga",
         search_space: SearchSpace | Mapping[str, Any] | None = None,
@@ -390,10 +395,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _validate_params(self) -> _Settings:
         o = _OWNER
-        n_trials = check_int(self.n_trials, "n_trials", o, low=1)
+        n_trials = None if self.n_trials is None else check_int(self.n_trials, "n_trials", o, low=1)
         timeout = None
         if self.timeout is not None:
             timeout = _check_positive_or_none(self.timeout, "timeout")
+        if n_trials is None and timeout is None:
+            raise_invalid(
+                "n_trials", o, "an int >= 1, or None together with a timeout", self.n_trials
+            )
         sampler = self.sampler
         if not isinstance(sampler, BaseSampler) and not (
             isinstance(sampler, str) and sampler in _SAMPLER_NAMES
@@ -471,7 +480,11 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if isinstance(self.sampler, BaseSampler):
             return _copy_sampler(self.sampler)
         if self.sampler == "ga":
-            population = min(20, max(4, settings.n_trials // 3))
+            population = (
+                _TIME_BUDGET_POPULATION
+                if settings.n_trials is None
+                else min(20, max(4, settings.n_trials // 3))
+            )
             return EvoSampler(
                 population_size=population,
                 search_space=settings.space,
@@ -547,8 +560,8 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self, study: optuna.Study, objective: GenomeObjective, settings: _Settings
     ) -> None:
         done = sum(t.state in _FINISHED for t in study.get_trials(deepcopy=False))
-        remaining = settings.n_trials - done
-        if remaining <= 0:
+        remaining = None if settings.n_trials is None else settings.n_trials - done
+        if remaining is not None and remaining <= 0:
             if settings.verbose >= 1:
                 logger.info(
                     "Study %r already holds %d finished trials (n_trials=%d); no new trial.",
@@ -559,8 +572,8 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return
         if settings.verbose >= 1:
             logger.info(
-                "Searching %d trials (%d already done) in study %r with %s, %s.",
-                remaining,
+                "Searching %s trials (%d already done) in study %r with %s, %s.",
+                remaining if remaining is not None else f"for {settings.timeout:g} s",
                 done,
                 study.study_name,
                 type(study.sampler).__name__,
@@ -571,13 +584,17 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         progress = SearchProgress(
             remaining, bar=settings.verbose >= 1, log_trials=settings.verbose >= 2, desc=_OWNER
         )
+        callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [progress]
+        if settings.n_trials is not None:
+            # Stops at the total also when other processes add trials to the study.
+            callbacks.append(MaxTrialsCallback(settings.n_trials, states=_FINISHED))
         try:
             study.optimize(
                 objective,
                 n_trials=remaining,
                 timeout=settings.timeout,
                 n_jobs=settings.n_jobs,
-                callbacks=[MaxTrialsCallback(settings.n_trials, states=_FINISHED), progress],
+                callbacks=callbacks,
             )
         finally:
             progress.close()

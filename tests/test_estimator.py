@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import pickle
 import sqlite3
+import time
 
 import numpy as np
 import optuna
@@ -237,6 +238,18 @@ def test_timeout(data):
         tiny(n_trials=50, timeout=1e-9).fit(X, y)
 
 
+def test_time_budget_without_a_trial_limit(data):
+    X, y = data
+    started = time.perf_counter()
+    clf = tiny(n_trials=None, timeout=3.0, sampler="ga").fit(X, y)
+    searched = time.perf_counter() - started
+    # More trials than the GA's population: breeding started within the budget.
+    assert clf.n_trials_ > 10
+    assert any(t.user_attrs["evohpo"]["origin"] == "bred" for t in clf.study_.trials)
+    assert searched < 30
+    assert clf.study_.sampler._population_size == 10
+
+
 def test_pruner_receives_reports(data):
     X, y = data
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
@@ -442,6 +455,11 @@ def test_refit_false_keeps_the_search_only(data):
     ("setting", "match"),
     [
         ({"n_trials": 0}, r"'n_trials' parameter of EvoSearchClassifier must be an int >= 1"),
+        (
+            {"n_trials": None},
+            r"'n_trials' parameter of EvoSearchClassifier must be an int >= 1, or None "
+            r"together with a timeout",
+        ),
         ({"timeout": -1}, r"'timeout' parameter .* must be a float > 0 or None. Got -1"),
         ({"sampler": "cmaes"}, r"'sampler' parameter .* one of \{'ga', 'tpe', 'random'\}"),
         ({"search_space": [1, 2]}, r"'search_space' parameter .* a SearchSpace, a dict"),
