@@ -367,7 +367,9 @@ def median_range(values: Sequence[float]) -> str:
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in runs):
+    order = {name: i for i, name in enumerate([*DATASETS, *map(label, METHODS)])}
+    keys = dict.fromkeys((r["dataset"], r["method"]) for r in runs)
+    for dataset, method in sorted(keys, key=lambda k: (order.get(k[0], 99), order.get(k[1], 99))):
         group = [r for r in runs if r["dataset"] == dataset and r["method"] == method]
         rows.append(
             {
