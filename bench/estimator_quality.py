@@ -31,11 +31,10 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, machine, markdown_table, mean_std, write_csv
+from _common import RESULTS, machine, markdown_table, mean_std, read_runs, write_csv
 
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
 
@@ -157,14 +156,6 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def read_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for path in paths:
-        with Path(path).open(newline="") as fh:
-            runs.extend(csv.DictReader(fh))
-    return runs
 
 
 def main() -> None:

@@ -46,11 +46,10 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, machine, markdown_table, write_csv
+from _common import RESULTS, machine, markdown_table, read_runs, write_csv
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 from sklearn.neural_network import MLPClassifier
@@ -409,14 +408,6 @@ def verdicts(runs: Sequence[dict[str, Any]]) -> list[str]:
         verdict = "at or above every peer" if not behind else "behind " + ", ".join(behind)
         lines.append(f"{dataset}: {challenger} median {ours:.4f}: {verdict}")
     return lines
-
-
-def read_runs(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for path in paths:
-        with Path(path).open(newline="") as fh:
-            runs.extend(csv.DictReader(fh))
-    return runs
 
 
 def main() -> None:

@@ -24,18 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from _common import machine, markdown_table, write_csv
+from _common import WrappedSampler, machine, markdown_table, write_csv
 
 from evohpo import EvoSampler, SearchSpace, suggest_genome
 
 SPACE = SearchSpace(max_layers=6)
-_HOOKS = (
-    "before_trial",
-    "infer_relative_search_space",
-    "sample_relative",
-    "sample_independent",
-    "after_trial",
-)
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -43,14 +36,12 @@ def objective(trial: optuna.Trial) -> float:
     return sum(layer.units for layer in genome.layers) * genome.learning_rate
 
 
-class TimedSampler(optuna.samplers.BaseSampler):
+class TimedSampler(WrappedSampler):
     """Delegates to a sampler and adds up the time spent in each call."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
-        self.inner = inner
         self.seconds = 0.0
-        for hook in _HOOKS:
-            setattr(self, hook, self._timed(getattr(inner, hook)))
+        super().__init__(inner, self._timed)
 
     def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -61,16 +52,6 @@ class TimedSampler(optuna.samplers.BaseSampler):
                 self.seconds += time.perf_counter() - start
 
         return wrapper
-
-    # Abstract methods, replaced per instance by the timed wrappers above.
-    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
-        raise NotImplementedError
-
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
-        raise NotImplementedError
-
-    def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
-        raise NotImplementedError
 
 
 SAMPLERS: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {

@@ -94,7 +94,7 @@ import numpy as np
 import optuna
 import torch
 import torch.nn.functional as F
-from _common import machine, markdown_table, write_csv
+from _common import WrappedSampler, machine, markdown_table, write_csv
 from optuna.storages import BaseStorage
 
 import evohpo.objective
@@ -415,34 +415,6 @@ class Clock:
         return wrapper
 
 
-_HOOKS = (
-    "before_trial",
-    "infer_relative_search_space",
-    "sample_relative",
-    "sample_independent",
-    "after_trial",
-)
-
-
-class TimedSampler(optuna.samplers.BaseSampler):
-    """Delegates to a sampler and charges each hook to the clock's sampler part."""
-
-    def __init__(self, inner: optuna.samplers.BaseSampler, clock: Clock) -> None:
-        self.inner = inner
-        for hook in _HOOKS:
-            setattr(self, hook, clock.timed(SAMPLER, getattr(inner, hook)))
-
-    # Abstract methods, replaced per instance by the timed wrappers above.
-    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
-        raise NotImplementedError
-
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
-        raise NotImplementedError
-
-    def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
-        raise NotImplementedError
-
-
 class StorageLog:
     """Count and seconds of the storage calls made from outside the storage, per method."""
 
@@ -533,8 +505,9 @@ def measure_trials(device: torch.device, settings: Settings) -> TrialReport:
     clock = Clock(device)
     # EvoSearchClassifier's population size for this many trials.
     population = min(20, max(4, settings.trials // 3))
-    sampler = TimedSampler(
-        EvoSampler(population_size=population, search_space=space, seed=0), clock
+    sampler = WrappedSampler(
+        EvoSampler(population_size=population, search_space=space, seed=0),
+        lambda hook: clock.timed(SAMPLER, hook),
     )
     calls: list[TrainerCall] = []
     with tempfile.TemporaryDirectory() as tmp:
