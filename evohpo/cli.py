@@ -24,9 +24,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
 from evohpo.exceptions import EvohpoError
-from evohpo.study import DEFAULT_STORAGE_NAME, SAMPLERS, GracefulStop
+from evohpo.study import DEFAULT_STORAGE_NAME, SAMPLERS
 
 __all__ = ["main"]
 
@@ -603,8 +604,7 @@ def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
             timeout=timeout,
             stale_after=args.stale_after,
         )
-        with guard.interruptible():
-            completed = len(run_worker(spec).completed)
+        completed = len(run_worker(spec, guard=guard).completed)
     n_after = len(finished_trials(study))
     total = "" if budget.n_trials is None else f" of {budget.n_trials}"
     _out(f"study {study.study_name} in {describe_storage(url)}")

@@ -22,6 +22,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._interrupt import GracefulStop
 from evohpo.genome import Genome
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from evohpo.train import TrainResult
 from evohpo.study import (
     Budget,
-    GracefulStop,
     PreparedData,
     StudyConfig,
     TrialCallback,
@@ -224,9 +224,9 @@ def measure_test_accuracy(
         if isinstance(value, (int, float)):
             return float(value)
     guard = guard if guard is not None else GracefulStop()
-    with guard.interruptible():
-        result = refit(objective, trial)
-        logits = predict_logits(result.model, objective.standardizer().transform(data.X_test))
+    guard.check()
+    result = refit(objective, trial)  # stops at a training step on a signal
+    logits = predict_logits(result.model, objective.standardizer().transform(data.X_test))
     accuracy = float(np.mean(logits.argmax(axis=1) == data.y_test))
     study.set_user_attr(
         TEST_ATTR,

@@ -3,7 +3,8 @@
 Every error evohpo raises on bad input derives from :class:`EvohpoError`. The
 concrete classes also derive from the built-in type that scikit-learn and
 Optuna users already catch (``ValueError``, ``TypeError``), so ``except
-ValueError`` keeps working.
+ValueError`` keeps working. :class:`StopRequested` is the one exception that
+is not an error: it derives from ``KeyboardInterrupt``, as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "SearchSpaceError",
     "StorageError",
     "StorageUnavailableError",
+    "StopRequested",
     "StudyConfigError",
     "StudyMismatchError",
     "TrainingDivergedError",
@@ -75,3 +77,11 @@ class WorkerError(EvohpoError, RuntimeError):
 
 class TrainingDivergedError(EvohpoError, ArithmeticError):
     """The training loss became NaN or infinite."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Training stopped at a safe point because SIGINT or SIGTERM asked for a stop.
+
+    A ``KeyboardInterrupt``, so that ``except Exception`` does not swallow it
+    and Optuna records the running trial as failed and stops the study.
+    """

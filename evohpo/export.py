@@ -30,13 +30,13 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
 from evohpo.compare import best_genome, measure_test_accuracy, refit
 from evohpo.exceptions import InvalidParameterError
 from evohpo.genome import Genome
 from evohpo.study import (
     SAMPLERS,
-    GracefulStop,
     PreparedData,
     StudyConfig,
     group_study_names,
@@ -201,8 +201,8 @@ def export_best(
             )
     objective = make_objective(config, data, best.seed)
     guard = guard if guard is not None else GracefulStop()
-    with guard.interruptible():
-        result = refit(objective, best.trial)
+    guard.check()
+    result = refit(objective, best.trial)  # stops at a training step on a signal
     model = result.model.cpu()
     standardizer = objective.standardizer()
     test_accuracy = measure_test_accuracy(best.study, objective, data, guard=guard)

@@ -23,15 +23,11 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +37,7 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._interrupt import GracefulStop
 from evohpo._random import derive_seed
 from evohpo._version import __version__
 from evohpo.exceptions import (
@@ -68,7 +65,6 @@ __all__ = [
     "SAMPLERS",
     "STUDY_ATTR",
     "Budget",
-    "GracefulStop",
     "PreparedData",
     "StudyConfig",
     "StudyRun",
@@ -919,65 +915,6 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
     )
 
 
-# -- interrupts --------------------------------------------------------------------------
-class GracefulStop:
-    """Turn SIGINT and SIGTERM into a clean stop.
-
-    While :meth:`interruptible` work runs (a trial's training, a refit) a
-    signal raises :class:`KeyboardInterrupt` at once: Optuna then records the
-    running trial as failed. Elsewhere (storage writes, sampling) the signal
-    only sets :attr:`requested`; the run stops at the next trial boundary, so
-    no write is cut in half. A second signal always interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int | None = None
-        self._depth = 0
-
-    @contextmanager
-    def installed(self) -> Iterator[GracefulStop]:
-        """Install the handlers (main thread only; elsewhere a no-op)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        again = self.requested
-        self.requested = True
-        self.signum = signum
-        if self._depth > 0 or again:
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """A block a signal may interrupt; it refuses to start after a stop request."""
-        self.check()
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-
-    def check(self) -> None:
-        """Raise :class:`KeyboardInterrupt` if a stop was requested."""
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def stop_study(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """An Optuna callback: stop ``study`` after this trial if a stop was requested."""
-        if self.requested:
-            study.stop()
-
-
 # -- running one study ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class StudyRun:
@@ -1022,8 +959,10 @@ def run_study(
 ) -> StudyRun:
     """Run ``study`` until it holds ``budget`` in total (trials and/or seconds).
 
-    Trials interrupted by ``guard`` are recorded as failed and do not count;
-    the study then stops and :class:`KeyboardInterrupt` propagates.
+    After a signal to ``guard`` (see :mod:`evohpo._interrupt`) the study stops:
+    a trial that was training stops at its next optimizer step and is
+    recorded as failed (it does not count), one that was not finishes; then
+    :class:`KeyboardInterrupt` propagates.
     """
     n_before = len(finished_trials(study))
     n_left, time_left = remaining_budget(study, budget)
@@ -1032,8 +971,9 @@ def run_study(
     guard = guard if guard is not None else GracefulStop()
 
     def guarded(trial: optuna.Trial) -> float:
-        with guard.interruptible():
-            return objective(trial)
+        # A stop that came while the trial was being created: do not train it.
+        guard.check()
+        return objective(trial)
 
     total = budget.n_trials
 

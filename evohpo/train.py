@@ -22,7 +22,12 @@ trainings run in threads (Optuna's ``n_jobs``).
 A loss that becomes NaN or infinite never raises: the run stops with
 ``stop_reason == "diverged"`` and the best weights seen so far. Pruning works
 through ``on_epoch_end``: whatever that callback raises (``optuna.TrialPruned``
-for instance) propagates unchanged. This module never imports optuna.
+for instance) propagates unchanged. After SIGINT or SIGTERM to a process
+whose :class:`~evohpo._interrupt.GracefulStop` is installed (the ``evohpo``
+command, its workers), training raises
+:class:`~evohpo.exceptions.StopRequested` after the optimizer step that is
+running: the one point where a stop cuts nothing in half. This module never
+imports optuna.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_int, raise_invalid
 from evohpo.exceptions import InvalidParameterError, TrainingDivergedError
@@ -274,6 +280,12 @@ def train_classifier(
     TrainResult
         The best epoch's model and the training record.
 
+    Raises
+    ------
+    StopRequested
+        At the next optimizer step after SIGINT or SIGTERM, where the
+        ``evohpo`` command or a worker has installed its signal handlers.
+
     Notes
     -----
     The loss is minimised with cross-entropy on mini-batches of
@@ -361,6 +373,7 @@ def train_classifier(
             torch.autograd.backward(loss)
             optimizer.step()
             batch_losses[batch] = loss.detach()
+            raise_if_stop_requested()
             if deadline is not None and time.perf_counter() >= deadline:
                 done = batch + 1
                 break

@@ -95,7 +95,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -107,6 +106,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo import _storage
+from evohpo._interrupt import GracefulStop
 from evohpo._redact import (
     install_redaction,
     redact_exception,
@@ -810,7 +810,13 @@ def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
 
 
-def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) -> WorkerReport:
+def run_worker(
+    spec: WorkerSpec,
+    *,
+    index: int = 0,
+    threads: int | None = None,
+    guard: GracefulStop | None = None,
+) -> WorkerReport:
     """Run one worker in this process until the study's budget is spent.
 
     Parameters
@@ -821,6 +827,10 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
     threads : int, optional
         Torch CPU threads of this process, set once the objective is built
         (``torch.set_num_threads``); left alone if omitted.
+    guard : GracefulStop, optional
+        The installed signal guard: after SIGINT or SIGTERM the worker stops
+        at the next safe point (a training step, the end of a trial, a wait
+        for the storage) and raises :class:`KeyboardInterrupt`.
 
     Returns
     -------
@@ -828,6 +838,8 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
 
     Raises
     ------
+    KeyboardInterrupt
+        After a signal to ``guard``.
     StorageUnavailableError
         If the storage stayed away longer than ``spec.backoff.max_wait``.
     StorageError
@@ -835,6 +847,7 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
         holds no study of that name.
     """
     register_secret(url_password(spec.storage_url))
+    guard = guard if guard is not None else GracefulStop()
     start = time.monotonic()
     deadline = None if spec.timeout is None else start + spec.timeout
     tracker = _Tracker()
@@ -870,9 +883,13 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [tracker.on_trial_end]
+            callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
+                tracker.on_trial_end,
+                guard.stop_study,
+            ]
             if spec.n_trials is not None:
                 callbacks.append(MaxTrialsCallback(spec.n_trials, states=spec.counted_states))
+            guard.check()
             study.optimize(
                 objective,
                 timeout=left,
@@ -905,11 +922,13 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
                 spec.shown_storage,
                 _first_line(exc),
             )
-            time.sleep(pause)
+            with guard.interruptible():
+                time.sleep(pause)
             waited += pause
             delay = min(delay * 2, spec.backoff.maximum)
         finally:
             _dispose(storage)
+    guard.check()
     return WorkerReport(
         index=index,
         pid=os.getpid(),
@@ -922,10 +941,6 @@ def run_worker(spec: WorkerSpec, *, index: int = 0, threads: int | None = None) 
 
 
 # -- worker processes ------------------------------------------------------------------------
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _configure_worker_logging(index: int, level: int) -> None:
     logger = logging.getLogger("evohpo")
     handler = logging.StreamHandler(sys.stderr)
@@ -970,13 +985,14 @@ def _worker_main(
     spec: WorkerSpec, index: int, conn: Connection, threads: int | None, log_level: int
 ) -> None:
     """Entry point of a worker process."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     _configure_worker_logging(index, log_level)
     _set_threads(threads)
     started = time.monotonic()
     code = 0
+    guard = GracefulStop(force_on_repeat=False)
     try:
-        report = run_worker(spec, index=index, threads=threads)
+        with guard.installed():
+            report = run_worker(spec, index=index, threads=threads, guard=guard)
     except KeyboardInterrupt:
         code = 130
         report = WorkerReport(index, os.getpid(), error="interrupted", exitcode=code)

@@ -622,22 +622,26 @@ def test_signal_stops_compare_cleanly_and_it_resumes(tmp_path: Path, signum: int
     )
     db = tmp_path / "evohpo.db"
     command = [sys.executable, "-m", "evohpo", "compare", str(study), "--no-test"]
-    process = subprocess.Popen(
+    with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        counts = _count_trials(db, "tiny/ga/seed0")
-        if counts.get("COMPLETE", 0) >= 4 and counts.get("RUNNING", 0) == 1:
-            break
-        if process.poll() is not None:
-            pytest.fail(f"compare ended early: {process.communicate()}")
-        time.sleep(0.02)
-    else:
-        process.kill()
-        pytest.fail("compare made no progress")
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=60)
+    ) as process:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                counts = _count_trials(db, "tiny/ga/seed0")
+                if counts.get("COMPLETE", 0) >= 4 and counts.get("RUNNING", 0) == 1:
+                    break
+                if process.poll() is not None:
+                    pytest.fail(f"compare ended early: {process.communicate()}")
+                time.sleep(0.02)
+            else:
+                pytest.fail("compare made no progress")
+            process.send_signal(signum)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:  # a failed check must not leave it running
+                process.kill()
+                process.communicate()
     assert process.returncode == 130, err
     assert "interrupted; finished trials are kept" in err
     assert "Traceback" not in err

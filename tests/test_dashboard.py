@@ -107,8 +107,13 @@ def dashboard(filled: Path) -> Iterator[dict[str, Any]]:
     assert base is not None, text
     assert compare is not None, text
     yield {"base": base.group(1), "compare": compare.group(1), "printed": text, "process": process}
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
+    try:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # a failed check must not leave it running
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import threading
 import time
@@ -15,11 +16,16 @@ import pytest
 from optuna.trial import TrialState
 
 from evohpo import EvoSampler, SearchSpace, suggest_genome
-from evohpo.exceptions import StorageError, StudyConfigError, StudyMismatchError
+from evohpo._interrupt import GracefulStop, raise_if_stop_requested, stop_requested
+from evohpo.exceptions import (
+    StopRequested,
+    StorageError,
+    StudyConfigError,
+    StudyMismatchError,
+)
 from evohpo.study import (
     STUDY_ATTR,
     Budget,
-    GracefulStop,
     build_pruner,
     build_sampler,
     describe_storage,
@@ -459,6 +465,16 @@ def test_timeout_counts_time_already_spent(tmp_path: Path) -> None:
     assert len(study.trials) == n  # the time is spent already
 
 
+def _train_until_stopped(trial: optuna.Trial) -> None:
+    """What the trainer does: report now and then, poll the stop request every step."""
+    for step in range(100_000):
+        if step % 50 == 0:
+            trial.report(0.5, step)
+        raise_if_stop_requested()
+        time.sleep(0.001)
+    pytest.fail("the stop request was never seen")
+
+
 def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) -> None:
     config = load_study_config(write(tmp_path, TINY))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
@@ -468,7 +484,7 @@ def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) ->
     def objective(trial: optuna.Trial) -> float:
         if trial.number == 2:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # interrupted by the handler
+            _train_until_stopped(trial)
         return inner(trial)
 
     guard = GracefulStop()
@@ -482,6 +498,55 @@ def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) ->
     run_study(resumed, inner, Budget(n_trials=4))
     assert len(finished_trials(resumed)) == 4
     assert len(resumed.trials) == 5
+
+
+def test_a_trial_that_does_not_poll_finishes_and_the_study_stops(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    inner = cheap_objective(config.space)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # not cut: the signal only asks for a stop
+        return inner(trial)
+
+    guard = GracefulStop()
+    with guard.installed(), pytest.raises(KeyboardInterrupt):
+        run_study(study, objective, Budget(n_trials=4), guard=guard)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_signals_at_any_moment_of_storage_writes_never_wedge_the_storage(
+    tmp_path: Path,
+) -> None:
+    # A KeyboardInterrupt raised inside a SQLite write used to leave a
+    # connection holding the write lock: recording the failed trial then hit
+    # "database is locked" and the trial stayed RUNNING. Signals now land
+    # between steps; try many moments of a report-heavy trial.
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    rng = random.Random(0)
+    for attempt in range(12):
+        study = optuna.create_study(study_name=f"s{attempt}", storage=url)
+
+        def objective(trial: optuna.Trial) -> float:
+            for step in range(100_000):
+                trial.report(0.5, step)
+                raise_if_stop_requested()
+            pytest.fail("the stop request was never seen")
+
+        timer = threading.Timer(rng.uniform(0.05, 0.5), os.kill, (os.getpid(), signal.SIGINT))
+        guard = GracefulStop()
+        with guard.installed():
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                run_study(study, objective, Budget(n_trials=1), guard=guard)
+        timer.join()
+        assert [t.state for t in study.trials] == [TrialState.FAIL]
+        study.optimize(lambda trial: 1.0, n_trials=1)  # the storage still takes writes
+        assert study.trials[-1].state == TrialState.COMPLETE
 
 
 def test_signal_outside_a_trial_stops_at_the_next_boundary(tmp_path: Path) -> None:
@@ -520,6 +585,31 @@ def test_second_signal_interrupts_at_once() -> None:
             _signal_and_wait(signal.SIGINT)
         with pytest.raises(KeyboardInterrupt), guard.interruptible():
             pass
+
+
+def test_repeated_signals_only_ask_without_force_on_repeat() -> None:
+    guard = GracefulStop(force_on_repeat=False)
+    with guard.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        _signal_and_wait(signal.SIGTERM)  # not raised: a worker's parent follows Ctrl-C
+        assert guard.requested
+        assert guard.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt), guard.interruptible():
+            pass
+
+
+def test_the_stop_request_belongs_to_the_installed_guard() -> None:
+    assert not stop_requested()
+    guard = GracefulStop()
+    with guard.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop_requested()
+        with pytest.raises(StopRequested, match="stopped by a signal"):
+            raise_if_stop_requested()
+    # Uninstalled, the request no longer stops anything in this process.
+    assert guard.requested
+    assert not stop_requested()
+    raise_if_stop_requested()
 
 
 def test_graceful_stop_is_inert_outside_the_main_thread() -> None:

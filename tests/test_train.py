@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,8 @@ import torch
 from sklearn.datasets import make_classification
 
 import evohpo.train
-from evohpo.exceptions import InvalidParameterError, TrainingDivergedError
+from evohpo._interrupt import GracefulStop
+from evohpo.exceptions import InvalidParameterError, StopRequested, TrainingDivergedError
 from evohpo.genome import Genome, LayerGene
 from evohpo.nn import build_optimizer, model_device
 from evohpo.train import (
@@ -382,6 +385,37 @@ def test_an_exception_from_on_epoch_end_propagates_unchanged(data: Data) -> None
     assert caught.value is raised
     assert calls == [1, 2]
     assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_a_signal_stops_training_at_the_next_optimizer_step(data: Data) -> None:
+    steps: list[int] = []
+    guard = GracefulStop()
+
+    class CountingAdam(torch.optim.Adam):
+        def step(self, closure: Any = None) -> Any:
+            steps.append(len(steps))
+            if len(steps) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().step(closure)
+
+    original = evohpo.train.build_optimizer
+    with guard.installed(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            evohpo.train,
+            "build_optimizer",
+            lambda genome, params: CountingAdam(original(genome, params).param_groups),
+        )
+        with pytest.raises(StopRequested):
+            train(data, make_genome(batch_size=8), config=TrainConfig(device="cpu", max_epochs=5))
+    assert guard.signum == signal.SIGTERM
+    assert len(steps) == 3  # the step that was running finished; no further step began
+
+
+def test_a_stop_requested_outside_a_guard_changes_nothing(data: Data) -> None:
+    guard = GracefulStop()
+    guard.requested = True  # not installed: the process has no stop request
+    result = train(data, config=TrainConfig(device="cpu", max_epochs=2))
+    assert result.epochs_run == 2
 
 
 # -- time limit -----------------------------------------------------------------

@@ -9,6 +9,7 @@ repository root must be importable (it is under ``python -m pytest``; the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -30,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from evohpo import EvoSampler, SearchSpace, suggest_genome  # noqa: E402
+from evohpo._interrupt import GracefulStop, raise_if_stop_requested  # noqa: E402
 from evohpo.exceptions import StorageError  # noqa: E402
 from evohpo.lineage import LINEAGE_ATTR  # noqa: E402
 from evohpo.workers import (  # noqa: E402
@@ -73,6 +75,29 @@ class SleepyObjective:
         if self.fail_every and trial.number % self.fail_every == 1:
             raise ValueError(f"training of trial {trial.number} blew up")
         return -abs(genome.depth - 2) - abs(math.log10(genome.learning_rate) + 2)
+
+
+class SteppingObjective:
+    """Suggest a genome, then "train" in 10 ms steps, polling for a stop as the trainer does.
+
+    The trial numbered ``signal_trial`` sends SIGTERM to its own process first,
+    then would run a hundred times as many steps.
+    """
+
+    def __init__(self, steps: int = 20, signal_trial: int | None = None) -> None:
+        self.steps = steps
+        self.signal_trial = signal_trial
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, SPACE)
+        steps = self.steps
+        if trial.number == self.signal_trial:
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps *= 100
+        for _ in range(steps):
+            time.sleep(0.01)
+            raise_if_stop_requested()
+        return -abs(genome.depth - 2)
 
 
 def make_sampler() -> EvoSampler:
@@ -323,6 +348,49 @@ def test_failed_training_is_recorded_with_its_reason(
         )
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
     assert report.completed == tuple(t.number for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_a_signal_stops_an_in_process_worker_at_a_training_step(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    create_study(url)
+    spec = dataclasses.replace(
+        make_spec(url, 10),
+        objective_factory=functools.partial(SteppingObjective, steps=10, signal_trial=2),
+    )
+    guard = GracefulStop()
+    started = time.monotonic()
+    with guard.installed(), pytest.raises(KeyboardInterrupt):
+        run_worker(spec, guard=guard)
+    assert time.monotonic() - started < 10  # trial 2 alone would take 10 s
+    assert [t.state for t in load_trials(url)] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+
+
+@pytest.mark.slow
+def test_terminated_worker_processes_stop_at_a_step_and_leave_no_running_trial(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    create_study(url)
+    spec = dataclasses.replace(
+        make_spec(url, 100), objective_factory=functools.partial(SteppingObjective, steps=3000)
+    )
+    with WorkerPool(spec, 2, threads_per_worker=1) as pool:
+        deadline = time.monotonic() + 120
+        while sum(t.state == TrialState.RUNNING for t in load_trials(url)) < 2:
+            assert time.monotonic() < deadline, "the workers never started their trials"
+            time.sleep(0.1)
+        # Ctrl-C in a terminal reaches every process of the group, then the pool
+        # sends SIGTERM: neither may cut a storage write.
+        for pid in pool.pids:
+            os.kill(pid, signal.SIGINT)
+        started = time.monotonic()
+        pool.terminate(grace=60)
+        stopped_in = time.monotonic() - started
+        reports = pool.join()
+    assert stopped_in < 20  # a trial takes 30 s; the grace period was not needed
+    assert [(r.exitcode, r.error) for r in reports] == [(130, "interrupted")] * 2
+    trials = load_trials(url)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
 
 
 def test_workers_stop_at_once_when_the_total_is_reached(tmp_path: Path) -> None:
