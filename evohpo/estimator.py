@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import logging
 import math
+import os
+import pickle
+import re
 import statistics
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +28,7 @@ import sqlalchemy.exc
 import torch
 from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.storages import BaseStorage
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -30,6 +39,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from evohpo._progress import SearchProgress, quiet_optuna
 from evohpo._random import derive_seed, fresh_root_seed
+from evohpo._redact import redact_text, redact_url
 from evohpo._validation import check_float, check_int, raise_invalid
 from evohpo.exceptions import (
     EvohpoError,
@@ -139,13 +149,18 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         (``"sqlite:///search.db"``, ``"postgresql://..."``) persists it.
     study_name : str, optional
         Name of the study. With ``storage`` it is how a search is found again to
-        resume it; ``None`` makes a new, uniquely named study every ``fit``.
+        resume it; ``None`` makes a new, uniquely named study every ``fit``. Leave
+        it ``None`` under ``GridSearchCV`` or ``cross_val_score``: their fits see
+        other rows, and resuming a study on other data is refused.
     resume : bool, default=True
         When ``storage`` already holds a study named ``study_name``: continue it
         up to ``n_trials`` finished trials (``True``), or raise
         :class:`optuna.exceptions.DuplicatedStudyError` (``False``). A study made
-        for another search (other scoring, search space, classes or features)
-        raises :class:`~evohpo.exceptions.StudyMismatchError`. With ``"ga"`` and a
+        for another search (other scoring, search space, classes, features,
+        validation, epochs, patience, seed, or other rows of ``X`` and ``y``)
+        raises :class:`~evohpo.exceptions.StudyMismatchError` and is left as it
+        was. With ``random_state=None`` a resumed study keeps the seed it was
+        made with, hence its validation split. With ``"ga"`` and a
         fixed ``random_state``, a search resumed after ``k`` trials makes the same
         trials as one run straight through; TPE and random sampling continue
         with a fresh random stream (seeded from ``random_state`` and ``k``) so
@@ -153,9 +168,17 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     pruner : optuna.pruners.BasePruner, optional
         Stops unpromising trainings early, from the validation accuracy reported
         after every epoch (every fold with ``cv``). ``None``: no pruning.
-    n_jobs : int, default=1
-        Trials trained in parallel threads; ``-1`` for one per CPU. With more than
-        one, the order of the trials, hence the result, is not reproducible.
+    n_jobs : int or None, default=1
+        Trials trained at once, each in a worker process of its own (one torch
+        thread each); ``-1`` for one per CPU, ``None`` for 1. Workers share the
+        study through its storage, a temporary journal file when ``storage`` is
+        ``None`` (see :mod:`evohpo.workers`), and the GA breeds from whatever has
+        finished. Starting a worker costs a few seconds, worth it when trials
+        take longer than that. With more than one, the order of the trials, hence
+        the result, is not reproducible, and trials still running when the total
+        is reached finish: the study may hold up to ``n_jobs - 1`` more than
+        ``n_trials``. Objects the workers rebuild (``scoring``, ``sampler``,
+        ``pruner``) must be picklable.
     random_state : int, RandomState instance or None, default=None
         Root of every random choice (splits, samplers, weight initialisation,
         batch order, dropout). An int makes ``fit`` reproducible on the CPU.
@@ -259,7 +282,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         study_name: str | None = None,
         resume: bool = True,
         pruner: BasePruner | None = None,
-        n_jobs: int = 1,
+        n_jobs: int | None = 1,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         refit: bool = True,
@@ -318,35 +341,58 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """
         settings = self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
+        classes, y_encoded = _encode_labels(y)  # first: it names labels that do not sort
         check_classification_targets(y)
-        classes, y_encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
                 f"{_OWNER} needs samples of at least 2 classes; the data hold 1 class: "
                 f"{classes[0]!r}."
             )
-        root = self._root_seed()
-        objective = GenomeObjective(
-            X,
-            y_encoded.astype(np.int64),
-            space=settings.space,
-            train_config=TrainConfig(
-                max_epochs=self.max_epochs, patience=self.patience, device=settings.device
-            ),
-            validation_fraction=self.validation_fraction,
-            cv=self.cv,
-            seed=derive_seed(root, "objective"),
-            scoring=self.scoring,
-            n_classes=len(classes),
-        )
-        record = self._search_record(settings, len(classes), X.shape[1])
-        with quiet_optuna(), _one_torch_thread(settings.device):
-            study = self._open_study(settings.pruner, record)
+        if self.cv is not None and self.cv > len(y_encoded):
+            raise_invalid(
+                "cv", _OWNER, f"an int <= the number of samples ({len(y_encoded)})", self.cv
+            )
+        y_encoded = y_encoded.astype(np.int64)
+        with (
+            quiet_optuna(),
+            _one_torch_thread(settings.device),
+            _verbose_logging(settings.verbose),
+            self._search_storage(settings) as storage,
+        ):
+            existing = self._load_existing_study(storage, settings.pruner)
+            stored = existing.user_attrs.get(SEARCH_ATTR) if existing is not None else None
+            root = self._root_seed(stored if isinstance(stored, Mapping) else None)
+            objective_factory = functools.partial(
+                GenomeObjective,
+                X,
+                y_encoded,
+                space=settings.space,
+                train_config=TrainConfig(
+                    max_epochs=self.max_epochs, patience=self.patience, device=settings.device
+                ),
+                validation_fraction=self.validation_fraction,
+                cv=self.cv,
+                seed=derive_seed(root, "objective"),
+                scoring=self.scoring,
+                n_classes=len(classes),
+            )
+            objective = objective_factory()
+            record = self._search_record(settings, classes, X, y_encoded, root)
+            if existing is not None:
+                _check_resumable(existing, record)
+                study = existing
+            else:
+                study = self._create_study(storage, settings.pruner, record)
             # Known only now: how many trials a resumed study already holds.
             study.sampler = self._make_sampler(
                 settings, root, len(study.get_trials(deepcopy=False))
             )
-            self._optimize(study, objective, settings)
+            if settings.n_jobs > 1:
+                self._optimize_in_processes(study, storage, objective_factory, settings)
+            else:
+                self._optimize(study, objective, settings)
+            if storage.temporary:
+                study = _in_memory_copy(study)
             trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if not complete:
@@ -383,14 +429,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             else:  # no stale model of an earlier fit
                 for name in ("best_model_", "_scaler", "refit_time_"):
                     self.__dict__.pop(name, None)
-        if settings.verbose >= 1:
-            logger.info(
-                "Best of %d trials: #%d, score %.4f, genome %s.",
-                self.n_trials_,
-                best.number,
-                self.best_score_,
-                self.best_genome_.to_json(),
-            )
+            if settings.verbose >= 1:
+                logger.info(
+                    "Best of %d trials: #%d, score %.4f, genome %s.",
+                    self.n_trials_,
+                    best.number,
+                    self.best_score_,
+                    self.best_genome_.to_json(),
+                )
         return self
 
     def _validate_params(self) -> _Settings:
@@ -435,11 +481,15 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if self.pruner is not None and not isinstance(self.pruner, BasePruner):
             raise_invalid("pruner", o, "an Optuna pruner (BasePruner) or None", self.pruner)
         pruner = NopPruner() if self.pruner is None else copy.deepcopy(self.pruner)
-        if self.n_jobs != -1:
+        if self.n_jobs is None:
+            n_jobs = 1
+        elif self.n_jobs == -1 and not isinstance(self.n_jobs, bool):
+            n_jobs = os.cpu_count() or 1
+        else:
             try:
-                check_int(self.n_jobs, "n_jobs", o, low=1)
+                n_jobs = check_int(self.n_jobs, "n_jobs", o, low=1)
             except InvalidParameterError:
-                raise_invalid("n_jobs", o, "an int >= 1, or -1", self.n_jobs)
+                raise_invalid("n_jobs", o, "an int >= 1, -1 or None", self.n_jobs)
         rs = self.random_state
         if not (
             rs is None
@@ -459,11 +509,17 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise InvalidParameterError(
                 str(exc).replace("of resolve_device", f"of {_OWNER}")
             ) from None
-        return _Settings(n_trials, timeout, space, scorer, pruner, self.n_jobs, device, verbose)
+        if n_jobs > 1:
+            _check_picklable(self.scoring, self.sampler, self.pruner)
+        return _Settings(n_trials, timeout, space, scorer, pruner, n_jobs, device, verbose)
 
-    def _root_seed(self) -> int:
+    def _root_seed(self, stored: Mapping[str, Any] | None = None) -> int:
+        """The root of every random choice; a resumed study keeps its own by default."""
         rs = self.random_state
         if rs is None:
+            seed = None if stored is None else stored.get("seed")
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                return seed
             return fresh_root_seed()
         if isinstance(rs, np.random.RandomState):
             return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
@@ -496,63 +552,92 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return RandomSampler(seed=seed)
 
     def _search_record(
-        self, settings: _Settings, n_classes: int, n_features: int
+        self,
+        settings: _Settings,
+        classes: npt.NDArray[Any],
+        X: npt.NDArray[np.float64],
+        y: npt.NDArray[np.int64],
+        root: int,
     ) -> dict[str, Any]:
-        scoring = self.scoring if isinstance(self.scoring, str) else repr(self.scoring)
+        """What makes stored trials comparable: a resumed study must match it."""
+        validation = (
+            f"cv={self.cv}"
+            if self.cv is not None
+            else f"holdout validation_fraction={self.validation_fraction:g}"
+        )
         return {
             "estimator": _OWNER,
-            "scoring": scoring,
+            "scoring": _describe_scoring(self.scoring),
             "space": settings.space.to_dict(),
-            "n_classes": n_classes,
-            "n_features": n_features,
-            "validation": f"cv={self.cv}" if self.cv is not None else "holdout",
+            "n_classes": len(classes),
+            "n_features": int(X.shape[1]),
+            "validation": validation,
+            "training": {"max_epochs": int(self.max_epochs), "patience": self.patience},
+            "seed": root,
+            "data": _fingerprint(X, y, classes),
         }
 
     # -- the study -------------------------------------------------------------------------
-    def _open_study(self, pruner: BasePruner, record: dict[str, Any]) -> optuna.Study:
-        """Create the study, or load it to resume; its sampler is set by the caller."""
-        sampler = RandomSampler(seed=0)  # a placeholder
-        if self.storage is None:
-            study = optuna.create_study(
-                direction="maximize", sampler=sampler, pruner=pruner, study_name=self.study_name
-            )
-            study.set_user_attr(SEARCH_ATTR, record)
-            return study
-        try:
-            return self._open_stored_study(self.storage, sampler, pruner, record)
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-            raise StorageError(
-                f"Cannot open the Optuna storage {self.storage!r}: {exc}. Check the URL "
-                "(e.g. 'sqlite:///search.db') and that the database is reachable."
-            ) from exc
+    @contextmanager
+    def _search_storage(self, settings: _Settings) -> Iterator[_SearchStorage]:
+        """Where this fit's study lives.
 
-    def _open_stored_study(
-        self, storage: str, sampler: BaseSampler, pruner: BasePruner, record: dict[str, Any]
-    ) -> optuna.Study:
+        In memory unless ``storage`` is given; a search in worker processes
+        (``n_jobs > 1``) without one runs in a temporary journal file, which the
+        study is copied out of before it is removed.
+        """
+        if self.storage is not None:
+            yield _SearchStorage(url=self.storage, storage=self.storage, temporary=False)
+            return
+        if settings.n_jobs == 1:
+            yield _SearchStorage(url=None, storage=None, temporary=False)
+            return
+        from evohpo.workers import open_worker_storage
+
+        with tempfile.TemporaryDirectory(prefix="evohpo-search-") as directory:
+            url = f"journal://{Path(directory) / 'search.log'}"
+            yield _SearchStorage(url=url, storage=open_worker_storage(url), temporary=True)
+
+    def _load_existing_study(
+        self, storage: _SearchStorage, pruner: BasePruner
+    ) -> optuna.Study | None:
+        """The stored study to resume, if ``storage`` holds one named ``study_name``."""
         name = self.study_name
-        if name is not None:
-            try:
-                study = optuna.load_study(
-                    study_name=name, storage=storage, sampler=sampler, pruner=pruner
-                )
-            except KeyError:
-                pass
-            else:
-                if not self.resume:
-                    raise optuna.exceptions.DuplicatedStudyError(
-                        f"The storage {storage!r} already holds a study named {name!r} "
-                        "and resume=False. Set resume=True to continue it, or choose another "
-                        "study_name."
-                    )
-                _check_resumable(study, record)
-                return study
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="maximize",
-            sampler=sampler,
-            pruner=pruner,
-        )
+        if storage.storage is None or storage.temporary or name is None:
+            return None
+        try:
+            study = optuna.load_study(
+                study_name=name,
+                storage=storage.storage,
+                sampler=RandomSampler(seed=0),  # a placeholder
+                pruner=pruner,
+            )
+        except KeyError:
+            return None
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+            raise _storage_error(storage.storage, exc) from exc
+        if not self.resume:
+            raise optuna.exceptions.DuplicatedStudyError(
+                f"The storage {redact_url(str(storage.storage))!r} already holds a study "
+                f"named {name!r} and resume=False. Set resume=True to continue it, or "
+                "choose another study_name."
+            )
+        return study
+
+    def _create_study(
+        self, storage: _SearchStorage, pruner: BasePruner, record: dict[str, Any]
+    ) -> optuna.Study:
+        """A new study for this search; its sampler is set by the caller."""
+        try:
+            study = optuna.create_study(
+                storage=storage.storage,
+                study_name=self.study_name,
+                direction="maximize",
+                sampler=RandomSampler(seed=0),  # a placeholder
+                pruner=pruner,
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+            raise _storage_error(str(storage.storage), exc) from exc
         study.set_user_attr(SEARCH_ATTR, record)
         return study
 
@@ -590,12 +675,71 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             callbacks.append(MaxTrialsCallback(settings.n_trials, states=_FINISHED))
         try:
             study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=settings.timeout,
-                n_jobs=settings.n_jobs,
-                callbacks=callbacks,
+                objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks
             )
+        finally:
+            progress.close()
+
+    def _optimize_in_processes(
+        self,
+        study: optuna.Study,
+        storage: _SearchStorage,
+        objective_factory: Callable[[], GenomeObjective],
+        settings: _Settings,
+    ) -> None:
+        """Run the trials in ``settings.n_jobs`` worker processes on the study's storage.
+
+        Each worker builds the same objective (same splits) and its own copy of
+        the sampler; the GA breeds from whatever has finished (see
+        :mod:`evohpo.workers`). The progress bar follows the storage.
+        """
+        from evohpo.workers import Heartbeat, WorkerSpec, run_workers
+
+        assert storage.url is not None
+        done = sum(t.state in _FINISHED for t in study.get_trials(deepcopy=False))
+        remaining = None if settings.n_trials is None else settings.n_trials - done
+        if remaining is not None and remaining <= 0:
+            return
+        if settings.verbose >= 1:
+            logger.info(
+                "Searching %s trials (%d already done) in study %r with %s in %d processes.",
+                remaining if remaining is not None else f"for {settings.timeout:g} s",
+                done,
+                study.study_name,
+                type(study.sampler).__name__,
+                settings.n_jobs,
+            )
+        spec = WorkerSpec(
+            study_name=study.study_name,
+            storage_url=storage.url,
+            objective_factory=objective_factory,
+            sampler_factory=functools.partial(copy.deepcopy, study.sampler),
+            pruner_factory=functools.partial(copy.deepcopy, settings.pruner),
+            n_trials=settings.n_trials,
+            timeout=settings.timeout,
+            heartbeat=None if storage.temporary else Heartbeat(),
+            counted_states=_FINISHED,
+        )
+        progress = SearchProgress(
+            remaining, bar=settings.verbose >= 1, log_trials=settings.verbose >= 2, desc=_OWNER
+        )
+        seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+        def follow() -> None:
+            for trial in study.get_trials(deepcopy=False):
+                if trial.state.is_finished() and trial.number not in seen:
+                    seen.add(trial.number)
+                    progress(study, trial)
+
+        try:
+            run_workers(
+                spec,
+                settings.n_jobs,
+                threads_per_worker=1,
+                on_wait=follow,
+                log_level=None if settings.verbose >= 1 else logging.WARNING,
+            )
+            follow()
         finally:
             progress.close()
 
@@ -696,6 +840,109 @@ def _one_torch_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _verbose_logging(verbose: int) -> Iterator[None]:
+    """Make ``verbose`` output visible when the application configured no logging.
+
+    The search logs on the ``"evohpo"`` logger. Where no handler would show
+    INFO records (a plain script or notebook), one on standard error is added
+    for the fit; a configured application keeps its own.
+    """
+    if verbose < 1:
+        yield
+        return
+    previous_level = logger.level
+    handler: logging.Handler | None = None
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
+@dataclass(frozen=True)
+class _SearchStorage:
+    """Where a fit's study lives: ``storage`` for Optuna, ``url`` for worker processes."""
+
+    url: str | None
+    storage: str | BaseStorage | None
+    temporary: bool
+
+
+def _storage_error(storage: Any, exc: BaseException) -> StorageError:
+    return StorageError(
+        f"Cannot open the Optuna storage {redact_url(str(storage))!r}: "
+        f"{redact_text(str(exc))}. Check the URL (e.g. 'sqlite:///search.db') and that the "
+        "database is reachable."
+    )
+
+
+def _check_picklable(*settings: Any) -> None:
+    """Worker processes rebuild the objective, sampler and pruner from a pickle."""
+    try:
+        pickle.dumps(settings)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise InvalidParameterError(
+            f"With n_jobs > 1, {_OWNER} trains in worker processes, which need the "
+            f"scoring, sampler and pruner to be picklable (module-level functions and "
+            f"classes, not lambdas or local functions): {exc}"
+        ) from exc
+
+
+def _in_memory_copy(study: optuna.Study) -> optuna.Study:
+    """The finished trials and user attributes of ``study`` in an in-memory study."""
+    copy_ = optuna.create_study(
+        direction="maximize", study_name=study.study_name, sampler=study.sampler
+    )
+    copy_.add_trials([t for t in study.get_trials() if t.state.is_finished()])
+    for key, value in study.user_attrs.items():
+        copy_.set_user_attr(key, value)
+    return copy_
+
+
+def _encode_labels(y: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """Sorted class labels and every row's index among them."""
+    try:
+        classes, encoded = np.unique(y, return_inverse=True)
+    except TypeError as exc:  # labels of types that do not compare, e.g. None among str
+        kinds = sorted({type(label).__name__ for label in y.tolist()})
+        raise ValueError(
+            f"{_OWNER} needs class labels of one comparable type; y mixes {kinds}."
+        ) from exc
+    return classes, encoded.reshape(-1)
+
+
+def _describe_scoring(scoring: Any) -> str:
+    """How a resumed study recognises its scoring, in any process."""
+    if isinstance(scoring, str):
+        return scoring
+    module = getattr(scoring, "__module__", None)
+    name = getattr(scoring, "__qualname__", None)
+    if module is not None and name is not None:
+        return f"{module}.{name}"
+    # Scorer objects (make_scorer) describe themselves; drop memory addresses.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(scoring))
+
+
+def _fingerprint(
+    X: npt.NDArray[np.float64], y: npt.NDArray[np.int64], classes: npt.NDArray[Any]
+) -> str:
+    """A digest of the data, so that a study is resumed only on the data it searched."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(X.shape).encode())
+    digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    digest.update(repr(classes.tolist()).encode())
+    return digest.hexdigest()
+
+
 def _rank_key(trial: FrozenTrial) -> tuple[float, float, int]:
     """Order of complete trials: score, then lower validation loss, then earlier."""
     loss = trial.user_attrs.get("val_loss")
@@ -768,9 +1015,9 @@ def _check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
         study.set_user_attr(SEARCH_ATTR, record)
         return
     differences = [
-        f"{key}: stored {stored.get(key)!r}, now {record[key]!r}"
-        for key in ("scoring", "space", "n_classes", "n_features", "validation")
-        if _jsonish(stored.get(key)) != _jsonish(record[key])
+        _difference(key, stored.get(key), record[key])
+        for key in record
+        if key != "estimator" and _jsonish(stored.get(key)) != _jsonish(record[key])
     ]
     if differences:
         raise StudyMismatchError(
@@ -778,6 +1025,14 @@ def _check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
             + "; ".join(differences)
             + "). Resume it with the same settings and data, or choose another study_name."
         )
+
+
+def _difference(key: str, stored: Any, now: Any) -> str:
+    if key == "data":
+        return "data: the rows of X or y differ from those the study searched"
+    if key == "seed":
+        return f"seed: stored {stored!r}, now {now!r} (random_state; None keeps the stored one)"
+    return f"{key}: stored {stored!r}, now {now!r}"
 
 
 def _jsonish(value: Any) -> Any:

@@ -150,18 +150,34 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X: npt.ArrayLike) -> Standardizer:
-        """Statistics of the rows of ``X`` (computed in float64)."""
+        """Statistics of the rows of ``X`` (computed in float64).
+
+        Any finite data work, values near the float64 limit included: the
+        statistics are computed on the data divided by each feature's largest
+        magnitude, then scaled back.
+        """
         data = np.asarray(X, dtype=np.float64)
-        mean = data.mean(axis=0)
-        scale = data.std(axis=0)
+        peak = np.abs(data).max(axis=0)
+        peak[peak == 0.0] = 1.0
+        mean = (data / peak).mean(axis=0) * peak
+        scale = (data / peak).std(axis=0) * peak
         # Constant (or numerically constant) features: centre them, do not blow them up.
         tiny = scale <= np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
         scale[tiny] = 1.0
         return cls(mean=mean, scale=scale)
 
     def transform(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """``(X - mean) / scale`` as a C-contiguous float32 array (a new array)."""
-        out = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        """``(X - mean) / scale`` as a C-contiguous float32 array (a new array).
+
+        Values beyond float32's range (rows far outside the fitted data) are
+        clipped to it, so the result is finite wherever ``X`` is.
+        """
+        data = np.asarray(X, dtype=np.float64)
+        # Halves first: the difference of two finite float64 values can overflow.
+        with np.errstate(over="ignore"):
+            out = (data * 0.5 - self.mean * 0.5) / self.scale * 2.0
+        limit = float(np.finfo(np.float32).max)
+        np.clip(out, -limit, limit, out=out)
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -479,7 +495,19 @@ class GenomeObjective:
         if self._scorer is None:
             return float(result.best_score)
         network = _ScoredNetwork(result.model, self.n_classes)
-        return float(self._scorer(network, split.X_val, split.y_val))
+        try:
+            return float(self._scorer(network, split.X_val, split.y_val))
+        except ValueError as exc:
+            missing = sorted(set(range(self.n_classes)) - set(np.unique(split.y_val).tolist()))
+            if not missing:
+                raise
+            raise InvalidParameterError(
+                f"The scorer {self.scoring!r} failed on validation rows that hold no sample "
+                f"of the class(es) {missing} (classes encoded as 0..{self.n_classes - 1}): "
+                f"{exc} A class needs 2 samples to be validated by a holdout and as many "
+                "as the folds with cv; give it more samples, or use a scoring that works "
+                "on a subset of the classes, such as 'accuracy'."
+            ) from exc
 
     # -- refit ---------------------------------------------------------------------------
     def fit_genome(self, genome: Genome, *, seed: int, epochs: int | None = None) -> TrainResult:
@@ -530,7 +558,8 @@ def stratified_holdout(
 ) -> tuple[IntArray, IntArray]:
     """Training and validation row indices, ``fraction`` of every class validating.
 
-    Every class keeps at least one training row; a class with a single row has
+    Every class keeps at least one training row, and every class with two rows
+    or more has at least one validation row; a class with a single row has
     none in validation. At least one row validates.
 
     Examples
@@ -546,7 +575,9 @@ def stratified_holdout(
     for label in np.unique(y):
         rows = np.flatnonzero(y == label)
         rng.shuffle(rows)
-        n_val = min(round(fraction * len(rows)), len(rows) - 1)
+        # Every class that can spare a row validates: scorers such as
+        # neg_log_loss need every class among the validation labels.
+        n_val = min(max(1, round(fraction * len(rows))), len(rows) - 1)
         val.append(rows[:n_val])
         train.append(rows[n_val:])
     if sum(len(v) for v in val) == 0:

@@ -84,18 +84,20 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
@@ -124,9 +126,6 @@ from evohpo.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
-
     from evohpo.study import StudyConfig
 
 __all__ = [
@@ -941,14 +940,14 @@ def run_worker(
 
 
 # -- worker processes ------------------------------------------------------------------------
-def _configure_worker_logging(index: int, level: int) -> None:
+def _configure_worker_logging(index: int, level: int, optuna_level: int) -> None:
     logger = logging.getLogger("evohpo")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"evohpo worker {index}: %(levelname)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
-    optuna.logging.set_verbosity(level)
+    optuna.logging.set_verbosity(optuna_level)
     install_redaction()
 
 
@@ -962,60 +961,83 @@ def _set_threads(threads: int | None) -> None:
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-
-@contextlib.contextmanager
-def _thread_environment(threads: int | None) -> Iterator[None]:
-    """Set the thread-count variables that spawned processes inherit at start."""
-    if threads is None:
-        yield
-        return
-    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
-    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+# A worker process starts with this program. It takes the parent's import path
+# first, so that everything the spec names imports as it does in the parent.
+_BOOTSTRAP = (
+    "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
+    "from evohpo.workers import _worker_process_main; _worker_process_main()"
+)
 
 
-def _worker_main(
-    spec: WorkerSpec, index: int, conn: Connection, threads: int | None, log_level: int
-) -> None:
-    """Entry point of a worker process."""
-    _configure_worker_logging(index, log_level)
-    _set_threads(threads)
+@dataclass(frozen=True)
+class _Launch:
+    """What a worker process reads from its standard input after the import path."""
+
+    spec: WorkerSpec
+    index: int
+    threads: int | None
+    log_level: int  # of the "evohpo" logger
+    optuna_level: int  # Optuna's verbosity
+
+
+def _worker_process_main() -> None:
+    """Entry point of a worker process (see :data:`_BOOTSTRAP`).
+
+    The report goes back, pickled, through the pipe whose descriptor is the
+    first argument; the exit status is 0, 1 on an error, 130 when stopped.
+    """
+    with os.fdopen(int(sys.argv[1]), "wb") as out:
+        try:
+            launch = pickle.load(sys.stdin.buffer)
+        except Exception as exc:
+            report = WorkerReport(
+                -1,
+                os.getpid(),
+                error=(
+                    "the worker process cannot rebuild its spec "
+                    f"({type(exc).__name__}: {redact_text(str(exc))}); objective_factory, "
+                    "sampler_factory and pruner_factory must be importable by module name, "
+                    "not defined in a script run as __main__"
+                ),
+                exitcode=1,
+            )
+        else:
+            report = _run_worker_process(launch)
+        pickle.dump(report, out)
+    if report.exitcode:
+        sys.exit(report.exitcode)
+
+
+def _run_worker_process(launch: _Launch) -> WorkerReport:
+    index = launch.index
+    _configure_worker_logging(index, launch.log_level, launch.optuna_level)
+    _set_threads(launch.threads)
     started = time.monotonic()
-    code = 0
     guard = GracefulStop(force_on_repeat=False)
     try:
         with guard.installed():
-            report = run_worker(spec, index=index, threads=threads, guard=guard)
+            return run_worker(launch.spec, index=index, threads=launch.threads, guard=guard)
     except KeyboardInterrupt:
-        code = 130
-        report = WorkerReport(index, os.getpid(), error="interrupted", exitcode=code)
+        return WorkerReport(index, os.getpid(), error="interrupted", exitcode=130)
     except BaseException as exc:
-        code = 1
         _logger.debug("worker %d failed", index, exc_info=True)
-        report = WorkerReport(
+        return WorkerReport(
             index,
             os.getpid(),
             seconds=time.monotonic() - started,
             error=redact_exception(exc),
-            exitcode=code,
+            exitcode=1,
         )
-    try:
-        conn.send(report)
-    finally:
-        conn.close()
-    if code:
-        sys.exit(code)
 
 
 class WorkerPool:
-    """Worker processes (spawned, not forked) on one study; see :func:`run_workers`.
+    """Worker processes on one study; see :func:`run_workers`.
+
+    Each worker is a new Python interpreter (neither forked, which is unsafe
+    once torch has started its threads, nor spawned by :mod:`multiprocessing`,
+    which runs the calling script's ``__main__`` again): it reads the pickled
+    spec from a pipe, so no ``if __name__ == "__main__"`` guard is needed, and
+    sends its :class:`WorkerReport` back through another.
 
     Parameters
     ----------
@@ -1026,6 +1048,9 @@ class WorkerPool:
         Intra-op threads of each process (``OMP_NUM_THREADS`` and friends,
         ``torch.set_num_threads``); by default the CPU count divided by
         ``n_workers``, at least 1.
+    log_level : int, optional
+        Level of the workers' ``"evohpo"`` loggers (they log on standard
+        error); by default the effective level of this process's.
 
     Examples
     --------
@@ -1034,30 +1059,51 @@ class WorkerPool:
     """
 
     def __init__(
-        self, spec: WorkerSpec, n_workers: int, *, threads_per_worker: int | None = None
+        self,
+        spec: WorkerSpec,
+        n_workers: int,
+        *,
+        threads_per_worker: int | None = None,
+        log_level: int | None = None,
     ) -> None:
         check_int(n_workers, "n_workers", "WorkerPool", low=1)
         if threads_per_worker is None:
             threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
         check_int(threads_per_worker, "threads_per_worker", "WorkerPool", low=1)
         self.spec = spec
-        context = multiprocessing.get_context("spawn")
-        level = logging.getLogger("evohpo").getEffectiveLevel()
-        self._processes: list[BaseProcess] = []
-        self._conns: list[Connection] = []
-        with _thread_environment(threads_per_worker):
+        if log_level is None:
+            log_level = logging.getLogger("evohpo").getEffectiveLevel()
+        level = log_level
+        env = {**os.environ, **{name: str(threads_per_worker) for name in _THREAD_VARIABLES}}
+        path = pickle.dumps(list(sys.path))
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._pipes: list[BinaryIO] = []
+        try:
             for index in range(n_workers):
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_worker_main,
-                    args=(spec, index, send, threads_per_worker, level),
-                    name=f"evohpo-worker-{index}",
+                launch = pickle.dumps(
+                    _Launch(spec, index, threads_per_worker, level, optuna.logging.get_verbosity())
                 )
-                process.start()
-                send.close()
+                read_end, write_end = os.pipe()
+                try:
+                    process = subprocess.Popen(
+                        [sys.executable, "-c", _BOOTSTRAP, str(write_end)],
+                        stdin=subprocess.PIPE,
+                        pass_fds=(write_end,),
+                        env=env,
+                    )
+                finally:
+                    os.close(write_end)
                 self._processes.append(process)
-                self._conns.append(receive)
-        self._pids = [p.pid or 0 for p in self._processes]
+                self._pipes.append(os.fdopen(read_end, "rb"))
+                assert process.stdin is not None
+                with contextlib.suppress(BrokenPipeError):  # it died: its report says why
+                    process.stdin.write(path + launch)
+                    process.stdin.close()
+        except BaseException:
+            self.terminate(grace=5.0)
+            self._close_pipes()
+            raise
+        self._pids = [p.pid for p in self._processes]
         self._reports: dict[int, WorkerReport] = {}
         self._done: set[int] = set()
 
@@ -1070,20 +1116,22 @@ class WorkerPool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if any(p.is_alive() for p in self._processes):
+        if any(p.poll() is None for p in self._processes):
             self.terminate()
         self.join()
 
     def terminate(self, grace: float = 30.0) -> None:
         """Ask running workers to stop (SIGTERM: their running trial fails), then kill."""
         for process in self._processes:
-            if process.is_alive():
+            if process.poll() is None:
                 process.terminate()
         end = time.monotonic() + grace
         for process in self._processes:
-            process.join(max(0.0, end - time.monotonic()))
-            if process.is_alive():
+            try:
+                process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
     def join(self, timeout: float | None = None) -> list[WorkerReport]:
         """Wait for every worker; their reports by index.
@@ -1102,39 +1150,41 @@ class WorkerPool:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"{len(pending)} worker(s) still running after {timeout} s")
-            handles: list[Any] = [self._processes[i].sentinel for i in pending]
-            handles += [self._conns[i] for i in pending if not self._conns[i].closed]
-            ready = multiprocessing.connection.wait(handles, left)
+            # A worker's pipe becomes readable when it reports or dies.
+            ready = multiprocessing.connection.wait(
+                [self._pipes[i].fileno() for i in pending], left
+            )
             for i in list(pending):
-                conn, process = self._conns[i], self._processes[i]
-                if not conn.closed and conn in ready:
+                if self._pipes[i].fileno() in ready:
                     self._receive(i)
-                if not process.is_alive():
-                    if not conn.closed:
-                        self._receive(i)
-                    process.join()
+                    self._processes[i].wait()
                     self._done.add(i)
                     pending.remove(i)
+        self._close_pipes()
         return [self._final_report(i) for i in range(len(self._processes))]
 
     def _receive(self, index: int) -> None:
-        """Read the one message a worker sends, if it sent it, and close its pipe."""
-        conn = self._conns[index]
+        """Read the report a worker sends, if it sent one (the pipe reads to its end)."""
+        pipe = self._pipes[index]
         try:
-            if conn.poll():
-                report = conn.recv()
+            data = pipe.read()
+        except OSError:
+            return
+        if data:
+            with contextlib.suppress(Exception):  # a report cut short by a kill
+                report = pickle.loads(data)
                 if isinstance(report, WorkerReport):
-                    self._reports[index] = report
-        except (EOFError, OSError):
-            pass
-        finally:
-            conn.close()
+                    self._reports[index] = dataclasses.replace(report, index=index)
+
+    def _close_pipes(self) -> None:
+        for pipe in self._pipes:
+            pipe.close()
 
     def _final_report(self, index: int) -> WorkerReport:
         process = self._processes[index]
         report = self._reports.get(index)
         if report is None:
-            code = process.exitcode
+            code = process.returncode
             if code is not None and code < 0:
                 try:
                     what = f"killed by {signal.Signals(-code).name}"
@@ -1143,7 +1193,7 @@ class WorkerPool:
             else:
                 what = f"exited with status {code} without a report"
             return WorkerReport(index, self._pids[index], exitcode=code, error=what)
-        return dataclasses.replace(report, exitcode=process.exitcode)
+        return dataclasses.replace(report, exitcode=process.returncode)
 
 
 def run_workers(
@@ -1152,6 +1202,9 @@ def run_workers(
     *,
     threads_per_worker: int | None = None,
     timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+    wait_interval: float = 1.0,
+    log_level: int | None = None,
 ) -> list[WorkerReport]:
     """Run ``n_workers`` worker processes on one study and wait for them.
 
@@ -1169,6 +1222,12 @@ def run_workers(
         See :class:`WorkerPool`.
     timeout : float, optional
         Seconds to wait for the workers before they are stopped.
+    on_wait : callable, optional
+        Called every ``wait_interval`` seconds while the workers run (to
+        follow the study's progress, say).
+    wait_interval : float, default=1.0
+    log_level : int, optional
+        See :class:`WorkerPool`.
 
     Returns
     -------
@@ -1182,9 +1241,24 @@ def run_workers(
         If a worker stopped with an error (after all workers have exited);
         the message names the worker and the error, passwords hidden.
     """
-    with WorkerPool(spec, n_workers, threads_per_worker=threads_per_worker) as pool:
+    check_float(wait_interval, "wait_interval", "run_workers", low=0.0, low_open=True)
+    end = None if timeout is None else time.monotonic() + timeout
+    with WorkerPool(
+        spec, n_workers, threads_per_worker=threads_per_worker, log_level=log_level
+    ) as pool:
         try:
-            reports = pool.join(timeout)
+            while True:
+                left = None if end is None else max(0.0, end - time.monotonic())
+                if on_wait is None:
+                    reports = pool.join(left)
+                    break
+                try:
+                    reports = pool.join(wait_interval if left is None else min(left, wait_interval))
+                    break
+                except TimeoutError:
+                    if left is not None and left <= wait_interval:
+                        raise
+                    on_wait()
         except (KeyboardInterrupt, TimeoutError):
             pool.terminate()
             raise

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sqlite3
 import time
@@ -27,6 +28,7 @@ from evohpo.exceptions import (
     SearchSpaceError,
     StudyMismatchError,
 )
+from evohpo.workers import WORKER_ATTR
 
 #: A space that trains in a blink and still learns the test problems.
 TINY = {
@@ -264,13 +266,45 @@ def test_all_trials_pruned_is_a_clear_error(data):
         tiny(pruner=AlwaysPrune()).fit(X, y)
 
 
-def test_parallel_trials(data):
+@pytest.mark.slow
+def test_parallel_trials_run_in_worker_processes(data):
     X, y = data
-    clf = tiny(n_trials=4, n_jobs=2).fit(X, y)
-    assert clf.n_trials_ == 4
-    assert sorted(clf.cv_results_["number"]) == [0, 1, 2, 3]
+    clf = tiny(n_trials=6, n_jobs=2).fit(X, y)
+    # Trials still running when the total is reached finish: at most n_jobs - 1 more.
+    assert 6 <= clf.n_trials_ <= 7
+    assert clf.cv_results_["number"] == list(range(clf.n_trials_))
+    assert set(clf.cv_results_["state"]) == {"COMPLETE"}
+    workers = [t.system_attrs[WORKER_ATTR] for t in clf.study_.trials]
+    assert {w["worker"] for w in workers} == {0, 1}
+    assert os.getpid() not in {w["pid"] for w in workers}
+    assert type(clf.study_._storage).__name__ == "InMemoryStorage"  # copied out
+    assert np.isin(clf.predict(X), clf.classes_).all()
     assert clf.__sklearn_tags__().non_deterministic
     assert not tiny().__sklearn_tags__().non_deterministic
+
+
+@pytest.mark.slow
+def test_parallel_trials_share_a_persisted_study(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    tiny(n_trials=2, storage=url, study_name="p").fit(X, y)
+    clf = tiny(n_trials=8, n_jobs=2, storage=url, study_name="p").fit(X, y)
+    assert 8 <= clf.n_trials_ <= 9
+    stored = optuna.load_study(study_name="p", storage=url).trials
+    assert [t.number for t in stored] == list(range(clf.n_trials_))
+    bred = [t for t in stored[2:] if t.user_attrs["evohpo"]["origin"] == "bred"]
+    assert bred, "the workers bred from the stored population"
+
+
+def test_parallel_trials_need_a_picklable_scoring(data):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match=r"n_jobs > 1.*picklable"):
+        tiny(n_jobs=2, scoring=lambda estimator, X, y: 1.0).fit(X, y)
+
+
+def test_n_jobs_none_means_one(data):
+    X, y = data
+    assert tiny(n_jobs=None).fit(X, y).n_trials_ == 2
 
 
 def test_diverging_genomes_do_not_crash_the_search(data):
@@ -362,6 +396,57 @@ def test_resume_refuses_a_study_of_another_search(data, tmp_path):
         tiny(storage=url, study_name="m").fit(X, y)
 
 
+def test_resume_refuses_other_data_split_or_training(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    tiny(storage=url, study_name="s").fit(X, y)
+    with sqlite3.connect(tmp_path / "search.db") as db:
+        before = db.execute("select count(*) from trials").fetchone()
+    cases = [
+        ({"validation_fraction": 0.5}, r"validation: stored 'holdout validation_fraction=0.2'"),
+        ({"cv": 3}, r"now 'cv=3'"),
+        ({"max_epochs": 2}, r"training: stored \{'max_epochs': 4"),
+        ({"random_state": 7}, r"seed: stored 0, now 7 \(random_state"),
+    ]
+    for setting, match in cases:
+        with pytest.raises(StudyMismatchError, match=match):
+            tiny(storage=url, study_name="s", n_trials=4, **setting).fit(X, y)
+    other = X.copy()
+    other[0, 0] += 1.0
+    with pytest.raises(StudyMismatchError, match="the rows of X or y differ"):
+        tiny(storage=url, study_name="s", n_trials=4).fit(other, y)
+    with pytest.raises(StudyMismatchError, match="the rows of X or y differ"):
+        tiny(storage=url, study_name="s", n_trials=4).fit(X, np.roll(y, 1))
+    with sqlite3.connect(tmp_path / "search.db") as db:
+        assert db.execute("select count(*) from trials").fetchone() == before
+
+
+def test_resume_without_random_state_keeps_the_stored_seed(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    first = tiny(storage=url, study_name="s", random_state=None).fit(X, y)
+    seed = first.study_.user_attrs["evohpo.search"]["seed"]
+    second = tiny(storage=url, study_name="s", random_state=None, n_trials=4).fit(X, y)
+    assert second.n_trials_ == 4
+    assert second.study_.user_attrs["evohpo.search"]["seed"] == seed
+    # The same seed gives the same split and the same trials as one straight run.
+    straight = tiny(random_state=seed, n_trials=4).fit(X, y)
+    assert second.cv_results_["params"] == straight.cv_results_["params"]
+
+
+def my_scorer(estimator, X, y):
+    return float(np.mean(estimator.predict(X) == y))
+
+
+def test_a_function_scoring_is_recorded_by_name_so_other_processes_resume(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    clf = tiny(storage=url, study_name="s", scoring=my_scorer).fit(X, y)
+    recorded = clf.study_.user_attrs["evohpo.search"]["scoring"]
+    assert recorded == f"{my_scorer.__module__}.{my_scorer.__qualname__}"  # no address
+    assert tiny(storage=url, study_name="s", scoring=my_scorer, n_trials=3).fit(X, y).n_trials_ == 3
+
+
 def test_storage_without_study_name_makes_a_new_study(data, tmp_path):
     X, y = data
     url = f"sqlite:///{tmp_path / 'search.db'}"
@@ -375,6 +460,14 @@ def test_bad_storage_url(data):
     X, y = data
     with pytest.raises(EvohpoError, match="Cannot open the Optuna storage 'nope://x'"):
         tiny(storage="nope://x").fit(X, y)
+
+
+def test_storage_errors_hide_the_password(data):
+    X, y = data
+    url = "postgresql://evohpo:s3cret-pw@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    with pytest.raises(EvohpoError, match=r"evohpo:\*\*\*@127.0.0.1") as caught:
+        tiny(storage=url, study_name="s").fit(X, y)
+    assert "s3cret-pw" not in str(caught.value)
 
 
 # -- labels and inputs --------------------------------------------------------------------------
@@ -410,6 +503,46 @@ def test_dataframe_feature_names_and_lists(data):
     listed = tiny().fit(X.tolist(), y.tolist())
     assert not hasattr(listed, "feature_names_in_")
     np.testing.assert_array_equal(listed.predict(X.tolist()), clf.predict(frame))
+
+
+def test_every_class_with_two_samples_validates(data):
+    X, y = data
+    y = y.copy()
+    y[y == 2] = 1
+    y[:2] = 2  # a class of 2 samples: one trains, one validates
+    clf = tiny(scoring="neg_log_loss").fit(X, y)
+    assert np.isfinite(clf.best_score_)
+
+
+def test_a_scorer_that_needs_a_missing_class_names_it(data):
+    X, y = data
+    y = y.copy()
+    y[y == 2] = 1
+    y[0] = 2  # a single sample: it cannot validate
+    with pytest.raises(InvalidParameterError, match=r"scorer 'neg_log_loss' failed .* \[2\]"):
+        tiny(scoring="neg_log_loss").fit(X, y)
+
+
+def test_cv_larger_than_the_data_names_the_estimator(data):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match=r"'cv' parameter of EvoSearchClassifier"):
+        tiny(cv=10).fit(X[:9], y[:9])
+
+
+def test_labels_of_mixed_types_are_a_clear_error(data):
+    X, y = data
+    labels = [("a", None, "b")[v] for v in y]
+    labels[0] = "a"  # scikit-learn's own check looks at the first label
+    with pytest.raises(ValueError, match="one comparable type; y mixes"):
+        tiny().fit(X, labels)
+
+
+def test_values_near_the_float64_limit_are_standardised(data):
+    X, y = data
+    huge = X * 1e306
+    clf = tiny().fit(huge, y)
+    assert np.isfinite(clf.predict_proba(huge)).all()
+    assert clf.score(huge, y) > 0.5
 
 
 @pytest.mark.parametrize(
@@ -474,7 +607,7 @@ def test_refit_false_keeps_the_search_only(data):
         ({"study_name": 3}, r"'study_name' parameter .* a str or None"),
         ({"resume": "yes"}, r"'resume' parameter .* a bool"),
         ({"pruner": "median"}, r"'pruner' parameter .* an Optuna pruner"),
-        ({"n_jobs": 0}, r"'n_jobs' parameter .* an int >= 1, or -1"),
+        ({"n_jobs": 0}, r"'n_jobs' parameter .* an int >= 1, -1 or None"),
         ({"random_state": -1}, r"'random_state' parameter .* an int >= 0, a RandomState"),
         ({"verbose": -1}, r"'verbose' parameter .* an int >= 0"),
         ({"refit": 1}, r"'refit' parameter .* a bool"),
@@ -527,6 +660,30 @@ def test_verbose_draws_a_bar_and_logs(data, monkeypatch, caplog, capsys):
     monkeypatch.setenv("EVOHPO_NO_PROGRESS", "1")
     tiny(verbose=1).fit(X, y)
     assert "EvoSearchClassifier" not in capsys.readouterr().err
+
+
+def test_verbose_output_shows_without_logging_configured(data, capsys, monkeypatch):
+    X, y = data
+    logger = logging.getLogger("evohpo")
+    monkeypatch.setattr(logger, "propagate", False)  # as if no handler were configured
+    monkeypatch.setattr(logger, "handlers", [])
+    tiny(verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "evohpo: Searching 2 trials" in err
+    assert "evohpo: Best of 2 trials" in err
+    assert logger.handlers == []  # removed again
+
+
+def test_hyperband_pruner(data):
+    X, y = data
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=8, reduction_factor=2)
+    clf = tiny(n_trials=8, max_epochs=8, pruner=pruner, sampler="random").fit(X, y)
+    states = set(clf.cv_results_["state"])
+    assert "COMPLETE" in states
+    assert all(t.intermediate_values for t in clf.study_.trials)
+    pruned = [t for t in clf.study_.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, states
+    assert all(t.user_attrs["stop_reason"] == "pruned" for t in pruned)
 
 
 def test_silent_by_default(data, caplog, capsys):

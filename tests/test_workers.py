@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -525,10 +524,7 @@ def test_cli_worker_on_postgres_never_prints_the_password(
     from evohpo.cli import main
 
     args = ["worker", str(study_file), "--storage", pg_url, "--n-trials", "4", "-v"]
-    with warnings.catch_warnings():
-        # evohpo.study.open_storage still passes Optuna's deprecated failed_trial_callback.
-        warnings.simplefilter("ignore", FutureWarning)
-        assert main(args) == 0
+    assert main(args) == 0
     captured = capsys.readouterr()
     assert "finished trials: 4 of 4 (4 completed by this worker)" in captured.out
     assert "evohpo:***@127.0.0.1" in captured.out
