@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -211,7 +212,13 @@ def load_dataset(name: str, *, cache_dir: str | os.PathLike[str] | None = None) 
     """
     if name not in DATASETS:
         listed = ", ".join(repr(n) for n in sorted(DATASETS))
-        raise_invalid("dataset", "load_dataset", f"one of {{{listed}}}", name)
+        close = difflib.get_close_matches(str(name), sorted(DATASETS), n=1)
+        try:
+            raise_invalid("dataset", "load_dataset", f"one of {{{listed}}}", name)
+        except InvalidParameterError as exc:
+            if not close:
+                raise
+            raise InvalidParameterError(f"{exc} Did you mean {close[0]!r}?") from None
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise InvalidParameterError(
             f"The 'cache_dir' parameter of load_dataset must be a path or None. "

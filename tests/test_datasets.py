@@ -48,6 +48,15 @@ def test_unknown_name_lists_the_choices() -> None:
         load_dataset("mnist")
 
 
+def test_a_near_miss_gets_a_hint() -> None:
+    with pytest.raises(
+        InvalidParameterError, match=r"Got 'digit' instead\. Did you mean 'digits'\?$"
+    ):
+        load_dataset("digit")
+    with pytest.raises(InvalidParameterError, match=r"Got 'zzz' instead\.$"):
+        load_dataset("zzz")
+
+
 def test_bad_cache_dir_is_refused() -> None:
     with pytest.raises(InvalidParameterError, match="cache_dir"):
         load_dataset("wine", cache_dir=3)  # type: ignore[arg-type]
