@@ -159,9 +159,14 @@ class PostgresServer:
 
     # -- databases -----------------------------------------------------------------------
     def url(self, database: str, *, password: str | None = None) -> str:
-        """SQLAlchemy URL of ``database`` as the password-protected role."""
+        """URL of ``database`` as the password-protected role.
+
+        The plain ``postgresql://`` form users type (SQLAlchemy picks the driver:
+        psycopg 3, from evohpo's ``postgres`` extra), not a ``+driver`` form that
+        would hide a missing driver.
+        """
         secret = self.password if password is None else password
-        return f"postgresql+psycopg2://{_ROLE}:{secret}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{_ROLE}:{secret}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str | None = None) -> str:
         """Create a database owned by the test role; its URL."""
@@ -173,17 +178,16 @@ class PostgresServer:
         self._execute(f"CREATE ROLE {_ROLE} LOGIN PASSWORD '{self.password}'")
 
     def _execute(self, sql: str) -> None:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(
-            host=str(self.root), port=self.port, user=_SUPERUSER, dbname="postgres"
-        )
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            conn.close()
+        with psycopg.connect(
+            host=str(self.root),
+            port=self.port,
+            user=_SUPERUSER,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            conn.execute(sql.encode())
 
     # -- commands ------------------------------------------------------------------------
     def _run(self, program: str, *args: str) -> None:
