@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -48,6 +48,7 @@ __all__ = [
     "StudyResult",
     "best_genome",
     "format_table",
+    "history_figure",
     "measure_test_accuracy",
     "plot_histories",
     "run_comparison",
@@ -260,7 +261,7 @@ def run_comparison(
     config : StudyConfig
     data : PreparedData or None
         The splits shared by every study; ``None``: made from the study file
-        once every study has been checked.
+        once every study has been checked, before any is created.
     storage : BaseStorage
         Where all studies live.
     storage_url : str
@@ -285,6 +286,8 @@ def run_comparison(
     ------
     StudyMismatchError
         Before anything runs, if any stored study differs from the file.
+    StudyConfigError
+        Before any study is created, if the file's splits cannot be made.
     """
     started = time.perf_counter()
     samplers = tuple(samplers) if samplers is not None else config.samplers
@@ -292,18 +295,19 @@ def run_comparison(
     budget = budget if budget is not None else config.budget
     guard = guard if guard is not None else GracefulStop()
 
-    # Check every study first: a mismatch stops the run before anything is written.
+    # Check every study and make the splits first: a mismatch or a split that cannot
+    # be made stops the run before anything is written.
     for seed in seeds:
         for sampler in samplers:
             check_study(storage, config, sampler, seed, storage_url=storage_url)
+    if data is None:
+        data = prepare_data(config)
     studies: dict[tuple[str, int], optuna.Study] = {}
     for seed in seeds:
         for sampler in samplers:
             studies[sampler, seed] = open_study(
                 storage, config, sampler, seed, storage_url=storage_url
             )
-    if data is None:
-        data = prepare_data(config)
     if on_plan is not None:
         if budget.n_trials is None:
             on_plan(None)
@@ -440,12 +444,23 @@ def plot_histories(comparison: Comparison, path: str | Path) -> Path:
     the highest seed. Uses matplotlib's Agg canvas; pyplot's global state is
     not touched.
     """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    history_figure(comparison).savefig(target, format="png")
+    return target
+
+
+def _legend_label(sampler: str, n_seeds: int) -> str:
+    """``ga (mean of 3 seeds)``; ``ga (1 seed)``."""
+    return f"{sampler} (1 seed)" if n_seeds == 1 else f"{sampler} (mean of {n_seeds} seeds)"
+
+
+def history_figure(comparison: Comparison) -> Any:
+    """The matplotlib ``Figure`` that :func:`plot_histories` writes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     figure = Figure(figsize=(7.5, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
@@ -464,7 +479,7 @@ def plot_histories(comparison: Comparison, path: str | Path) -> Path:
         (line,) = axes.plot(
             x,
             mean,
-            label=f"{sampler} (mean of {len(curves)} seeds)",
+            label=_legend_label(sampler, len(curves)),
             linewidth=2,
             drawstyle="steps-post",
         )
@@ -481,8 +496,7 @@ def plot_histories(comparison: Comparison, path: str | Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(target, format="png")
-    return target
+    return figure
 
 
 def default_plot_path(config: StudyConfig) -> Path:
