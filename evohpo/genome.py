@@ -2,9 +2,26 @@
 
 A :class:`Genome` is a stack of dense :class:`LayerGene` (units, activation,
 dropout) plus the global training genes (optimizer, learning rate, weight
-decay, batch size). Every layer gene carries a stable ``id``; a child keeps
-the id of each layer it inherits unchanged in shape, so later work can map a
-child's layers to its parent's trained weights.
+decay, batch size).
+
+Gene ids
+--------
+Every layer gene carries an ``id`` that names its trained weights, so that a
+child's layers can be mapped to its parent's. The weight matrix of a layer
+has the shape ``(input width, units)``, its input width being the units of
+the layer before it (the network's input for the first layer; see
+:meth:`Genome.weight_shapes`). The rule every operator follows:
+
+* a child's layer keeps its parent layer's id only while that shape is
+  unchanged. A layer whose units change gets a fresh id, and so does the
+  layer after it (its input width changed), after crossover, insertion or
+  removal as well as after a units mutation;
+* activation and dropout do not change the shape: a layer whose activation
+  or dropout mutates keeps its id;
+* inserted and duplicated layers get fresh ids;
+* non-empty ids are unique within a genome (:class:`Genome` rejects repeats);
+  the empty id ``""`` means "no id" (a genome built without ids) and may
+  repeat. Ids are strings; JSON with another type is rejected.
 
 Two serialised forms exist and both round-trip exactly:
 
@@ -18,11 +35,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
-from evohpo._validation import check_choice, check_float, check_int
+from evohpo._validation import check_choice, check_float, check_int, raise_invalid
 from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
 
 __all__ = [
@@ -35,6 +53,7 @@ __all__ = [
     "layer_param",
     "new_gene_id",
     "parse_layer_param",
+    "weight_shapes",
 ]
 
 SCHEMA_VERSION = 1
@@ -88,7 +107,9 @@ class LayerGene:
     dropout : float
         Dropout rate after the activation, in ``[0, 1)``.
     id : str
-        Stable identifier; kept by children whose layer keeps its shape.
+        Names the layer's trained weights; kept by a child only while the
+        layer's weight shape (input width, units) is unchanged (see the
+        module's "Gene ids"). ``""`` means no id.
     """
 
     units: int
@@ -106,9 +127,7 @@ class LayerGene:
             check_float(self.dropout, "dropout", owner, low=0.0, high=1.0, high_open=True),
         )
         if not isinstance(self.id, str):
-            raise InvalidParameterError(
-                f"The 'id' parameter of LayerGene must be a str. Got {self.id!r} instead."
-            )
+            raise_invalid("id", owner, "a str", self.id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +149,8 @@ class Genome:
     Parameters
     ----------
     layers : sequence of LayerGene
-        Hidden layers from input to output; at least one.
+        Hidden layers from input to output; at least one. Their non-empty
+        ids must be distinct.
     optimizer : str
         One of :data:`OPTIMIZERS`.
     learning_rate : float
@@ -169,6 +189,12 @@ class Genome:
                     "The 'layers' parameter of Genome must contain only LayerGene values. "
                     f"Got {layer!r} instead."
                 )
+        ids = [layer.id for layer in layers if layer.id]
+        if len(set(ids)) != len(ids):
+            repeated = next(i for n, i in enumerate(ids) if i in ids[:n])
+            raise_invalid(
+                "layers", owner, f"layers with distinct gene ids (id {repeated!r} repeats)", ids
+            )
         object.__setattr__(self, "layers", layers)
         check_choice(self.optimizer, "optimizer", owner, OPTIMIZERS)
         object.__setattr__(
@@ -187,6 +213,22 @@ class Genome:
     def depth(self) -> int:
         """Number of hidden layers."""
         return len(self.layers)
+
+    def weight_shapes(self) -> list[tuple[int | None, int]]:
+        """``(input width, units)`` of each layer's weight matrix.
+
+        The first layer's input width is the network's input, unknown to the
+        genome: ``None``. A layer keeps its gene id only while this shape is
+        unchanged (see the module's "Gene ids").
+
+        Examples
+        --------
+        >>> g = Genome((LayerGene(64, "relu", 0.0), LayerGene(32, "relu", 0.0)),
+        ...            "adam", 1e-3, 0.0, 64)
+        >>> g.weight_shapes()
+        [(None, 64), (64, 32)]
+        """
+        return weight_shapes(self.layers)
 
     def replace(self, **changes: Any) -> Genome:
         """A copy with ``changes`` applied (validated like a new genome)."""
@@ -254,9 +296,13 @@ class Genome:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Genome:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`; raises :class:`GenomeFormatError` on bad input."""
         try:
             data = json.loads(text)
+        except RecursionError as exc:
+            raise GenomeFormatError(
+                "A genome must be valid JSON: it is nested too deeply to be a genome."
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise GenomeFormatError(f"A genome must be valid JSON: {exc}") from exc
         return cls.from_dict(data)
@@ -277,12 +323,32 @@ class Genome:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], ids: Sequence[str] | None = None) -> Genome:
-        """Inverse of :meth:`to_params`; per-layer ``ids`` may be given."""
+        """Inverse of :meth:`to_params`; per-layer ``ids`` may be given.
+
+        Parameters
+        ----------
+        params : mapping of str to value
+            Optuna parameters (``FrozenTrial.params``); keys that are not
+            genome parameters are ignored.
+        ids : sequence of str, optional
+            Gene ids of the layers, in order; layers beyond them get ``""``.
+
+        Raises
+        ------
+        GenomeFormatError
+            If ``params`` is not a mapping, lacks a genome parameter or holds
+            an invalid value, or ``ids`` is not a sequence of distinct str.
+        """
+        owner = "Genome.from_params"
+        if not isinstance(params, Mapping):
+            _format_error("params", owner, "a mapping of parameter names to values", params)
+        if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence)):
+            _format_error("ids", owner, "a sequence of str or None", ids)
         missing = [name for name in GLOBAL_PARAMS if name not in params]
         if missing:
             raise GenomeFormatError(f"The parameter dict lacks the genome parameters {missing}.")
         try:
-            depth = check_int(params[N_LAYERS], N_LAYERS, "Genome.from_params", low=1)
+            depth = check_int(params[N_LAYERS], N_LAYERS, owner, low=1)
         except InvalidParameterError as exc:
             raise GenomeFormatError(str(exc)) from exc
         layer_names = [layer_param(i, f) for i in range(depth) for f in LAYER_FIELDS]
@@ -313,18 +379,34 @@ class Genome:
             raise GenomeFormatError(f"The parameter dict holds an invalid value: {exc}") from exc
 
 
+def weight_shapes(layers: Sequence[LayerGene]) -> list[tuple[int | None, int]]:
+    """``(input width, units)`` of each layer of a stack; ``None``: the network's input."""
+    widths: list[int | None] = [None, *(layer.units for layer in layers[:-1])]
+    return [(width, layer.units) for width, layer in zip(widths, layers, strict=True)]
+
+
+def _format_error(name: str, owner: str, expected: str, got: Any) -> NoReturn:
+    """Raise :class:`GenomeFormatError` with the package's one message template."""
+    try:
+        raise_invalid(name, owner, expected, got)
+    except InvalidParameterError as exc:
+        raise GenomeFormatError(str(exc)) from None
+
+
 def _layer_from_dict(item: Any) -> LayerGene:
     if not isinstance(item, Mapping):
-        raise GenomeFormatError(f"Each layer must be a JSON object. Got {item!r}.")
-    missing = sorted({"units", "activation", "dropout"} - set(item))
+        raise GenomeFormatError(f"Each layer must be a JSON object. Got {reprlib.repr(item)}.")
+    missing = sorted(set(LAYER_FIELDS) - set(item))
     if missing:
         raise GenomeFormatError(f"A layer is missing the keys {missing}.")
     units = item["units"]
     if isinstance(units, float) and math.isfinite(units) and units.is_integer():
         units = int(units)
+    # A missing id means no id; any other non-string (null, a number) is rejected
+    # by LayerGene rather than coerced, so two layers cannot end up sharing 'None'.
     return LayerGene(
         units=units,
         activation=item["activation"],
         dropout=item["dropout"],
-        id=str(item.get("id", "")),
+        id=item.get("id", ""),
     )

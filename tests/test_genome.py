@@ -120,6 +120,10 @@ def test_invalid_layer(kwargs: dict[str, Any], match: str) -> None:
         ({"batch_size": 0}, "'batch_size' parameter of Genome must be an int >= 1. Got 0"),
         ({"batch_size": True}, "'batch_size' parameter of Genome must be an int >= 1. Got True"),
         ({"batch_size": 32.0}, "'batch_size' parameter of Genome must be an int"),
+        (
+            {"layers": (LayerGene(8, "relu", 0.0, "x"), LayerGene(4, "relu", 0.0, "x"))},
+            r"'layers' parameter of Genome must be layers with distinct gene ids \(id 'x' repeats",
+        ),
     ],
 )
 def test_invalid_genome(changes: dict[str, Any], match: str) -> None:
@@ -273,6 +277,42 @@ def test_malformed_json(text: str | bytes, match: str) -> None:
         Genome.from_json(text)
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, "[" * 100_000 + "]" * 100_000, '{"a":' * 50_000])
+def test_deeply_nested_json_is_a_format_error(text: str) -> None:
+    with pytest.raises(GenomeFormatError, match="valid JSON: it is nested too deeply"):
+        Genome.from_json(text)
+
+
+def _json_with_ids(*ids: Any) -> str:
+    data = _genome().to_dict()
+    for layer, gene_id in zip(data["layers"], ids, strict=True):
+        layer["id"] = gene_id
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [
+        ((None, "b"), "'id' parameter of LayerGene must be a str. Got None instead"),
+        ((None, None), "'id' parameter of LayerGene must be a str. Got None instead"),
+        ((12, "b"), "'id' parameter of LayerGene must be a str. Got 12 instead"),
+        (("a", ["b"]), r"'id' parameter of LayerGene must be a str. Got \['b'\] instead"),
+        (("a", "a"), r"distinct gene ids \(id 'a' repeats\)"),
+    ],
+)
+def test_json_gene_ids_must_be_distinct_strings(ids: tuple[Any, ...], match: str) -> None:
+    with pytest.raises(GenomeFormatError, match=match):
+        Genome.from_json(_json_with_ids(*ids))
+
+
+def test_json_without_ids_reads_as_no_id_and_empty_ids_may_repeat() -> None:
+    data = _genome().to_dict()
+    for layer in data["layers"]:
+        del layer["id"]
+    assert [layer.id for layer in Genome.from_dict(data).layers] == ["", ""]
+    assert [layer.id for layer in Genome.from_json(_json_with_ids("", "")).layers] == ["", ""]
+
+
 def test_non_string_json_input() -> None:
     with pytest.raises(GenomeFormatError, match="A genome must be valid JSON"):
         Genome.from_json(None)  # type: ignore[arg-type]
@@ -312,6 +352,38 @@ def test_malformed_params(edit: Any, match: str) -> None:
     edit(params)
     with pytest.raises(GenomeFormatError, match=match):
         Genome.from_params(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "ids", "match"),
+    [
+        (
+            None,
+            None,
+            "The 'params' parameter of Genome.from_params must be a mapping of parameter "
+            "names to values. Got None instead",
+        ),
+        ([("n_layers", 1)], None, "'params' parameter of Genome.from_params must be a mapping"),
+        (_genome().to_params(), "ab", "'ids' parameter of Genome.from_params must be a sequence"),
+        (_genome().to_params(), 5, "'ids' parameter of Genome.from_params"),
+        (_genome().to_params(), [1, 2], "'id' parameter of LayerGene must be a str. Got 1"),
+        (_genome().to_params(), ["x", "x"], r"distinct gene ids \(id 'x' repeats\)"),
+    ],
+)
+def test_from_params_rejects_bad_arguments(params: Any, ids: Any, match: str) -> None:
+    with pytest.raises(GenomeFormatError, match=match):
+        Genome.from_params(params, ids=ids)
+
+
+def test_weight_shapes_chain_the_widths() -> None:
+    genome = _genome(
+        layers=(
+            LayerGene(64, "relu", 0.0, "a"),
+            LayerGene(32, "tanh", 0.0, "b"),
+            LayerGene(8, "relu", 0.0, "c"),
+        )
+    )
+    assert genome.weight_shapes() == [(None, 64), (64, 32), (32, 8)]
 
 
 def test_layer_param_names() -> None:
