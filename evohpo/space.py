@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import Any
 
 from evohpo._validation import check_float, check_int, raise_invalid
 from evohpo.exceptions import SearchSpaceError
-from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene, new_gene_id
+from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene, new_gene_id, weight_shapes
 
 __all__ = ["SearchSpace"]
 
@@ -66,11 +67,10 @@ class SearchSpace:
         set_ = object.__setattr__
         err = SearchSpaceError
         set_(self, "min_layers", check_int(self.min_layers, "min_layers", _OWNER, low=1, error=err))
-        set_(
-            self,
-            "max_layers",
-            check_int(self.max_layers, "max_layers", _OWNER, low=self.min_layers, error=err),
-        )
+        set_(self, "max_layers", check_int(self.max_layers, "max_layers", _OWNER, low=1, error=err))
+        if self.max_layers < self.min_layers:
+            expected = f"an int >= min_layers ({self.min_layers})"
+            raise_invalid("max_layers", _OWNER, expected, self.max_layers, err)
         set_(self, "units", _int_range(self.units, "units", low=1))
         set_(self, "dropout", _float_range(self.dropout, "dropout", 0.0, 1.0, high_open=True))
         set_(self, "learning_rate", _float_range(self.learning_rate, "learning_rate", 0.0, None))
@@ -86,14 +86,30 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
-        """Build from a mapping of settings, e.g. the ``[space]`` table of a study file."""
+        """Build from a mapping of settings, e.g. the ``[space]`` table of a study file.
+
+        Lists stand for tuples (as JSON and TOML write them). An unknown
+        setting raises :class:`~evohpo.exceptions.SearchSpaceError` that lists
+        the settings and suggests the closest one.
+
+        Examples
+        --------
+        >>> SearchSpace.from_dict({"max_layers": 2, "units": [8, 64]}).units
+        (8, 64)
+        >>> SearchSpace.from_dict({"unit": [8, 64]})
+        Traceback (most recent call last):
+        ...
+        evohpo.exceptions.SearchSpaceError: Unknown ... settings ['unit']; ... Did you mean 'units'?
+        """
         if not isinstance(data, Mapping):
             raise SearchSpaceError(f"SearchSpace settings must be a mapping. Got {data!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted((k for k in data if k not in known), key=str)
         if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise SearchSpaceError(
-                f"Unknown SearchSpace settings {unknown}; the settings are {sorted(known)}."
+                f"Unknown SearchSpace settings {unknown}; the settings are {sorted(known)}.{hint}"
             )
         converted: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
@@ -160,8 +176,13 @@ class SearchSpace:
         Numbers are clipped to their ranges, a categorical gene that is no
         longer a choice becomes the first choice, a batch size becomes the
         nearest choice, extra layers are cut from the output end and missing
-        layers are copies of the last one (with derived ids). Genes already
-        inside the space are kept, ids included.
+        layers are copies of the last one. Genes already inside the space are
+        kept, and so are the ids of layers whose weight shape (input width,
+        units) the repair leaves alone; a layer whose shape it changes (its
+        units clipped, or those of the layer before it) and a padded layer
+        get an id derived from the old one, ``id + "+"`` (more ``+`` if that
+        one is taken), since the repair draws nothing at random. The empty id
+        stays empty.
         """
         layers = [
             LayerGene(
@@ -178,9 +199,9 @@ class SearchSpace:
         ]
         while len(layers) < self.min_layers:
             last = layers[-1]
-            layers.append(LayerGene(last.units, last.activation, last.dropout, f"{last.id}+"))
+            layers.append(LayerGene(last.units, last.activation, last.dropout, last.id))
         return Genome(
-            layers=tuple(layers),
+            layers=_derive_ids(layers, genome.layers),
             optimizer=(
                 genome.optimizer if genome.optimizer in self.optimizers else self.optimizers[0]
             ),
@@ -188,6 +209,29 @@ class SearchSpace:
             weight_decay=_clip(genome.weight_decay, self.weight_decay),
             batch_size=min(self.batch_sizes, key=lambda b: (abs(b - genome.batch_size), b)),
         )
+
+
+def _derive_ids(
+    layers: Sequence[LayerGene], originals: Sequence[LayerGene]
+) -> tuple[LayerGene, ...]:
+    """``layers`` (repaired from ``originals``) with the id rule of :mod:`evohpo.genome` applied.
+
+    A layer keeps its id while its weight shape is that of the original at
+    its position; otherwise it gets ``id + "+"``, extended until unique.
+    """
+    old = weight_shapes(originals)
+    new = weight_shapes(layers)
+    taken = {layer.id for layer in layers}
+    result: list[LayerGene] = []
+    for i, layer in enumerate(layers):
+        if layer.id and (i >= len(old) or new[i] != old[i]):
+            gene_id = layer.id + "+"
+            while gene_id in taken:
+                gene_id += "+"
+            taken.add(gene_id)
+            layer = LayerGene(layer.units, layer.activation, layer.dropout, gene_id)
+        result.append(layer)
+    return tuple(result)
 
 
 def _clip(value: Any, bounds: tuple[Any, Any]) -> Any:

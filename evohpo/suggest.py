@@ -20,8 +20,10 @@ from optuna.distributions import (
 )
 
 from evohpo._storage import trial_user_attrs
+from evohpo._validation import raise_invalid
 from evohpo.genome import (
     BATCH_SIZE,
+    LAYER_FIELDS,
     LEARNING_RATE,
     N_LAYERS,
     OPTIMIZER,
@@ -37,6 +39,8 @@ __all__ = [
     "space_from_distributions",
     "suggest_genome",
 ]
+
+_SPACE_EXPECTED = "a SearchSpace or None (build one from a mapping with SearchSpace.from_dict)"
 
 
 def genome_distributions(space: SearchSpace, depth: int) -> dict[str, BaseDistribution]:
@@ -104,7 +108,10 @@ def suggest_genome(trial: optuna.trial.BaseTrial, space: SearchSpace | None = No
     trial : optuna.trial.BaseTrial
         The trial of any sampler (``Trial``, ``FixedTrial``, ``FrozenTrial``).
     space : SearchSpace, optional
-        Ranges and choices; the default :class:`SearchSpace` if omitted.
+        Ranges and choices; the default :class:`SearchSpace` if omitted. A
+        mapping of settings is not accepted (as by :class:`evohpo.EvoSampler`):
+        build the space with :meth:`SearchSpace.from_dict` once, outside the
+        objective.
 
     Returns
     -------
@@ -112,6 +119,11 @@ def suggest_genome(trial: optuna.trial.BaseTrial, space: SearchSpace | None = No
         The suggested genome. Under :class:`evohpo.EvoSampler` it carries the
         gene ids the sampler bred (so layers map to the parent's layers);
         otherwise ids are derived from the trial number.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``space`` is neither a :class:`SearchSpace` nor ``None``.
 
     Examples
     --------
@@ -124,12 +136,14 @@ def suggest_genome(trial: optuna.trial.BaseTrial, space: SearchSpace | None = No
     >>> genome.depth, genome.layers[0].units
     (1, 16)
     """
+    if space is not None and not isinstance(space, SearchSpace):
+        raise_invalid("space", "suggest_genome", _SPACE_EXPECTED, space)
     space = space if space is not None else SearchSpace()
     dists = genome_distributions(space, space.max_layers)
     depth = trial.suggest_int(N_LAYERS, space.min_layers, space.max_layers)
     params: dict[str, object] = {N_LAYERS: depth}
     for i in range(depth):
-        for field in ("units", "activation", "dropout"):
+        for field in LAYER_FIELDS:
             name = layer_param(i, field)
             params[name] = _suggest(trial, name, dists[name])
     for name in (OPTIMIZER, LEARNING_RATE, WEIGHT_DECAY, BATCH_SIZE):

@@ -52,6 +52,8 @@ def any_genomes(draw: st.DrawFn) -> Genome:
             ),
             min_size=1,
             max_size=8,
+            # Non-empty ids are unique within a genome; "" (no id) may repeat.
+            unique_by=lambda layer: layer.id or id(layer),
         )
     )
     return Genome(
@@ -130,8 +132,10 @@ seeds = st.integers(0, 2**32 - 1)
         ({"min_layers": 0}, "'min_layers' parameter of SearchSpace must be an int >= 1"),
         (
             {"min_layers": 3, "max_layers": 2},
-            "'max_layers' parameter of SearchSpace must be an int >= 3",
+            r"'max_layers' parameter of SearchSpace must be an int >= min_layers \(3\)\. "
+            "Got 2 instead",
         ),
+        ({"min_layers": 1, "max_layers": 0}, "'max_layers' parameter .* an int >= 1"),
         ({"min_layers": 1.0}, "'min_layers' parameter"),
         ({"min_layers": True}, "'min_layers' parameter"),
         ({"max_layers": "4"}, "'max_layers' parameter"),
@@ -244,11 +248,19 @@ def test_repair_maps_any_genome_inside(space: SearchSpace, genome: Genome) -> No
     repaired = space.repair(genome)
     assert space.contains(repaired), space.violations(repaired)
     assert space.repair(repaired).to_json() == repaired.to_json()
-    # Layers kept from the input keep their ids, in order.
+    # Layers kept from the input keep their ids while their weight shape is kept;
+    # a reshaped layer gets an id derived from its own. Ids stay unique.
     kept = min(genome.depth, space.max_layers)
-    assert [layer.id for layer in repaired.layers[:kept]] == [
-        layer.id for layer in genome.layers[:kept]
-    ]
+    old, new = genome.weight_shapes(), repaired.weight_shapes()
+    for i in range(kept):
+        before, after = genome.layers[i].id, repaired.layers[i].id
+        if new[i] == old[i] or not before:
+            assert after == before
+        else:
+            assert after.startswith(before + "+")
+            assert after.rstrip("+") == before.rstrip("+")
+    ids = [layer.id for layer in repaired.layers if layer.id]
+    assert len(set(ids)) == len(ids)
 
 
 def test_repair_clips_cuts_and_pads() -> None:
@@ -273,7 +285,9 @@ def test_repair_clips_cuts_and_pads() -> None:
         (8, "tanh", 0.1),
         (8, "tanh", 0.1),
     ]
-    assert [layer.id for layer in repaired.layers] == ["a", "b", "b+"]
+    # Both layers change shape (a's units are clipped, so b's input width changes
+    # with its own units): derived ids; the padded copy of b gets another one.
+    assert [layer.id for layer in repaired.layers] == ["a+", "b+", "b++"]
     assert repaired.optimizer == "adam"
     assert repaired.learning_rate == 0.1
     assert repaired.weight_decay == 1e-7
@@ -283,6 +297,23 @@ def test_repair_clips_cuts_and_pads() -> None:
         tuple(LayerGene(16, "relu", 0.0, str(i)) for i in range(6)), "adam", 1e-3, 1e-5, 32
     )
     assert [layer.id for layer in space.repair(deep).layers] == ["0", "1", "2", "3"]
+
+
+def test_repair_gives_the_layer_after_a_clipped_one_a_derived_id() -> None:
+    space = SearchSpace(units=(8, 64))
+    genome = Genome(
+        (LayerGene(100, "relu", 0.0, "a"), LayerGene(32, "relu", 0.0, "b")),
+        "adam",
+        1e-3,
+        1e-5,
+        32,
+    )
+    repaired = space.repair(genome)
+    # b keeps its units but its input width went from 100 to 64: new weight shape.
+    assert [layer.units for layer in repaired.layers] == [64, 32]
+    assert [layer.id for layer in repaired.layers] == ["a+", "b+"]
+    inside = Genome((LayerGene(64, "relu", 0.0, "a"), genome.layers[1]), "adam", 1e-3, 1e-5, 32)
+    assert [layer.id for layer in space.repair(inside).layers] == ["a", "b"]
 
 
 # -- serialisation ---------------------------------------------------------------------------
@@ -305,6 +336,21 @@ def test_from_dict_rejects_unknown_settings() -> None:
         SearchSpace.from_dict({"depth": 3})
 
 
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [("unit", "units"), ("max_layer", "max_layers"), ("activation", "activations")],
+)
+def test_from_dict_suggests_the_closest_setting(key: str, hint: str) -> None:
+    with pytest.raises(SearchSpaceError, match=rf"\['{key}'\].* Did you mean '{hint}'\?$"):
+        SearchSpace.from_dict({key: 3})
+
+
+def test_from_dict_without_a_close_setting_gives_no_hint() -> None:
+    with pytest.raises(SearchSpaceError, match="Unknown SearchSpace settings") as info:
+        SearchSpace.from_dict({"zzzzzz": 3})
+    assert "Did you mean" not in str(info.value)
+
+
 def test_from_dict_rejects_a_non_mapping() -> None:
     with pytest.raises(SearchSpaceError, match="SearchSpace settings must be a mapping"):
         SearchSpace.from_dict([("max_layers", 2)])  # type: ignore[arg-type]
@@ -313,3 +359,30 @@ def test_from_dict_rejects_a_non_mapping() -> None:
 def test_from_dict_validates_values() -> None:
     with pytest.raises(SearchSpaceError, match="'max_layers' parameter"):
         SearchSpace.from_dict({"max_layers": 0})
+
+
+# -- suggest_genome --------------------------------------------------------------------------
+@pytest.mark.parametrize("space", [{"max_layers": 2}, "small", 3])
+def test_suggest_genome_needs_a_search_space(space: Any) -> None:
+    import optuna
+
+    from evohpo.suggest import suggest_genome
+
+    trial = optuna.trial.FixedTrial({"n_layers": 1})
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'space' parameter of suggest_genome must be a SearchSpace or None "
+        r"\(build one from a mapping with SearchSpace.from_dict\)\. Got .* instead",
+    ):
+        suggest_genome(trial, space)
+
+
+def test_suggest_genome_accepts_the_space_built_from_the_mapping() -> None:
+    import optuna
+
+    from evohpo.suggest import suggest_genome
+
+    space = SearchSpace.from_dict({"max_layers": 2, "units": [8, 16]})
+    params = space.sample(random.Random(0)).to_params()
+    genome = suggest_genome(optuna.trial.FixedTrial(params), space)
+    assert genome.to_params() == params
