@@ -41,7 +41,7 @@ from optuna.distributions import (
 from evohpo._random import seeded_global_random
 from evohpo._validation import check_float, check_int, check_probability, raise_invalid
 from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import Genome, LayerGene, new_gene_id
+from evohpo.genome import Genome, LayerGene, new_gene_id, weight_shapes
 from evohpo.space import SearchSpace
 
 __all__ = [
@@ -157,10 +157,15 @@ class _Draft:
 
     def __init__(self, genome: Genome) -> None:
         self.layers: list[LayerGene] = list(genome.layers)
+        self.parent_ids = {layer.id for layer in genome.layers}
         self.optimizer = genome.optimizer
         self.learning_rate = genome.learning_rate
         self.weight_decay = genome.weight_decay
         self.batch_size = genome.batch_size
+
+    def taken_ids(self) -> set[str]:
+        """Ids a new layer must not get: the parent's and the draft's."""
+        return self.parent_ids | {layer.id for layer in self.layers}
 
     def build(self) -> Genome:
         return Genome(
@@ -189,9 +194,11 @@ def mutate(
     only where the depth bounds allow. If the result equals the parent,
     random applicable mutations are applied until it differs.
 
-    Gene ids follow the layers' shapes: a layer whose units change, an
-    inserted layer and a duplicate get fresh ids; a layer whose activation or
-    dropout changes keeps its id.
+    Gene ids follow the layers' weight shapes (the rule of
+    :mod:`evohpo.genome`): a layer whose units or input width change gets a
+    fresh id (the layer after a layer whose units changed, after an inserted
+    or removed layer, too), and so do an inserted layer and a duplicate; a
+    layer whose activation or dropout changes keeps its id.
 
     Parameters
     ----------
@@ -241,6 +248,7 @@ def mutate(
             break
         _force(rng.choice(kinds), draft, space, rng, rates, ops)
     child = space.repair(draft.build())
+    child = child.replace(layers=_rekey(child.layers, (genome, parent), rng))
     return child, _unique(ops)
 
 
@@ -298,7 +306,7 @@ def _changed_layer(
     rng: random.Random,
     ops: list[str],
 ) -> LayerGene:
-    """``layer`` with new genes; a new id only when its width changed."""
+    """``layer`` with new genes, its id kept (:func:`_rekey` settles ids at the end)."""
     if units == layer.units and activation == layer.activation and dropout == layer.dropout:
         return layer
     if units != layer.units:
@@ -307,9 +315,7 @@ def _changed_layer(
         ops.append(_ACTIVATION)
     if dropout != layer.dropout:
         ops.append(_DROPOUT)
-    # A new width means new weight shapes: the layer is no longer its parent's.
-    gene_id = new_gene_id(rng) if units != layer.units else layer.id
-    return LayerGene(units=units, activation=activation, dropout=dropout, id=gene_id)
+    return LayerGene(units=units, activation=activation, dropout=dropout, id=layer.id)
 
 
 def _mutate_structure(
@@ -332,14 +338,19 @@ def _remove_layer(draft: _Draft, rng: random.Random, ops: list[str]) -> None:
 
 def _insert_layer(draft: _Draft, space: SearchSpace, rng: random.Random, ops: list[str]) -> None:
     position = rng.randint(0, len(draft.layers))
-    draft.layers.insert(position, space.sample_layer(rng))
+    layer = space.sample_layer(rng)
+    taken = draft.taken_ids()
+    if layer.id in taken:  # only when rng repeats a stream that made the parent
+        layer = LayerGene(layer.units, layer.activation, layer.dropout, _fresh_id(rng, taken))
+    draft.layers.insert(position, layer)
     ops.append(_INSERT)
 
 
 def _duplicate_layer(draft: _Draft, rng: random.Random, ops: list[str]) -> None:
     index = rng.randrange(len(draft.layers))
     layer = draft.layers[index]
-    copy = LayerGene(layer.units, layer.activation, layer.dropout, id=new_gene_id(rng))
+    taken = draft.taken_ids()
+    copy = LayerGene(layer.units, layer.activation, layer.dropout, id=_fresh_id(rng, taken))
     draft.layers.insert(index + 1, copy)
     ops.append(_DUPLICATE)
 
@@ -478,6 +489,42 @@ def _unique(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _rekey(
+    layers: Sequence[LayerGene], parents: Sequence[Genome], rng: random.Random
+) -> tuple[LayerGene, ...]:
+    """``layers`` under the id rule of :mod:`evohpo.genome`.
+
+    A layer with a parent's id keeps it only if it still has a weight shape
+    (input width, units) that id had in a parent, and only at its first
+    occurrence; otherwise it gets a fresh id. Ids no parent has (layers this
+    operator made) are kept while unique.
+    """
+    known: dict[str, set[tuple[int | None, int]]] = {}
+    for parent in parents:
+        for layer, shape in zip(parent.layers, weight_shapes(parent.layers), strict=True):
+            known.setdefault(layer.id, set()).add(shape)
+    taken = set(known) | {layer.id for layer in layers}
+    used: set[str] = set()
+    result: list[LayerGene] = []
+    for layer, shape in zip(layers, weight_shapes(layers), strict=True):
+        shapes = known.get(layer.id)
+        if (shapes is not None and shape not in shapes) or (layer.id and layer.id in used):
+            gene_id = _fresh_id(rng, taken)
+            taken.add(gene_id)
+            layer = LayerGene(layer.units, layer.activation, layer.dropout, id=gene_id)
+        used.add(layer.id)
+        result.append(layer)
+    return tuple(result)
+
+
+def _fresh_id(rng: random.Random, taken: set[str]) -> str:
+    """A new gene id from ``rng`` that is none of ``taken``."""
+    gene_id = new_gene_id(rng)
+    while gene_id in taken:
+        gene_id = new_gene_id(rng)
+    return gene_id
+
+
 # -- crossover of genomes -------------------------------------------------------------------
 def crossover(
     a: Genome, b: Genome, space: SearchSpace, rng: random.Random
@@ -504,14 +551,17 @@ def crossover(
     Returns
     -------
     child : Genome
-        Its layers keep their ids; a layer whose id already occurs earlier in
-        the child (parents of common descent) gets a fresh id, so ids stay
-        unique within a genome.
+        Its layers keep their ids where their weight shape is unchanged (the
+        rule of :mod:`evohpo.genome`): the first layer after the cut gets a
+        fresh id unless the layer before it is as wide as in its parent. A
+        layer whose id already occurs earlier in the child (parents of common
+        descent) gets a fresh id too, so ids stay unique within a genome.
     operators : list of str
-        ``"crossover:layers"`` when the child's layers come from both parents,
-        ``"crossover:globals"`` when its global genes do (empty when the
-        child copies one parent's genes), then ``"repair"`` if the repair
-        changed it.
+        ``"crossover:layers"`` when the child's layers differ in value from
+        both parents' layers, ``"crossover:globals"`` when its global genes
+        differ from both parents' (so nothing is reported when the child
+        equals a parent, e.g. for two equal parents), then ``"repair"`` if the
+        repair changed it.
 
     Examples
     --------
@@ -523,11 +573,8 @@ def crossover(
     True
     """
     _check_rng(rng, "crossover")
-    # Tag genes with their origin so the report can say what was mixed.
-    layers_a: list[tuple[str, LayerGene]] = [("a", layer) for layer in a.layers]
-    layers_b: list[tuple[str, LayerGene]] = [("b", layer) for layer in b.layers]
-    globals_a: list[tuple[str, Any]] = [("a", value) for value in _globals(a)]
-    globals_b: list[tuple[str, Any]] = [("b", value) for value in _globals(b)]
+    layers_a, layers_b = list(a.layers), list(b.layers)
+    globals_a, globals_b = _globals(a), _globals(b)
     with seeded_global_random(rng):
         if min(len(layers_a), len(layers_b)) >= 2:
             tools.cxOnePoint(layers_a, layers_b)
@@ -535,16 +582,18 @@ def crossover(
             # cxOnePoint draws its cut from [1, shorter - 1], empty for one layer.
             layers_a[1:], layers_b[1:] = layers_b[1:], layers_a[1:]
         tools.cxUniform(globals_a, globals_b, indpb=0.5)
-    tagged_layers = layers_a if rng.random() < 0.5 else layers_b
+    layers = layers_a if rng.random() < 0.5 else layers_b
 
+    # Values, not origins, decide what is reported: genes taken from the other
+    # parent that equal this parent's mix nothing (LayerGene equality ignores ids).
     ops: list[str] = []
-    if len({origin for origin, _ in tagged_layers}) > 1:
+    if tuple(layers) not in (a.layers, b.layers):
         ops.append(_CROSS_LAYERS)
-    if len({origin for origin, _ in globals_a}) > 1:
+    if globals_a not in (_globals(a), _globals(b)):
         ops.append(_CROSS_GLOBALS)
-    optimizer, learning_rate, weight_decay, batch_size = (value for _, value in globals_a)
+    optimizer, learning_rate, weight_decay, batch_size = globals_a
     child = Genome(
-        layers=_unique_ids([layer for _, layer in tagged_layers], rng),
+        layers=_rekey(layers, (a, b), rng),
         optimizer=optimizer,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -558,17 +607,6 @@ def crossover(
 
 def _globals(genome: Genome) -> list[Any]:
     return [genome.optimizer, genome.learning_rate, genome.weight_decay, genome.batch_size]
-
-
-def _unique_ids(layers: list[LayerGene], rng: random.Random) -> tuple[LayerGene, ...]:
-    seen: set[str] = set()
-    result: list[LayerGene] = []
-    for layer in layers:
-        if layer.id and layer.id in seen:
-            layer = LayerGene(layer.units, layer.activation, layer.dropout, id=new_gene_id(rng))
-        seen.add(layer.id)
-        result.append(layer)
-    return tuple(result)
 
 
 # -- selection ------------------------------------------------------------------------------
@@ -861,6 +899,7 @@ def mutate_params(
     gene_prob: float,
     *,
     sigma: float = 0.1,
+    ensure_change: bool = True,
 ) -> tuple[dict[str, Any], list[str]]:
     """A mutated copy of an Optuna parameter dict.
 
@@ -870,8 +909,13 @@ def mutate_params(
     logarithm if ``log=True``; DEAP's ``mutGaussian``), mirrored at the
     bounds and snapped to its ``step``; a categorical by drawing a different
     choice. A numeric step too small to reach another grid value moves one
-    grid step instead. If nothing changed, one random mutable parameter is
-    perturbed for certain.
+    grid step instead. If nothing changed and ``ensure_change`` is true, one
+    random mutable parameter is perturbed for certain.
+
+    Only the parameters in ``params`` are mutated: pass those the parent
+    actually used, so that every reported mutation is one the child can
+    express (a conditional parameter the parent never asked for is not
+    worth a mutation).
 
     Parameters
     ----------
@@ -886,6 +930,9 @@ def mutate_params(
         Per-parameter mutation probability in ``[0, 1]``.
     sigma : float, optional
         Step size as a fraction of each numeric range, ``> 0``.
+    ensure_change : bool, default=True
+        Whether a child equal to ``params`` is perturbed until it differs;
+        ``False`` when other genes of the same child already changed.
 
     Returns
     -------
@@ -908,6 +955,8 @@ def mutate_params(
     _check_rng(rng, owner)
     gene_prob = check_probability(gene_prob, "gene_prob", owner)
     sigma = check_float(sigma, "sigma", owner, low=0.0, low_open=True)
+    if not isinstance(ensure_change, bool):
+        raise_invalid("ensure_change", owner, "a bool", ensure_change)
     missing = [name for name in params if name not in distributions]
     if missing:
         raise InvalidParameterError(
@@ -939,7 +988,7 @@ def mutate_params(
     changed = {name for name in changed if child[name] != start[name]}
 
     # Guarantee a change: perturb random mutable parameters until one moves.
-    for _ in range(_MAX_FORCED if mutable and not changed else 0):
+    for _ in range(_MAX_FORCED if ensure_change and mutable and not changed else 0):
         name = rng.choice(mutable)
         dist = dists[name]
         if isinstance(dist, CategoricalDistribution):

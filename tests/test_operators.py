@@ -95,6 +95,29 @@ def _ids(genome: Genome) -> list[str]:
     return [layer.id for layer in genome.layers]
 
 
+def _assert_id_rule(child: Genome, parents: tuple[Genome, ...], *, same_genes: bool) -> None:
+    """Ids are unique; an id a parent had is kept only with that layer's weight shape."""
+    ids = [i for i in _ids(child) if i]
+    assert len(set(ids)) == len(ids)
+    known = {
+        layer.id: (layer, shape)
+        for parent in parents
+        for layer, shape in zip(parent.layers, parent.weight_shapes(), strict=True)
+    }
+    for layer, shape in zip(child.layers, child.weight_shapes(), strict=True):
+        if layer.id in known:
+            original, original_shape = known[layer.id]
+            assert shape == original_shape, (layer.id, shape, original_shape)
+            if same_genes:
+                assert layer.to_dict() == original.to_dict()
+
+
+def _layout(child: Genome, parents: tuple[Genome, ...]) -> tuple[str, ...]:
+    """The child's ids, ``"*"`` for an id no parent has (a fresh one)."""
+    known = {i for parent in parents for i in _ids(parent)}
+    return tuple(i if i in known else "*" for i in _ids(child))
+
+
 def _global_state_kept(call: Callable[[], object]) -> None:
     random.seed(12345)
     before = random.getstate()
@@ -233,11 +256,19 @@ def test_insert_layer_adds_a_fresh_layer_and_keeps_the_others() -> None:
         child, ops = mutate(parent, space, rng, ONLY_INSERT)
         assert ops == ["insert_layer"]
         assert child.depth == 3
-        new = [i for i, layer in enumerate(child.layers) if layer.id not in _ids(parent)]
-        assert len(new) == 1
-        positions.add(new[0])
-        kept = [layer for layer in child.layers if layer.id in _ids(parent)]
-        assert [layer.to_dict() for layer in kept] == [layer.to_dict() for layer in parent.layers]
+        at = [p for p in range(3) if child.layers[:p] + child.layers[p + 1 :] == parent.layers]
+        assert at
+        p = at[0]
+        positions.add(p)
+        _assert_id_rule(child, (parent,), same_genes=True)
+        # Layers before the insertion keep their ids; the inserted layer gets a fresh
+        # one, and so does the layer after it unless its input width is unchanged.
+        assert _ids(child)[:p] == _ids(parent)[:p]
+        assert child.layers[p].id not in _ids(parent)
+        if p < 2:
+            same_input = p > 0 and child.layers[p].units == parent.layers[p - 1].units
+            assert (child.layers[p + 1].id == parent.layers[p].id) == same_input
+            assert _ids(child)[p + 2 :] == _ids(parent)[p + 1 :]
     assert positions == {0, 1, 2}
 
 
@@ -250,9 +281,18 @@ def test_remove_layer_drops_one_layer() -> None:
         child, ops = mutate(parent, space, rng, ONLY_REMOVE)
         assert ops == ["remove_layer"]
         assert child.depth == 2
-        remaining = _ids(child)
-        assert remaining == [i for i in _ids(parent) if i in remaining]
-        removed |= set(_ids(parent)) - set(remaining)
+        at = [r for r in range(3) if parent.layers[:r] + parent.layers[r + 1 :] == child.layers]
+        assert at
+        r = at[0]
+        removed.add(parent.layers[r].id)
+        _assert_id_rule(child, (parent,), same_genes=True)
+        # The layer after the removed one now reads the layer before it (or the
+        # input): a fresh id unless that width is the one it read before.
+        assert _ids(child)[:r] == _ids(parent)[:r]
+        if r < 2:
+            same_input = r > 0 and parent.layers[r - 1].units == parent.layers[r].units
+            assert (child.layers[r].id == parent.layers[r + 1].id) == same_input
+            assert _ids(child)[r + 1 :] == _ids(parent)[r + 2 :]
         assert child.optimizer == parent.optimizer
     assert len(removed) > 50
 
@@ -293,7 +333,7 @@ def test_structural_mutations_skipped_at_the_depth_bounds() -> None:
 
 @FAST
 @given(spaces(), seeds)
-def test_mutate_ids_follow_the_units(space: SearchSpace, seed: int) -> None:
+def test_mutate_ids_follow_the_weight_shapes(space: SearchSpace, seed: int) -> None:
     rng = random.Random(seed)
     parent = space.sample(rng)
     child, ops = mutate(parent, space, rng, GENES_ONLY)
@@ -301,11 +341,47 @@ def test_mutate_ids_follow_the_units(space: SearchSpace, seed: int) -> None:
     if STRUCTURAL & set(ops):
         return  # a forced structural mutation (no gene could change); tested elsewhere
     assert child.depth == parent.depth
-    for old, new in zip(parent.layers, child.layers, strict=True):
-        if new.units == old.units:
+    shapes = zip(parent.weight_shapes(), child.weight_shapes(), strict=True)
+    for old, new, (old_shape, new_shape) in zip(parent.layers, child.layers, shapes, strict=True):
+        # Same units and same input width: same weights, same id.
+        if new_shape == old_shape:
             assert new.id == old.id
         else:
             assert new.id not in _ids(parent)
+
+
+def test_a_units_mutation_gives_the_next_layer_a_new_id_too() -> None:
+    # Only units can change, and depth is fixed at two.
+    space = SearchSpace(
+        min_layers=2,
+        max_layers=2,
+        units=(8, 128),
+        activations=("relu",),
+        dropout=(0.0, 0.0),
+        optimizers=("adam",),
+        learning_rate=(1e-3, 1e-3),
+        weight_decay=(1e-5, 1e-5),
+        batch_sizes=(32,),
+    )
+    parent = Genome(
+        (LayerGene(64, "relu", 0.0, "A"), LayerGene(32, "relu", 0.0, "B")), "adam", 1e-3, 1e-5, 32
+    )
+    first_only = second_only = 0
+    for seed in range(200):
+        child, ops = mutate(parent, space, random.Random(seed))
+        assert ops == ["mutate:units"]
+        a, b = child.layers
+        if a.units != 64 and b.units == 32:
+            # Layer B keeps its units, but its input width changed: its weights did.
+            first_only += 1
+            assert a.id not in ("A", "B")
+            assert b.id not in ("A", "B")
+        elif a.units == 64 and b.units != 32:
+            second_only += 1
+            assert a.id == "A"
+            assert b.id not in ("A", "B")
+    assert first_only > 10
+    assert second_only > 10
 
 
 @FAST
@@ -316,11 +392,8 @@ def test_mutate_structural_ids_are_fresh_and_unique(space: SearchSpace, seed: in
     rates = MutationRates(gene=0.0, insert_layer=0.5, remove_layer=0.5, duplicate_layer=0.5)
     child, _ = mutate(parent, space, rng, rates)
     assert len(set(_ids(child))) == child.depth
-    parent_layers = {layer.id: layer for layer in parent.layers}
-    # A kept id means a kept width (a forced gene mutation may change the rest).
-    for layer in child.layers:
-        if layer.id in parent_layers:
-            assert layer.units == parent_layers[layer.id].units
+    # A kept id means a kept weight shape (a forced gene mutation may change the rest).
+    _assert_id_rule(child, (parent,), same_genes=False)
 
 
 def test_mutate_changes_categoricals_to_a_different_choice() -> None:
@@ -382,9 +455,9 @@ def test_crossover_child_in_space_from_its_parents(space: SearchSpace, s1: int, 
     assert space.contains(child)
     assert child.depth in (a.depth, b.depth)
     assert set(ops) <= {"crossover:layers", "crossover:globals"}
-    parent_layers = {layer.id: layer for layer in (*a.layers, *b.layers)}
-    for layer in child.layers:
-        assert layer.to_dict() == parent_layers[layer.id].to_dict()
+    genes = {(layer.units, layer.activation, layer.dropout) for layer in (*a.layers, *b.layers)}
+    assert all((layer.units, layer.activation, layer.dropout) in genes for layer in child.layers)
+    _assert_id_rule(child, (a, b), same_genes=True)
     assert child.optimizer in (a.optimizer, b.optimizer)
     assert child.learning_rate in (a.learning_rate, b.learning_rate)
     assert child.weight_decay in (a.weight_decay, b.weight_decay)
@@ -409,10 +482,11 @@ def test_crossover_mixes_layers_of_different_depths() -> None:
     layouts = collections.Counter()
     for seed in range(300):
         child, ops = crossover(a, b, space, random.Random(seed))
-        layouts[tuple(_ids(child))] += 1
+        layouts[_layout(child, (a, b))] += 1
         assert "crossover:layers" in ops
     # Cut after the first layer (the only cut for a two-layer parent): two offspring.
-    assert set(layouts) == {("a0", "b1"), ("b0", "a1", "a2", "a3")}
+    # The first layer after the cut reads a layer of another width: a fresh id.
+    assert set(layouts) == {("a0", "*"), ("b0", "*", "a2", "a3")}
     assert min(layouts.values()) > 100
 
 
@@ -429,11 +503,11 @@ def test_crossover_handles_one_layer_parents(depth_a: int, depth_b: int) -> None
     for seed in range(100):
         child, _ = crossover(a, b, space, random.Random(seed))
         assert space.contains(child)
-        layouts.add(tuple(_ids(child)))
+        layouts.add(_layout(child, (a, b)))
     expected = {
         (1, 1): {("a0",), ("b0",)},
-        (1, 3): {("a0", "b1", "b2"), ("b0",)},
-        (3, 1): {("b0", "a1", "a2"), ("a0",)},
+        (1, 3): {("a0", "*", "b2"), ("b0",)},
+        (3, 1): {("b0", "*", "a2"), ("a0",)},
     }[(depth_a, depth_b)]
     assert layouts == expected
 
@@ -459,6 +533,55 @@ def test_crossover_globals_come_from_both_parents() -> None:
     assert 150 < optimizers["sgd"] < 250
     # All four global genes come from one parent with probability 2 / 16.
     assert 300 < mixed < 380
+
+
+def test_crossover_keeps_ids_only_with_their_input_width() -> None:
+    space = SearchSpace(max_layers=3)
+    a = Genome(
+        (LayerGene(64, "relu", 0.0, "A"), LayerGene(32, "relu", 0.0, "B")), "adam", 1e-3, 1e-5, 32
+    )
+    narrow = Genome(
+        (LayerGene(16, "tanh", 0.0, "C"), LayerGene(32, "tanh", 0.0, "D")), "adam", 1e-3, 1e-5, 32
+    )
+    wide = Genome(
+        (LayerGene(64, "tanh", 0.0, "E"), LayerGene(32, "tanh", 0.0, "F")), "adam", 1e-3, 1e-5, 32
+    )
+    narrow_layouts, wide_layouts = set(), set()
+    for seed in range(60):
+        child, _ = crossover(a, narrow, space, random.Random(seed))
+        narrow_layouts.add(_layout(child, (a, narrow)))
+        child, _ = crossover(a, wide, space, random.Random(seed))
+        wide_layouts.add(_layout(child, (a, wide)))
+    # B and D read a layer of another width in the child: new weights, new ids.
+    assert narrow_layouts == {("A", "*"), ("C", "*")}
+    # The same widths: the layers keep their ids, weights can be inherited.
+    assert wide_layouts == {("A", "F"), ("E", "B")}
+
+
+@pytest.mark.parametrize("same_ids", [True, False])
+def test_crossover_of_equal_parents_reports_no_crossover(same_ids: bool) -> None:
+    space = SearchSpace(max_layers=4)
+    for seed in range(30):
+        genome = space.sample(random.Random(seed))
+        other = genome if same_ids else Genome.from_params(genome.to_params())
+        child, ops = crossover(genome, other, space, random.Random(seed))
+        assert child == genome
+        assert ops == []
+
+
+def test_crossover_reports_only_the_parts_that_differ() -> None:
+    space = SearchSpace(max_layers=4)
+    layers = (LayerGene(16, "relu", 0.0, "x"), LayerGene(32, "tanh", 0.1, "y"))
+    a = Genome(layers, "sgd", 1e-3, 1e-5, 32)
+    b = Genome(layers, "adam", 1e-2, 1e-4, 64)  # the same layers, other globals
+    reported = set()
+    for seed in range(50):
+        child, ops = crossover(a, b, space, random.Random(seed))
+        assert "crossover:layers" not in ops
+        mixed = child.replace(layers=layers) not in (a, b)
+        assert ("crossover:globals" in ops) == mixed
+        reported.update(ops)
+    assert reported == {"crossover:globals"}
 
 
 def test_crossover_gives_repeated_ids_a_fresh_one() -> None:
@@ -874,6 +997,17 @@ def test_mutate_params_changes_categoricals_and_guarantees_a_change() -> None:
         assert ops == ["mutate:act"]
 
 
+def test_mutate_params_ensure_change_false_may_leave_the_params_unchanged() -> None:
+    dists: dict[str, BaseDistribution] = {"act": CategoricalDistribution(["relu", "tanh"])}
+    params = {"act": "relu"}
+    assert mutate_params(params, dists, random.Random(0), 0.0, ensure_change=False) == (
+        params,
+        [],
+    )
+    child, ops = mutate_params(params, dists, random.Random(0), 1.0, ensure_change=False)
+    assert (child, ops) == ({"act": "tanh"}, ["mutate:act"])
+
+
 def test_mutate_params_without_mutable_parameters() -> None:
     dists: dict[str, BaseDistribution] = {"fixed": CategoricalDistribution(["only"])}
     assert mutate_params({"fixed": "only"}, dists, random.Random(0), 1.0) == ({"fixed": "only"}, [])
@@ -915,6 +1049,10 @@ def test_mutate_params_ignores_extra_distributions() -> None:
             r"'params\[x\]' parameter of mutate_params must be a number",
         ),
         ({"gene_prob": 0.5, "rng": 3}, "'rng' parameter of mutate_params"),
+        (
+            {"gene_prob": 0.5, "ensure_change": 1},
+            "'ensure_change' parameter of mutate_params must be a bool",
+        ),
     ],
 )
 def test_mutate_params_validation(kwargs: dict[str, Any], match: str) -> None:
