@@ -3,7 +3,15 @@
 It is stored as one user attribute, :data:`LINEAGE_ATTR`, so that it shows in
 optuna-dashboard, survives a restart (the GA reads it back from storage) and
 is copied by Optuna's retry callbacks when a dead worker's trial is re-run.
-One attribute means one storage write per trial.
+One attribute means one storage write per trial (a second one only when a
+finished trial did not use a parameter whose mutation its record reports:
+that mutation is then dropped from the record).
+
+A retried trial (Optuna's ``RetryFailedTrialCallback`` or
+``RetryHeartbeatStaleTrialCallback``, as :mod:`evohpo.workers` uses) is the
+same child run again: it keeps the original's record, origin included, and
+Optuna's system attributes ``failed_trial`` and ``retry_history`` say that it
+is a retry and of which trial.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ __all__ = ["LINEAGE_ATTR", "ORIGINS", "Lineage"]
 #: User attribute holding a trial's :class:`Lineage` as a JSON object.
 LINEAGE_ATTR = "evohpo"
 
-#: How a trial's parameters came about.
-ORIGINS = ("random", "bred", "enqueued", "retried")
+#: How a trial's parameters came about. A retry keeps its original's origin.
+ORIGINS = ("random", "bred", "enqueued")
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,8 @@ class Lineage:
     ----------
     origin : str
         ``"random"`` (initial population), ``"bred"`` (selection and
-        variation), ``"enqueued"`` (fixed by the user) or ``"retried"``.
+        variation) or ``"enqueued"`` (fixed by the user). A retried trial
+        keeps the origin of the trial it retries.
     generation : int
         0 for the initial population; a bred child is one generation after its
         youngest parent (steady state) or the number of its generation
@@ -40,7 +49,10 @@ class Lineage:
     parents : tuple of int
         Trial numbers of the parents.
     operators : tuple of str
-        Variation operators applied, e.g. ``("crossover:layers", "mutate:units")``.
+        Variation operators that changed the child, e.g.
+        ``("crossover:layers", "mutate:units")``: a crossover only when the
+        child differs in value from both parents, a mutation only of a
+        parameter the finished trial used.
     params : dict
         The child's parameters, as the sampler will answer them.
     genome : str or None

@@ -17,7 +17,8 @@ import logging
 import random
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from optuna.distributions import BaseDistribution
@@ -30,7 +31,7 @@ from evohpo._population import Member, Population, Snapshot
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
 from evohpo.exceptions import GenomeFormatError, InvalidParameterError
-from evohpo.genome import Genome
+from evohpo.genome import GLOBAL_PARAMS, Genome, parse_layer_param
 from evohpo.lineage import LINEAGE_ATTR, Lineage
 from evohpo.operators import (
     MutationRates,
@@ -52,6 +53,8 @@ __all__ = ["EvoSampler"]
 _logger = logging.getLogger("evohpo")
 _OWNER = "EvoSampler"
 _DEDUP_ATTEMPTS = 4
+_CROSS_UNIFORM = "crossover:uniform"
+_MUTATE = "mutate:"
 
 
 class EvoSampler(BaseSampler):
@@ -61,8 +64,20 @@ class EvoSampler(BaseSampler):
     get structure-aware variation (insert, remove and duplicate layers;
     layer-wise crossover between networks of different depth). Any other
     define-by-run objective is evolved over the union of the parameters seen
-    so far, each mutated according to its distribution. Multi-objective
-    studies use NSGA-II selection.
+    so far, each mutated according to its distribution; so are the
+    parameters an objective asks for next to its genome (``epochs``, say):
+    uniform crossover between the parents, mutation by distribution, both
+    recorded in the lineage (``"crossover:uniform"``, ``"mutate:epochs"``).
+    Only parameters a parent used are mutated, so every mutation the lineage
+    reports is one the child expresses; a mutation of a parameter the
+    finished trial did not ask for (a branch of a conditional objective the
+    child left) is dropped from its record when the trial ends.
+
+    Multi-objective studies use NSGA-II: the breeding pool is chosen by
+    Pareto front, then crowding distance, and tournaments compare
+    individuals in that order (NSGA-II's crowded comparison). Every other
+    setting (``mode``, ``aging``, ``elitism``, ``selection``) means the same
+    with "best" read in that order.
 
     Parameters
     ----------
@@ -76,17 +91,19 @@ class EvoSampler(BaseSampler):
         ``"generational"`` breeds generation ``g`` from generation ``g - 1``
         plus the ``elitism`` best individuals seen.
     aging : bool, default=False
-        Steady state only: the population is the ``population_size`` most
-        recent trials (regularized evolution; the oldest die) instead of the
-        best ones. The ``elitism`` best are kept all the same.
+        Steady state only (``mode="generational"`` with ``aging=True`` is
+        rejected): the population is the ``population_size`` most recent
+        trials (regularized evolution; the oldest die) instead of the best
+        ones. The ``elitism`` best are kept all the same.
     selection : {"tournament", "rank"}, default="tournament"
         ``"tournament"``: DEAP tournament selection of size
         ``tournament_size``. ``"rank"``: the best, second and third of a
         tournament win with ``rank_probabilities`` (p1 > p2 > p3).
     tournament_size : int, default=3
-        Individuals drawn per tournament.
+        Individuals drawn per tournament (NSGA-II proper uses 2).
     rank_probabilities : sequence of float, default=(0.6, 0.3, 0.1)
-        Probabilities that the best, second, third ... of a tournament win.
+        Probabilities that the best, second, third ... of a tournament win;
+        strictly decreasing (p1 > p2 > p3 ...), each in ``[0, 1]``.
     crossover_prob : float, default=0.7
         Probability that a child is the crossover of two parents.
     mutation_prob : float, default=1.0
@@ -135,6 +152,11 @@ class EvoSampler(BaseSampler):
         self._mode = check_choice(mode, "mode", _OWNER, ("steady_state", "generational"))
         if not isinstance(aging, bool):
             raise_invalid("aging", _OWNER, "a bool", aging)
+        if aging and self._mode == "generational":
+            # Aging evolution replaces the oldest member one trial at a time: a
+            # steady-state scheme, with no meaning for whole generations.
+            expected = "False when mode='generational' (aging is a steady-state scheme)"
+            raise_invalid("aging", _OWNER, expected, aging)
         self._aging = aging
         self._selection = check_choice(selection, "selection", _OWNER, ("tournament", "rank"))
         self._tournament_size = check_int(tournament_size, "tournament_size", _OWNER, low=1)
@@ -159,19 +181,20 @@ class EvoSampler(BaseSampler):
         self._reset_caches()
 
     def _reset_caches(self) -> None:
-        # Caches only: everything here can be rebuilt from storage. Keys name the
-        # storage and study too, since one sampler may serve several studies.
+        # Caches only: everything here can be rebuilt from storage. One sampler may
+        # serve several studies: storage -> study id -> that study's caches. Weak
+        # keys let the caches go with their storage, and a storage is never
+        # mistaken for a later one at the same address.
         self._lock = threading.Lock()
-        self._running: dict[_TrialKey, Lineage] = {}
-        # (storage id, study id) -> (the storage, weakly, and its study's view). The
-        # weak reference tells a storage apart from a later one at the same address.
-        self._populations: dict[tuple[int, int], tuple[weakref.ref[Any], Population]] = {}
+        self._caches: weakref.WeakKeyDictionary[Any, dict[int, _StudyCache]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # Settings and seed travel (pickling, deepcopy, sklearn.clone); caches
         # and the lock do not.
         state = self.__dict__.copy()
-        for name in ("_lock", "_running", "_populations"):
+        for name in ("_lock", "_caches"):
             del state[name]
         return state
 
@@ -224,25 +247,53 @@ class EvoSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         with self._lock:
-            self._running.pop(_trial_key(study, trial), None)
+            entry = self._cache_of(study).running.pop(trial._trial_id, None)
+        if state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return  # a failed trial may stop early, or be retried: its record stays
+        lineage = entry[1] if entry is not None else None
+        if lineage is None:
+            lineage = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
+        if lineage is None:
+            return
+        expressed = _expressed_operators(lineage, trial.params)
+        if expressed != lineage.operators:
+            # The child left the branch a mutated parameter belongs to: that
+            # mutation changed nothing the trial used. A second write, made only then.
+            honest = replace(lineage, operators=expressed)
+            _storage.set_trial_user_attr(study, trial._trial_id, LINEAGE_ATTR, honest.to_attr())
+
+    # -- caches ------------------------------------------------------------------------
+    def _cache_of(self, study: Study) -> _StudyCache:
+        """The caches of ``study`` (call with the lock held)."""
+        studies = self._caches.get(study._storage)
+        if studies is None:
+            studies = {}
+            self._caches[study._storage] = studies
+        cache = studies.get(study._study_id)
+        if cache is None:
+            cache = _StudyCache()
+            studies[study._study_id] = cache
+        return cache
 
     # -- breeding ----------------------------------------------------------------------
     def _lineage_of(self, study: Study, trial: FrozenTrial) -> Lineage:
         """The trial's child record: from memory, from storage, or bred now."""
         with self._lock:
-            cached = self._running.get(_trial_key(study, trial))
-        if cached is not None:
-            return cached
+            entry = self._cache_of(study).running.get(trial._trial_id)
+        if entry is not None:
+            return entry[1]
         stored = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
         if stored is not None:
             # A retried trial carries its original record (Optuna's retry
-            # callbacks copy user attributes): same genome, same lineage.
+            # callbacks copy user attributes): same genome, same lineage, same
+            # origin. Its system attributes 'failed_trial' and 'retry_history'
+            # say that it is a retry.
             lineage = stored
         else:
             lineage = self._new_lineage(study, trial)
             _storage.set_trial_user_attr(study, trial._trial_id, LINEAGE_ATTR, lineage.to_attr())
         with self._lock:
-            self._running[_trial_key(study, trial)] = lineage
+            self._cache_of(study).running[trial._trial_id] = (trial.number, lineage)
         return lineage
 
     def _new_lineage(self, study: Study, trial: FrozenTrial) -> Lineage:
@@ -266,17 +317,22 @@ class EvoSampler(BaseSampler):
         return Lineage(origin="random", params=genome.to_params(), genome=genome.to_json())
 
     def _population_of(self, study: Study) -> Snapshot:
-        """The study's finished trials, folded into the cached view as they come."""
-        trials = _storage.get_trials(study, states=(TrialState.COMPLETE,))
-        key = (id(study._storage), study._study_id)
+        """The study's finished trials, folded into the cached view as they come.
+
+        The same read tells which cached trials have finished without an
+        ``after_trial`` here (asked but never told, failed by another
+        process): their records are dropped.
+        """
+        trials = _storage.get_trials(study)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
         with self._lock:
-            owner, population = self._populations.get(key, (None, None))
-            if population is None or owner is None or owner() is not study._storage:
+            cache = self._cache_of(study)
+            if cache.population is None:
                 signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
-                population = Population(signs)
-                self._populations[key] = (weakref.ref(study._storage), population)
-            population.sync(trials)
-            return population.snapshot()
+                cache.population = Population(signs)
+            cache.population.sync(complete)
+            _forget_finished(cache.running, trials)
+            return cache.population.snapshot()
 
     def _generation_of(self, number: int) -> int:
         if self._mode == "steady_state":
@@ -285,33 +341,32 @@ class EvoSampler(BaseSampler):
 
     def _breeding_pool(self, study: Study, population: Snapshot, generation: int) -> list[Member]:
         size = self._population_size
-        members = population.members
-        if len(study.directions) > 1:
-            return [members[i] for i in select_nsga2([m.fitness for m in members], size)]
+        multi = len(study.directions) > 1
+        # Single objective: best first. Several: by trial number; _best sorts them.
+        ordered = population.members if multi else population.ranked
         if self._mode == "steady_state" and not self._aging:
-            return population.ranked[:size]
-        by_fitness = population.ranked
-        elites = by_fitness[: self._elitism]
+            return _best(ordered, size, multi)
         if self._mode == "generational":
             # Only earlier generations breed; later ones may already have finished
             # trials when workers run ahead.
-            older = [m for m in by_fitness if m.generation < generation]
+            older = [m for m in ordered if m.generation < generation]
             previous = [m for m in older if m.generation == generation - 1]
-            pool = _union(previous, older[: self._elitism])
+            pool = _union(previous, _best(older, self._elitism, multi))
             if len(pool) < 2:
-                pool = older[:size] or by_fitness[:size]
+                pool = _best(older, size, multi) or _best(ordered, size, multi)
             return pool
         # Aging: the youngest breed, the elites never die.
+        members = population.members
         recent = [members[i] for i in youngest([m.number for m in members], size)]
-        return _union(recent, elites)
+        return _union(recent, _best(ordered, self._elitism, multi))
 
     def _select_parents(self, study: Study, pool: list[Member], rng: random.Random) -> list[Member]:
         if len(pool) == 1:
             return [pool[0], pool[0]]
         if len(study.directions) > 1:
-            ranks = nsga2_rank_and_crowding([m.fitness for m in pool])
-            return [pool[_binary_tournament(ranks, rng)] for _ in range(2)]
-        fitness = [m.fitness[0] for m in pool]
+            fitness = _crowded_order_scores([m.fitness for m in pool])
+        else:
+            fitness = [m.fitness[0] for m in pool]
         size = min(self._tournament_size, len(pool))
         if self._selection == "rank":
             picks = select_rank_tournament(fitness, 2, size, self._rank_probabilities, rng)
@@ -334,39 +389,44 @@ class EvoSampler(BaseSampler):
         if generation < 0:
             generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
         seen = {_params_key(m.params) for m in pool}
+        distributions = population.distributions
 
         space = self._space_for(population)
         genomes = [_genome_of(p) for p in parents] if space is not None else []
         if space is not None and all(g is not None for g in genomes):
             a, b = (g for g in genomes if g is not None)
+            # Parameters the objective asks for next to its genome evolve too.
+            has_extras = any(_is_extra(name) for name in distributions)
+            extras = [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
             for _ in range(_DEDUP_ATTEMPTS):
                 child, ops = crossover(a, b, space, rng) if crossed else (space.repair(a), [])
                 if mutated:
                     child, more = mutate(child, space, rng, self._rates)
                     ops = [*ops, *more]
-                if _params_key(child.to_params()) not in seen:
+                params = child.to_params()
+                if has_extras:
+                    # The genome already differs from its parent when mutated.
+                    others, more = self._vary_params(
+                        extras, pool, distributions, crossed, mutated, rng, extras_only=True
+                    )
+                    params.update(others)
+                    ops = [*ops, *more]
+                if _params_key(params) not in seen:
                     break
             return Lineage(
                 origin="bred",
                 generation=generation,
                 parents=parent_numbers,
                 operators=tuple(ops),
-                params=child.to_params(),
+                params=params,
                 genome=child.to_json(),
             )
 
-        distributions = population.distributions
+        pair = [dict(first.params), dict(second.params)]
         for _ in range(_DEDUP_ATTEMPTS):
-            params = (
-                crossover_params(first.params, second.params, rng)
-                if crossed
-                else dict(first.params)
+            params, ops = self._vary_params(
+                pair, pool, distributions, crossed, mutated, rng, extras_only=False
             )
-            ops = ["crossover:uniform"] if crossed else []
-            _inherit_missing(params, pool)
-            if mutated:
-                params, more = mutate_params(params, distributions, rng, self._rates.gene)
-                ops = [*ops, *more]
             if _params_key(params) not in seen:
                 break
         return Lineage(
@@ -377,6 +437,36 @@ class EvoSampler(BaseSampler):
             params=params,
         )
 
+    def _vary_params(
+        self,
+        parents: list[dict[str, Any]],
+        pool: list[Member],
+        distributions: Mapping[str, BaseDistribution],
+        crossed: bool,
+        mutated: bool,
+        rng: random.Random,
+        *,
+        extras_only: bool,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A child parameter dict of two parents' parameters, and the operators applied.
+
+        Only the parents' own parameters are mutated, before the child
+        inherits, unchanged, the parameters they lacked from the pool: so a
+        mutation is never spent on a parameter no parent used. With
+        ``extras_only`` (parameters next to a genome), the genome carries the
+        guaranteed change and the pool gives only parameters outside it.
+        """
+        a, b = parents
+        params = crossover_params(a, b, rng) if crossed else dict(a)
+        ops = [_CROSS_UNIFORM] if crossed and _mixes(params, a, b) else []
+        if mutated:
+            params, more = mutate_params(
+                params, distributions, rng, self._rates.gene, ensure_change=not extras_only
+            )
+            ops = [*ops, *more]
+        _inherit_missing(params, pool, _is_extra if extras_only else None)
+        return params, ops
+
     def _space_for(self, population: Snapshot) -> SearchSpace | None:
         if self._search_space is not None:
             return self._search_space
@@ -385,12 +475,37 @@ class EvoSampler(BaseSampler):
 
 _MISSING = object()
 
-_TrialKey = tuple[int, int, int]
+
+class _StudyCache:
+    """What a sampler keeps in memory for one study; all of it is in storage too."""
+
+    __slots__ = ("population", "running")
+
+    def __init__(self) -> None:
+        self.population: Population | None = None
+        # Trial id -> (trial number, child record) of the trials that started here
+        # and have not ended: the record is asked for at every suggest.
+        self.running: dict[int, tuple[int, Lineage]] = {}
 
 
-def _trial_key(study: Study, trial: FrozenTrial) -> _TrialKey:
-    """Cache key of a trial: in-memory storages all number their trials from 0."""
-    return id(study._storage), study._study_id, trial._trial_id
+def _forget_finished(
+    running: dict[int, tuple[int, Lineage]], trials: Sequence[FrozenTrial]
+) -> None:
+    """Drop the records of trials that ``trials`` (the study's) shows finished.
+
+    A trial missing from ``trials`` may have started after they were read, so
+    only a trial seen finished is dropped; finished is final.
+    """
+    by_id: dict[int, FrozenTrial] | None = None
+    for trial_id, (number, _) in list(running.items()):
+        # Trials come sorted by number, numbered from 0: a direct look-up first.
+        trial = trials[number] if 0 <= number < len(trials) else None
+        if trial is None or trial._trial_id != trial_id:
+            if by_id is None:
+                by_id = {t._trial_id: t for t in trials}
+            trial = by_id.get(trial_id)
+        if trial is not None and trial.state.is_finished():
+            del running[trial_id]
 
 
 def _as_member_of(value: Any, dist: BaseDistribution) -> Any:
@@ -423,31 +538,78 @@ def _union(first: list[Member], second: list[Member]) -> list[Member]:
     return first + [m for m in second if m.number not in numbers]
 
 
-def _inherit_missing(params: dict[str, Any], pool: list[Member]) -> None:
-    """Give the child every parameter of the pool, from the fittest member that has it.
+def _inherit_missing(
+    params: dict[str, Any], pool: list[Member], keep: Callable[[str], bool] | None = None
+) -> None:
+    """Give the child every parameter of the pool (those ``keep`` accepts), from the fittest.
 
     Conditional parameters the parents never used are then still inherited
     from the population rather than drawn at random.
     """
     for member in sorted(pool, key=lambda m: m.fitness, reverse=True):
         for name, value in member.params.items():
-            params.setdefault(name, value)
+            if keep is None or keep(name):
+                params.setdefault(name, value)
+
+
+def _is_extra(name: str) -> bool:
+    """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`."""
+    return name not in GLOBAL_PARAMS and parse_layer_param(name) is None
+
+
+def _mixes(child: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``child`` differs in value from both parents (so it holds genes of each)."""
+
+    def differs(parent: Mapping[str, Any]) -> bool:
+        return any(parent.get(name, _MISSING) != value for name, value in child.items())
+
+    return differs(a) and differs(b)
+
+
+def _expressed_operators(lineage: Lineage, used: Mapping[str, Any]) -> tuple[str, ...]:
+    """``lineage``'s operators less mutations of its parameters the trial did not use."""
+    return tuple(
+        op
+        for op in lineage.operators
+        if not (
+            op.startswith(_MUTATE)
+            and op[len(_MUTATE) :] in lineage.params
+            and op[len(_MUTATE) :] not in used
+        )
+    )
+
+
+def _best(candidates: list[Member], k: int, multi: bool) -> list[Member]:
+    """The ``k`` best of ``candidates``: ranked ones' first ``k``, or by NSGA-II."""
+    if not multi:
+        return candidates[:k]
+    return [candidates[i] for i in select_nsga2([m.fitness for m in candidates], k)]
+
+
+def _crowded_order_scores(values: Sequence[Sequence[float]]) -> list[float]:
+    """A score per individual that orders them by front, then crowding distance.
+
+    NSGA-II's crowded comparison as one number, so that the single-objective
+    tournaments apply: the first of the order scores 0, the next -1, ...
+    """
+    ranks = nsga2_rank_and_crowding(values)
+    order = sorted(range(len(ranks)), key=lambda i: (ranks[i][0], -ranks[i][1]))
+    scores = [0.0] * len(ranks)
+    for position, index in enumerate(order):
+        scores[index] = -float(position)
+    return scores
 
 
 def _params_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def _binary_tournament(ranks: Sequence[tuple[int, float]], rng: random.Random) -> int:
-    i, j = rng.randrange(len(ranks)), rng.randrange(len(ranks))
-    (rank_i, crowd_i), (rank_j, crowd_j) = ranks[i], ranks[j]
-    if (rank_i, -crowd_i) <= (rank_j, -crowd_j):
-        return i
-    return j
-
-
 def _check_rank_probabilities(value: Any) -> tuple[float, ...]:
-    expected = "a non-empty, non-increasing sequence of probabilities with a positive sum"
+    # The seed's rule: the best wins most often, then the second, ... (p1 > p2 > p3).
+    expected = (
+        "a non-empty, strictly decreasing sequence of probabilities (p1 > p2 > p3 ...) "
+        "with a positive sum"
+    )
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
         raise_invalid("rank_probabilities", _OWNER, expected, value)
     try:
@@ -456,6 +618,6 @@ def _check_rank_probabilities(value: Any) -> tuple[float, ...]:
         )
     except InvalidParameterError:
         raise_invalid("rank_probabilities", _OWNER, expected, value)
-    if sum(probs) <= 0 or any(a < b for a, b in itertools.pairwise(probs)):
+    if sum(probs) <= 0 or any(a <= b for a, b in itertools.pairwise(probs)):
         raise_invalid("rank_probabilities", _OWNER, expected, value)
     return probs

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import math
 import os
 import subprocess
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 import evohpo
 from evohpo import EvoSampler, SearchSpace, suggest_genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.lineage import LINEAGE_ATTR
+from evohpo.lineage import LINEAGE_ATTR, ORIGINS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,17 @@ def lineages(study: optuna.Study) -> list[dict]:  # type: ignore[type-arg]
         ({"rank_probabilities": (0.2, 0.5)}, "'rank_probabilities'"),
         ({"rank_probabilities": ()}, "'rank_probabilities'"),
         ({"rank_probabilities": (0.0, 0.0)}, "'rank_probabilities'"),
+        (
+            {"rank_probabilities": (0.3, 0.3, 0.3)},
+            r"'rank_probabilities' parameter of EvoSampler must be a non-empty, strictly "
+            r"decreasing sequence of probabilities \(p1 > p2 > p3 \.\.\.\).*"
+            r"Got \(0.3, 0.3, 0.3\) instead",
+        ),
+        ({"rank_probabilities": (0.5, 0.3, 0.3)}, "'rank_probabilities' .* strictly decreasing"),
+        (
+            {"mode": "generational", "aging": True},
+            "'aging' parameter of EvoSampler must be False when mode='generational' .*Got True",
+        ),
         ({"crossover_prob": 1.5}, r"'crossover_prob' parameter of EvoSampler must be a float"),
         ({"mutation_prob": -0.1}, "'mutation_prob'"),
         ({"elitism": -1}, "'elitism'"),
@@ -113,12 +125,29 @@ def test_lineage_is_recorded_for_every_trial() -> None:
 def test_structural_operators_are_used_with_suggest_genome() -> None:
     study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=6, seed=0))
     study.optimize(genome_objective, n_trials=80)
-    ops = Counter(op for r in lineages(study) for op in r["operators"])
+    records = lineages(study)
+    ops = Counter(op for r in records for op in r["operators"])
     assert any(op.startswith("crossover") for op in ops)
     structural = {op for op in ops if "layer" in op and not op.startswith(("mutate", "crossover"))}
     assert {"insert_layer", "remove_layer", "duplicate_layer"} <= structural, ops
-    depths = {t.params["n_layers"] for t in study.trials}
-    assert len(depths) > 1
+    # The structural operators are what change depth: bred children, not only the
+    # random initial ones, come in several depths, and a mutated-only child is as
+    # deep as its parent plus the layers its record says were added or removed.
+    bred = [(t, r) for t, r in zip(study.trials, records, strict=True) if r["origin"] == "bred"]
+    assert len({t.params["n_layers"] for t, _ in bred}) > 1
+    steps = {"insert_layer": 1, "duplicate_layer": 1, "remove_layer": -1}
+    checked = Counter()
+    for trial, record in bred:
+        if len(record["parents"]) != 1:
+            continue  # a crossover child takes one parent's depth or the other's
+        applied = [op for op in record["operators"] if op in steps]
+        parent_depth = study.trials[record["parents"][0]].params["n_layers"]
+        if len(applied) <= 1:
+            expected = parent_depth + sum(steps[op] for op in applied)
+            assert trial.params["n_layers"] == expected, record
+            checked[len(applied)] += 1
+    assert checked[0] > 0
+    assert checked[1] > 0
 
 
 def test_child_keeps_gene_ids_of_unchanged_parent_layers() -> None:
@@ -203,6 +232,87 @@ def r_params(trial: optuna.trial.FrozenTrial) -> dict:  # type: ignore[type-arg]
     return trial.user_attrs[LINEAGE_ATTR]["params"]
 
 
+def branch_objective(trial: optuna.Trial) -> float:
+    # Two branches that share no parameter: a child inherits the other branch's
+    # parameters from the pool, unused.
+    branch = trial.suggest_categorical("branch", ["a", "b"])
+    names = [f"{branch}{i}" for i in range(3)]
+    offset = 0.2 if branch == "a" else 0.0
+    return sum((trial.suggest_float(name, 0, 1) - 0.7) ** 2 for name in names) + offset
+
+
+def test_every_reported_mutation_is_of_a_parameter_the_trial_used() -> None:
+    study = optuna.create_study(sampler=EvoSampler(population_size=6, seed=3))
+    study.optimize(branch_objective, n_trials=120)
+    mutated_only = 0
+    for trial in study.trials:
+        record = trial.user_attrs[LINEAGE_ATTR]
+        ops = record["operators"]
+        mutations = [op.removeprefix("mutate:") for op in ops if op.startswith("mutate:")]
+        assert set(mutations) <= set(trial.params), record
+        if record["origin"] == "bred" and len(record["parents"]) == 1:
+            # A mutated-only child differs from its parent in what it uses.
+            mutated_only += 1
+            assert mutations
+            assert trial.params != study.trials[record["parents"][0]].params
+    assert mutated_only > 10
+
+
+def test_dead_mutations_are_dropped_from_the_record_when_the_trial_ends() -> None:
+    # Forced: every child is a crossover of parents from both branches, so it
+    # holds both branches' parameters and mutations of the unused branch occur.
+    sampler = EvoSampler(population_size=6, seed=5, crossover_prob=1.0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(branch_objective, n_trials=80)
+    dropped = 0
+    for trial in study.trials:
+        record = trial.user_attrs[LINEAGE_ATTR]
+        unused = set(record["params"]) - set(trial.params)
+        assert not {f"mutate:{name}" for name in unused} & set(record["operators"]), record
+        dropped += bool(unused)
+    assert dropped > 0
+
+
+def test_parameters_next_to_the_genome_evolve_too() -> None:
+    def objective(trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, SMALL_SPACE)
+        epochs = trial.suggest_int("epochs", 1, 100)
+        scale = trial.suggest_categorical("scale", ["small", "large"])
+        return genome_objective_value(genome) - abs(epochs - 77) / 10 - (scale == "small")
+
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=6, seed=4))
+    study.optimize(objective, n_trials=120)
+    bred = [t for t in study.trials if t.user_attrs[LINEAGE_ATTR]["origin"] == "bred"]
+    assert len(bred) == 114
+    ops = Counter(op for t in bred for op in t.user_attrs[LINEAGE_ATTR]["operators"])
+    assert ops["mutate:epochs"] > 5
+    # Reported only when the child's values differ from both parents': rarer once
+    # the population agrees on them.
+    assert ops["crossover:uniform"] > 0
+    for trial in bred:
+        record = trial.user_attrs[LINEAGE_ATTR]
+        # The sampler answered every parameter from the child it bred.
+        assert trial.params == record["params"]
+        genome = evohpo.Genome.from_json(record["genome"])
+        assert {
+            **genome.to_params(),
+            "epochs": trial.params["epochs"],
+            "scale": trial.params["scale"],
+        } == trial.params
+        if len(record["parents"]) == 1 and "mutate:epochs" not in record["operators"]:
+            # Inherited, not redrawn.
+            assert trial.params["epochs"] == study.trials[record["parents"][0]].params["epochs"]
+    # And it is selected for: late children are near the best number of epochs.
+    late = [t.params["epochs"] for t in bred[-30:]]
+    assert sum(abs(e - 77) for e in late) / len(late) < 15
+
+
+def genome_objective_value(genome: evohpo.Genome) -> float:
+    score = -abs(genome.depth - 3)
+    score -= sum(abs(math.log2(layer.units / 32)) for layer in genome.layers) / genome.depth
+    return score - abs(math.log10(genome.learning_rate) + 2)
+
+
 def test_failed_pruned_and_running_trials_are_not_parents() -> None:
     study = optuna.create_study(sampler=EvoSampler(population_size=3, seed=4))
 
@@ -279,6 +389,42 @@ def test_modes_breed_valid_children(mode: str) -> None:
             assert all(records[p]["generation"] <= 1 for p in record["parents"])
     if mode == "steady_state_aging":
         assert max(r["generation"] for r in records) >= 3
+
+
+def _mo_objective(trial: optuna.Trial) -> tuple[float, float]:
+    x = trial.suggest_float("x", 0, 1)
+    y = trial.suggest_float("y", 0, 1)
+    return x + y * y, 1 - x + y
+
+
+def test_multi_objective_aging_breeds_from_the_youngest() -> None:
+    sampler = EvoSampler(population_size=4, aging=True, elitism=0, seed=2)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(_mo_objective, n_trials=40)
+    records = lineages(study)
+    for number, record in enumerate(records[4:], start=4):
+        # Sequential trials: the population is the four before this one.
+        assert all(number - 4 <= p < number for p in record["parents"]), (number, record)
+
+
+def test_multi_objective_generational_breeds_from_the_previous_generation() -> None:
+    sampler = EvoSampler(population_size=5, mode="generational", elitism=1, seed=2)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(_mo_objective, n_trials=25)
+    records = lineages(study)
+    assert [r["generation"] for r in records[5:15]] == [1] * 5 + [2] * 5
+    for record in records[10:15]:
+        assert all(records[p]["generation"] <= 1 for p in record["parents"]), record
+
+
+def test_multi_objective_tournaments_follow_the_crowded_order() -> None:
+    from evohpo.sampler import _crowded_order_scores
+
+    # Maximised: [2, 2] dominates all; then the front of [1, 0] and [0, 1]; then [0, 0].
+    scores = _crowded_order_scores([[0.0, 0.0], [1.0, 0.0], [2.0, 2.0], [0.0, 1.0]])
+    assert scores[2] > max(scores[1], scores[3])
+    assert min(scores[1], scores[3]) > scores[0]
+    assert len(set(scores)) == 4
 
 
 def test_multi_objective_uses_pareto_selection() -> None:
@@ -413,8 +559,7 @@ def test_sampler_pickles_and_copies_with_its_settings() -> None:
     for clone_ in (pickle.loads(pickle.dumps(sampler)), copy.deepcopy(sampler)):
         assert clone_._seed == 12
         assert clone_._crossover_prob == 0.4
-        assert clone_._populations == {}
-        assert clone_._running == {}
+        assert len(clone_._caches) == 0
 
 
 def test_one_sampler_serves_two_in_memory_studies() -> None:
@@ -429,15 +574,80 @@ def test_one_sampler_serves_two_in_memory_studies() -> None:
         assert set(trial.user_attrs[LINEAGE_ATTR]["params"]) <= {"y"}
 
 
-def test_a_cached_view_of_another_storage_is_never_used() -> None:
-    # Storages are told apart by address; a new storage may reuse a dead one's.
-    # Simulate that: the view cached for study A sits under study B's key.
+def test_caches_go_with_their_storage() -> None:
+    # Caches are keyed by the storage object itself, weakly: a new storage (even at
+    # a dead one's address) starts empty, and a dropped study leaves nothing behind.
+    sampler = EvoSampler(population_size=3, seed=0)
+    for _ in range(20):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+        study.ask().suggest_float("x", 0, 1)  # asked, never told
+    del study
+    gc.collect()
+    assert len(sampler._caches) == 0
+
+
+def _running_ids(sampler: EvoSampler, study: optuna.Study) -> set[int]:
+    return set(sampler._caches[study._storage][study._study_id].running)
+
+
+def test_records_of_trials_that_ended_elsewhere_are_dropped_and_running_ones_kept() -> None:
+    sampler = EvoSampler(population_size=3, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=6)
+    abandoned = [study.ask() for _ in range(5)]
+    for trial in abandoned:
+        trial.suggest_float("x", 0, 1)
+    still_running = study.ask()
+    first = still_running.suggest_float("x", 0, 1)
+    record = _stored_record(study, still_running)
+    assert record["origin"] == "bred"
+    assert first == record["params"]["x"]
+    # Another process fails the abandoned trials: no after_trial here.
+    for trial in abandoned:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    assert {t._trial_id for t in abandoned} <= _running_ids(sampler, study)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert _running_ids(sampler, study) == {still_running._trial_id}
+    # The trial still running keeps its record in memory: a later suggest answers
+    # from it instead of breeding it again from a population that has moved on.
+    still_running.suggest_float("y", 0, 1)
+    assert _stored_record(study, still_running) == record
+    study.tell(still_running, 0.5)
+    assert _running_ids(sampler, study) == set()
+
+
+def _stored_record(study: optuna.Study, trial: optuna.Trial) -> dict:  # type: ignore[type-arg]
+    return study._storage.get_trial_user_attrs(trial._trial_id)[LINEAGE_ATTR]
+
+
+def test_a_retried_trial_keeps_its_record_and_origin() -> None:
+    # Optuna's retry callbacks re-enqueue a failed trial with its parameters and
+    # attributes: the retry is the same child, "retried" is no origin of its own.
+    assert "retried" not in ORIGINS
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=3, seed=1))
+    study.optimize(genome_objective, n_trials=8)
+
+    def fails(trial: optuna.Trial) -> float:
+        suggest_genome(trial, SMALL_SPACE)
+        raise RuntimeError("worker lost")
+
+    study.optimize(fails, n_trials=1, catch=(RuntimeError,))
+    failed = study.trials[-1]
+    assert failed.user_attrs[LINEAGE_ATTR]["origin"] == "bred"
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
+    study.optimize(genome_objective, n_trials=1)
+    retry = study.trials[-1]
+    assert retry.system_attrs["failed_trial"] == failed.number
+    assert retry.params == failed.params
+    assert retry.user_attrs[LINEAGE_ATTR] == failed.user_attrs[LINEAGE_ATTR]
+
+
+def test_a_new_storage_gets_a_view_of_its_own() -> None:
     sampler = EvoSampler(population_size=3, seed=0)
     first = optuna.create_study(sampler=sampler, direction="maximize")
     first.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10)
     second = optuna.create_study(sampler=sampler, direction="maximize")
-    stale = sampler._populations[(id(first._storage), first._study_id)]
-    sampler._populations[(id(second._storage), second._study_id)] = stale
     y = optuna.distributions.FloatDistribution(0, 1)
     second.add_trials(
         [
