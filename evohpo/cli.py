@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 import traceback
@@ -25,13 +27,19 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
+from evohpo._redact import redact_url
 from evohpo._version import __version__
-from evohpo.exceptions import EvohpoError
+from evohpo.exceptions import EvohpoError, InvalidParameterError
 from evohpo.study import DEFAULT_STORAGE_NAME, SAMPLERS
 
 __all__ = ["main"]
 
 _PROG = "evohpo"
+#: What an interrupted command says, unless it sets its own ``interrupted`` default.
+_INTERRUPTED = (
+    "interrupted; finished trials are kept (a running trial is recorded as failed). "
+    "Run the same command again to resume."
+)
 
 _DESCRIPTION = """\
 Evolutionary neural-architecture and hyperparameter search inside Optuna.
@@ -54,9 +62,11 @@ examples:
   evohpo best studies/digits.toml --sampler ga
   evohpo export studies/digits.toml --output model-dir
 
-storage URLs: sqlite:///path.db, postgresql://user:pw@host/db, mysql://...,
+storage URLs: sqlite:///path.db, postgresql://user:pw@host/db (pip install
+'evohpo[postgres]'), mysql+pymysql://user:pw@host/db (pip install 'evohpo[mysql]'),
 journal:///path/file.log (Optuna journal file), or a bare path ending in
-.db/.sqlite/.sqlite3 (SQLite) or .log/.jsonl/.journal (journal file).
+.db/.sqlite/.sqlite3 (SQLite) or .log/.jsonl/.journal (journal file). best,
+export and dashboard never create a SQLite or journal file.
 
 environment: EVOHPO_NO_PROGRESS=1 turns the progress bar off (it is also off
 when stderr is not a terminal).
@@ -353,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8080,
         help="port to listen on; 0 picks a free one (default: %(default)s)",
     )
-    dashboard.set_defaults(handler=_cmd_dashboard)
+    dashboard.set_defaults(handler=_cmd_dashboard, interrupted="dashboard stopped.")
 
     for name, help_text, description in (
         (
@@ -495,13 +505,42 @@ def _logging(verbose: bool, debug: bool) -> Iterator[None]:
 
 
 # -- commands ------------------------------------------------------------------------------
-def _load(args: argparse.Namespace) -> tuple[Any, str, Any]:
-    """The study file, the storage URL and the opened storage."""
-    from evohpo.study import load_study_config, open_storage, resolve_storage_url
+def _load(args: argparse.Namespace, *, trains: bool = True) -> tuple[Any, str]:
+    """The study file and the storage URL; a command that ``trains`` checks the device.
 
-    config = load_study_config(args.study_file)
+    Commands that write make the data splits after this and before they open
+    the storage: a split that cannot be made leaves no file and no study.
+    """
+    from evohpo.study import load_study_config, resolve_storage_url
+
+    config = load_study_config(args.study_file, check_device=trains)
     url = resolve_storage_url(args.storage) if args.storage else config.storage_url
-    return config, url, open_storage(url)
+    return config, url
+
+
+@contextlib.contextmanager
+def _opened(url: str, *, create: bool = True) -> Iterator[Any]:
+    """The storage at ``url``, its connections closed when the command ends.
+
+    Commands that only look at existing studies (best, export, dashboard) pass
+    ``create=False``: a mistyped path is then an error, not a new empty file.
+    """
+    from evohpo.study import close_storage, open_storage
+
+    storage = open_storage(url, create=create)
+    try:
+        yield storage
+    finally:
+        close_storage(storage)
+
+
+def _finished(n_after: int, total: int | None, note: str) -> str:
+    """``finished trials: 3 of 5 (...)``; a study past its total says so."""
+    if total is None:
+        return f"finished trials: {n_after} ({note})"
+    if n_after > total:
+        return f"finished trials: {n_after}, more than the total of {total} asked for ({note})"
+    return f"finished trials: {n_after} of {total} ({note})"
 
 
 def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
@@ -515,39 +554,41 @@ def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
         run_study,
     )
 
-    config, url, storage = _load(args)
+    config, url = _load(args)
     seed = args.seed if args.seed is not None else config.seeds[0]
     budget = Budget(
         n_trials=args.n_trials if args.n_trials is not None else config.budget.n_trials,
         timeout=args.timeout if args.timeout is not None else config.budget.timeout,
     )
-    study = open_study(storage, config, args.sampler, seed, storage_url=url)
-    if args.workers > 1:
-        n_before, n_after = _run_in_workers(args, guard, config, url, study, budget, seed)
-    else:
-        data = prepare_data(config)
-        objective = make_objective(config, data, seed)
-        with _progress() as progress:
-            from evohpo.study import remaining_budget
+    data = prepare_data(config)
+    with _opened(url) as storage:
+        study = open_study(storage, config, args.sampler, seed, storage_url=url)
+        if args.workers > 1:
+            n_before, n_after = _run_in_workers(args, guard, config, url, study, budget, seed)
+        else:
+            objective = make_objective(config, data, seed)
+            with _progress() as progress:
+                from evohpo.study import remaining_budget
 
-            n_left, _ = remaining_budget(study, budget)
-            progress.plan(n_left)
-            progress.study(study.study_name)
-            result = run_study(study, objective, budget, guard=guard, callbacks=[progress.trial])
-        n_before, n_after = result.n_before, result.n_after
-    _out(f"study {study.study_name} in {describe_storage(url)}")
-    total = "" if budget.n_trials is None else f" of {budget.n_trials}"
-    _out(f"finished trials: {n_after}{total} ({n_after - n_before} run now)")
-    try:
-        best = study.best_trial
-    except ValueError:
-        _out("no completed trial yet")
+                n_left, _ = remaining_budget(study, budget)
+                progress.plan(n_left)
+                progress.study(study.study_name)
+                result = run_study(
+                    study, objective, budget, guard=guard, callbacks=[progress.trial]
+                )
+            n_before, n_after = result.n_before, result.n_after
+        _out(f"study {study.study_name} in {describe_storage(url)}")
+        _out(_finished(n_after, budget.n_trials, f"{n_after - n_before} run now"))
+        try:
+            best = study.best_trial
+        except ValueError:
+            _out("no completed trial yet")
+            return 0
+        _out(f"best validation accuracy: {best.value:.4f} (trial {best.number})")
+        from evohpo.compare import best_genome
+
+        _out(f"best genome: {describe_genome(best_genome(best))}")
         return 0
-    _out(f"best validation accuracy: {best.value:.4f} (trial {best.number})")
-    from evohpo.compare import best_genome
-
-    _out(f"best genome: {describe_genome(best_genome(best))}")
-    return 0
 
 
 def _run_in_workers(
@@ -583,82 +624,84 @@ def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
         describe_storage,
         finished_trials,
         open_study,
+        prepare_data,
         remaining_budget,
     )
     from evohpo.workers import run_worker, study_file_spec
 
-    config, url, storage = _load(args)
+    config, url = _load(args)
     seed = args.seed if args.seed is not None else config.seeds[0]
     budget = Budget(n_trials=args.n_trials or config.budget.n_trials, timeout=config.budget.timeout)
-    study = open_study(storage, config, args.sampler, seed, storage_url=url)
-    n_left, time_left = remaining_budget(study, budget)
-    timeout = args.timeout if args.timeout is not None else time_left
-    completed = 0
-    if n_left != 0 and (timeout is None or timeout > 0):
-        spec = study_file_spec(
-            config,
-            args.sampler,
-            seed,
-            url,
-            n_trials=budget.n_trials,
-            timeout=timeout,
-            stale_after=args.stale_after,
-        )
-        completed = len(run_worker(spec, guard=guard).completed)
-    n_after = len(finished_trials(study))
-    total = "" if budget.n_trials is None else f" of {budget.n_trials}"
-    _out(f"study {study.study_name} in {describe_storage(url)}")
-    _out(f"finished trials: {n_after}{total} ({completed} completed by this worker)")
-    return 0
+    prepare_data(config)  # only a check here: each worker makes the splits itself
+    with _opened(url) as storage:
+        study = open_study(storage, config, args.sampler, seed, storage_url=url)
+        n_left, time_left = remaining_budget(study, budget)
+        timeout = args.timeout if args.timeout is not None else time_left
+        completed = 0
+        if n_left != 0 and (timeout is None or timeout > 0):
+            spec = study_file_spec(
+                config,
+                args.sampler,
+                seed,
+                url,
+                n_trials=budget.n_trials,
+                timeout=timeout,
+                stale_after=args.stale_after,
+            )
+            completed = len(run_worker(spec, guard=guard).completed)
+        n_after = len(finished_trials(study))
+        _out(f"study {study.study_name} in {describe_storage(url)}")
+        _out(_finished(n_after, budget.n_trials, f"{completed} completed by this worker"))
+        return 0
 
 
 def _cmd_compare(args: argparse.Namespace, guard: GracefulStop) -> int:
     from evohpo.compare import default_plot_path, format_table, plot_histories, run_comparison
-    from evohpo.study import Budget, describe_storage
+    from evohpo.study import Budget, describe_storage, prepare_data
 
-    config, url, storage = _load(args)
-    budget = Budget(
-        n_trials=args.n_trials if args.n_trials is not None else config.budget.n_trials,
-        timeout=args.timeout if args.timeout is not None else config.budget.timeout,
-    )
-    with _progress() as progress:
-        comparison = run_comparison(
-            config,
-            None,
-            storage,
-            storage_url=url,
-            samplers=args.samplers,
-            seeds=args.seeds,
-            budget=budget,
-            guard=guard,
-            callbacks=[progress.trial],
-            on_plan=progress.plan,
-            on_study=progress.study,
-            evaluate_test=not args.no_test,
+    config, url = _load(args)
+    data = prepare_data(config)
+    with _opened(url) as storage:
+        budget = Budget(
+            n_trials=args.n_trials if args.n_trials is not None else config.budget.n_trials,
+            timeout=args.timeout if args.timeout is not None else config.budget.timeout,
         )
-    _out(format_table(comparison))
-    plot = Path(args.plot) if args.plot else default_plot_path(config)
-    written = plot_histories(comparison, plot)
-    _out("")
-    _out(f"plot: {written}")
-    _out(f"storage: {describe_storage(url)}")
-    _out(f"wall time: {comparison.wall_seconds:.1f} s")
-    _out(f"side by side in optuna-dashboard: evohpo dashboard {args.study_file}")
-    return 0
+        with _progress() as progress:
+            comparison = run_comparison(
+                config,
+                data,
+                storage,
+                storage_url=url,
+                samplers=args.samplers,
+                seeds=args.seeds,
+                budget=budget,
+                guard=guard,
+                callbacks=[progress.trial],
+                on_plan=progress.plan,
+                on_study=progress.study,
+                evaluate_test=not args.no_test,
+            )
+        _out(format_table(comparison))
+        plot = Path(args.plot) if args.plot else default_plot_path(config)
+        written = plot_histories(comparison, plot)
+        _out("")
+        _out(f"plot: {written}")
+        _out(f"storage: {describe_storage(url)}")
+        _out(f"wall time: {comparison.wall_seconds:.1f} s")
+        hint = [_PROG, "dashboard", args.study_file]
+        if args.storage:
+            hint += ["--storage", redact_url(args.storage)]
+        _out(f"side by side in optuna-dashboard: {shlex.join(hint)}")
+        return 0
 
 
 def _cmd_dashboard(args: argparse.Namespace, guard: GracefulStop) -> int:
     from evohpo.dashboard import DashboardServer, compare_url, study_groups
-    from evohpo.study import (
-        describe_storage,
-        load_study_config,
-        open_storage,
-        resolve_storage_url,
-    )
+    from evohpo.study import describe_storage, load_study_config, resolve_storage_url
 
     group = None
     if args.study_file is not None:
-        config = load_study_config(args.study_file)
+        config = load_study_config(args.study_file, check_device=False)
         group = config.name
         url = resolve_storage_url(args.storage) if args.storage else config.storage_url
     elif args.storage:
@@ -671,55 +714,67 @@ def _cmd_dashboard(args: argparse.Namespace, guard: GracefulStop) -> int:
                 "--storage URL or a study file."
             )
         url = resolve_storage_url(str(default))
-    storage = open_storage(url)
-    groups = study_groups(storage, group)
-    server = DashboardServer(storage, host=args.host, port=args.port)
-    _out(f"optuna-dashboard for {describe_storage(url)}: {server.url}/dashboard/")
-    if not groups:
-        what = f"of {group!r} " if group else ""
-        _out(f"no evohpo studies {what}in this storage yet: run 'evohpo compare STUDY.toml'")
-    for found in groups:
-        ids = found.ids()
-        if ids:
-            _out(f"{found.name}: GA vs TPE ({len(ids)} studies): {compare_url(server.url, ids)}")
-        else:
-            _out(f"{found.name}: all studies: {compare_url(server.url, found.ids(None))}")
-    _out("press Ctrl-C to stop")
-    try:
-        with guard.interruptible():
-            server.serve_forever()
-    finally:
-        server.stop()
-    return 0
+    with _opened(url, create=False) as storage:
+        groups = study_groups(storage, group)
+        try:
+            server = DashboardServer(storage, host=args.host, port=args.port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise InvalidParameterError(
+                f"The port {args.port} on {args.host} is already in use (another dashboard?): "
+                "pass --port N with a free port, or --port 0 to pick one."
+            ) from exc
+        _out(f"optuna-dashboard for {describe_storage(url)}: {server.url}/dashboard/")
+        if not groups:
+            what = f"of {group!r} " if group else ""
+            _out(f"no evohpo studies {what}in this storage yet: run 'evohpo compare STUDY.toml'")
+        for found in groups:
+            ids = found.ids()
+            if ids:
+                _out(
+                    f"{found.name}: GA vs TPE ({len(ids)} studies): {compare_url(server.url, ids)}"
+                )
+            else:
+                _out(f"{found.name}: all studies: {compare_url(server.url, found.ids(None))}")
+        _out("press Ctrl-C to stop")
+        try:
+            with guard.interruptible():
+                server.serve_forever()
+        finally:
+            server.stop()
+        return 0
 
 
 def _cmd_best(args: argparse.Namespace, guard: GracefulStop) -> int:
     from evohpo.export import find_best
 
-    config, _, storage = _load(args)
-    best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
-    _out(json.dumps(best.to_dict(), indent=2))
-    return 0
+    config, url = _load(args, trains=False)
+    with _opened(url, create=False) as storage:
+        best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
+        _out(json.dumps(best.to_dict(), indent=2))
+        return 0
 
 
 def _cmd_export(args: argparse.Namespace, guard: GracefulStop) -> int:
     from evohpo.export import export_best, find_best
     from evohpo.study import prepare_data
 
-    config, _, storage = _load(args)
-    best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
-    directory = Path(args.output) if args.output else config.output_dir / "best"
-    data = prepare_data(config)
-    result = export_best(best, config, data, directory, overwrite=args.force, guard=guard)
-    _out(
-        f"best trial: {best.study.study_name} #{best.trial.number}, "
-        f"validation accuracy {best.value:.4f}"
-    )
-    if result.test_accuracy is not None:
-        _out(f"test accuracy of the refit: {result.test_accuracy:.4f}")
-    for path in result.files:
-        _out(f"wrote {path}")
-    return 0
+    config, url = _load(args)
+    with _opened(url, create=False) as storage:
+        best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
+        directory = Path(args.output) if args.output else config.output_dir / "best"
+        data = prepare_data(config)
+        result = export_best(best, config, data, directory, overwrite=args.force, guard=guard)
+        _out(
+            f"best trial: {best.study.study_name} #{best.trial.number}, "
+            f"validation accuracy {best.value:.4f}"
+        )
+        if result.test_accuracy is not None:
+            _out(f"test accuracy of the refit: {result.test_accuracy:.4f}")
+        for path in result.files:
+            _out(f"wrote {path}")
+        return 0
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -750,10 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with guard.installed(), _torch_threads(getattr(args, "threads", None)):
                 return handler(args, guard)
         except KeyboardInterrupt:
-            _err(
-                f"{_PROG}: interrupted; finished trials are kept (a running trial is "
-                "recorded as failed). Run the same command again to resume."
-            )
+            _err(f"{_PROG}: {getattr(args, 'interrupted', _INTERRUPTED)}")
             return 130
         except (EvohpoError, OSError) as exc:
             if debug:

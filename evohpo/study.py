@@ -18,14 +18,17 @@ budget runs 3 more, and a timeout counts the training time already spent.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
 from evohpo._random import derive_seed
+from evohpo._redact import redact_text
 from evohpo._version import __version__
 from evohpo.exceptions import (
     InvalidParameterError,
@@ -62,6 +66,7 @@ __all__ = [
     "DIRECTION",
     "FINISHED_STATES",
     "PRUNERS",
+    "RUNTIME_TRAIN_KEYS",
     "SAMPLERS",
     "STUDY_ATTR",
     "Budget",
@@ -71,6 +76,7 @@ __all__ = [
     "build_pruner",
     "build_sampler",
     "check_study",
+    "close_storage",
     "describe_storage",
     "finished_trials",
     "group_study_names",
@@ -81,6 +87,7 @@ __all__ = [
     "prepare_data",
     "resolve_storage_url",
     "run_study",
+    "storage_file",
     "study_identity",
     "study_name",
 ]
@@ -99,6 +106,11 @@ DEFAULT_STORAGE_NAME = "evohpo.db"
 FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Version of the identity record; part of the identity.
 _IDENTITY_FORMAT = 1
+#: ``[train]`` settings that change where and how fast a trial runs, not what it
+#: learns: left out of a study's identity, so a study resumes on another device.
+RUNTIME_TRAIN_KEYS: tuple[str, ...] = ("device", "eval_batch_size")
+#: Differences listed in a mismatch message at most.
+_MAX_DIFFERENCES = 12
 
 _TOP_KEYS = (
     "name",
@@ -242,13 +254,16 @@ class StudyConfig:
         }
 
 
-def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
+def load_study_config(path: str | os.PathLike[str], *, check_device: bool = True) -> StudyConfig:
     """Read and check a study file.
 
     Parameters
     ----------
     path : path
         A TOML study file.
+    check_device : bool
+        Check that ``[train] device`` is usable on this machine (that imports
+        torch). Commands that train nothing may skip it.
 
     Returns
     -------
@@ -261,6 +276,12 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
         line), or holds unknown or invalid settings.
     """
     file = Path(path)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.glob("*.toml"))
+        hint = f" It holds {', '.join(inside)}." if inside else ""
+        raise StudyConfigError(
+            f"The study file {str(file)!r} is a directory; give the path of a .toml file.{hint}"
+        )
     if not file.is_file():
         hint = ""
         if not file.suffix:
@@ -277,7 +298,11 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
     except tomllib.TOMLDecodeError as exc:
         raise StudyConfigError(f"The study file {str(file)!r} is not valid TOML: {exc}.") from exc
     return parse_study_config(
-        data, source=str(file), base_dir=file.resolve().parent, default_name=file.stem
+        data,
+        source=str(file),
+        base_dir=file.resolve().parent,
+        default_name=file.stem,
+        check_device=check_device,
     )
 
 
@@ -287,6 +312,7 @@ def parse_study_config(
     source: str = "<study>",
     base_dir: str | os.PathLike[str] | None = None,
     default_name: str | None = None,
+    check_device: bool = True,
 ) -> StudyConfig:
     """Check the mapping of a study file and build a :class:`StudyConfig`.
 
@@ -301,6 +327,9 @@ def parse_study_config(
         by default.
     default_name : str, optional
         Group name when the file sets none (the file's stem).
+    check_device : bool
+        Check that ``[train] device`` names a device this machine has (this
+        imports torch).
 
     Examples
     --------
@@ -326,7 +355,14 @@ def parse_study_config(
     dataset = data_table.get("dataset")
     if dataset not in DATASETS:
         listed = ", ".join(repr(n) for n in sorted(DATASETS))
-        _config_error(source, "data", "dataset", f"one of {{{listed}}}", dataset)
+        _config_error(
+            source,
+            "data",
+            "dataset",
+            f"one of {{{listed}}}",
+            dataset,
+            hint=_did_you_mean(dataset, DATASETS),
+        )
     test_fraction = data_table.get("test_fraction")
     if test_fraction is not None:
         test_fraction = _fraction(test_fraction, "test_fraction", "data", source)
@@ -343,7 +379,7 @@ def parse_study_config(
 
     train_table = dict(_table(data, "train", source))
     _check_keys(train_table, _TRAIN_KEYS, "train", source)
-    _check_train(train_table, source)
+    _check_train(train_table, source, check_device=check_device)
 
     budget_table = _table(data, "budget", source, required=True)
     _check_keys(budget_table, _BUDGET_KEYS, "budget", source)
@@ -386,7 +422,16 @@ def parse_study_config(
     pruner.setdefault("name", "none")
     if pruner["name"] not in PRUNERS:
         listed = ", ".join(repr(n) for n in PRUNERS)
-        _config_error(source, "pruner", "name", f"one of {{{listed}}}", pruner["name"])
+        _config_error(
+            source,
+            "pruner",
+            "name",
+            f"one of {{{listed}}}",
+            pruner["name"],
+            hint=_did_you_mean(pruner["name"], PRUNERS),
+        )
+    pruner_keys = _keyword_names(getattr(optuna.pruners, PRUNERS[pruner["name"]]))
+    _check_keys(pruner, None if pruner_keys is None else ["name", *pruner_keys], "pruner", source)
     try:
         build_pruner(pruner)
     except (TypeError, ValueError) as exc:
@@ -397,6 +442,7 @@ def parse_study_config(
     sampler_options: dict[str, dict[str, Any]] = {}
     for sampler_name in SAMPLERS:
         options = dict(_table(options_table, sampler_name, source, prefix="sampler."))
+        _check_sampler_keys(sampler_name, options, source)
         sampler_options[sampler_name] = options
         try:
             build_sampler(sampler_name, seed=0, options=options, space=space)
@@ -430,9 +476,59 @@ def parse_study_config(
     )
 
 
-def _config_error(source: str, table: str, key: str, expected: str, got: Any) -> Any:
+def _config_error(
+    source: str, table: str, key: str, expected: str, got: Any, *, hint: str = ""
+) -> Any:
     where = f"[{table}] " if table else ""
-    raise StudyConfigError(f"{source}: {where}{key!r} must be {expected}. Got {got!r} instead.")
+    raise StudyConfigError(
+        f"{source}: {where}{key!r} must be {expected}. Got {got!r} instead.{hint}"
+    )
+
+
+def _did_you_mean(word: Any, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``known``, or ``""``."""
+    close = difflib.get_close_matches(str(word), list(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _keyword_names(cls: Any) -> list[str] | None:
+    """Keyword parameters of ``cls``'s constructor; ``None`` if it takes ``**kwargs``."""
+    parameters = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in keyword]
+
+
+#: Sampler settings evohpo sets itself, so a study file may not.
+_SAMPLER_OWN_KEYS: dict[str, str] = {
+    "seed": "it comes from [compare] seeds or --seed",
+    "search_space": "it is the study file's [space]",
+}
+
+
+def _check_sampler_keys(name: str, options: Mapping[str, Any], source: str) -> None:
+    """Refuse unknown settings in ``[sampler.<name>]`` with a hint before building it."""
+    table = f"sampler.{name}"
+    for key, why in _SAMPLER_OWN_KEYS.items():
+        if key in options:
+            raise StudyConfigError(f"{source}: [{table}] cannot set {key!r}: {why}.")
+    if name == "ga":
+        from evohpo.sampler import EvoSampler
+
+        sampler_class: Any = EvoSampler
+    else:
+        sampler_class = {
+            "tpe": optuna.samplers.TPESampler,
+            "random": optuna.samplers.RandomSampler,
+        }[name]
+    known = _keyword_names(sampler_class)
+    if known is None:
+        return
+    known = [k for k in known if k not in _SAMPLER_OWN_KEYS]
+    if not known and options:
+        raise StudyConfigError(f"{source}: [{table}] takes no settings; it has {sorted(options)}.")
+    _check_keys(options, known, table, source)
 
 
 def _table(
@@ -450,12 +546,15 @@ def _table(
     return value
 
 
-def _check_keys(data: Mapping[str, Any], known: Sequence[str], table: str, source: str) -> None:
+def _check_keys(
+    data: Mapping[str, Any], known: Sequence[str] | None, table: str, source: str
+) -> None:
+    if known is None:  # the class takes **kwargs: let it check them
+        return
     for key in data:
         if key not in known:
             where = f"[{table}]" if table else "the top level"
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = _did_you_mean(key, known)
             raise StudyConfigError(
                 f"{source}: unknown setting {key!r} in {where}; the settings are "
                 f"{sorted(known)}.{hint}"
@@ -495,13 +594,28 @@ def _fraction(value: Any, key: str, table: str, source: str, *, allow_one: bool 
     return float(value)
 
 
-def _check_train(train: Mapping[str, Any], source: str) -> None:
+def _check_train(train: Mapping[str, Any], source: str, *, check_device: bool = True) -> None:
     from evohpo.train import TrainConfig
 
     try:
-        TrainConfig(**train)
+        config = TrainConfig(**train)
     except InvalidParameterError as exc:
         raise StudyConfigError(f"{source}: [train]: {exc}") from exc
+    if check_device:
+        # Caught here, a device this machine lacks cannot reach the storage as a failed trial.
+        from evohpo.nn import resolve_device  # imports torch: only when a file is loaded
+
+        try:
+            resolve_device(config.device)
+        except InvalidParameterError as exc:
+            # resolve_device's "The 'device' parameter of resolve_device must be ...",
+            # reworded as every other study-file setting is.
+            reason = re.sub(r"^The 'device' parameter of \w+ (must be )", r"\1", str(exc))
+            raise StudyConfigError(
+                f"{source}: [train] 'device' {reason} Use 'auto' (CUDA when available, else "
+                "the CPU) or 'cpu': the device is not part of a study's identity, so a study "
+                "resumes on any device."
+            ) from exc
 
 
 # -- storage -------------------------------------------------------------------------------
@@ -544,7 +658,7 @@ def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = N
         return "journal://" + str(_absolute(url, base))
     raise StorageError(
         f"Cannot tell which storage {url!r} is: give a URL (sqlite:///file.db, "
-        "postgresql://..., mysql://..., journal:///file.log) or a path ending in "
+        "postgresql://..., mysql+pymysql://..., journal:///file.log) or a path ending in "
         f"{', '.join(_SQLITE_SUFFIXES + _JOURNAL_SUFFIXES)}."
     )
 
@@ -570,44 +684,140 @@ def describe_storage(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
-def open_storage(url: str) -> BaseStorage:
+def open_storage(url: str, *, create: bool = True) -> BaseStorage:
     """Open (and create if needed) the storage at ``url``.
 
     SQLite waits up to 60 s on a locked database; PostgreSQL and MySQL get
     Optuna's heartbeat (a trial whose worker died is failed after two minutes
     and its parameters retried), which needs ``study.optimize``, as used here.
 
+    Parameters
+    ----------
+    url : str
+        A URL as :func:`resolve_storage_url` returns it.
+    create : bool
+        Create a SQLite or journal file that does not exist. With ``False``
+        (commands that look at existing studies) a missing file is an error
+        and nothing is created.
+
     Raises
     ------
     StorageError
-        If the storage cannot be opened; the message says why and hides
-        passwords.
+        If the storage cannot be opened (its file or directory is missing, its
+        database driver is not installed, the server refuses); the message
+        says why and hides passwords.
     """
     shown = describe_storage(url)
+    path = storage_file(url)
+    if path is not None:
+        problem = None
+        if path.is_dir():
+            problem = f"{str(path)!r} is a directory, not a storage file"
+        elif not path.parent.is_dir():
+            problem = f"the directory {str(path.parent)!r} does not exist"
+        elif not create and not path.exists():
+            problem = (
+                f"the file {str(path)!r} does not exist (nothing was created: check the "
+                "path, or run a study into it first)"
+            )
+        if problem is not None:
+            raise StorageError(f"Cannot open the storage {shown!r}: {problem}.")
     try:
         if url.startswith("journal://"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            path = Path(url[len("journal://") :])
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"the directory {str(path.parent)!r} does not exist")
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:"):
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+        # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=120,
-            heartbeat_stale_trial_callback=retry,
-        )
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=30,
+                grace_period=120,
+                heartbeat_stale_trial_callback=retry,
+            )
     except Exception as exc:
+        missing = _missing_module(exc)
+        if missing is not None:
+            raise StorageError(
+                f"Cannot open the storage {shown!r}: its database driver is not installed "
+                f"(no module {missing!r}). {_driver_hint(url)}"
+            ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"Cannot open the storage {shown!r}: {reason}") from exc
+        raise StorageError(f"Cannot open the storage {shown!r}: {redact_text(reason)}") from exc
+
+
+def close_storage(storage: BaseStorage) -> None:
+    """Close the database connections ``storage`` holds (RDB storages; others: nothing).
+
+    The storage stays usable (it connects again when asked). Call it when done:
+    psycopg 3 warns about a connection that is garbage-collected open.
+    """
+    if isinstance(storage, optuna.storages.RDBStorage):
+        with contextlib.suppress(Exception):
+            storage.scoped_session.remove()
+        with contextlib.suppress(Exception):
+            storage.engine.dispose()
+
+
+def storage_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL; ``None`` for servers and memory.
+
+    Examples
+    --------
+    >>> storage_file("sqlite:////data/evohpo.db").as_posix()
+    '/data/evohpo.db'
+    >>> storage_file("postgresql://me@db.example/evohpo") is None
+    True
+    """
+    if url.startswith("journal://"):
+        return Path(url[len("journal://") :])
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///") :].split("?", 1)[0]
+        if rest in ("", ":memory:") or rest.startswith("file:"):
+            return None
+        return Path(rest)
+    return None
+
+
+def _missing_module(exc: BaseException) -> str | None:
+    """The module whose import failed somewhere in ``exc``'s chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError) and current.name:
+            return current.name
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _driver_hint(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower()
+    dialect, _, driver = scheme.partition("+")
+    if dialect in ("postgresql", "postgres") and driver in ("", "psycopg"):
+        return (
+            "Install evohpo's postgres extra (pip install 'evohpo[postgres]'): psycopg 3, "
+            "the driver SQLAlchemy uses for postgresql:// URLs."
+        )
+    if dialect in ("postgresql", "postgres") and driver == "psycopg2":
+        return (
+            "Install psycopg2 (pip install psycopg2-binary), or install evohpo's postgres "
+            "extra (pip install 'evohpo[postgres]') and write the URL as postgresql://..."
+        )
+    if dialect == "mysql" and driver == "pymysql":
+        return "Install evohpo's mysql extra (pip install 'evohpo[mysql]'): PyMySQL."
+    if dialect == "mysql":
+        return (
+            "Install evohpo's mysql extra (pip install 'evohpo[mysql]') and write the URL "
+            "as mysql+pymysql://user@host/db (plain mysql:// needs the mysqlclient package)."
+        )
+    return f"Install the driver that SQLAlchemy needs for {scheme}:// URLs."
 
 
 # -- identity, naming, creation ------------------------------------------------------------
@@ -620,7 +830,9 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
     """The study user attribute :data:`STUDY_ATTR`: what makes results comparable.
 
     A stored study must match it on every key but ``evohpo_version`` to be
-    resumed.
+    resumed. The training settings that do not change what a trial learns
+    (:data:`RUNTIME_TRAIN_KEYS`: the device, the evaluation batch size) are
+    left out, so a study started on one machine resumes on another.
     """
     return {
         "format": _IDENTITY_FORMAT,
@@ -628,7 +840,7 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
         "dataset": config.dataset,
         "data": config.data_identity(),
         "space": config.space.to_dict(),
-        "train": dict(sorted(config.train.items())),
+        "train": _train_identity(config.train),
         "sampler": sampler,
         "sampler_options": dict(sorted(config.sampler_options.get(sampler, {}).items())),
         "pruner": dict(sorted(config.pruner.items())),
@@ -638,9 +850,54 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
     }
 
 
+def _train_identity(train: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(train.items()) if k not in RUNTIME_TRAIN_KEYS}
+
+
 def _normalise(value: Any) -> Any:
     # What comes back from storage went through JSON: compare in that form.
     return json.loads(json.dumps(value, sort_keys=True))
+
+
+class _Unset:
+    """A key that one side of an identity lacks."""
+
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+_UNSET = _Unset()
+
+
+def _differences(stored: Any, expected: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, stored, expected)`` for every leaf where two JSON values differ."""
+    if isinstance(stored, Mapping) and isinstance(expected, Mapping):
+        found: list[tuple[str, Any, Any]] = []
+        keys = [*expected, *(k for k in stored if k not in expected)]
+        for key in keys:
+            sub = f"{path}.{key}" if path else str(key)
+            found.extend(_differences(stored.get(key, _UNSET), expected.get(key, _UNSET), sub))
+        return found
+    return [] if stored == expected else [(path, stored, expected)]
+
+
+def _show(value: Any, limit: int = 200) -> str:
+    if isinstance(value, _Unset):
+        return repr(value)
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _comparable(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` as compared: JSON-normalised, without version and runtime settings.
+
+    Studies stored before the runtime settings left the identity still carry
+    them; they are dropped here too, so such studies resume.
+    """
+    result = {k: v for k, v in _normalise(identity).items() if k != "evohpo_version"}
+    if isinstance(result.get("train"), Mapping):
+        result["train"] = _train_identity(result["train"])
+    return result
 
 
 def _check_identity(
@@ -666,29 +923,27 @@ def _check_identity(
         return False
     if not isinstance(stored, Mapping):
         raise StudyMismatchError(f"The study {name!r} in {where} has an unreadable identity.")
-    expected = _normalise(identity)
-    differences = [
-        key
+    expected, recorded = _comparable(identity), _comparable(stored)
+    found = [
+        difference
         for key in expected
-        if key != "evohpo_version" and _normalise(stored.get(key)) != expected[key]
+        for difference in _differences(recorded.get(key, _UNSET), expected[key], key)
     ]
-    if differences:
+    if found:
+        tops = list(dict.fromkeys(path.split(".", 1)[0] for path, _, _ in found))
+        listed = found[:_MAX_DIFFERENCES]
         details = "; ".join(
-            f"{key}: stored {_short(stored.get(key))}, study file {_short(expected[key])}"
-            for key in differences
+            f"{path}: stored {_show(old)}, now {_show(new)}" for path, old, new in listed
         )
+        if len(found) > len(listed):
+            details += f"; and {len(found) - len(listed)} more"
         raise StudyMismatchError(
             f"The study {name!r} in {where} was created with different settings "
-            f"({', '.join(differences)}), so its trials are not comparable: {details}. "
+            f"({', '.join(tops)}), so its trials are not comparable: {details}. "
             "Nothing was changed; restore the settings, or change 'name' in the study "
             "file (or use another storage) to start new studies."
         )
     return True
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_study(
@@ -879,9 +1134,14 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
 
     The splits are stratified and seeded by ``split_seed`` only, so they are
     the same for every sampler and seed.
-    """
-    from sklearn.model_selection import train_test_split
 
+    Raises
+    ------
+    StudyConfigError
+        If ``test_fraction`` or ``validation_fraction`` leaves a part with
+        fewer rows than classes (or a class too small to split); the message
+        names the setting and the fractions that would work.
+    """
     from evohpo.datasets import load_dataset
 
     data = dataset
@@ -893,14 +1153,21 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         rest = np.setdiff1d(rows, test)
     else:
         fraction = config.test_fraction if config.test_fraction is not None else 0.2
-        rest, test = train_test_split(
-            rows, test_size=fraction, stratify=data.y, random_state=config.split_seed
+        rest, test = _split(
+            rows,
+            data.y,
+            fraction,
+            config,
+            key="test_fraction",
+            parts=("training and validation", "test"),
         )
-    train, val = train_test_split(
+    train, val = _split(
         rest,
-        test_size=config.validation_fraction,
-        stratify=data.y[rest],
-        random_state=config.split_seed,
+        data.y[rest],
+        config.validation_fraction,
+        config,
+        key="validation_fraction",
+        parts=("training", "validation"),
     )
     train, val, test = np.sort(train), np.sort(val), np.sort(test)
     X = data.X
@@ -913,6 +1180,52 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         y_test=data.y[test],
         class_names=list(data.class_names),
     )
+
+
+def _split(
+    rows: np.ndarray,
+    labels: np.ndarray,
+    fraction: float,
+    config: StudyConfig,
+    *,
+    key: str,
+    parts: tuple[str, str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(rest, held out)`` split of ``rows``; a too small part is a config error."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, held = train_test_split(
+            rows, test_size=fraction, stratify=labels, random_state=config.split_seed
+        )
+    except ValueError as exc:
+        n_rows, n_classes = len(rows), len(np.unique(labels))
+        n_held = math.ceil(fraction * n_rows)
+        counts = {parts[0]: n_rows - n_held, parts[1]: n_held}
+        small = [
+            f"{n} {part} row{'' if n == 1 else 's'}" for part, n in counts.items() if n < n_classes
+        ]
+        if small:
+            low, high = n_classes / n_rows, (n_rows - n_classes) / n_rows
+            problem = (
+                f"it leaves {' and '.join(small)} of {n_rows}, fewer than the {n_classes} "
+                "classes (a stratified split needs a row of every class in each part); "
+            )
+            problem += (
+                f"use a value in [{low:.3g}, {high:.3g}]"
+                if low <= high
+                else "the data set is too small for this split"
+            )
+        else:
+            problem = f"the stratified split fails: {str(exc).strip().rstrip('.')}"
+        default = (
+            " (the default)" if key == "test_fraction" and config.test_fraction is None else ""
+        )
+        raise StudyConfigError(
+            f"{config.source}: [data] {key!r} = {fraction:g}{default} does not work on "
+            f"{config.dataset!r}: {problem}."
+        ) from exc
+    return np.asarray(kept), np.asarray(held)
 
 
 # -- running one study ---------------------------------------------------------------------

@@ -6,10 +6,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,53 @@ def test_invalid_setting_is_named(study_file: Path, capsys: pytest.CaptureFixtur
     assert "unknown setting 'n_trails' in [budget]" in capsys.readouterr().err
 
 
+def test_a_directory_as_the_study_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY, encoding="utf-8")
+    assert main(["run", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is a directory; give the path of a .toml file. It holds tiny.toml." in err
+    assert "does not exist" not in err
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_storage(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_file.write_text(TINY.replace('device = "cpu"', 'device = "cuda:7"'), encoding="utf-8")
+    for command in ("run", "compare", "worker", "export"):
+        assert main([command, str(study_file)]) == 1
+        err = capsys.readouterr().err
+        assert f"evohpo: error: {study_file}: [train] 'device' must be a device that is " in err
+        assert "Got 'cuda:7' instead" in err
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
+def test_a_study_resumes_on_another_device(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(study_file), "--n-trials", "1"]) == 0
+    study_file.write_text(
+        TINY.replace('device = "cpu"', 'device = "auto"\neval_batch_size = 7'), encoding="utf-8"
+    )
+    assert main(["run", str(study_file), "--n-trials", "2"]) == 0
+    assert "finished trials: 2 of 2 (1 run now)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "worker"])
+def test_a_split_with_too_few_rows_leaves_no_storage(
+    study_file: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TINY.replace("test_fraction = 0.2", "test_fraction = 0.2\nvalidation_fraction = 0.01")
+    study_file.write_text(text, encoding="utf-8")
+    assert main([command, str(study_file)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"evohpo: error: {study_file}: [data] 'validation_fraction' = 0.01 does not work on "
+        "'iris': it leaves 2 validation rows of 120, fewer than the 3 classes"
+    ) in err
+    assert "unexpected error" not in err
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
 @pytest.mark.parametrize(
     ("storage", "message"),
     [
@@ -245,6 +294,7 @@ def test_different_space_is_refused_and_storage_unchanged(
         err = capsys.readouterr().err
         assert "'tiny/ga/seed0'" in err
         assert "different settings (space)" in err
+        assert "space.units: stored [4, 16], now [4, 64]" in err
         assert "Nothing was changed" in err
     assert snapshot(db_url(study_file)) == before
 
@@ -278,6 +328,11 @@ def test_run_resumes_up_to_the_total(study_file: Path, capsys: pytest.CaptureFix
 
     assert main(["run", str(study_file), "--n-trials", "5"]) == 0
     assert "finished trials: 5 of 5 (2 run now)" in capsys.readouterr().out
+
+    assert main(["run", str(study_file), "--n-trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "finished trials: 5, more than the total of 2 asked for (0 run now)" in out
+    assert "5 of 2" not in out
     study = load(study_file, "tiny/ga/seed0")
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     bred = [t for t in study.trials if t.user_attrs["evohpo"]["origin"] == "bred"]
@@ -436,6 +491,91 @@ def test_compare_with_a_bigger_budget_resumes(
     assert len(load(study_file, "tiny/tpe/seed0").trials) == 3
 
 
+def test_compare_hint_keeps_the_storage(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere" / "c.db"
+    elsewhere.parent.mkdir()
+    shutil.move(study_file.parent / "evohpo.db", elsewhere)
+    assert main(["compare", str(study_file), "--storage", str(elsewhere), "--no-test"]) == 0
+    out = capsys.readouterr().out
+    expected = f"evohpo dashboard {study_file} --storage {elsewhere}"
+    assert f"side by side in optuna-dashboard: {expected}" in out
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
+def test_compare_hint_hides_the_password(
+    study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    memory = optuna.storages.InMemoryStorage()
+    monkeypatch.setattr("evohpo.study.open_storage", lambda url, **_: memory)
+    url = "postgresql://me:hunter2-secret@db.example/evohpo"
+    args = ["compare", str(study_file), "--storage", url, "--samplers", "ga", "--seeds", "0"]
+    assert main([*args, "--n-trials", "1", "--no-test"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2-secret" not in out
+    assert f"evohpo dashboard {study_file} --storage 'postgresql://me:***@db.example/evohpo'" in out
+
+
+def test_plot_legend_counts_seeds_in_words(study_file: Path) -> None:
+    from evohpo.compare import Comparison, StudyResult, history_figure
+
+    def result(sampler: str, seed: int) -> StudyResult:
+        return StudyResult(
+            name=f"tiny/{sampler}/seed{seed}",
+            sampler=sampler,
+            seed=seed,
+            n_trials=2,
+            n_failed=0,
+            best_value=0.5,
+            best_trial=0,
+            test_accuracy=None,
+            history=[0.4, 0.5],
+            seconds=1.0,
+            trials_to_target=None,
+            seconds_to_target=None,
+        )
+
+    config = load_study_config(study_file)
+    comparison = Comparison(
+        config=config,
+        results={"ga": [result("ga", 0)], "tpe": [result("tpe", 0), result("tpe", 1)]},
+        wall_seconds=1.0,
+        budget=config.budget,
+    )
+    legend = history_figure(comparison).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["ga (1 seed)", "tpe (mean of 2 seeds)"]
+
+
+# -- PostgreSQL, as users type its URL ----------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_run_and_best_on_a_plain_postgresql_url(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests._pg import PostgresServer
+
+    with PostgresServer.running_server() as server:
+        url = server.create_database()
+        assert url.startswith("postgresql://")  # no +driver: the form the README advertises
+        run = ["run", str(study_file), "--storage", url, "--sampler", "random", "--n-trials", "2"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(run) == 0
+            assert main(["best", str(study_file), "--storage", url]) == 0
+        captured = capsys.readouterr()
+        assert "finished trials: 2 of 2 (2 run now)" in captured.out
+        assert json.loads(captured.out[captured.out.index("{") :])["study"] == "tiny/random/seed0"
+        assert "evohpo:***@127.0.0.1" in captured.out
+        assert server.password not in captured.out + captured.err
+        experimental = [
+            str(w.message)
+            for w in caught
+            if issubclass(w.category, optuna.exceptions.ExperimentalWarning)
+        ]
+        assert experimental == []
+
+
 # -- best and export -----------------------------------------------------------------------------
 def test_best_prints_the_genome_as_json(
     study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
@@ -456,8 +596,34 @@ def test_best_prints_the_genome_as_json(
 
 
 def test_best_without_trials(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    optuna.storages.RDBStorage(db_url(study_file))  # an empty storage
     assert main(["best", str(study_file)]) == 1
     assert "No completed trial found for 'tiny'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["best", "STUDY"],
+        ["export", "STUDY"],
+        ["dashboard", "STUDY", "--port", "0"],
+        ["dashboard", "--storage", "typo.db", "--port", "0"],
+    ],
+)
+def test_inspecting_commands_create_no_storage(
+    study_file: Path,
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(study_file.parent)
+    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", lambda self: None)
+    before = sorted(p.name for p in study_file.parent.iterdir())
+    assert main([str(study_file) if a == "STUDY" else a for a in command]) == 1
+    err = capsys.readouterr().err
+    assert "Cannot open the storage 'sqlite:///" in err
+    assert "does not exist (nothing was created" in err
+    assert sorted(p.name for p in study_file.parent.iterdir()) == before
 
 
 def test_export_writes_a_safe_loadable_model(
@@ -568,8 +734,37 @@ def test_dashboard_on_an_empty_storage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", lambda self: None)
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", "0"]) == 0
     assert "no evohpo studies in this storage yet" in capsys.readouterr().out
+
+
+def test_dashboard_ctrl_c_says_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(self: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", interrupted)
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert main(["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", "0"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "evohpo: dashboard stopped."
+    assert "trials" not in err
+
+
+def test_dashboard_on_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", str(port)]
+        assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"The port {port} on 127.0.0.1 is already in use" in err
+    assert "--port N with a free port, or --port 0" in err
+    assert "Errno" not in err
 
 
 # -- python -m evohpo and signals --------------------------------------------------------------

@@ -116,6 +116,9 @@ def dashboard(filled: Path) -> Iterator[dict[str, Any]]:
             process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
+    # Ctrl-C is how a dashboard stops: no word of trials kept or resuming.
+    assert err.strip().endswith("evohpo: dashboard stopped."), err
+    assert "resume" not in err
 
 
 def _get_json(url: str) -> Any:

@@ -6,6 +6,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,24 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_study_config(tmp_path / "nothere.toml")
 
 
+def test_a_directory_is_not_a_study_file(tmp_path: Path) -> None:
+    write(tmp_path, TINY, "tiny.toml")
+    with pytest.raises(
+        StudyConfigError,
+        match=r"is a directory; give the path of a \.toml file\. "
+        r"It holds tiny\.toml\.",
+    ):
+        load_study_config(tmp_path)
+
+
+def test_the_device_check_can_be_skipped(tmp_path: Path) -> None:
+    # Commands that train nothing (best, dashboard) work where the device is missing.
+    path = write(tmp_path, TINY.replace("max_epochs = 2", 'max_epochs = 2\ndevice = "cuda:7"'))
+    with pytest.raises(StudyConfigError, match=r"'device' must be a device that is available"):
+        load_study_config(path)
+    assert load_study_config(path, check_device=False).train["device"] == "cuda:7"
+
+
 def test_missing_suffix_gets_a_hint(tmp_path: Path) -> None:
     write(tmp_path, TINY, "tiny.toml")
     with pytest.raises(StudyConfigError, match=r"Did you mean '.*tiny\.toml'\?"):
@@ -177,6 +196,7 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
         ("[budget]\nn_trials = 4", "[budget]\ntimeout = -1", r"'timeout' must be a number > 0"),
         ("[budget]\nn_trials = 4", "[budget]", r"\[budget\] needs 'n_trials', 'timeout' or both"),
         ('dataset = "iris"', 'dataset = "mnist"', r"\[data\] 'dataset' must be one of .*'digits'"),
+        ('dataset = "iris"', 'dataset = "digit"', r"Got 'digit' instead\. Did you mean 'digits'\?"),
         (
             "test_fraction = 0.2",
             "test_fraction = 1.5",
@@ -202,10 +222,53 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
         ("seeds = [0, 1]", "seeds = [0, 0]", r"'seeds' must be a non-empty list of distinct ints"),
         ("target = 0.9", "target = 2", r"'target' must be a number in \(0, 1\]"),
         ("population_size = 2", "population_size = 1", r"\[sampler.ga\]: The 'population_size'"),
-        ("population_size = 2", "popsize = 2", r"\[sampler.ga\]: .*popsize"),
+        (
+            "population_size = 2",
+            "populaton_size = 2",
+            r"unknown setting 'populaton_size' in \[sampler\.ga\].*"
+            r"Did you mean 'population_size'\?",
+        ),
+        ("population_size = 2", "popsize = 2", r"unknown setting 'popsize' in \[sampler\.ga\]"),
+        (
+            "population_size = 2",
+            "seed = 3",
+            r"\[sampler\.ga\] cannot set 'seed': it comes from \[compare\] seeds",
+        ),
+        (
+            "[sampler.ga]",
+            "[sampler.tpe]\nn_startup_trails = 2\n[sampler.ga]",
+            r"unknown setting 'n_startup_trails' in \[sampler\.tpe\].*"
+            r"Did you mean 'n_startup_trials'\?",
+        ),
+        (
+            "[sampler.ga]",
+            "[sampler.random]\nn_startup_trials = 2\n[sampler.ga]",
+            r"\[sampler\.random\] takes no settings",
+        ),
         ('name = "tiny"', 'name = "a/b"', r"'name' must be a non-empty str without '/'"),
         ("[budget]", '[pruner]\nname = "asha"\n[budget]', r"\[pruner\] 'name' must be one of"),
-        ("[budget]", '[pruner]\nname = "median"\nwarmup = 2\n[budget]', r"\[pruner\]: .*warmup"),
+        (
+            "[budget]",
+            '[pruner]\nname = "median"\nn_warmup_step = 2\n[budget]',
+            r"unknown setting 'n_warmup_step' in \[pruner\].*Did you mean 'n_warmup_steps'\?",
+        ),
+        (
+            "[budget]",
+            '[pruner]\nname = "medain"\n[budget]',
+            r"\[pruner\] 'name' must be one of .*Did you mean 'median'\?",
+        ),
+        (
+            "[budget]",
+            '[pruner]\nname = "median"\nn_warmup_steps = -1\n[budget]',
+            r"\[pruner\]: .*n_warmup_steps",
+        ),
+        (
+            "max_epochs = 2",
+            'max_epochs = 2\ndevice = "cuda:7"',
+            r"study\.toml: \[train\] 'device' must be a device that is available.*"
+            r"Got 'cuda:7' instead\. Use 'auto'",
+        ),
+        ("max_epochs = 2", 'max_epochs = 2\ndevice = "gpu"', r"\[train\]: The 'device' parameter"),
         (
             'name = "tiny"',
             'name = "tiny"\nsamplers = ["ga"]',
@@ -267,13 +330,64 @@ def test_describe_storage_hides_passwords() -> None:
     ("url", "message"),
     [
         ("nosuchdb://host/db", r"Cannot open the storage 'nosuchdb://host/db'"),
-        ("sqlite:////nonexistent-dir/sub/x.db", r"Cannot open the storage .*unable to open"),
-        ("journal:///nonexistent-dir/sub/x.log", r"Cannot open the storage .*does not exist"),
+        (
+            "sqlite:////nonexistent-dir/sub/x.db",
+            r"Cannot open the storage .*: the directory '/nonexistent-dir/sub' does not exist\.$",
+        ),
+        (
+            "journal:///nonexistent-dir/sub/x.log",
+            r"Cannot open the storage .*: the directory '/nonexistent-dir/sub' does not exist\.$",
+        ),
     ],
 )
 def test_storage_that_cannot_be_opened(url: str, message: str) -> None:
     with pytest.raises(StorageError, match=message):
         open_storage(url)
+
+
+def test_a_directory_is_not_a_storage_file(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"is a directory, not a storage file"):
+        open_storage(f"sqlite:///{tmp_path}")
+
+
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_open_without_create_of_a_missing_file_creates_nothing(tmp_path: Path, form: str) -> None:
+    path = tmp_path / ("typo.db" if form == "sqlite" else "typo.log")
+    url = f"sqlite:///{path}" if form == "sqlite" else f"journal://{path}"
+    with pytest.raises(StorageError, match=r"the file '.*typo\.(db|log)' does not exist"):
+        open_storage(url, create=False)
+    assert list(tmp_path.iterdir()) == []
+    open_storage(url)  # a command that writes creates it
+    assert path.exists()
+    assert open_storage(url, create=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+pg8000://me@127.0.0.1:1/db", r"no module 'pg8000'.*Install the driver"),
+        ("mysql://me@127.0.0.1:1/db", r"no module 'MySQLdb'.*evohpo\[mysql\].*mysql\+pymysql://"),
+    ],
+)
+def test_a_missing_database_driver_says_what_to_install(url: str, message: str) -> None:
+    with pytest.raises(StorageError, match=r"its database driver is not installed \(" + message):
+        open_storage(url)
+
+
+def test_plain_postgresql_urls_have_their_driver_and_no_warning() -> None:
+    # SQLAlchemy picks psycopg 3 for postgresql://; evohpo's postgres extra installs it.
+    # Nothing listens on the port: the error must be the connection's, not an import's.
+    from tests._pg import free_port
+
+    url = f"postgresql://me:hunter2-secret@127.0.0.1:{free_port()}/db"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(StorageError, match=r"(?i)connection refused") as info:
+            open_storage(url)
+    assert "driver" not in str(info.value)
+    assert "hunter2-secret" not in str(info.value)
+    # Optuna's ExperimentalWarning for heartbeat_interval would print on every command.
+    assert [str(w.message) for w in caught] == []
 
 
 def test_storage_error_hides_the_password() -> None:
@@ -338,6 +452,48 @@ def test_different_training_settings_are_refused(tmp_path: Path) -> None:
     changed = load_study_config(write(tmp_path, TINY.replace("max_epochs = 2", "max_epochs = 3")))
     with pytest.raises(StudyMismatchError, match=r"\(train\)"):
         open_study(storage, changed, "ga", 0)
+
+
+def test_the_mismatch_names_every_differing_setting(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    open_study(storage, config, "ga", 0)
+    text = TINY.replace("units = [4, 16]", "units = [4, 32]").replace(
+        "max_epochs = 2", "max_epochs = 3\npatience = 1"
+    )
+    changed = load_study_config(write(tmp_path, text))
+    with pytest.raises(StudyMismatchError) as info:
+        open_study(storage, changed, "ga", 0)
+    message = str(info.value)
+    assert "different settings (space, train)" in message
+    assert "space.units: stored [4, 16], now [4, 32]" in message
+    assert "train.max_epochs: stored 2, now 3" in message
+    assert "train.patience: stored (not set), now 1" in message
+    assert "max_layers" not in message  # the settings that agree are not listed
+
+
+def test_device_and_eval_batch_size_are_not_part_of_the_identity(tmp_path: Path) -> None:
+    text = TINY.replace("max_epochs = 2", 'max_epochs = 2\ndevice = "cpu"\neval_batch_size = 64')
+    config = load_study_config(write(tmp_path, text))
+    assert study_identity(config, "ga", 0)["train"] == {"max_epochs": 2}
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    run_study(study, cheap_objective(config.space), Budget(n_trials=2))
+    # The same study resumes on another device, with another evaluation batch size.
+    moved = load_study_config(
+        write(tmp_path, text.replace('"cpu"', '"auto"').replace("= 64", "= 512"))
+    )
+    assert open_study(storage, moved, "ga", 0)._study_id == study._study_id
+
+
+def test_studies_stored_with_a_device_in_their_identity_still_resume(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, TINY))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    old = dict(study.user_attrs[STUDY_ATTR])
+    old["train"] = {**old["train"], "device": "cuda:0", "eval_batch_size": 4096}
+    study.set_user_attr(STUDY_ATTR, old)  # as evohpo 0.x recorded it
+    assert open_study(storage, config, "ga", 0)._study_id == study._study_id
 
 
 def test_budget_changes_are_allowed(tmp_path: Path) -> None:
@@ -428,6 +584,37 @@ def test_prepare_data_is_the_same_for_every_sampler_and_seed(tmp_path: Path) -> 
     # raw features: the objective standardises them
     assert first.X_train.max() > 4  # iris, in cm
     assert first.class_names == ["setosa", "versicolor", "virginica"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "test_fraction = 0.2",
+            "test_fraction = 0.2\nvalidation_fraction = 0.01",
+            r"study\.toml: \[data\] 'validation_fraction' = 0\.01 does not work on 'iris': "
+            r"it leaves 2 validation rows of 120, fewer than the 3 classes .*"
+            r"use a value in \[0\.025, 0\.975\]\.$",
+        ),
+        (
+            "test_fraction = 0.2",
+            "test_fraction = 0.99",
+            r"\[data\] 'test_fraction' = 0\.99 does not work on 'iris': "
+            r"it leaves 1 training and validation row of 150",
+        ),
+        (
+            "test_fraction = 0.2",
+            "validation_fraction = 0.99",
+            r"'validation_fraction' = 0\.99 does not work .*leaves 1 training row of",
+        ),
+    ],
+)
+def test_splits_that_leave_too_few_rows_are_config_errors(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    config = load_study_config(write(tmp_path, TINY.replace(old, new)))
+    with pytest.raises(StudyConfigError, match=message):
+        prepare_data(config)
 
 
 # -- running and resuming ------------------------------------------------------------------------
