@@ -412,7 +412,7 @@ def test_unreachable_database_is_retried_then_a_clear_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret = "hunter2-secret"
-    url = f"postgresql+psycopg2://evohpo:{secret}@127.0.0.1:{free_port()}/evohpo"
+    url = f"postgresql://evohpo:{secret}@127.0.0.1:{free_port()}/evohpo"
     spec = make_spec(url, 5, backoff=Backoff(initial=0.1, maximum=0.2, max_wait=0.5))
     with (
         caplog.at_level(logging.WARNING, logger="evohpo"),
