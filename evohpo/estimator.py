@@ -37,6 +37,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from evohpo._drivers import missing_driver
 from evohpo._progress import SearchProgress, quiet_optuna
 from evohpo._random import derive_seed, fresh_root_seed
 from evohpo._redact import redact_text, redact_url
@@ -877,8 +878,12 @@ class _SearchStorage:
 
 
 def _storage_error(storage: Any, exc: BaseException) -> StorageError:
+    url = str(storage)
+    missing = missing_driver(url, exc)
+    if missing is not None:
+        return StorageError(f"Cannot open the Optuna storage {redact_url(url)!r}: {missing}")
     return StorageError(
-        f"Cannot open the Optuna storage {redact_url(str(storage))!r}: "
+        f"Cannot open the Optuna storage {redact_url(url)!r}: "
         f"{redact_text(str(exc))}. Check the URL (e.g. 'sqlite:///search.db') and that the "
         "database is reachable."
     )

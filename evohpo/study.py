@@ -40,6 +40,7 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._drivers import missing_driver
 from evohpo._interrupt import GracefulStop
 from evohpo._random import derive_seed
 from evohpo._redact import redact_text
@@ -742,12 +743,9 @@ def open_storage(url: str, *, create: bool = True) -> BaseStorage:
                 heartbeat_stale_trial_callback=retry,
             )
     except Exception as exc:
-        missing = _missing_module(exc)
+        missing = missing_driver(url, exc)
         if missing is not None:
-            raise StorageError(
-                f"Cannot open the storage {shown!r}: its database driver is not installed "
-                f"(no module {missing!r}). {_driver_hint(url)}"
-            ) from exc
+            raise StorageError(f"Cannot open the storage {shown!r}: {missing}") from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"Cannot open the storage {shown!r}: {redact_text(reason)}") from exc
 
@@ -783,41 +781,6 @@ def storage_file(url: str) -> Path | None:
             return None
         return Path(rest)
     return None
-
-
-def _missing_module(exc: BaseException) -> str | None:
-    """The module whose import failed somewhere in ``exc``'s chain, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ModuleNotFoundError) and current.name:
-            return current.name
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _driver_hint(url: str) -> str:
-    scheme = url.split("://", 1)[0].lower()
-    dialect, _, driver = scheme.partition("+")
-    if dialect in ("postgresql", "postgres") and driver in ("", "psycopg"):
-        return (
-            "Install evohpo's postgres extra (pip install 'evohpo[postgres]'): psycopg 3, "
-            "the driver SQLAlchemy uses for postgresql:// URLs."
-        )
-    if dialect in ("postgresql", "postgres") and driver == "psycopg2":
-        return (
-            "Install psycopg2 (pip install psycopg2-binary), or install evohpo's postgres "
-            "extra (pip install 'evohpo[postgres]') and write the URL as postgresql://..."
-        )
-    if dialect == "mysql" and driver == "pymysql":
-        return "Install evohpo's mysql extra (pip install 'evohpo[mysql]'): PyMySQL."
-    if dialect == "mysql":
-        return (
-            "Install evohpo's mysql extra (pip install 'evohpo[mysql]') and write the URL "
-            "as mysql+pymysql://user@host/db (plain mysql:// needs the mysqlclient package)."
-        )
-    return f"Install the driver that SQLAlchemy needs for {scheme}:// URLs."
 
 
 # -- identity, naming, creation ------------------------------------------------------------

@@ -108,6 +108,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo import _storage
+from evohpo._drivers import missing_driver
 from evohpo._interrupt import GracefulStop
 from evohpo._redact import (
     install_redaction,
@@ -579,9 +580,8 @@ def open_worker_storage(
     except Exception as exc:
         if is_storage_outage(exc):
             raise
-        raise StorageError(
-            f"Cannot open the storage {redact_url(url)!r}: {_first_line(exc)}"
-        ) from None
+        reason = missing_driver(url, exc) or _first_line(exc)
+        raise StorageError(f"Cannot open the storage {redact_url(url)!r}: {reason}") from None
 
 
 def _dispose(storage: BaseStorage | None) -> None:

@@ -462,6 +462,12 @@ def test_bad_storage_url(data):
         tiny(storage="nope://x").fit(X, y)
 
 
+def test_a_missing_database_driver_says_what_to_install(data):
+    X, y = data
+    with pytest.raises(EvohpoError, match=r"driver is not installed \(no module 'pg8000'\)"):
+        tiny(storage="postgresql+pg8000://evohpo@127.0.0.1:1/db", study_name="s").fit(X, y)
+
+
 def test_storage_errors_hide_the_password(data):
     X, y = data
     url = "postgresql://evohpo:s3cret-pw@127.0.0.1:1/nowhere"  # nothing listens on port 1

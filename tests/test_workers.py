@@ -401,6 +401,11 @@ def test_workers_stop_at_once_when_the_total_is_reached(tmp_path: Path) -> None:
     assert len(load_trials(url)) == 5
 
 
+def test_a_missing_database_driver_says_what_to_install() -> None:
+    with pytest.raises(StorageError, match=r"driver is not installed \(no module 'pg8000'\)"):
+        open_worker_storage("postgresql+pg8000://evohpo@127.0.0.1:1/evohpo")
+
+
 def test_missing_study_is_a_clear_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(StorageError, match="There is no study 'shared'"):
