@@ -962,16 +962,18 @@ def _set_threads(threads: int | None) -> None:
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 # A worker process starts with this program. It takes the parent's import path
-# first, so that everything the spec names imports as it does in the parent.
+# first (a header of plain lists and strings), so that everything the spec
+# names imports as it does in the parent.
 _BOOTSTRAP = (
-    "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
-    "from evohpo.workers import _worker_process_main; _worker_process_main()"
+    "import pickle, sys; header = pickle.load(sys.stdin.buffer); "
+    "sys.path[:0] = header['path']; "
+    "from evohpo.workers import _worker_process_main; _worker_process_main(header)"
 )
 
 
 @dataclass(frozen=True)
 class _Launch:
-    """What a worker process reads from its standard input after the import path."""
+    """What a worker process reads from its standard input after the header."""
 
     spec: WorkerSpec
     index: int
@@ -980,7 +982,55 @@ class _Launch:
     optuna_level: int  # Optuna's verbosity
 
 
-def _worker_process_main() -> None:
+def _launch_header() -> dict[str, Any]:
+    """The import path, and the file of ``__main__`` should the spec name it."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(spec, "origin", None) or getattr(main, "__file__", None)
+    return {"path": list(sys.path), "main": path if isinstance(path, str) else None}
+
+
+# The name the parent's script runs under in a worker, where one is needed.
+_MAIN_NAME = "__evohpo_main__"
+
+
+class _SpecUnpickler(pickle.Unpickler):
+    """Unpickles a spec; what it names in ``__main__`` comes from the parent's script.
+
+    That script is run (under another name, as :mod:`multiprocessing` does)
+    only when the spec needs it, so a script whose factories live in modules
+    needs no ``if __name__ == "__main__"`` guard.
+    """
+
+    def __init__(self, file: BinaryIO, main_path: str | None) -> None:
+        super().__init__(file)
+        self._main_path = main_path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__":
+            return getattr(self._main_module(), name)
+        return super().find_class(module, name)
+
+    def _main_module(self) -> Any:
+        loaded = sys.modules.get(_MAIN_NAME)
+        if loaded is not None:
+            return loaded
+        if self._main_path is None:
+            raise pickle.UnpicklingError(
+                "the spec names objects of an interactive __main__, which a new process "
+                "cannot import; define the factories in a module"
+            )
+        import types
+
+        module = types.ModuleType(_MAIN_NAME)
+        module.__file__ = self._main_path
+        sys.modules[_MAIN_NAME] = module
+        code = compile(Path(self._main_path).read_bytes(), self._main_path, "exec")
+        exec(code, module.__dict__)
+        return module
+
+
+def _worker_process_main(header: dict[str, Any]) -> None:
     """Entry point of a worker process (see :data:`_BOOTSTRAP`).
 
     The report goes back, pickled, through the pipe whose descriptor is the
@@ -988,7 +1038,7 @@ def _worker_process_main() -> None:
     """
     with os.fdopen(int(sys.argv[1]), "wb") as out:
         try:
-            launch = pickle.load(sys.stdin.buffer)
+            launch = _SpecUnpickler(sys.stdin.buffer, header.get("main")).load()
         except Exception as exc:
             report = WorkerReport(
                 -1,
@@ -996,8 +1046,8 @@ def _worker_process_main() -> None:
                 error=(
                     "the worker process cannot rebuild its spec "
                     f"({type(exc).__name__}: {redact_text(str(exc))}); objective_factory, "
-                    "sampler_factory and pruner_factory must be importable by module name, "
-                    "not defined in a script run as __main__"
+                    "sampler_factory and pruner_factory must be picklable and importable "
+                    "by a new Python process"
                 ),
                 exitcode=1,
             )
@@ -1033,11 +1083,13 @@ def _run_worker_process(launch: _Launch) -> WorkerReport:
 class WorkerPool:
     """Worker processes on one study; see :func:`run_workers`.
 
-    Each worker is a new Python interpreter (neither forked, which is unsafe
-    once torch has started its threads, nor spawned by :mod:`multiprocessing`,
-    which runs the calling script's ``__main__`` again): it reads the pickled
-    spec from a pipe, so no ``if __name__ == "__main__"`` guard is needed, and
-    sends its :class:`WorkerReport` back through another.
+    Each worker is a new Python interpreter (not forked, which is unsafe once
+    torch has started its threads): it reads the pickled spec from a pipe and
+    sends its :class:`WorkerReport` back through another. Unlike
+    :mod:`multiprocessing`'s spawn, it runs the calling script again only when
+    the spec names something defined in it (then, as there, the script needs
+    an ``if __name__ == "__main__"`` guard); factories from modules, such as
+    the estimator's and the study files', need none.
 
     Parameters
     ----------
@@ -1075,7 +1127,7 @@ class WorkerPool:
             log_level = logging.getLogger("evohpo").getEffectiveLevel()
         level = log_level
         env = {**os.environ, **{name: str(threads_per_worker) for name in _THREAD_VARIABLES}}
-        path = pickle.dumps(list(sys.path))
+        header = pickle.dumps(_launch_header())
         self._processes: list[subprocess.Popen[bytes]] = []
         self._pipes: list[BinaryIO] = []
         try:
@@ -1097,7 +1149,7 @@ class WorkerPool:
                 self._pipes.append(os.fdopen(read_end, "rb"))
                 assert process.stdin is not None
                 with contextlib.suppress(BrokenPipeError):  # it died: its report says why
-                    process.stdin.write(path + launch)
+                    process.stdin.write(header + launch)
                     process.stdin.close()
         except BaseException:
             self.terminate(grace=5.0)

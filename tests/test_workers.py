@@ -14,8 +14,11 @@ import functools
 import logging
 import math
 import os
+import re
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,6 +393,72 @@ def test_terminated_worker_processes_stop_at_a_step_and_leave_no_running_trial(
     assert [(r.exitcode, r.error) for r in reports] == [(130, "interrupted")] * 2
     trials = load_trials(url)
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
+
+
+@pytest.mark.slow
+def test_a_script_needs_no_main_guard_unless_its_factories_live_in_it(tmp_path: Path) -> None:
+    # Module factories (the estimator's): the script is not run again in the workers.
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from evohpo import EvoSearchClassifier
+            print("script ran")
+            X = np.random.default_rng(0).normal(size=(60, 3))
+            y = (X[:, 0] > 0).astype(int)
+            space = {"max_layers": 1, "units": (4, 8), "batch_sizes": (16,)}
+            clf = EvoSearchClassifier(n_trials=3, max_epochs=2, search_space=space,
+                                      device="cpu", n_jobs=2).fit(X, y)
+            print("trials", clf.n_trials_)
+            """
+        ),
+        encoding="utf-8",
+    )
+    # Factories defined in the script: the workers run it (guarded) to find them.
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(
+        textwrap.dedent(
+            f"""
+            import functools, sys
+            sys.path.insert(0, {str(REPO)!r})
+            from tests.test_workers import SPACE, SleepyObjective, create_study, load_trials
+            from evohpo import EvoSampler
+            from evohpo.workers import WorkerSpec, run_workers
+
+            def objective():
+                return SleepyObjective(sleep=0.0)
+
+            def sampler():
+                return EvoSampler(population_size=2, seed=0, search_space=SPACE)
+
+            if __name__ == "__main__":
+                url = "sqlite:///{tmp_path / "main.db"}"
+                create_study(url)
+                spec = WorkerSpec(study_name="shared", storage_url=url, objective_factory=objective,
+                                  sampler_factory=sampler, n_trials=6)
+                run_workers(spec, 2, threads_per_worker=1)
+                print("trials", len(load_trials(url)))
+            """
+        ),
+        encoding="utf-8",
+    )
+    env = dict(os.environ, EVOHPO_NO_PROGRESS="1")
+    outputs = []
+    for script in (unguarded, guarded):
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert re.search(r"^trials [34]$", outputs[0], re.M), outputs[0]
+    assert outputs[0].count("script ran") == 1  # not again in each worker
+    assert re.search(r"^trials [67]$", outputs[1], re.M), outputs[1]
 
 
 def test_workers_stop_at_once_when_the_total_is_reached(tmp_path: Path) -> None:
