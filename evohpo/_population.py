@@ -9,21 +9,34 @@ cost per trial stays flat as a study grows to thousands of trials.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
+from evohpo.exceptions import GenomeFormatError
+from evohpo.genome import Genome
 from evohpo.lineage import LINEAGE_ATTR, Lineage
 
-__all__ = ["Member", "Population", "Snapshot", "rank_key"]
+__all__ = ["Member", "Population", "Snapshot", "params_key", "rank_key"]
+
+
+def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable key of a parameter dict: equal keys, equal parameters."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 @dataclass(frozen=True)
 class Member:
-    """A finished trial as the GA sees it."""
+    """A finished trial as the GA sees it.
+
+    A finished trial never changes, so what is derived from it (its
+    parameters' key, its genome) is computed once, on first use.
+    """
 
     number: int
     fitness: tuple[float, ...]  # sign-adjusted: larger is better for every objective
@@ -34,6 +47,31 @@ class Member:
     @property
     def generation(self) -> int:
         return self.lineage.generation if self.lineage is not None else 0
+
+    @functools.cached_property
+    def params_key(self) -> tuple[tuple[str, str], ...]:
+        """:func:`params_key` of the member's parameters."""
+        return params_key(self.params)
+
+    @functools.cached_property
+    def genome(self) -> Genome | None:
+        """The member's genome, with the gene ids its lineage recorded when they match.
+
+        ``None`` when its parameters are not those of :func:`evohpo.suggest_genome`.
+        Without a matching record (a random or enqueued trial, or one of another
+        sampler), the ids are derived from the trial number, as
+        :func:`evohpo.suggest_genome` derives them.
+        """
+        try:
+            genome = Genome.from_params(self.params)
+        except GenomeFormatError:
+            return None
+        bred = self.lineage.parsed_genome() if self.lineage is not None else None
+        if bred is not None and bred == genome:
+            return bred
+        return Genome.from_params(
+            self.params, ids=[f"t{self.number}l{i}" for i in range(genome.depth)]
+        )
 
 
 def rank_key(member: Member) -> tuple[float, int]:

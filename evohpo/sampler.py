@@ -12,6 +12,7 @@ restart, and 10 more.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -27,11 +28,11 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo import _storage
-from evohpo._population import Member, Population, Snapshot
+from evohpo._population import Member, Population, Snapshot, params_key
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
-from evohpo.exceptions import GenomeFormatError, InvalidParameterError
-from evohpo.genome import GLOBAL_PARAMS, Genome, parse_layer_param
+from evohpo.exceptions import InvalidParameterError
+from evohpo.genome import GLOBAL_PARAMS, parse_layer_param
 from evohpo.lineage import LINEAGE_ATTR, Lineage
 from evohpo.operators import (
     MutationRates,
@@ -388,16 +389,20 @@ class EvoSampler(BaseSampler):
         parent_numbers = (first.number, second.number) if crossed else (first.number,)
         if generation < 0:
             generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
-        seen = {_params_key(m.params) for m in pool}
+        seen = {m.params_key for m in pool}
         distributions = population.distributions
 
         space = self._space_for(population)
-        genomes = [_genome_of(p) for p in parents] if space is not None else []
+        genomes = [p.genome for p in parents] if space is not None else []
         if space is not None and all(g is not None for g in genomes):
             a, b = (g for g in genomes if g is not None)
             # Parameters the objective asks for next to its genome evolve too.
             has_extras = any(_is_extra(name) for name in distributions)
-            extras = [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
+            extras = (
+                [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
+                if has_extras
+                else []
+            )
             for _ in range(_DEDUP_ATTEMPTS):
                 child, ops = crossover(a, b, space, rng) if crossed else (space.repair(a), [])
                 if mutated:
@@ -411,7 +416,7 @@ class EvoSampler(BaseSampler):
                     )
                     params.update(others)
                     ops = [*ops, *more]
-                if _params_key(params) not in seen:
+                if params_key(params) not in seen:
                     break
             return Lineage(
                 origin="bred",
@@ -427,7 +432,7 @@ class EvoSampler(BaseSampler):
             params, ops = self._vary_params(
                 pair, pool, distributions, crossed, mutated, rng, extras_only=False
             )
-            if _params_key(params) not in seen:
+            if params_key(params) not in seen:
                 break
         return Lineage(
             origin="bred",
@@ -519,20 +524,6 @@ def _as_member_of(value: Any, dist: BaseDistribution) -> Any:
     return _MISSING
 
 
-def _genome_of(member: Member) -> Genome | None:
-    """The member's genome, with the gene ids its lineage recorded when they match."""
-    bred = member.lineage.parsed_genome() if member.lineage is not None else None
-    try:
-        genome = Genome.from_params(member.params)
-    except GenomeFormatError:
-        return None
-    if bred is not None and bred == genome:
-        return bred
-    return Genome.from_params(
-        member.params, ids=[f"t{member.number}l{i}" for i in range(genome.depth)]
-    )
-
-
 def _union(first: list[Member], second: list[Member]) -> list[Member]:
     numbers = {m.number for m in first}
     return first + [m for m in second if m.number not in numbers]
@@ -552,6 +543,7 @@ def _inherit_missing(
                 params.setdefault(name, value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_extra(name: str) -> bool:
     """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`."""
     return name not in GLOBAL_PARAMS and parse_layer_param(name) is None
@@ -598,10 +590,6 @@ def _crowded_order_scores(values: Sequence[Sequence[float]]) -> list[float]:
     for position, index in enumerate(order):
         scores[index] = -float(position)
     return scores
-
-
-def _params_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def _check_rank_probabilities(value: Any) -> tuple[float, ...]:

@@ -184,6 +184,8 @@ class SearchSpace:
         one is taken), since the repair draws nothing at random. The empty id
         stays empty.
         """
+        if self.contains(genome):
+            return genome  # nothing to repair; genomes are immutable
         layers = [
             LayerGene(
                 units=_clip(layer.units, self.units),

@@ -8,7 +8,9 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from evohpo._population import Population, rank_key
+from evohpo._population import Member, Population, params_key, rank_key
+from evohpo.genome import Genome, LayerGene
+from evohpo.lineage import Lineage
 
 
 def finished(number: int, value: float, **params: float) -> FrozenTrial:
@@ -134,3 +136,34 @@ def test_sync_parses_only_trials_it_has_not_seen() -> None:
     snap = population.snapshot()
     assert snap.members[10].fitness == (10.0,)
     assert [m.number for m in snap.ranked[:2]] == [50, 49]
+
+
+def _member(number: int, params: dict[str, object], lineage: Lineage | None) -> Member:
+    return Member(number, (1.0,), params, {}, lineage)
+
+
+def test_member_genome_carries_the_recorded_ids_when_the_record_matches() -> None:
+    genome = Genome(
+        (LayerGene(16, "relu", 0.0, "x"), LayerGene(8, "tanh", 0.1, "y")), "adam", 1e-3, 1e-5, 32
+    )
+    record = Lineage(origin="bred", params=genome.to_params(), genome=genome.to_json())
+    member = _member(5, genome.to_params(), record)
+    assert member.genome == genome
+    assert member.genome is not None
+    assert [layer.id for layer in member.genome.layers] == ["x", "y"]
+    # A record of another genome (or none): ids derived from the trial number.
+    other = genome.replace(learning_rate=1e-2)
+    stale = Lineage(origin="bred", params=other.to_params(), genome=other.to_json())
+    for lineage in (stale, None):
+        derived = _member(5, genome.to_params(), lineage).genome
+        assert derived is not None
+        assert [layer.id for layer in derived.layers] == ["t5l0", "t5l1"]
+    assert _member(5, {"x": 1.0}, None).genome is None
+
+
+def test_member_params_key_tells_parameters_apart() -> None:
+    a = _member(0, {"x": 1, "y": "relu"}, None)
+    b = _member(1, {"y": "relu", "x": 1}, None)
+    c = _member(2, {"x": 1.0, "y": "relu"}, None)
+    assert a.params_key == b.params_key == params_key({"x": 1, "y": "relu"})
+    assert a.params_key != c.params_key  # 1 and 1.0 are different suggestions
