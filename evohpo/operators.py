@@ -133,7 +133,7 @@ class MutationRates:
         Standard deviation of the Gaussian step of the dropout rate.
     """
 
-    gene: float = 0.2
+    gene: float = 0.1
     insert_layer: float = 0.1
     remove_layer: float = 0.1
     duplicate_layer: float = 0.1

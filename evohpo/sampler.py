@@ -100,8 +100,11 @@ class EvoSampler(BaseSampler):
         ``"tournament"``: DEAP tournament selection of size
         ``tournament_size``. ``"rank"``: the best, second and third of a
         tournament win with ``rank_probabilities`` (p1 > p2 > p3).
-    tournament_size : int, default=3
-        Individuals drawn per tournament (NSGA-II proper uses 2).
+    tournament_size : int, default=5
+        Individuals drawn per tournament (NSGA-II proper uses 2). Five, with
+        ``MutationRates(gene=0.1)``, searched best of the settings tried on
+        three synthetic objectives (``bench/sampler_quality.py`` and two
+        others: a different target network, a plain define-by-run function).
     rank_probabilities : sequence of float, default=(0.6, 0.3, 0.1)
         Probabilities that the best, second, third ... of a tournament win;
         strictly decreasing (p1 > p2 > p3 ...), each in ``[0, 1]``.
@@ -139,7 +142,7 @@ class EvoSampler(BaseSampler):
         mode: Literal["steady_state", "generational"] = "steady_state",
         aging: bool = False,
         selection: Literal["tournament", "rank"] = "tournament",
-        tournament_size: int = 3,
+        tournament_size: int = 5,
         rank_probabilities: Sequence[float] = (0.6, 0.3, 0.1),
         crossover_prob: float = 0.7,
         mutation_prob: float = 1.0,
