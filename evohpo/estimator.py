@@ -388,10 +388,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             study.sampler = self._make_sampler(
                 settings, root, len(study.get_trials(deepcopy=False))
             )
-            if settings.n_jobs > 1:
-                self._optimize_in_processes(study, storage, objective_factory, settings)
-            else:
-                self._optimize(study, objective, settings)
+            self._optimize(study, storage, objective, objective_factory, settings)
             if storage.temporary:
                 study = _in_memory_copy(study)
             trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -643,8 +640,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return study
 
     def _optimize(
-        self, study: optuna.Study, objective: GenomeObjective, settings: _Settings
+        self,
+        study: optuna.Study,
+        storage: _SearchStorage,
+        objective: GenomeObjective,
+        objective_factory: Callable[[], GenomeObjective],
+        settings: _Settings,
     ) -> None:
+        """Run the trials still missing: in this process, or in ``n_jobs`` workers."""
         done = sum(t.state in _FINISHED for t in study.get_trials(deepcopy=False))
         remaining = None if settings.n_trials is None else settings.n_trials - done
         if remaining is not None and remaining <= 0:
@@ -658,7 +661,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return
         if settings.verbose >= 1:
             logger.info(
-                "Searching %s trials (%d already done) in study %r with %s, %s.",
+                "Searching %s trials (%d already done) in study %r with %s, %s%s.",
                 remaining if remaining is not None else f"for {settings.timeout:g} s",
                 done,
                 study.study_name,
@@ -666,50 +669,42 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"{self.cv}-fold cross-validation"
                 if self.cv is not None
                 else f"{self.validation_fraction:g} of the data validating",
+                f", in {settings.n_jobs} worker processes" if settings.n_jobs > 1 else "",
             )
         progress = SearchProgress(
             remaining, bar=settings.verbose >= 1, log_trials=settings.verbose >= 2, desc=_OWNER
         )
-        callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [progress]
-        if settings.n_trials is not None:
-            # Stops at the total also when other processes add trials to the study.
-            callbacks.append(MaxTrialsCallback(settings.n_trials, states=_FINISHED))
         try:
-            study.optimize(
-                objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks
-            )
+            if settings.n_jobs == 1:
+                # MaxTrialsCallback stops at the total also when other processes add trials.
+                callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [progress]
+                if settings.n_trials is not None:
+                    callbacks.append(MaxTrialsCallback(settings.n_trials, states=_FINISHED))
+                study.optimize(
+                    objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks
+                )
+            else:
+                self._run_workers(study, storage, objective_factory, settings, progress)
         finally:
             progress.close()
 
-    def _optimize_in_processes(
+    def _run_workers(
         self,
         study: optuna.Study,
         storage: _SearchStorage,
         objective_factory: Callable[[], GenomeObjective],
         settings: _Settings,
+        progress: SearchProgress,
     ) -> None:
         """Run the trials in ``settings.n_jobs`` worker processes on the study's storage.
 
         Each worker builds the same objective (same splits) and its own copy of
         the sampler; the GA breeds from whatever has finished (see
-        :mod:`evohpo.workers`). The progress bar follows the storage.
+        :mod:`evohpo.workers`). ``progress`` follows the storage.
         """
         from evohpo.workers import Heartbeat, WorkerSpec, run_workers
 
         assert storage.url is not None
-        done = sum(t.state in _FINISHED for t in study.get_trials(deepcopy=False))
-        remaining = None if settings.n_trials is None else settings.n_trials - done
-        if remaining is not None and remaining <= 0:
-            return
-        if settings.verbose >= 1:
-            logger.info(
-                "Searching %s trials (%d already done) in study %r with %s in %d processes.",
-                remaining if remaining is not None else f"for {settings.timeout:g} s",
-                done,
-                study.study_name,
-                type(study.sampler).__name__,
-                settings.n_jobs,
-            )
         spec = WorkerSpec(
             study_name=study.study_name,
             storage_url=storage.url,
@@ -721,9 +716,6 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             heartbeat=None if storage.temporary else Heartbeat(),
             counted_states=_FINISHED,
         )
-        progress = SearchProgress(
-            remaining, bar=settings.verbose >= 1, log_trials=settings.verbose >= 2, desc=_OWNER
-        )
         seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
         def follow() -> None:
@@ -732,17 +724,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     seen.add(trial.number)
                     progress(study, trial)
 
-        try:
-            run_workers(
-                spec,
-                settings.n_jobs,
-                threads_per_worker=1,
-                on_wait=follow,
-                log_level=None if settings.verbose >= 1 else logging.WARNING,
-            )
-            follow()
-        finally:
-            progress.close()
+        run_workers(
+            spec,
+            settings.n_jobs,
+            threads_per_worker=1,
+            on_wait=follow,
+            log_level=None if settings.verbose >= 1 else logging.WARNING,
+        )
+        follow()
 
     # -- fitted study ----------------------------------------------------------------------
     @property
