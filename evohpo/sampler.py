@@ -74,6 +74,14 @@ class EvoSampler(BaseSampler):
     finished trial did not ask for (a branch of a conditional objective the
     child left) is dropped from its record when the trial ends.
 
+    The defaults suit objectives whose values can be trusted. Where repeated
+    trainings of one network disagree by about as much as the candidates
+    differ, a lucky trial stays in a best-by-value population and keeps
+    breeding; regularized evolution lets it die of age, and measured most
+    robust to noise (``bench/sampler_settings.py``)::
+
+        EvoSampler(aging=True, elitism=0, population_size=20, tournament_size=8)
+
     Multi-objective studies use NSGA-II: the breeding pool is chosen by
     Pareto front, then crowding distance, and tournaments compare
     individuals in that order (NSGA-II's crowded comparison). Every other

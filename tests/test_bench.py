@@ -84,6 +84,32 @@ def test_sampler_quality_fast(tmp_path: Path) -> None:
     assert "best after 12 (mean ± sd)" in rows[0]
 
 
+def test_sampler_quality_with_noise_reports_true_scores(tmp_path: Path) -> None:
+    # Noise of sd 2 puts the best observed value of 12 trials far above the
+    # maximum true score (1.0): a table of observed values would show it.
+    out = run_bench(
+        "sampler_quality.py", "--seeds", "2", "--trials", "12", "--noise", "2", results=tmp_path
+    )
+    assert "noise sd 2" in out
+    rows = read_rows(tmp_path / "sampler_quality_noise2.csv")
+    assert len(rows) == 5
+    for row in rows:
+        for column in ("best after 6 (mean ± sd)", "best after 12 (mean ± sd)"):
+            assert 0.0 <= float(row[column].split(" ± ")[0]) <= 1.0, row
+
+
+def test_sampler_settings_fast(tmp_path: Path) -> None:
+    args = ("--seeds", "1", "--trials", "8", "--jobs", "1", "--settings", "defaults", "aging")
+    run_bench("sampler_settings.py", *args, results=tmp_path)
+    rows = read_rows(tmp_path / "sampler_settings.csv")
+    assert [r["setting"] for r in rows] == ["defaults", "aging"]
+    objectives = ("layerwise", "second target", "define-by-run", "layerwise + noise")
+    assert set(rows[0]) == {"setting", *objectives}
+    for row in rows:
+        after_4, after_8 = (float(v) for v in row["layerwise"].split(" / "))
+        assert 0.0 <= after_4 <= after_8 <= 1.0, row
+
+
 def test_estimator_quality_fast(tmp_path: Path) -> None:
     args = ("--fast", "--datasets", "digits", "--seeds", "0", "--samplers", "ga")
     run_bench("estimator_quality.py", *args, results=tmp_path)
