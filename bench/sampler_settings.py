@@ -16,6 +16,7 @@ Usage::
 
     python bench/sampler_settings.py                    # 100 seeds from 1000, 200 trials
     python bench/sampler_settings.py --seeds 2 --trials 20 --settings defaults "tournament 10"
+    python bench/sampler_settings.py --seeds 300 --objectives "layerwise + noise"
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ OBJECTIVES: dict[str, Callable[[int], Callable[[optuna.Trial], float]]] = {
 _FEWER_STRUCTURAL = {"insert_layer": 0.05, "remove_layer": 0.05, "duplicate_layer": 0.05}
 SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "tournament 5": {"tournament_size": 5},
     "tournament 3": {"tournament_size": 3},
     "tournament 10": {"tournament_size": 10},
     "population 6": {"population_size": 6},
@@ -120,6 +122,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument(
+        "--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES)
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     if args.seeds < 1 or args.trials < 2 or args.jobs < 1:
@@ -132,7 +137,7 @@ def main() -> None:
     with Pool(args.jobs) as pool:
         for setting in args.settings:
             row: dict[str, object] = {"setting": setting}
-            for name in OBJECTIVES:
+            for name in args.objectives:
                 jobs = [(setting, name, seed, checkpoints) for seed in seeds]
                 results = pool.map(one_run, jobs)
                 means = [sum(r[i] for r in results) / len(results) for i in range(len(checkpoints))]

@@ -4,6 +4,12 @@ A sampler breeds every new trial from all finished trials so far. Rebuilding
 that view per trial costs time linear in the study's length; :class:`Population`
 instead folds in only the trials that finished since the last call, so the
 cost per trial stays flat as a study grows to thousands of trials.
+
+With one objective, trials of equal parameters are one individual whose
+fitness is the mean of their values: an evaluation repeated to measure the
+objective's noise (or enqueued twice) refines that individual instead of
+adding a second, equally lucky copy. The repeats also tell whether the
+objective is deterministic (:attr:`Snapshot.noisy`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import bisect
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -88,8 +94,10 @@ class Snapshot:
     """A population at one moment, safe to read while other threads sync."""
 
     members: list[Member]  # by trial number
-    ranked: list[Member]  # best first (single objective only)
+    ranked: list[Member]  # best first, one per parameter set, mean fitness (one objective)
     distributions: dict[str, BaseDistribution]  # every parameter, latest distribution
+    repeats: int = 0  # members whose parameters an earlier member already had (one objective)
+    noisy: bool = False  # whether two members of equal parameters differ in value
 
     @property
     def latest(self) -> Member:
@@ -115,7 +123,11 @@ class Population:
     def _clear(self) -> None:
         self._seen: set[int] = set()  # trial numbers examined, members or not
         self.members: list[Member] = []  # by trial number
-        self.ranked: list[Member] = []  # best first (single objective only)
+        self.ranked: list[Member] = []  # best first, one per parameter set (one objective)
+        # Parameter key -> the values of its members and its entry in ``ranked``.
+        self._evaluations: dict[tuple[tuple[str, str], ...], _Evaluations] = {}
+        self.repeats = 0
+        self.noisy = False
         # name -> (where first seen: trial number, position), (latest number, distribution)
         self._dists: dict[str, tuple[tuple[int, int], tuple[int, BaseDistribution]]] = {}
 
@@ -142,7 +154,7 @@ class Population:
     def _add(self, member: Member) -> None:
         bisect.insort(self.members, member, key=lambda m: m.number)
         if len(self._signs) == 1:
-            bisect.insort(self.ranked, member, key=_descending_rank)
+            self._rank(member)
         for position, (name, dist) in enumerate(member.distributions.items()):
             where = (member.number, position)
             known = self._dists.get(name)
@@ -155,9 +167,30 @@ class Population:
                     max(latest, (member.number, dist), key=lambda pair: pair[0]),
                 )
 
+    def _rank(self, member: Member) -> None:
+        """Put ``member`` in ``ranked``, merged with the members of equal parameters."""
+        key = member.params_key
+        known = self._evaluations.get(key)
+        if known is None:
+            self._evaluations[key] = _Evaluations(member)
+            bisect.insort(self.ranked, member, key=_descending_rank)
+            return
+        self.repeats += 1
+        self.noisy = self.noisy or member.fitness[0] != known.values[0]
+        at = bisect.bisect_left(self.ranked, _descending_rank(known.entry), key=_descending_rank)
+        del self.ranked[at]
+        known.add(member)
+        bisect.insort(self.ranked, known.entry, key=_descending_rank)
+
     def snapshot(self) -> Snapshot:
         """A copy of the current view (copies of the lists, not of the members)."""
-        return Snapshot(list(self.members), list(self.ranked), self._distributions())
+        return Snapshot(
+            list(self.members),
+            list(self.ranked),
+            self._distributions(),
+            repeats=self.repeats,
+            noisy=self.noisy,
+        )
 
     def _distributions(self) -> dict[str, BaseDistribution]:
         """Every parameter seen in a member, with its latest distribution.
@@ -167,6 +200,30 @@ class Population:
         """
         ordered = sorted(self._dists.items(), key=lambda item: item[1][0])
         return {name: latest[1] for name, (_, latest) in ordered}
+
+
+class _Evaluations:
+    """The values of the members that share one parameter set, and their ranked entry.
+
+    The entry is the earliest member (the individual's trial number stays
+    stable under resume) with the mean value as its fitness.
+    """
+
+    __slots__ = ("entry", "first", "values")
+
+    def __init__(self, member: Member) -> None:
+        self.first = member
+        self.entry = member
+        self.values = [member.fitness[0]]
+
+    def add(self, member: Member) -> None:
+        self.values.append(member.fitness[0])
+        if member.number < self.first.number:
+            self.first = member
+        mean = math.fsum(self.values) / len(self.values)
+        if math.isnan(mean):  # +inf and -inf for one parameter set: trust neither
+            mean = -math.inf
+        self.entry = replace(self.first, fitness=(mean,))
 
 
 def _member_of(trial: FrozenTrial, signs: Sequence[float]) -> Member | None:

@@ -52,7 +52,7 @@ from evohpo.exceptions import (
 from evohpo.genome import Genome
 from evohpo.nn import build_model, resolve_device
 from evohpo.objective import GenomeObjective, Scorer, Standardizer, resolve_scoring
-from evohpo.sampler import EvoSampler
+from evohpo.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
 from evohpo.space import SearchSpace
 from evohpo.train import TrainConfig, predict_logits, predict_proba
 
@@ -541,6 +541,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
             return EvoSampler(
                 population_size=population,
+                # Every trial trains with seeds of its own, so the values are noisy
+                # by construction: "auto" would spend a trial to find that out.
+                tournament_size=NOISY_TOURNAMENT_SIZE,
                 search_space=settings.space,
                 seed=derive_seed(root, "sampler"),
             )

@@ -29,7 +29,7 @@ __all__ = ["LINEAGE_ATTR", "ORIGINS", "Lineage"]
 LINEAGE_ATTR = "evohpo"
 
 #: How a trial's parameters came about. A retry keeps its original's origin.
-ORIGINS = ("random", "bred", "enqueued")
+ORIGINS = ("random", "bred", "repeat", "enqueued")
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,13 @@ class Lineage:
     ----------
     origin : str
         ``"random"`` (initial population), ``"bred"`` (selection and
-        variation) or ``"enqueued"`` (fixed by the user). A retried trial
-        keeps the origin of the trial it retries.
+        variation), ``"repeat"`` (its parent's parameters evaluated again, to
+        measure the objective's noise) or ``"enqueued"`` (fixed by the user).
+        A retried trial keeps the origin of the trial it retries.
     generation : int
         0 for the initial population; a bred child is one generation after its
         youngest parent (steady state) or the number of its generation
-        (generational mode).
+        (generational mode); a repeat has its parent's.
     parents : tuple of int
         Trial numbers of the parents.
     operators : tuple of str

@@ -55,6 +55,12 @@ _logger = logging.getLogger("evohpo")
 _OWNER = "EvoSampler"
 _DEDUP_ATTEMPTS = 4
 _CROSS_UNIFORM = "crossover:uniform"
+#: Repeated evaluations of the best trial that decide whether an objective is
+#: deterministic: two, as a noisy objective with few distinct values (the
+#: accuracy on a small validation set) can repeat one value by chance.
+_NOISE_PROBES = 2
+#: The tournament size of ``"auto"`` on a noisy objective.
+NOISY_TOURNAMENT_SIZE = 5
 _MUTATE = "mutate:"
 
 
@@ -74,11 +80,22 @@ class EvoSampler(BaseSampler):
     finished trial did not ask for (a branch of a conditional objective the
     child left) is dropped from its record when the trial ends.
 
-    The defaults suit objectives whose values can be trusted. Where repeated
-    trainings of one network disagree by about as much as the candidates
-    differ, a lucky trial stays in a best-by-value population and keeps
-    breeding; regularized evolution lets it die of age, and measured most
-    robust to noise (``bench/sampler_settings.py``)::
+    Selection adapts to the objective's noise (``tournament_size="auto"``).
+    Once the random start is over, the best trial's parameters are evaluated
+    again, twice (lineage origin ``"repeat"``). If both values equal the
+    first, the objective is deterministic and its values can be trusted:
+    tournaments then cover the whole population, so the best individuals
+    breed most (the greediest setting measured, and the best on noiseless
+    objectives). If a value differs, the objective is noisy, and tournaments
+    of 5 keep the pressure moderate. In both cases, trials of equal
+    parameters count as one individual with their mean value. A trained
+    network's validation score is noisy unless the objective fixes every seed,
+    so on network training this costs one repeated trial. An integer
+    ``tournament_size`` turns this off. Where repeated trainings of one
+    network disagree by about as much as the candidates differ, a lucky trial
+    stays in a best-by-value population and keeps breeding; regularized
+    evolution lets it die of age, and measured most robust to noise
+    (``bench/sampler_settings.py``)::
 
         EvoSampler(aging=True, elitism=0, population_size=20, tournament_size=8)
 
@@ -108,11 +125,14 @@ class EvoSampler(BaseSampler):
         ``"tournament"``: DEAP tournament selection of size
         ``tournament_size``. ``"rank"``: the best, second and third of a
         tournament win with ``rank_probabilities`` (p1 > p2 > p3).
-    tournament_size : int, default=5
-        Individuals drawn per tournament (NSGA-II proper uses 2). Five, with
-        ``MutationRates(gene=0.1)``, searched best of the settings tried on
-        three synthetic objectives (``bench/sampler_quality.py`` and two
-        others: a different target network, a plain define-by-run function).
+    tournament_size : int or "auto", default="auto"
+        Individuals drawn per tournament (NSGA-II proper uses 2). ``"auto"``:
+        the whole population on a deterministic objective, 5 on a noisy one,
+        as found by two repeated evaluations (above); it adapts only with one
+        objective in steady state without aging, and is 5 otherwise. Five,
+        with ``MutationRates(gene=0.1)``, searched best of the fixed sizes
+        tried on noisy objectives, and the whole population on noiseless ones
+        (``bench/sampler_settings.py``).
     rank_probabilities : sequence of float, default=(0.6, 0.3, 0.1)
         Probabilities that the best, second, third ... of a tournament win;
         strictly decreasing (p1 > p2 > p3 ...), each in ``[0, 1]``.
@@ -150,7 +170,7 @@ class EvoSampler(BaseSampler):
         mode: Literal["steady_state", "generational"] = "steady_state",
         aging: bool = False,
         selection: Literal["tournament", "rank"] = "tournament",
-        tournament_size: int = 5,
+        tournament_size: int | Literal["auto"] = "auto",
         rank_probabilities: Sequence[float] = (0.6, 0.3, 0.1),
         crossover_prob: float = 0.7,
         mutation_prob: float = 1.0,
@@ -171,7 +191,12 @@ class EvoSampler(BaseSampler):
             raise_invalid("aging", _OWNER, expected, aging)
         self._aging = aging
         self._selection = check_choice(selection, "selection", _OWNER, ("tournament", "rank"))
-        self._tournament_size = check_int(tournament_size, "tournament_size", _OWNER, low=1)
+        # "auto": measure the noise with repeats, then tournaments of the whole pool
+        # (deterministic) or of NOISY_TOURNAMENT_SIZE (noisy).
+        self._adaptive = tournament_size == "auto"
+        self._tournament_size = (
+            NOISY_TOURNAMENT_SIZE if self._adaptive else _check_tournament_size(tournament_size)
+        )
         self._rank_probabilities = _check_rank_probabilities(rank_probabilities)
         self._crossover_prob = check_float(crossover_prob, "crossover_prob", _OWNER, low=0, high=1)
         self._mutation_prob = check_float(mutation_prob, "mutation_prob", _OWNER, low=0, high=1)
@@ -316,10 +341,32 @@ class EvoSampler(BaseSampler):
         rng = python_random(self._seed, trial.number, "breed")
         if len(population) < self._n_startup_trials:
             return self._random_lineage(rng)
+        greedy = False
+        if self._adapts(study):
+            if not population.noisy and population.repeats < _NOISE_PROBES:
+                if population.repeats + self._running_repeats(study) < _NOISE_PROBES:
+                    return _repeat_lineage(population.ranked[0])
+            else:
+                greedy = not population.noisy
         generation = self._generation_of(trial.number)
         pool = self._breeding_pool(study, population, generation)
-        parents = self._select_parents(study, pool, rng)
+        parents = self._select_parents(study, pool, rng, greedy=greedy)
         return self._vary(parents, pool, population, generation, rng)
+
+    def _adapts(self, study: Study) -> bool:
+        """Whether the tournament size follows the objective's noise in ``study``."""
+        return (
+            self._adaptive
+            and len(study.directions) == 1
+            and self._mode == "steady_state"
+            and not self._aging
+        )
+
+    def _running_repeats(self, study: Study) -> int:
+        """Repeats this sampler has started in ``study`` that have not finished."""
+        with self._lock:
+            running = self._cache_of(study).running.values()
+            return sum(lineage.origin == "repeat" for _, lineage in running)
 
     def _random_lineage(self, rng: random.Random) -> Lineage:
         if self._search_space is None:
@@ -372,14 +419,16 @@ class EvoSampler(BaseSampler):
         recent = [members[i] for i in youngest([m.number for m in members], size)]
         return _union(recent, _best(ordered, self._elitism, multi))
 
-    def _select_parents(self, study: Study, pool: list[Member], rng: random.Random) -> list[Member]:
+    def _select_parents(
+        self, study: Study, pool: list[Member], rng: random.Random, *, greedy: bool = False
+    ) -> list[Member]:
         if len(pool) == 1:
             return [pool[0], pool[0]]
         if len(study.directions) > 1:
             fitness = _crowded_order_scores([m.fitness for m in pool])
         else:
             fitness = [m.fitness[0] for m in pool]
-        size = min(self._tournament_size, len(pool))
+        size = len(pool) if greedy else min(self._tournament_size, len(pool))
         if self._selection == "rank":
             picks = select_rank_tournament(fitness, 2, size, self._rank_probabilities, rng)
         else:
@@ -579,6 +628,27 @@ def _expressed_operators(lineage: Lineage, used: Mapping[str, Any]) -> tuple[str
             and op[len(_MUTATE) :] in lineage.params
             and op[len(_MUTATE) :] not in used
         )
+    )
+
+
+def _check_tournament_size(value: Any) -> int:
+    if not isinstance(value, str):
+        try:
+            return check_int(value, "tournament_size", _OWNER, low=1)
+        except InvalidParameterError:
+            pass
+    raise_invalid("tournament_size", _OWNER, 'an int >= 1 or "auto"', value)
+
+
+def _repeat_lineage(best: Member) -> Lineage:
+    """A trial that evaluates ``best``'s parameters again, to measure the noise."""
+    genome = best.genome
+    return Lineage(
+        origin="repeat",
+        generation=best.generation,
+        parents=(best.number,),
+        params=dict(best.params),
+        genome=genome.to_json() if genome is not None else None,
     )
 
 

@@ -998,9 +998,12 @@ def build_sampler(
     """
     options = dict(options or {})
     if name == "ga":
-        from evohpo.sampler import EvoSampler
+        from evohpo.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
 
         options.setdefault("search_space", space)
+        # Each trial trains with seeds of its own: noisy values by construction,
+        # so "auto" would only spend a trial finding that out.
+        options.setdefault("tournament_size", NOISY_TOURNAMENT_SIZE)
         return EvoSampler(seed=seed, **options)
     derived = derive_seed(seed, name, n_existing) % 2**32
     if name == "tpe":

@@ -110,6 +110,13 @@ def test_sampler_settings_fast(tmp_path: Path) -> None:
         assert 0.0 <= after_4 <= after_8 <= 1.0, row
 
 
+def test_sampler_settings_runs_only_the_objectives_asked_for(tmp_path: Path) -> None:
+    args = ("--seeds", "1", "--trials", "4", "--jobs", "1", "--settings", "defaults")
+    run_bench("sampler_settings.py", *args, "--objectives", "define-by-run", results=tmp_path)
+    rows = read_rows(tmp_path / "sampler_settings.csv")
+    assert set(rows[0]) == {"setting", "define-by-run"}
+
+
 def test_estimator_quality_fast(tmp_path: Path) -> None:
     args = ("--fast", "--datasets", "digits", "--seeds", "0", "--samplers", "ga")
     run_bench("estimator_quality.py", *args, results=tmp_path)

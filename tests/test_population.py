@@ -51,10 +51,61 @@ def test_sync_in_steps_equals_one_sync_whatever_order_trials_finish_in() -> None
     assert view(stepwise) == view(built_at_once(trials))
 
 
+def test_equal_parameters_rank_once_with_their_mean_value() -> None:
+    trials = [
+        finished(0, 1.0, x=1.0),
+        finished(1, 0.9, x=2.0),
+        finished(2, 0.2, x=1.0),  # a repeat of trial 0: mean 0.6
+        finished(3, 0.7, x=3.0),
+    ]
+    snap = built_at_once(trials).snapshot()
+    assert [m.number for m in snap.members] == [0, 1, 2, 3]  # every trial stays a member
+    assert [(m.number, m.fitness) for m in snap.ranked] == [(1, (0.9,)), (3, (0.7,)), (0, (0.6,))]
+    assert (snap.repeats, snap.noisy) == (1, True)
+
+
+def test_equal_values_of_equal_parameters_say_the_objective_is_deterministic() -> None:
+    trials = [finished(0, 0.5, x=1.0), finished(1, 0.8, x=2.0), finished(2, 0.5, x=1.0)]
+    population = built_at_once(trials)
+    snap = population.snapshot()
+    assert (snap.repeats, snap.noisy) == (1, False)
+    assert [m.number for m in snap.ranked] == [1, 0]
+    population.sync([*trials, finished(3, 0.8, x=2.0), finished(4, 0.79, x=2.0)])
+    snap = population.snapshot()
+    assert (snap.repeats, snap.noisy) == (3, True)
+    assert snap.ranked[0].number == 1
+    assert snap.ranked[0].fitness[0] == pytest.approx((0.8 + 0.8 + 0.79) / 3)
+
+
+def test_repeats_arriving_out_of_order_give_the_same_view() -> None:
+    rng = random.Random(7)
+    # Few distinct parameter sets: most trials repeat one.
+    trials = [finished(n, rng.uniform(-1, 1), x=float(rng.randint(0, 5))) for n in range(40)]
+    finish_order = trials[:]
+    rng.shuffle(finish_order)
+    stepwise = Population((1.0,))
+    done: list[FrozenTrial] = []
+    for trial in finish_order:
+        done.append(trial)
+        stepwise.sync(sorted(done, key=lambda t: t.number))
+    at_once = built_at_once(trials)
+    assert view(stepwise) == view(at_once)
+    # The entry of each parameter set is its earliest trial, with the mean value.
+    by_x: dict[float, list[FrozenTrial]] = {}
+    for trial in trials:
+        by_x.setdefault(trial.params["x"], []).append(trial)
+    expected = {
+        min(t.number for t in ts): sum(t.values[0] for t in ts) / len(ts) for ts in by_x.values()
+    }
+    got = {m.number: m.fitness[0] for m in stepwise.snapshot().ranked}
+    assert got == pytest.approx(expected)
+    assert stepwise.snapshot().repeats == 40 - len(by_x)
+
+
 def test_ranked_is_the_full_sort_by_rank_key() -> None:
     rng = random.Random(0)
     # Ties in value: the older trial ranks first.
-    trials = [finished(n, float(rng.randint(0, 5)), x=0.5) for n in range(40)]
+    trials = [finished(n, float(rng.randint(0, 5)), x=n / 10) for n in range(40)]
     population = built_at_once(trials)
     expected = sorted(population.members, key=rank_key, reverse=True)
     assert [m.number for m in population.snapshot().ranked] == [m.number for m in expected]
@@ -104,10 +155,10 @@ def test_a_shorter_trial_list_starts_the_view_again() -> None:
 
 
 def test_snapshot_does_not_change_when_the_population_grows() -> None:
-    trials = [finished(n, float(n), x=0.0) for n in range(3)]
+    trials = [finished(n, float(n), x=float(n)) for n in range(3)]
     population = built_at_once(trials)
     snap = population.snapshot()
-    population.sync([*trials, finished(3, 10.0, x=1.0)])
+    population.sync([*trials, finished(3, 10.0, x=0.0)])
     assert [m.number for m in snap.ranked] == [2, 1, 0]
     assert snap.latest.number == 2
 
@@ -127,12 +178,12 @@ def test_multi_objective_members_are_not_ranked(signs: tuple[float, ...]) -> Non
 
 
 def test_sync_parses_only_trials_it_has_not_seen() -> None:
-    trials = [finished(n, float(n), x=0.0) for n in range(50)]
+    trials = [finished(n, float(n), x=n / 10) for n in range(50)]
     population = built_at_once(trials)
     # Finished trials never change, so a known trial is never read again: a
     # changed copy of one goes unnoticed, while the one new trial is read.
-    trials[10] = finished(10, 100.0, x=0.0)
-    population.sync([*trials, finished(50, 50.0, x=0.0)])
+    trials[10] = finished(10, 100.0, x=1.0)
+    population.sync([*trials, finished(50, 50.0, x=5.0)])
     snap = population.snapshot()
     assert snap.members[10].fitness == (10.0,)
     assert [m.number for m in snap.ranked[:2]] == [50, 49]

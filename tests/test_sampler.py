@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -61,7 +62,8 @@ def lineages(study: optuna.Study) -> list[dict]:  # type: ignore[type-arg]
         ({"population_size": 2.5}, "'population_size'"),
         ({"mode": "batch"}, "'mode' parameter of EvoSampler must be one of"),
         ({"selection": "roulette"}, "'selection'"),
-        ({"tournament_size": 0}, "'tournament_size'"),
+        ({"tournament_size": 0}, """'tournament_size' .* an int >= 1 or "auto". Got 0"""),
+        ({"tournament_size": "greedy"}, "'tournament_size' .*Got 'greedy'"),
         ({"rank_probabilities": (0.2, 0.5)}, "'rank_probabilities'"),
         ({"rank_probabilities": ()}, "'rank_probabilities'"),
         ({"rank_probabilities": (0.0, 0.0)}, "'rank_probabilities'"),
@@ -102,10 +104,12 @@ def test_lineage_is_recorded_for_every_trial() -> None:
     study.optimize(genome_objective, n_trials=30)
     records = lineages(study)
     assert [r["origin"] for r in records[:5]] == ["random"] * 5
-    bred = records[5:]
+    # The objective is deterministic: two repeats find it so (tested below).
+    assert [r["origin"] for r in records[5:7]] == ["repeat"] * 2
+    bred = records[7:]
     assert all(r["origin"] == "bred" for r in bred)
     numbers = {t.number for t in study.trials}
-    for trial, record in zip(study.trials[5:], bred, strict=True):
+    for trial, record in zip(study.trials[7:], bred, strict=True):
         assert record["parents"], "a bred child names its parents"
         assert all(p in numbers and p < trial.number for p in record["parents"])
         assert record["operators"]
@@ -120,6 +124,80 @@ def test_lineage_is_recorded_for_every_trial() -> None:
         assert record["generation"] == 1 + max(
             by_number[p]["generation"] for p in record["parents"]
         )
+
+
+def noisy_genome_objective(trial: optuna.Trial) -> float:
+    # Noise of its own per trial, so repeated parameters get other values.
+    return genome_objective(trial) + random.Random(trial.number).gauss(0.0, 0.1)
+
+
+@pytest.fixture
+def tournament_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every tournament the sampler runs (the real operator still runs)."""
+    sizes: list[int] = []
+    real = evohpo.sampler.select_tournament
+
+    def spy(fitness, k, tournament_size, rng):  # type: ignore[no-untyped-def]
+        sizes.append(tournament_size)
+        return real(fitness, k, tournament_size, rng)
+
+    monkeypatch.setattr(evohpo.sampler, "select_tournament", spy)
+    return sizes
+
+
+def test_a_deterministic_objective_is_repeated_twice_then_bred_greedily(
+    tournament_sizes: list[int],
+) -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=8, seed=5))
+    study.optimize(genome_objective, n_trials=30)
+    records = lineages(study)
+    best = max(study.trials[:8], key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+    for trial, record in zip(study.trials[8:10], records[8:10], strict=True):
+        assert record["origin"] == "repeat"
+        assert record["parents"] == [best.number]
+        assert record["generation"] == 0
+        assert trial.params == best.params == record["params"]
+        assert evohpo.Genome.from_json(record["genome"]).to_params() == best.params
+        assert trial.value == best.value
+    assert all(r["origin"] == "bred" for r in records[10:])
+    # Trusted values: every tournament covers the whole population.
+    assert tournament_sizes == [8] * 20
+
+
+def test_a_noisy_objective_is_repeated_once_and_keeps_tournaments_of_five(
+    tournament_sizes: list[int],
+) -> None:
+    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=8, seed=5))
+    study.optimize(noisy_genome_objective, n_trials=30)
+    origins = [r["origin"] for r in lineages(study)]
+    assert origins == ["random"] * 8 + ["repeat"] + ["bred"] * 21
+    assert study.trials[8].params == max(study.trials[:8], key=lambda t: t.value).params  # type: ignore[arg-type, return-value]
+    assert study.trials[8].value != max(t.value for t in study.trials[:8])  # type: ignore[type-var]
+    assert tournament_sizes == [5] * 21
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tournament_size": 5},
+        {"mode": "generational"},
+        {"aging": True},
+    ],
+)
+def test_selection_adapts_only_when_asked_to_and_in_steady_state(kwargs: dict) -> None:  # type: ignore[type-arg]
+    study = optuna.create_study(
+        direction="maximize", sampler=EvoSampler(population_size=6, seed=0, **kwargs)
+    )
+    study.optimize(genome_objective, n_trials=20)
+    assert [r["origin"] for r in lineages(study)] == ["random"] * 6 + ["bred"] * 14
+
+
+def test_multi_objective_studies_are_not_repeated() -> None:
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=EvoSampler(population_size=6, seed=0)
+    )
+    study.optimize(lambda t: (genome_objective(t), len(t.params)), n_trials=20)
+    assert [r["origin"] for r in lineages(study)] == ["random"] * 6 + ["bred"] * 14
 
 
 def test_structural_operators_are_used_with_suggest_genome() -> None:
@@ -212,7 +290,8 @@ def test_conditional_objective_evolves_deeper_parameters() -> None:
     study = optuna.create_study(sampler=EvoSampler(population_size=8, seed=2))
     study.optimize(conditional_objective, n_trials=150)
     records = lineages(study)
-    assert all(r["origin"] == "bred" for r in records[8:])
+    assert [r["origin"] for r in records[8:10]] == ["repeat"] * 2
+    assert all(r["origin"] == "bred" for r in records[10:])
     # Deep, conditional parameters are inherited from the population, not redrawn:
     # each bred trial's block4_w, when used, comes from its record.
     inherited = [
@@ -280,7 +359,10 @@ def test_parameters_next_to_the_genome_evolve_too() -> None:
         scale = trial.suggest_categorical("scale", ["small", "large"])
         return genome_objective_value(genome) - abs(epochs - 77) / 10 - (scale == "small")
 
-    study = optuna.create_study(direction="maximize", sampler=EvoSampler(population_size=6, seed=4))
+    # Tournaments of 5 rather than the greedy ones of a deterministic objective,
+    # whose two best parents soon agree on these parameters.
+    sampler = EvoSampler(population_size=6, tournament_size=5, seed=4)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(objective, n_trials=120)
     bred = [t for t in study.trials if t.user_attrs[LINEAGE_ATTR]["origin"] == "bred"]
     assert len(bred) == 114
@@ -375,7 +457,8 @@ def test_modes_breed_valid_children(mode: str) -> None:
     elif mode == "steady_state_aging":
         kwargs.update(aging=True, elitism=1)
     else:
-        kwargs.update(selection="rank", rank_probabilities=(0.7, 0.2, 0.1))
+        # A fixed size: with "auto", the first two trials after the start repeat.
+        kwargs.update(selection="rank", rank_probabilities=(0.7, 0.2, 0.1), tournament_size=3)
     study = optuna.create_study(direction="maximize", sampler=EvoSampler(**kwargs))
     study.optimize(genome_objective, n_trials=40)
     records = lineages(study)
@@ -657,6 +740,7 @@ def test_a_new_storage_gets_a_view_of_its_own() -> None:
     )
     second.optimize(lambda t: t.suggest_float("y", 0, 1), n_trials=1)
     child = second.trials[-1].user_attrs["evohpo"]
-    assert child["origin"] == "bred"
-    assert set(child["params"]) == {"y"}
-    assert all(p >= 0 and second.trials[p].params.keys() == {"y"} for p in child["parents"])
+    # The first trial after the start repeats the best trial of this study.
+    assert child["origin"] == "repeat"
+    assert child["parents"] == [11]
+    assert child["params"] == {"y": 11 / 12}

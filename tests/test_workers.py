@@ -153,11 +153,20 @@ def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> Non
     assert n_trials <= len(complete) <= n_trials + n_workers - 1
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     generation: dict[int, int] = {}
+    repeats = 0
     for number, trial in sorted(complete.items()):
         record = trial.user_attrs[LINEAGE_ATTR]
         if record["origin"] == "random":
             assert record["generation"] == 0
             assert record["parents"] == []
+        elif record["origin"] == "repeat":
+            # The best trial evaluated again, to measure the noise: its copy.
+            (parent,) = record["parents"]
+            assert parent in complete
+            assert parent < trial.system_attrs.get("failed_trial", number)
+            assert record["generation"] == generation[parent]
+            assert record["params"] == complete[parent].params
+            repeats += 1
         else:
             assert record["origin"] == "bred", record
             parents = record["parents"]
@@ -170,6 +179,8 @@ def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> Non
         assert trial.params == record["params"]
         generation[number] = record["generation"]
     assert max(generation.values()) >= 2
+    # Each worker measures the noise at most twice, whatever the others do.
+    assert repeats <= 2 * n_workers
 
 
 def check_reports(trials: list[FrozenTrial], reports: list[Any]) -> None:
