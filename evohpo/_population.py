@@ -209,21 +209,19 @@ class _Evaluations:
     stable under resume) with the mean value as its fitness.
     """
 
-    __slots__ = ("entry", "first", "values")
+    __slots__ = ("entry", "values")
 
     def __init__(self, member: Member) -> None:
-        self.first = member
         self.entry = member
         self.values = [member.fitness[0]]
 
     def add(self, member: Member) -> None:
         self.values.append(member.fitness[0])
-        if member.number < self.first.number:
-            self.first = member
+        earliest = member if member.number < self.entry.number else self.entry
         mean = math.fsum(self.values) / len(self.values)
         if math.isnan(mean):  # +inf and -inf for one parameter set: trust neither
             mean = -math.inf
-        self.entry = replace(self.first, fitness=(mean,))
+        self.entry = replace(earliest, fitness=(mean,))
 
 
 def _member_of(trial: FrozenTrial, signs: Sequence[float]) -> Member | None:

@@ -343,11 +343,12 @@ class EvoSampler(BaseSampler):
             return self._random_lineage(rng)
         greedy = False
         if self._adapts(study):
-            if not population.noisy and population.repeats < _NOISE_PROBES:
-                if population.repeats + self._running_repeats(study) < _NOISE_PROBES:
-                    return _repeat_lineage(population.ranked[0])
-            else:
+            measured = population.noisy or population.repeats >= _NOISE_PROBES
+            if measured:
                 greedy = not population.noisy
+            elif population.repeats + self._running_repeats(study) < _NOISE_PROBES:
+                return _repeat_lineage(population.ranked[0])
+            # Otherwise the last repeats are running: breed as on a noisy objective.
         generation = self._generation_of(trial.number)
         pool = self._breeding_pool(study, population, generation)
         parents = self._select_parents(study, pool, rng, greedy=greedy)

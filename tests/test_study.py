@@ -550,6 +550,22 @@ def test_pruning_is_off_by_default_and_configurable(tmp_path: Path) -> None:
 
 
 # -- samplers -------------------------------------------------------------------------------------
+def test_the_study_files_ga_uses_fixed_tournaments_unless_told_otherwise() -> None:
+    # Trials of a study file train with seeds of their own: noisy values, so no
+    # trial is spent on repeats to find that out, unless the file asks for "auto".
+    space = SearchSpace(max_layers=2, units=(4, 16))
+
+    def origins(options: dict[str, object] | None) -> list[str]:
+        sampler = build_sampler("ga", seed=0, space=space, options=options)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -suggest_genome(t, space).depth, n_trials=8)
+        return [t.user_attrs["evohpo"]["origin"] for t in study.trials]
+
+    assert origins({"population_size": 4}) == ["random"] * 4 + ["bred"] * 4
+    auto = {"population_size": 4, "tournament_size": "auto"}
+    assert origins(auto) == ["random"] * 4 + ["repeat"] * 2 + ["bred"] * 2
+
+
 def test_build_sampler_kinds() -> None:
     space = SearchSpace(max_layers=2)
     assert isinstance(build_sampler("ga", seed=0, space=space), EvoSampler)
