@@ -83,9 +83,17 @@ OBJECTIVES: dict[str, Callable[[int], Callable[[optuna.Trial], float]]] = {
     "layerwise + noise": lambda seed: NoisyObjective(seed, NOISE),
 }
 
-_FEWER_STRUCTURAL = {"insert_layer": 0.05, "remove_layer": 0.05, "duplicate_layer": 0.05}
+_MORE_STRUCTURAL = {"insert_layer": 0.1, "remove_layer": 0.1, "duplicate_layer": 0.1}
 SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    # The variation of 2026-12-02 and before: smaller steps, more structural change.
+    "previous variation": {
+        "crossover_prob": 0.7,
+        "mutation_rates": MutationRates(
+            units_sigma=0.4, learning_rate_sigma=0.5, **_MORE_STRUCTURAL
+        ),
+    },
+    "crossover 0.7": {"crossover_prob": 0.7},
     "tournament 5": {"tournament_size": 5},
     "tournament 3": {"tournament_size": 3},
     "tournament 10": {"tournament_size": 10},
@@ -101,7 +109,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "tournament_size": 8,
     },
     "gene 0.2": {"mutation_rates": MutationRates(gene=0.2)},
-    "structural 0.05": {"mutation_rates": MutationRates(**_FEWER_STRUCTURAL)},
+    "structural 0.1": {"mutation_rates": MutationRates(**_MORE_STRUCTURAL)},
 }
 
 
