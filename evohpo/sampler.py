@@ -139,8 +139,9 @@ class EvoSampler(BaseSampler):
     crossover_prob : float, default=0.9
         Probability that a child of two different parents is their
         crossover. Layer-wise crossover joins good layers of two networks,
-        which mutation alone finds slowly; 0.9 searched better than 0.7 and
-        0.5 (``bench/sampler_settings.py``).
+        which mutation alone finds slowly; on genome objectives 0.9 searched
+        better than 0.7 and 0.5, on plain parameters 0.7 did slightly better
+        (``bench/sampler_settings.py``).
     mutation_prob : float, default=1.0
         Probability that a crossed-over child is also mutated. A child made
         without crossover is always mutated, so it differs from its parent.
