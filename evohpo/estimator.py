@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -83,6 +84,8 @@ _SAMPLER_NAMES = ("ga", "tpe", "random")
 #: EvoSampler's population when only a timeout bounds the search.
 _TIME_BUDGET_POPULATION = 10
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: What a refit sets, removed by a fit with ``refit=False``.
+_REFIT_ATTRS = ("best_model_", "ensemble_models_", "_scaler", "refit_time_")
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,10 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ``fit`` runs an Optuna study whose trials each train one network (a
     :class:`~evohpo.Genome`: layers, units, activations, dropout, optimizer,
     learning rate, weight decay, batch size) on a training split and score it
-    on a validation split; it then retrains the best genome on all the data.
-    The search is a genetic algorithm (:class:`~evohpo.EvoSampler`) by
-    default, Optuna's TPE or random search on request.
+    on a validation split; it then retrains the best genomes on all the data
+    and predicts with the average of their class probabilities. The search is
+    a genetic algorithm (:class:`~evohpo.EvoSampler`) by default, Optuna's TPE
+    or random search on request.
 
     Parameters
     ----------
@@ -189,7 +193,16 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         The bar is never drawn when the environment variable
         ``EVOHPO_NO_PROGRESS`` is set (not to ``0``).
     refit : bool, default=True
-        Retrain the best genome on all the data; ``predict`` and friends need it.
+        Retrain the best genomes on all the data; ``predict`` and friends need it.
+    ensemble_size : int, default=5
+        How many of the best trials the refit retrains: the complete trials in
+        order of score (ties broken as for ``best_params_``), a trial whose
+        parameters equal a better one's skipped. ``predict_proba`` averages their
+        class probabilities. On small data the validation score of the best
+        trial is a noisy estimate, and one network's test accuracy varies with
+        its seed; a few of the best networks averaged are better than any one
+        of them (``bench/estimator_quality.py``). ``1``: the best trial's genome
+        alone. The refit costs one training on all the data per member.
     device : str, default="auto"
         Torch device of the trainings: ``"auto"`` (CUDA when available, else the
         CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Small networks on a few
@@ -216,16 +229,25 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     best_index_ : int
         Index of the best trial in ``cv_results_``.
     best_model_ : torch.nn.Sequential
-        The best genome trained on all the data (only with ``refit=True``). It
-        takes standardised features; use ``predict_proba`` rather than calling it.
-    refit_epochs_ : int
-        Epochs of the refit: the best trial's best epoch (median over folds),
-        scaled by the ratio of all rows to the rows a trial trained on, rounded
-        (about ``x 1.25`` with ``validation_fraction=0.2``). A trial stopped at its
-        best epoch by early stopping; a refit on more data, with no validation
-        rows left to stop it, trains proportionally longer.
+        The best genome trained on all the data (only with ``refit=True``), the
+        first of ``ensemble_models_``. It takes standardised features; use
+        ``predict_proba`` rather than calling it.
+    ensemble_models_ : list of torch.nn.Sequential
+        The refitted members, best first (only with ``refit=True``); at most
+        ``ensemble_size``, fewer when the study holds fewer distinct complete
+        trials.
+    ensemble_genomes_ : list of Genome
+        Their genomes, in the same order.
+    ensemble_trials_ : list of int
+        Their trial numbers, in the same order.
+    refit_epochs_ : list of int
+        Epochs of every member's refit: its trial's best epoch (median over
+        folds), scaled by the ratio of all rows to the rows a trial trained on,
+        rounded (about ``x 1.25`` with ``validation_fraction=0.2``). A trial
+        stopped at its best epoch by early stopping; a refit on more data, with
+        no validation rows left to stop it, trains proportionally longer.
     refit_time_ : float
-        Seconds the refit took.
+        Seconds the whole refit took.
     study_ : optuna.Study
         The study: every trial with its parameters, genome, lineage, scores and
         intermediate values. After unpickling it is rebuilt on first access:
@@ -287,6 +309,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         refit: bool = True,
+        ensemble_size: int = 5,
         device: str = "auto",
     ) -> None:
         self.n_trials = n_trials
@@ -306,6 +329,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
         self.verbose = verbose
         self.refit = refit
+        self.ensemble_size = ensemble_size
         self.device = device
 
     # -- scikit-learn plumbing -------------------------------------------------------------
@@ -326,7 +350,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     # -- fit -------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> EvoSearchClassifier:
-        """Search genomes on ``(X, y)``, then refit the best one on all the data.
+        """Search genomes on ``(X, y)``, then refit the best ones on all the data.
 
         Parameters
         ----------
@@ -411,21 +435,23 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self.best_score_ = _value(best)
             self.best_genome_ = Genome.from_json(best.user_attrs["genome"])
             self.n_trials_ = sum(t.state in _FINISHED for t in trials)
-            # As many passes over every row as the best trial's best epoch made over its
-            # training rows, scaled up to the larger data (x1.25 for a 0.2 holdout).
-            best_epoch = max(1, int(best.user_attrs.get("best_epoch", 1)))
-            scaled = best_epoch * objective.n_samples / objective.train_size
-            self.refit_epochs_ = max(1, round(scaled))
+            members = _ensemble_members(complete, self.ensemble_size)
+            self.ensemble_trials_ = [t.number for t in members]
+            self.ensemble_genomes_ = [Genome.from_json(t.user_attrs["genome"]) for t in members]
+            self.refit_epochs_ = [_refit_epochs(t, objective) for t in members]
             if self.refit:
                 started = time.perf_counter()
-                result = objective.fit_genome(
-                    self.best_genome_, seed=derive_seed(root, "refit"), epochs=self.refit_epochs_
-                )
-                self.best_model_ = result.model
+                self.ensemble_models_ = [
+                    objective.fit_genome(genome, seed=_refit_seed(root, rank), epochs=epochs).model
+                    for rank, (genome, epochs) in enumerate(
+                        zip(self.ensemble_genomes_, self.refit_epochs_, strict=True)
+                    )
+                ]
+                self.best_model_ = self.ensemble_models_[0]
                 self._scaler = objective.standardizer()
                 self.refit_time_ = time.perf_counter() - started
             else:  # no stale model of an earlier fit
-                for name in ("best_model_", "_scaler", "refit_time_"):
+                for name in _REFIT_ATTRS:
                     self.__dict__.pop(name, None)
             if settings.verbose >= 1:
                 logger.info(
@@ -435,6 +461,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     self.best_score_,
                     self.best_genome_.to_json(),
                 )
+                if self.refit:
+                    logger.info(
+                        "Refit %d of them (trials %s) on all %d rows in %.1f s.",
+                        len(self.ensemble_models_),
+                        ", ".join(f"#{n}" for n in self.ensemble_trials_),
+                        objective.n_samples,
+                        self.refit_time_,
+                    )
         return self
 
     def _validate_params(self) -> _Settings:
@@ -501,6 +535,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             verbose = check_int(self.verbose, "verbose", o, low=0)
         if not isinstance(self.refit, bool):
             raise_invalid("refit", o, "a bool", self.refit)
+        check_int(self.ensemble_size, "ensemble_size", o, low=1)
         try:
             device = resolve_device(self.device)
         except InvalidParameterError as exc:
@@ -776,16 +811,21 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ndarray of shape (n_samples, n_classes)
         """
         X = self._scaled(X)
-        return predict_proba(self.best_model_, X)
+        proba = predict_proba(self.ensemble_models_[0], X)
+        for model in self.ensemble_models_[1:]:
+            proba += predict_proba(model, X)
+        proba /= len(self.ensemble_models_)
+        return proba
 
     @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
     def predict_log_proba(self, X: Any) -> npt.NDArray[np.float64]:
         """Logarithm of :meth:`predict_proba`, computed stably from the logits."""
         X = self._scaled(X)
-        logits = predict_logits(self.best_model_, X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        return logits
+        # log(mean_m softmax(z_m)) = logsumexp_m(log_softmax(z_m)) - log(M)
+        members = np.stack([_log_softmax(predict_logits(m, X)) for m in self.ensemble_models_])
+        top = members.max(axis=0)
+        log_proba: npt.NDArray[np.float64] = top + np.log(np.exp(members - top).mean(axis=0))
+        return log_proba
 
     @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
     def predict(self, X: Any) -> npt.NDArray[Any]:
@@ -797,11 +837,13 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     # -- pickling --------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = dict(super().__getstate__())
-        model = state.pop("best_model_", None)
-        if model is not None:
-            state["_best_model_state"] = {
-                k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            }
+        state.pop("best_model_", None)  # the first member
+        models = state.pop("ensemble_models_", None)
+        if models is not None:
+            state["_ensemble_states"] = [
+                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                for model in models
+            ]
         study = state.pop("_study", None)
         if study is not None:
             state["_study_ref"] = _study_ref(study, self.storage)
@@ -809,13 +851,16 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        weights = state.pop("_best_model_state", None)
+        weights = state.pop("_ensemble_states", None)
         super().__setstate__(state)
         if weights is not None:
-            genome: Genome = self.best_genome_
-            model = build_model(genome, self.n_features_in_, len(self.classes_), seed=0)
-            model.load_state_dict(weights)
-            self.best_model_ = model.eval()
+            models = []
+            for genome, member_weights in zip(self.ensemble_genomes_, weights, strict=True):
+                model = build_model(genome, self.n_features_in_, len(self.classes_), seed=0)
+                model.load_state_dict(member_weights)
+                models.append(model.eval())
+            self.ensemble_models_ = models
+            self.best_model_ = models[0]
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -938,6 +983,43 @@ def _fingerprint(
     digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
     digest.update(repr(classes.tolist()).encode())
     return digest.hexdigest()
+
+
+def _ensemble_members(complete: list[FrozenTrial], size: int) -> list[FrozenTrial]:
+    """The ``size`` best complete trials, one per distinct set of parameters.
+
+    A GA re-evaluates some genomes (an elite, a child equal to its parent): a
+    repeat adds nothing an ensemble needs, a different network does.
+    """
+    members: list[FrozenTrial] = []
+    seen: set[str] = set()
+    for trial in sorted(complete, key=_rank_key, reverse=True):
+        key = json.dumps(trial.params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            members.append(trial)
+            if len(members) == size:
+                break
+    return members
+
+
+def _refit_epochs(trial: FrozenTrial, objective: GenomeObjective) -> int:
+    """As many passes over every row as the trial's best epoch made over its training
+    rows: scaled up to the larger data (x1.25 for a 0.2 holdout)."""
+    best_epoch = max(1, int(trial.user_attrs.get("best_epoch", 1)))
+    return max(1, round(best_epoch * objective.n_samples / objective.train_size))
+
+
+def _refit_seed(root: int, rank: int) -> int:
+    # The best member keeps the seed a single refit had, so its model is unchanged.
+    return derive_seed(root, "refit") if rank == 0 else derive_seed(root, "refit", rank)
+
+
+def _log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
 
 
 def _rank_key(trial: FrozenTrial) -> tuple[float, float, int]:

@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> float:
     accuracy = clf.score(X_test, y_test)
     print(f"\ntest accuracy: {accuracy:.4f}")
     print(f"best genome:   {clf.best_genome_.to_json()}")
-    print(f"refit for {clf.refit_epochs_} epochs on all {len(y_train)} training rows\n")
+    print(
+        f"ensemble:      trials {clf.ensemble_trials_}, refit for {clf.refit_epochs_} epochs "
+        f"on all {len(y_train)} training rows\n"
+    )
     columns = ["number", "mean_test_score", "rank_test_score", "n_parameters", "mean_fit_time"]
     trials = pd.DataFrame(clf.cv_results_)[columns].sort_values("rank_test_score")
     print(trials.head().to_string(index=False))

@@ -129,3 +129,20 @@ def test_scaling_fast_on_sqlite(tmp_path: Path) -> None:
     run_bench("scaling.py", *args, results=tmp_path)
     rows = read_rows(tmp_path / "scaling.csv")
     assert [r["workers"] for r in rows] == ["1", "2"]
+
+
+def test_ensemble_fast_mode_scores_every_size(tmp_path: Path) -> None:
+    out = run_bench(
+        "ensemble.py", "--fast", "--datasets", "wine", "--sizes", "1", "3", results=tmp_path
+    )
+    rows = read_rows(tmp_path / "ensemble_fast.csv")
+    assert [(r["data"], r["ensemble_size"]) for r in rows] == [("wine", "1"), ("wine", "3")]
+    assert rows[0]["gain over 1 (mean, min, max)"].startswith("+0.0000")
+    runs = read_rows(tmp_path / "ensemble_runs_fast.csv")
+    assert [len(r["members"].split()) for r in runs] == [1, 3]
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in runs)
+    assert "ensemble_size" in out
+    summary = run_bench(
+        "ensemble.py", "--summarize", str(tmp_path / "ensemble_runs_fast.csv"), results=tmp_path
+    )
+    assert "| wine | 3 | 1 |" in summary

@@ -90,8 +90,11 @@ def test_fit_exposes_the_search(data):
     assert clf.best_genome_.to_params() == best.params
     assert SearchSpace.from_dict(TINY).contains(clf.best_genome_)
     assert isinstance(clf.best_model_, torch.nn.Module)
+    assert clf.ensemble_models_[0] is clf.best_model_
+    assert clf.ensemble_trials_[0] == best.number
+    assert clf.ensemble_genomes_[0] == clf.best_genome_
     # 160 rows, about 128 of them trained on in a trial: the refit trains 1.25 times as long.
-    assert abs(clf.refit_epochs_ - 1.25 * best.user_attrs["best_epoch"]) < 1
+    assert abs(clf.refit_epochs_[0] - 1.25 * best.user_attrs["best_epoch"]) < 1
     assert clf.refit_time_ > 0
     proba = clf.predict_proba(X)
     assert proba.shape == (160, 3)
@@ -112,6 +115,49 @@ def test_ties_of_score_go_to_the_lower_validation_loss():
     trials = [trial(0, 0.9, 0.5), trial(1, 0.9, 0.2), trial(2, 0.8, 0.1), trial(3, 0.9, None)]
     assert max(trials, key=_rank_key).number == 1
     assert max([trials[0], trials[3]], key=_rank_key).number == 0
+
+
+def test_ensemble_members_are_the_best_distinct_trials():
+    from evohpo.estimator import _ensemble_members
+
+    def trial(number, value, units):
+        t = optuna.trial.create_trial(
+            value=value,
+            params={"units": units},
+            distributions={"units": optuna.distributions.IntDistribution(1, 99)},
+            user_attrs={"val_loss": 0.5},
+        )
+        t.number = number
+        return t
+
+    trials = [trial(0, 0.7, 1), trial(1, 0.9, 2), trial(2, 0.9, 2), trial(3, 0.8, 3)]
+    assert [t.number for t in _ensemble_members(trials, 5)] == [1, 3, 0]  # #2 repeats #1
+    assert [t.number for t in _ensemble_members(trials, 2)] == [1, 3]
+    assert [t.number for t in _ensemble_members(trials, 1)] == [1]
+
+
+def test_ensemble_averages_the_members(data):
+    X, y = data
+    clf = tiny(n_trials=4, ensemble_size=3).fit(X, y)
+    assert len(clf.ensemble_models_) == len(clf.ensemble_trials_) == 3
+    assert len(set(clf.ensemble_trials_)) == 3
+    scores = [clf.study_.trials[n].value for n in clf.ensemble_trials_]
+    assert scores == sorted(scores, reverse=True)
+    assert [len(clf.refit_epochs_), len(clf.ensemble_genomes_)] == [3, 3]
+    from evohpo.train import predict_proba
+
+    scaled = clf._scaler.transform(X)
+    members = [predict_proba(m, scaled) for m in clf.ensemble_models_]
+    np.testing.assert_allclose(clf.predict_proba(X), np.mean(members, axis=0), rtol=1e-12)
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X), rtol=1e-10)
+    # The best member is the model a refit of the best genome alone makes.
+    single = tiny(n_trials=4, ensemble_size=1).fit(X, y)
+    assert single.ensemble_trials_ == clf.ensemble_trials_[:1]
+    np.testing.assert_array_equal(predict_proba(single.best_model_, scaled), members[0])
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    assert restored.best_model_ is restored.ensemble_models_[0]
 
 
 def test_cv_results_load_into_pandas(data):
@@ -586,6 +632,8 @@ def test_refit_false_keeps_the_search_only(data):
     clf = tiny().fit(X, y).set_params(refit=False).fit(X, y)
     assert clf.best_params_
     assert not hasattr(clf, "best_model_")
+    assert not hasattr(clf, "ensemble_models_")
+    assert clf.ensemble_trials_  # the members a refit would train
     assert not hasattr(clf, "predict")
     with pytest.raises(AttributeError, match="has no attribute 'predict_proba'") as excinfo:
         clf.predict_proba(X)
@@ -620,6 +668,8 @@ def test_refit_false_keeps_the_search_only(data):
         ({"random_state": -1}, r"'random_state' parameter .* an int >= 0, a RandomState"),
         ({"verbose": -1}, r"'verbose' parameter .* an int >= 0"),
         ({"refit": 1}, r"'refit' parameter .* a bool"),
+        ({"ensemble_size": 0}, r"'ensemble_size' parameter .* an int >= 1. Got 0"),
+        ({"ensemble_size": 2.0}, r"'ensemble_size' parameter .* an int >= 1. Got 2.0"),
         ({"device": "tpu:9"}, r"'device' parameter of EvoSearchClassifier"),
     ],
 )
