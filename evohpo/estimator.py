@@ -120,7 +120,8 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         hold. A resumed study only runs the trials still missing. ``None``
         (only with ``timeout``): no trial limit, the timeout ends the search.
     timeout : float, optional
-        Stop starting new trials after this many seconds (the refit is extra).
+        Stop starting new trials after this many seconds. The refit is extra:
+        ``ensemble_size`` trainings on all the rows, once the search is over.
     sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
         ``"ga"``: :class:`~evohpo.EvoSampler` with a population of
         ``min(20, max(4, n_trials // 3))`` genomes (random genomes first, then
@@ -200,9 +201,10 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         parameters equal a better one's skipped. ``predict_proba`` averages their
         class probabilities. On small data the validation score of the best
         trial is a noisy estimate, and one network's test accuracy varies with
-        its seed; a few of the best networks averaged are better than any one
-        of them (``bench/estimator_quality.py``). ``1``: the best trial's genome
-        alone. The refit costs one training on all the data per member.
+        its seed; the average of a few of the best networks is steadier and
+        usually more accurate than the best one alone, most where single
+        networks vary most (``bench/ensemble.py``). ``1``: the best trial's
+        genome alone. The refit costs one training on all the data per member.
     device : str, default="auto"
         Torch device of the trainings: ``"auto"`` (CUDA when available, else the
         CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Small networks on a few
