@@ -49,7 +49,7 @@ RUN_FIELDS = ("dataset", "seed", "size", "test_accuracy", "trials", "refit_secon
 def load_split(name: str, split_seed: int) -> Data:
     from sklearn.model_selection import train_test_split
 
-    from evohpo.datasets import load_dataset
+    from evohpo.training.datasets import load_dataset
 
     data = load_dataset(name)  # mnist1d: all 5000 signals, split afresh below
     X_train, X_test, y_train, y_test = train_test_split(
@@ -60,7 +60,7 @@ def load_split(name: str, split_seed: int) -> Data:
 
 def member_accuracies(clf: Any, X_test: np.ndarray, y_test: np.ndarray) -> list[float]:
     """Test accuracy of the ensembles of the first 1, 2, ... members."""
-    from evohpo.train import predict_proba
+    from evohpo.training.train import predict_proba
 
     scaled = clf._scaler.transform(X_test)
     total = np.zeros((len(y_test), len(clf.classes_)))

@@ -69,7 +69,7 @@ CHALLENGER = "ga"
 
 # -- data ------------------------------------------------------------------------------
 def load_split(name: str) -> Data:
-    from evohpo.datasets import load_dataset
+    from evohpo.training.datasets import load_dataset
 
     data = load_dataset(name)
     if data.test_index is not None:  # mnist1d ships its own test split

@@ -54,8 +54,8 @@ def make_objective(epochs: int) -> Any:
     from sklearn.datasets import load_digits
 
     from evohpo import SearchSpace
-    from evohpo.objective import GenomeObjective
-    from evohpo.train import TrainConfig
+    from evohpo.search.objective import GenomeObjective
+    from evohpo.training.train import TrainConfig
 
     X, y = load_digits(return_X_y=True)
     return GenomeObjective(
@@ -86,7 +86,7 @@ def postgres(url: str | None) -> Iterator[str]:
 
 
 def measure(url: str, n_workers: int, n_trials: int, epochs: int) -> dict[str, Any]:
-    from evohpo.workers import WORKER_ATTR, WorkerSpec, open_worker_storage, run_workers
+    from evohpo.workers.worker import WORKER_ATTR, WorkerSpec, open_worker_storage, run_workers
 
     name = f"scaling-{n_workers}"
     storage = open_worker_storage(url)

@@ -44,7 +44,7 @@ machine disturbs the numbers little):
      per-epoch ``trial.report``, the final state). Sampler time plus its storage
      calls is what ``sampler_overhead.py`` reports;
    * trainer: the ``train_classifier`` call GenomeObjective makes, observed by
-     wrapping that function in ``evohpo.objective`` (the objective keeps no
+     wrapping that function in ``evohpo.search.objective`` (the objective keeps no
      timings of its own). It splits into *training* (the per-epoch history
      seconds minus validation), *validation* and *setup* (the rest of the call:
      input checks, moving data, building the model, copies of the best weights).
@@ -97,11 +97,11 @@ import torch.nn.functional as F
 from _common import WrappedSampler, machine, markdown_table, write_csv
 from optuna.storages import BaseStorage
 
-import evohpo.objective
+import evohpo.search.objective
 from evohpo import EvoSampler, Genome, LayerGene, SearchSpace
-from evohpo.datasets import load_dataset
-from evohpo.objective import GenomeObjective, Standardizer
-from evohpo.train import TrainConfig, TrainResult, train_classifier
+from evohpo.search.objective import GenomeObjective, Standardizer
+from evohpo.training.datasets import load_dataset
+from evohpo.training.train import TrainConfig, TrainResult, train_classifier
 
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
 
@@ -479,7 +479,7 @@ def observed_trainer(clock: Clock, calls: list[TrainerCall]) -> Iterator[None]:
         calls.append(TrainerCall(result, config.eval_batch_size))
         return result
 
-    with mock.patch.object(evohpo.objective, "train_classifier", train):
+    with mock.patch.object(evohpo.search.objective, "train_classifier", train):
         yield
 
 

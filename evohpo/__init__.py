@@ -2,8 +2,8 @@
 
 Importing the package is cheap: the genome and search space load at once;
 the Optuna side (sampler, ``suggest_genome``) and the torch side (the
-scikit-learn estimator) load on first use. So ``import evohpo.train`` loads
-no Optuna and ``import evohpo.sampler`` loads no torch.
+scikit-learn estimator) load on first use. So ``import evohpo.training.train`` loads
+no Optuna and ``import evohpo.evolution.sampler`` loads no torch.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from evohpo._version import __version__
-from evohpo.genome import Genome, LayerGene
-from evohpo.lineage import Lineage
-from evohpo.space import SearchSpace
+from evohpo.evolution.genome import Genome, LayerGene
+from evohpo.evolution.lineage import Lineage
+from evohpo.evolution.space import SearchSpace
 
 if TYPE_CHECKING:
-    from evohpo.estimator import EvoSearchClassifier
-    from evohpo.operators import MutationRates
-    from evohpo.sampler import EvoSampler
-    from evohpo.suggest import suggest_genome
+    from evohpo.estimator.classifier import EvoSearchClassifier
+    from evohpo.evolution.operators import MutationRates
+    from evohpo.evolution.sampler import EvoSampler
+    from evohpo.evolution.suggest import suggest_genome
 
 __all__ = [
     "EvoSampler",
@@ -35,10 +35,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "EvoSampler": "evohpo.sampler",
-    "EvoSearchClassifier": "evohpo.estimator",
-    "MutationRates": "evohpo.operators",
-    "suggest_genome": "evohpo.suggest",
+    "EvoSampler": "evohpo.evolution.sampler",
+    "EvoSearchClassifier": "evohpo.estimator.classifier",
+    "MutationRates": "evohpo.evolution.operators",
+    "suggest_genome": "evohpo.evolution.suggest",
 }
 
 

@@ -30,7 +30,7 @@ from evohpo._interrupt import GracefulStop
 from evohpo._redact import redact_url
 from evohpo._version import __version__
 from evohpo.exceptions import EvohpoError, InvalidParameterError
-from evohpo.study import DEFAULT_STORAGE_NAME, SAMPLERS
+from evohpo.studies.study import DEFAULT_STORAGE_NAME, SAMPLERS
 
 __all__ = ["main"]
 
@@ -511,7 +511,7 @@ def _load(args: argparse.Namespace, *, trains: bool = True) -> tuple[Any, str]:
     Commands that write make the data splits after this and before they open
     the storage: a split that cannot be made leaves no file and no study.
     """
-    from evohpo.study import load_study_config, resolve_storage_url
+    from evohpo.studies.study import load_study_config, resolve_storage_url
 
     config = load_study_config(args.study_file, check_device=trains)
     url = resolve_storage_url(args.storage) if args.storage else config.storage_url
@@ -525,7 +525,7 @@ def _opened(url: str, *, create: bool = True) -> Iterator[Any]:
     Commands that only look at existing studies (best, export, dashboard) pass
     ``create=False``: a mistyped path is then an error, not a new empty file.
     """
-    from evohpo.study import close_storage, open_storage
+    from evohpo.studies.study import close_storage, open_storage
 
     storage = open_storage(url, create=create)
     try:
@@ -544,8 +544,8 @@ def _finished(n_after: int, total: int | None, note: str) -> str:
 
 
 def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.export import describe_genome
-    from evohpo.study import (
+    from evohpo.studies.export import describe_genome
+    from evohpo.studies.study import (
         Budget,
         describe_storage,
         make_objective,
@@ -568,7 +568,7 @@ def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
         else:
             objective = make_objective(config, data, seed)
             with _progress() as progress:
-                from evohpo.study import remaining_budget
+                from evohpo.studies.study import remaining_budget
 
                 n_left, _ = remaining_budget(study, budget)
                 progress.plan(n_left)
@@ -585,7 +585,7 @@ def _cmd_run(args: argparse.Namespace, guard: GracefulStop) -> int:
             _out("no completed trial yet")
             return 0
         _out(f"best validation accuracy: {best.value:.4f} (trial {best.number})")
-        from evohpo.compare import best_genome
+        from evohpo.studies.compare import best_genome
 
         _out(f"best genome: {describe_genome(best_genome(best))}")
         return 0
@@ -601,8 +601,8 @@ def _run_in_workers(
     seed: int,
 ) -> tuple[int, int]:
     """Run ``study`` in ``args.workers`` processes; finished trials before and after."""
-    from evohpo.study import finished_trials, remaining_budget
-    from evohpo.workers import run_workers, study_file_spec
+    from evohpo.studies.study import finished_trials, remaining_budget
+    from evohpo.workers.worker import run_workers, study_file_spec
 
     n_before = len(finished_trials(study))
     n_left, time_left = remaining_budget(study, budget)
@@ -619,7 +619,7 @@ def _run_in_workers(
 
 
 def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.study import (
+    from evohpo.studies.study import (
         Budget,
         describe_storage,
         finished_trials,
@@ -627,7 +627,7 @@ def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
         prepare_data,
         remaining_budget,
     )
-    from evohpo.workers import run_worker, study_file_spec
+    from evohpo.workers.worker import run_worker, study_file_spec
 
     config, url = _load(args)
     seed = args.seed if args.seed is not None else config.seeds[0]
@@ -656,8 +656,13 @@ def _cmd_worker(args: argparse.Namespace, guard: GracefulStop) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.compare import default_plot_path, format_table, plot_histories, run_comparison
-    from evohpo.study import Budget, describe_storage, prepare_data
+    from evohpo.studies.compare import (
+        default_plot_path,
+        format_table,
+        plot_histories,
+        run_comparison,
+    )
+    from evohpo.studies.study import Budget, describe_storage, prepare_data
 
     config, url = _load(args)
     data = prepare_data(config)
@@ -696,8 +701,8 @@ def _cmd_compare(args: argparse.Namespace, guard: GracefulStop) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.dashboard import DashboardServer, compare_url, study_groups
-    from evohpo.study import describe_storage, load_study_config, resolve_storage_url
+    from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
+    from evohpo.studies.study import describe_storage, load_study_config, resolve_storage_url
 
     group = None
     if args.study_file is not None:
@@ -747,7 +752,7 @@ def _cmd_dashboard(args: argparse.Namespace, guard: GracefulStop) -> int:
 
 
 def _cmd_best(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.export import find_best
+    from evohpo.studies.export import find_best
 
     config, url = _load(args, trains=False)
     with _opened(url, create=False) as storage:
@@ -757,8 +762,8 @@ def _cmd_best(args: argparse.Namespace, guard: GracefulStop) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, guard: GracefulStop) -> int:
-    from evohpo.export import export_best, find_best
-    from evohpo.study import prepare_data
+    from evohpo.studies.export import export_best, find_best
+    from evohpo.studies.study import prepare_data
 
     config, url = _load(args)
     with _opened(url, create=False) as storage:

@@ -22,7 +22,6 @@ __all__ = [
     "StudyMismatchError",
     "TrainingDivergedError",
     "TrialFailedError",
-    "UnsafePathError",
     "WorkerError",
 ]
 
@@ -62,9 +61,6 @@ class StorageError(EvohpoError, RuntimeError):
 class StorageUnavailableError(StorageError):
     """The storage stayed unreachable for longer than a worker may wait."""
 
-
-class UnsafePathError(EvohpoError, ValueError):
-    """A path would leave the directory it must stay in."""
 
 
 class TrialFailedError(EvohpoError, RuntimeError):

@@ -21,8 +21,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import evohpo
-from evohpo.objective import GenomeObjective
-from evohpo.train import TrainConfig
+from evohpo.search.objective import GenomeObjective
+from evohpo.training.train import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 from sklearn.datasets import load_wine
 
 import evohpo
-from evohpo.objective import GenomeObjective
-from evohpo.train import TrainConfig
+from evohpo.search.objective import GenomeObjective
+from evohpo.training.train import TrainConfig
 
 
 def run(storage: str, total: int, objective: GenomeObjective, space: evohpo.SearchSpace) -> None:

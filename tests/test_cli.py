@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 import evohpo.cli
 from evohpo import Genome
 from evohpo.cli import main
-from evohpo.nn import build_model
-from evohpo.study import STUDY_ATTR, load_study_config, prepare_data
+from evohpo.studies.study import STUDY_ATTR, load_study_config, prepare_data
+from evohpo.training.nn import build_model
 
 TINY = """
 name = "tiny"
@@ -262,7 +262,7 @@ def test_unexpected_errors_are_reported_without_traceback(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("evohpo.study.prepare_data", broken)
+    monkeypatch.setattr("evohpo.studies.study.prepare_data", broken)
     assert main(["run", str(study_file)]) == 1
     err = capsys.readouterr().err
     assert "unexpected error: RuntimeError: disk on fire (run with --debug" in err
@@ -275,7 +275,7 @@ def test_interrupt_exits_130(
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("evohpo.study.run_study", interrupted)
+    monkeypatch.setattr("evohpo.studies.study.run_study", interrupted)
     assert main(["run", str(study_file)]) == 130
     err = capsys.readouterr().err
     assert "interrupted; finished trials are kept" in err
@@ -508,7 +508,7 @@ def test_compare_hint_hides_the_password(
     study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     memory = optuna.storages.InMemoryStorage()
-    monkeypatch.setattr("evohpo.study.open_storage", lambda url, **_: memory)
+    monkeypatch.setattr("evohpo.studies.study.open_storage", lambda url, **_: memory)
     url = "postgresql://me:hunter2-secret@db.example/evohpo"
     args = ["compare", str(study_file), "--storage", url, "--samplers", "ga", "--seeds", "0"]
     assert main([*args, "--n-trials", "1", "--no-test"]) == 0
@@ -518,7 +518,7 @@ def test_compare_hint_hides_the_password(
 
 
 def test_plot_legend_counts_seeds_in_words(study_file: Path) -> None:
-    from evohpo.compare import Comparison, StudyResult, history_figure
+    from evohpo.studies.compare import Comparison, StudyResult, history_figure
 
     def result(sampler: str, seed: int) -> StudyResult:
         return StudyResult(
@@ -617,7 +617,7 @@ def test_inspecting_commands_create_no_storage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(study_file.parent)
-    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", lambda self: None)
+    monkeypatch.setattr("evohpo.studies.dashboard.DashboardServer.serve_forever", lambda self: None)
     before = sorted(p.name for p in study_file.parent.iterdir())
     assert main([str(study_file) if a == "STUDY" else a for a in command]) == 1
     err = capsys.readouterr().err
@@ -707,7 +707,8 @@ def test_dashboard_prints_the_comparison_url(
 ) -> None:
     served: list[str] = []
     monkeypatch.setattr(
-        "evohpo.dashboard.DashboardServer.serve_forever", lambda self: served.append(self.url)
+        "evohpo.studies.dashboard.DashboardServer.serve_forever",
+        lambda self: served.append(self.url),
     )
     assert main(["dashboard", str(study_file), "--port", "0"]) == 0
     out = capsys.readouterr().out
@@ -733,7 +734,7 @@ def test_dashboard_without_storage(
 def test_dashboard_on_an_empty_storage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", lambda self: None)
+    monkeypatch.setattr("evohpo.studies.dashboard.DashboardServer.serve_forever", lambda self: None)
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", "0"]) == 0
     assert "no evohpo studies in this storage yet" in capsys.readouterr().out
@@ -745,7 +746,7 @@ def test_dashboard_ctrl_c_says_it_stopped(
     def interrupted(self: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("evohpo.dashboard.DashboardServer.serve_forever", interrupted)
+    monkeypatch.setattr("evohpo.studies.dashboard.DashboardServer.serve_forever", interrupted)
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["dashboard", "--storage", str(tmp_path / "empty.db"), "--port", "0"]) == 130
     err = capsys.readouterr().err

@@ -22,8 +22,8 @@ import optuna
 import pytest
 
 from evohpo.cli import main
-from evohpo.dashboard import DashboardServer, compare_url, study_groups
-from evohpo.study import open_storage
+from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
+from evohpo.studies.study import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_api_lists_the_studies_with_trials_and_lineage(dashboard: dict[str, Any]
         summary = by_name[name]
         assert summary["directions"] == ["maximize"]
         attrs = {a["key"]: a["value"] for a in summary["user_attrs"]}
-        identity = json.loads(attrs["evohpo.study"])
+        identity = json.loads(attrs["evohpo.studies.study"])
         assert identity["sampler"] == sampler
         assert identity["dataset"] == "iris"
 

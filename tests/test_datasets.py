@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evohpo import datasets
-from evohpo.datasets import DATASETS, load_dataset
 from evohpo.exceptions import InvalidParameterError
+from evohpo.training import datasets
+from evohpo.training.datasets import DATASETS, load_dataset
 
 # Digests of mnist1d's default data set (float32 features, int64 labels; train rows first).
 MNIST1D_X_SHA256 = "0b2b548d14a498bf71ce4d5e7df61d47851b3e5dd7e7f581a1011383cb03467c"

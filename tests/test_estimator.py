@@ -21,14 +21,14 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from evohpo import EvoSampler, EvoSearchClassifier, SearchSpace
-from evohpo.estimator import DEFAULT_SEARCH_SPACE
+from evohpo.estimator.classifier import DEFAULT_SEARCH_SPACE
 from evohpo.exceptions import (
     EvohpoError,
     InvalidParameterError,
     SearchSpaceError,
     StudyMismatchError,
 )
-from evohpo.workers import WORKER_ATTR
+from evohpo.workers.worker import WORKER_ATTR
 
 #: A space that trains in a blink and still learns the test problems.
 TINY = {
@@ -105,7 +105,7 @@ def test_fit_exposes_the_search(data):
 
 
 def test_ties_of_score_go_to_the_lower_validation_loss():
-    from evohpo.estimator import _rank_key
+    from evohpo.estimator.classifier import _rank_key
 
     def trial(number, value, loss):
         t = optuna.trial.create_trial(value=value, user_attrs={"val_loss": loss})
@@ -118,7 +118,7 @@ def test_ties_of_score_go_to_the_lower_validation_loss():
 
 
 def test_ensemble_members_are_the_best_distinct_trials():
-    from evohpo.estimator import _ensemble_members
+    from evohpo.estimator.classifier import _ensemble_members
 
     def trial(number, value, units):
         t = optuna.trial.create_trial(
@@ -144,7 +144,7 @@ def test_ensemble_averages_the_members(data):
     scores = [clf.study_.trials[n].value for n in clf.ensemble_trials_]
     assert scores == sorted(scores, reverse=True)
     assert [len(clf.refit_epochs_), len(clf.ensemble_genomes_)] == [3, 3]
-    from evohpo.train import predict_proba
+    from evohpo.training.train import predict_proba
 
     scaled = clf._scaler.transform(X)
     members = [predict_proba(m, scaled) for m in clf.ensemble_models_]
@@ -788,7 +788,7 @@ def test_pipeline(data):
 
 def test_training_errors_propagate_from_fit(data, monkeypatch):
     X, y = data
-    from evohpo import objective as objective_module
+    from evohpo.search import objective as objective_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("device lost")

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
-from evohpo.genome import (
+from evohpo.evolution.genome import (
     ACTIVATIONS,
     GLOBAL_PARAMS,
     OPTIMIZERS,
@@ -21,7 +20,8 @@ from evohpo.genome import (
     new_gene_id,
     parse_layer_param,
 )
-from evohpo.space import SearchSpace
+from evohpo.evolution.space import SearchSpace
+from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
 
 FAST = settings(max_examples=50, deadline=None)
 

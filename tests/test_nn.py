@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
-from evohpo.nn import (
+from evohpo.training.nn import (
     SGD_MOMENTUM,
     SeededDropout,
     build_model,

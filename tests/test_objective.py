@@ -13,16 +13,16 @@ from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
 from evohpo import Genome, LayerGene, SearchSpace
-from evohpo import objective as objective_module
 from evohpo._random import derive_seed
 from evohpo.exceptions import InvalidParameterError
-from evohpo.objective import (
+from evohpo.search import objective as objective_module
+from evohpo.search.objective import (
     GenomeObjective,
     Standardizer,
     stratified_holdout,
     stratified_kfold,
 )
-from evohpo.train import TrainConfig
+from evohpo.training.train import TrainConfig
 
 TINY = SearchSpace(
     max_layers=2,

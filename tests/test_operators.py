@@ -18,9 +18,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
-from evohpo.operators import (
+from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
+from evohpo.evolution.operators import (
     MutationRates,
     crossover,
     crossover_params,
@@ -32,7 +31,8 @@ from evohpo.operators import (
     select_tournament,
     youngest,
 )
-from evohpo.space import SearchSpace
+from evohpo.evolution.space import SearchSpace
+from evohpo.exceptions import InvalidParameterError
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -1103,7 +1103,7 @@ def test_crossover_params_rejects_a_bad_rng() -> None:
 # -- imports ---------------------------------------------------------------------------------
 def test_operators_import_neither_torch_nor_deap_creator() -> None:
     code = (
-        "import evohpo.genome, evohpo.space, evohpo.operators, sys; "
+        "import evohpo.evolution.genome, evohpo.evolution.space, evohpo.evolution.operators, sys; "
         "assert 'torch' not in sys.modules, 'torch'; "
         "assert 'deap.creator' not in sys.modules, 'deap.creator'"
     )

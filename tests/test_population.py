@@ -8,9 +8,9 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from evohpo._population import Member, Population, params_key, rank_key
-from evohpo.genome import Genome, LayerGene
-from evohpo.lineage import Lineage
+from evohpo.evolution.genome import Genome, LayerGene
+from evohpo.evolution.lineage import Lineage
+from evohpo.evolution.population import Member, Population, params_key, rank_key
 
 
 def finished(number: int, value: float, **params: float) -> FrozenTrial:

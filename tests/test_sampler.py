@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 import evohpo
 from evohpo import EvoSampler, SearchSpace, suggest_genome
+from evohpo.evolution.lineage import LINEAGE_ATTR, ORIGINS
 from evohpo.exceptions import InvalidParameterError
-from evohpo.lineage import LINEAGE_ATTR, ORIGINS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,13 +135,13 @@ def noisy_genome_objective(trial: optuna.Trial) -> float:
 def tournament_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of every tournament the sampler runs (the real operator still runs)."""
     sizes: list[int] = []
-    real = evohpo.sampler.select_tournament
+    real = evohpo.evolution.sampler.select_tournament
 
     def spy(fitness, k, tournament_size, rng):  # type: ignore[no-untyped-def]
         sizes.append(tournament_size)
         return real(fitness, k, tournament_size, rng)
 
-    monkeypatch.setattr(evohpo.sampler, "select_tournament", spy)
+    monkeypatch.setattr(evohpo.evolution.sampler, "select_tournament", spy)
     return sizes
 
 
@@ -501,7 +501,7 @@ def test_multi_objective_generational_breeds_from_the_previous_generation() -> N
 
 
 def test_multi_objective_tournaments_follow_the_crowded_order() -> None:
-    from evohpo.sampler import _crowded_order_scores
+    from evohpo.evolution.sampler import _crowded_order_scores
 
     # Maximised: [2, 2] dominates all; then the front of [1, 0] and [0, 1]; then [0, 0].
     scores = _crowded_order_scores([[0.0, 0.0], [1.0, 0.0], [2.0, 2.0], [0.0, 1.0]])
@@ -537,7 +537,9 @@ def test_more_workers_than_population_threads() -> None:
 
 
 def test_sampler_module_does_not_import_torch() -> None:
-    code = "import sys, evohpo.sampler; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, evohpo.evolution.sampler; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
+from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
-from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
-from evohpo.space import SearchSpace
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -366,7 +366,7 @@ def test_from_dict_validates_values() -> None:
 def test_suggest_genome_needs_a_search_space(space: Any) -> None:
     import optuna
 
-    from evohpo.suggest import suggest_genome
+    from evohpo.evolution.suggest import suggest_genome
 
     trial = optuna.trial.FixedTrial({"n_layers": 1})
     with pytest.raises(
@@ -380,7 +380,7 @@ def test_suggest_genome_needs_a_search_space(space: Any) -> None:
 def test_suggest_genome_accepts_the_space_built_from_the_mapping() -> None:
     import optuna
 
-    from evohpo.suggest import suggest_genome
+    from evohpo.evolution.suggest import suggest_genome
 
     space = SearchSpace.from_dict({"max_layers": 2, "units": [8, 16]})
     params = space.sample(random.Random(0)).to_params()

@@ -24,7 +24,7 @@ from evohpo.exceptions import (
     StudyConfigError,
     StudyMismatchError,
 )
-from evohpo.study import (
+from evohpo.studies.study import (
     STUDY_ATTR,
     Budget,
     build_pruner,

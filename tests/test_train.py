@@ -16,12 +16,12 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 
-import evohpo.train
+import evohpo.training.train
 from evohpo._interrupt import GracefulStop
+from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError, StopRequested, TrainingDivergedError
-from evohpo.genome import Genome, LayerGene
-from evohpo.nn import build_optimizer, model_device
-from evohpo.train import (
+from evohpo.training.nn import build_optimizer, model_device
+from evohpo.training.train import (
     EpochRecord,
     TrainConfig,
     TrainResult,
@@ -312,7 +312,7 @@ def poison_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> Callable[[], 
         optimizer.step = step  # type: ignore[method-assign]
         return optimizer
 
-    monkeypatch.setattr(evohpo.train, "build_optimizer", build)
+    monkeypatch.setattr(evohpo.training.train, "build_optimizer", build)
     return lambda: built
 
 
@@ -398,10 +398,10 @@ def test_a_signal_stops_training_at_the_next_optimizer_step(data: Data) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().step(closure)
 
-    original = evohpo.train.build_optimizer
+    original = evohpo.training.train.build_optimizer
     with guard.installed(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            evohpo.train,
+            evohpo.training.train,
             "build_optimizer",
             lambda genome, params: CountingAdam(original(genome, params).param_groups),
         )
@@ -602,15 +602,15 @@ def test_predict_rejects_the_wrong_width(data: Data) -> None:
 
 def test_nn_and_train_do_not_import_optuna() -> None:
     # The package __init__ re-exports the Optuna-facing API, so it is bypassed:
-    # this checks what evohpo.nn and evohpo.train themselves pull in.
-    package_dir = Path(evohpo.train.__file__).parent
+    # this checks what evohpo.training.nn and evohpo.training.train themselves pull in.
+    package_dir = Path(evohpo.training.train.__file__).parent
     code = textwrap.dedent(
         f"""
         import sys, types
         package = types.ModuleType("evohpo")
         package.__path__ = [{str(package_dir)!r}]
         sys.modules["evohpo"] = package
-        import evohpo.nn, evohpo.train
+        import evohpo.training.nn, evohpo.training.train
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "optuna")
         print(loaded)
         sys.exit(1 if loaded else 0)

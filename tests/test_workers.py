@@ -34,9 +34,9 @@ if str(REPO) not in sys.path:
 
 from evohpo import EvoSampler, SearchSpace, suggest_genome  # noqa: E402
 from evohpo._interrupt import GracefulStop, raise_if_stop_requested  # noqa: E402
+from evohpo.evolution.lineage import LINEAGE_ATTR  # noqa: E402
 from evohpo.exceptions import StorageError  # noqa: E402
-from evohpo.lineage import LINEAGE_ATTR  # noqa: E402
-from evohpo.workers import (  # noqa: E402
+from evohpo.workers.worker import (  # noqa: E402
     FAIL_REASON_ATTR,
     WORKER_ATTR,
     Backoff,
@@ -435,7 +435,7 @@ def test_a_script_needs_no_main_guard_unless_its_factories_live_in_it(tmp_path: 
             sys.path.insert(0, {str(REPO)!r})
             from tests.test_workers import SPACE, SleepyObjective, create_study, load_trials
             from evohpo import EvoSampler
-            from evohpo.workers import WorkerSpec, run_workers
+            from evohpo.workers.worker import WorkerSpec, run_workers
 
             def objective():
                 return SleepyObjective(sleep=0.0)

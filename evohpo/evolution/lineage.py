@@ -8,7 +8,7 @@ finished trial did not use a parameter whose mutation its record reports:
 that mutation is then dropped from the record).
 
 A retried trial (Optuna's ``RetryFailedTrialCallback`` or
-``RetryHeartbeatStaleTrialCallback``, as :mod:`evohpo.workers` uses) is the
+``RetryHeartbeatStaleTrialCallback``, as :mod:`evohpo.workers.worker` uses) is the
 same child run again: it keeps the original's record, origin included, and
 Optuna's system attributes ``failed_trial`` and ``retry_history`` say that it
 is a retry and of which trial.
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evohpo.evolution.genome import Genome
 from evohpo.exceptions import GenomeFormatError
-from evohpo.genome import Genome
 
 __all__ = ["LINEAGE_ATTR", "ORIGINS", "Lineage"]
 

@@ -10,8 +10,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.genome import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    Genome,
+    LayerGene,
+    new_gene_id,
+    weight_shapes,
+)
 from evohpo.exceptions import SearchSpaceError
-from evohpo.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene, new_gene_id, weight_shapes
 
 __all__ = ["SearchSpace"]
 
@@ -32,11 +39,11 @@ class SearchSpace:
     units : (int, int)
         Range of hidden units per layer, sampled on a log scale.
     activations : sequence of str
-        Activation choices, a non-empty subset of :data:`evohpo.genome.ACTIVATIONS`.
+        Activation choices, a non-empty subset of :data:`evohpo.evolution.genome.ACTIVATIONS`.
     dropout : (float, float)
         Dropout range within ``[0, 1)``.
     optimizers : sequence of str
-        Optimizer choices, a non-empty subset of :data:`evohpo.genome.OPTIMIZERS`.
+        Optimizer choices, a non-empty subset of :data:`evohpo.evolution.genome.OPTIMIZERS`.
     learning_rate : (float, float)
         Positive learning-rate range, sampled on a log scale.
     weight_decay : (float, float)
@@ -216,7 +223,7 @@ class SearchSpace:
 def _derive_ids(
     layers: Sequence[LayerGene], originals: Sequence[LayerGene]
 ) -> tuple[LayerGene, ...]:
-    """``layers`` (repaired from ``originals``) with the id rule of :mod:`evohpo.genome` applied.
+    """``layers`` (repaired from ``originals``) with the genome id rule applied.
 
     A layer keeps its id while its weight shape is that of the original at
     its position; otherwise it gets ``id + "+"``, extended until unique.

@@ -1,7 +1,7 @@
-"""From a :class:`~evohpo.genome.Genome` to a torch model and its optimizer.
+"""From a :class:`~evohpo.evolution.genome.Genome` to a torch model and its optimizer.
 
 The network a genome describes is a dense multilayer perceptron: for every
-:class:`~evohpo.genome.LayerGene` a ``Linear`` layer, its activation and, when
+:class:`~evohpo.evolution.genome.LayerGene` a ``Linear`` layer, its activation and, when
 the rate is positive, a ``Dropout``; a final ``Linear`` layer gives the logits.
 
 Submodules carry stable names (``hidden0``, ``act0``, ``dropout0``, ...,
@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from evohpo._validation import check_int, raise_invalid
-from evohpo.genome import OPTIMIZERS, Genome
+from evohpo.evolution.genome import OPTIMIZERS, Genome
 
 __all__ = [
     "SGD_MOMENTUM",
@@ -109,7 +109,7 @@ def build_model(
 
     Examples
     --------
-    >>> from evohpo.genome import Genome, LayerGene
+    >>> from evohpo.evolution.genome import Genome, LayerGene
     >>> genome = Genome((LayerGene(32, "relu", 0.1),), "adam", 1e-3, 0.0, 64)
     >>> model = build_model(genome, n_features=8, n_outputs=3, seed=0)
     >>> [name for name, _ in model.named_children()]
@@ -173,7 +173,7 @@ def build_optimizer(genome: Genome, parameters: ParamsT) -> torch.optim.Optimize
 
     Examples
     --------
-    >>> from evohpo.genome import Genome, LayerGene
+    >>> from evohpo.evolution.genome import Genome, LayerGene
     >>> genome = Genome((LayerGene(4, "tanh", 0.0),), "adamw", 1e-2, 1e-4, 16)
     >>> optimizer = build_optimizer(genome, build_model(genome, 3, 2).parameters())
     >>> type(optimizer).__name__, optimizer.param_groups[0]["lr"]

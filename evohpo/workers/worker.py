@@ -33,7 +33,7 @@ Dead workers, RDB storage (PostgreSQL, MySQL, SQLite)
     running trials whose heartbeat is older than ``Heartbeat.grace_period``
     and re-enqueues each with the same parameters and the same user
     attributes, hence the same genome and lineage record (see
-    :mod:`evohpo.lineage`); its system attributes ``failed_trial`` and
+    :mod:`evohpo.evolution.lineage`); its system attributes ``failed_trial`` and
     ``retry_history`` name the trial it retries (Optuna's
     ``RetryHeartbeatStaleTrialCallback``, at most ``Heartbeat.max_retry``
     times per original trial).
@@ -107,8 +107,6 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from evohpo import _storage
-from evohpo._drivers import missing_driver
 from evohpo._interrupt import GracefulStop
 from evohpo._redact import (
     install_redaction,
@@ -125,9 +123,11 @@ from evohpo.exceptions import (
     TrialFailedError,
     WorkerError,
 )
+from evohpo.storage import internals as _storage
+from evohpo.storage.drivers import missing_driver
 
 if TYPE_CHECKING:
-    from evohpo.study import StudyConfig
+    from evohpo.studies.study import StudyConfig
 
 __all__ = [
     "COUNTED_STATES",
@@ -788,7 +788,7 @@ def _settle(study: optuna.Study, tracker: _Tracker, max_retry: int | None) -> No
 
 
 def _load_study(spec: WorkerSpec, storage: BaseStorage) -> optuna.Study:
-    from evohpo.sampler import EvoSampler
+    from evohpo.evolution.sampler import EvoSampler
 
     sampler = spec.sampler_factory()
     if not isinstance(sampler, EvoSampler):
@@ -967,7 +967,7 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 _BOOTSTRAP = (
     "import pickle, sys; header = pickle.load(sys.stdin.buffer); "
     "sys.path[:0] = header['path']; "
-    "from evohpo.workers import _worker_process_main; _worker_process_main(header)"
+    "from evohpo.workers.worker import _worker_process_main; _worker_process_main(header)"
 )
 
 
@@ -1334,7 +1334,7 @@ def study_file_objective(config: StudyConfig, seed: int) -> Objective:
     Use it as ``functools.partial(study_file_objective, config, seed)``: each
     worker loads (from its cache) and splits the data set itself.
     """
-    from evohpo.study import make_objective, prepare_data
+    from evohpo.studies.study import make_objective, prepare_data
 
     return make_objective(config, prepare_data(config), seed)
 
@@ -1353,7 +1353,7 @@ def study_file_spec(
 ) -> WorkerSpec:
     """The :class:`WorkerSpec` of the study ``(sampler, seed)`` of a study file.
 
-    Open the study first (:func:`evohpo.study.open_study` creates it or
+    Open the study first (:func:`evohpo.studies.study.open_study` creates it or
     checks that the stored one matches the file); then hand the spec to
     :func:`run_workers` or :func:`run_worker`.
 
@@ -1374,7 +1374,7 @@ def study_file_spec(
     stale_after : float, optional
         See :class:`WorkerSpec`.
     """
-    from evohpo.study import build_pruner, build_sampler, study_name
+    from evohpo.studies.study import build_pruner, build_sampler, study_name
 
     return WorkerSpec(
         study_name=study_name(config.name, sampler, seed),

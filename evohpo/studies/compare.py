@@ -23,12 +23,12 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
-from evohpo.genome import Genome
+from evohpo.evolution.genome import Genome
 
 if TYPE_CHECKING:
-    from evohpo.objective import GenomeObjective
-    from evohpo.train import TrainResult
-from evohpo.study import (
+    from evohpo.search.objective import GenomeObjective
+    from evohpo.training.train import TrainResult
+from evohpo.studies.study import (
     Budget,
     PreparedData,
     StudyConfig,
@@ -134,7 +134,7 @@ def refit(objective: GenomeObjective, trial: FrozenTrial) -> TrainResult:
 
     It trains for the trial's best epoch count (no early stopping: no rows are
     left to stop on) with the trial's own training seed. The returned
-    :class:`~evohpo.train.TrainResult`'s model expects features transformed
+    :class:`~evohpo.training.train.TrainResult`'s model expects features transformed
     by ``objective.standardizer()``.
     """
     epochs = trial.user_attrs.get("best_epoch")
@@ -213,7 +213,7 @@ def measure_test_accuracy(
 
     Returns ``None`` for a study without a completed trial.
     """
-    from evohpo.train import predict_logits
+    from evohpo.training.train import predict_logits
 
     try:
         trial = study.best_trial

@@ -19,9 +19,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from evohpo._storage import trial_user_attrs
 from evohpo._validation import raise_invalid
-from evohpo.genome import (
+from evohpo.evolution.genome import (
     BATCH_SIZE,
     LAYER_FIELDS,
     LEARNING_RATE,
@@ -31,8 +30,9 @@ from evohpo.genome import (
     Genome,
     layer_param,
 )
-from evohpo.lineage import LINEAGE_ATTR, Lineage
-from evohpo.space import SearchSpace
+from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
+from evohpo.evolution.space import SearchSpace
+from evohpo.storage.internals import trial_user_attrs
 
 __all__ = [
     "genome_distributions",

@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna.storages import BaseStorage
 
-from evohpo.study import STUDY_ATTR, study_sort_key
+from evohpo.studies.study import STUDY_ATTR, study_sort_key
 
 __all__ = [
     "DashboardServer",

@@ -6,7 +6,7 @@ outside that directory:
 ``model.pt``
     The network's ``state_dict`` (tensors only), loadable with
     ``torch.load(path, weights_only=True)`` into
-    ``evohpo.nn.build_model(genome, n_features, n_classes)``.
+    ``evohpo.training.nn.build_model(genome, n_features, n_classes)``.
 ``genome.json``
     The genome (:meth:`evohpo.Genome.to_json`).
 ``classes.json``
@@ -32,10 +32,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
-from evohpo.compare import best_genome, measure_test_accuracy, refit
+from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import Genome
-from evohpo.study import (
+from evohpo.studies.compare import best_genome, measure_test_accuracy, refit
+from evohpo.studies.study import (
     SAMPLERS,
     PreparedData,
     StudyConfig,
@@ -163,7 +163,7 @@ def export_best(
 ) -> ExportResult:
     """Retrain ``best``'s genome and write the export files.
 
-    The genome is trained as for the test score (:func:`evohpo.compare.refit`):
+    The genome is trained as for the test score (:func:`evohpo.studies.compare.refit`):
     on the training and validation rows, for the trial's best epoch count.
 
     Parameters
@@ -225,7 +225,7 @@ def export_best(
         },
         "load": (
             "genome = evohpo.Genome.from_json(open('genome.json').read()); "
-            "model = evohpo.nn.build_model(genome, n_features, n_classes); "
+            "model = evohpo.training.nn.build_model(genome, n_features, n_classes); "
             "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
         ),
     }

@@ -48,9 +48,9 @@ from torch import nn
 from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError, TrainingDivergedError
-from evohpo.genome import Genome
-from evohpo.nn import (
+from evohpo.training.nn import (
     SeededDropout,
     build_model,
     build_optimizer,
@@ -300,7 +300,7 @@ def train_classifier(
     Examples
     --------
     >>> import numpy as np
-    >>> from evohpo.genome import Genome, LayerGene
+    >>> from evohpo.evolution.genome import Genome, LayerGene
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 4)).astype(np.float32)
     >>> y = (X[:, 0] > 0).astype(np.int64)
@@ -541,8 +541,8 @@ def predict_proba(
     Examples
     --------
     >>> import numpy as np
-    >>> from evohpo.genome import Genome, LayerGene
-    >>> from evohpo.nn import build_model
+    >>> from evohpo.evolution.genome import Genome, LayerGene
+    >>> from evohpo.training.nn import build_model
     >>> genome = Genome((LayerGene(8, "tanh", 0.0),), "sgd", 0.1, 0.0, 16)
     >>> proba = predict_proba(build_model(genome, 3, 4, seed=0), np.zeros((5, 3)))
     >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1.0))

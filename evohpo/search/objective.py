@@ -2,7 +2,7 @@
 
 This is the one module that knows both an Optuna trial and a torch model: a
 trial asks for a genome through :func:`~evohpo.suggest_genome` (so any sampler
-can answer), the genome is trained by :func:`~evohpo.train.train_classifier`
+can answer), the genome is trained by :func:`~evohpo.training.train.train_classifier`
 and the trial's value is the validation score, to be maximised.
 
 Validation is a stratified holdout split by default, stratified k-fold when
@@ -31,11 +31,11 @@ from sklearn.metrics import get_scorer, get_scorer_names
 
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.genome import Genome
+from evohpo.evolution.space import SearchSpace
+from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import Genome
-from evohpo.space import SearchSpace
-from evohpo.suggest import suggest_genome
-from evohpo.train import TrainConfig, TrainResult, predict_proba, train_classifier
+from evohpo.training.train import TrainConfig, TrainResult, predict_proba, train_classifier
 
 __all__ = [
     "GenomeObjective",

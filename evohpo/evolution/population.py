@@ -24,9 +24,9 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
+from evohpo.evolution.genome import Genome
+from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
 from evohpo.exceptions import GenomeFormatError
-from evohpo.genome import Genome
-from evohpo.lineage import LINEAGE_ATTR, Lineage
 
 __all__ = ["Member", "Population", "Snapshot", "params_key", "rank_key"]
 

@@ -18,7 +18,6 @@ budget runs 3 more, and a timeout counts the training time already spent.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import inspect
 import json
@@ -27,7 +26,6 @@ import math
 import os
 import re
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +38,17 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evohpo._drivers import missing_driver
 from evohpo._interrupt import GracefulStop
 from evohpo._random import derive_seed
-from evohpo._redact import redact_text
 from evohpo._version import __version__
+from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import (
     InvalidParameterError,
-    StorageError,
     StudyConfigError,
     StudyMismatchError,
 )
-from evohpo.space import SearchSpace
+from evohpo.storage.opener import close_storage, open_storage
+from evohpo.storage.urls import describe_storage, resolve_storage_url, storage_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,8 +56,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from evohpo.datasets import Dataset
-    from evohpo.objective import GenomeObjective
+    from evohpo.search.objective import GenomeObjective
+    from evohpo.training.datasets import Dataset
 
 __all__ = [
     "DEFAULT_STORAGE_NAME",
@@ -100,7 +97,7 @@ SAMPLERS: tuple[str, ...] = ("ga", "tpe", "random")
 #: Every study maximises validation accuracy.
 DIRECTION = "maximize"
 #: Study user attribute that holds the study's identity (a JSON object).
-STUDY_ATTR = "evohpo.study"
+STUDY_ATTR = "evohpo.studies.study"
 #: File name of the default SQLite storage, next to the study file.
 DEFAULT_STORAGE_NAME = "evohpo.db"
 #: Trial states that count towards a budget.
@@ -144,8 +141,6 @@ _TRAIN_KEYS = (
 )
 _BUDGET_KEYS = ("n_trials", "timeout")
 _COMPARE_KEYS = ("samplers", "seeds", "target")
-_JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 # -- the study file ----------------------------------------------------------------------
@@ -176,7 +171,7 @@ class StudyConfig:
     description : str
         Free text.
     dataset : str
-        A name from :data:`evohpo.datasets.DATASETS`.
+        A name from :data:`evohpo.training.datasets.DATASETS`.
     test_fraction : float or None
         Share of rows held out for the final test; ``None`` uses the data
         set's canonical test split if it has one, else 0.2.
@@ -187,7 +182,7 @@ class StudyConfig:
     space : SearchSpace
         The search space.
     train : dict
-        Keyword arguments of :class:`evohpo.train.TrainConfig` (no seed).
+        Keyword arguments of :class:`evohpo.training.train.TrainConfig` (no seed).
     budget : Budget
         Per-study budget.
     samplers : tuple of str
@@ -243,7 +238,7 @@ class StudyConfig:
         """The storage of the file, or the default SQLite file next to it."""
         if self.storage is not None:
             return self.storage
-        return _sqlite_url(self.base_dir / DEFAULT_STORAGE_NAME)
+        return resolve_storage_url(str(self.base_dir / DEFAULT_STORAGE_NAME))
 
     def data_identity(self) -> dict[str, Any]:
         """The settings that decide the rows each study sees."""
@@ -351,7 +346,7 @@ def parse_study_config(
 
     data_table = _table(data, "data", source, required=True)
     _check_keys(data_table, _DATA_KEYS, "data", source)
-    from evohpo.datasets import DATASETS
+    from evohpo.training.datasets import DATASETS
 
     dataset = data_table.get("dataset")
     if dataset not in DATASETS:
@@ -515,7 +510,7 @@ def _check_sampler_keys(name: str, options: Mapping[str, Any], source: str) -> N
         if key in options:
             raise StudyConfigError(f"{source}: [{table}] cannot set {key!r}: {why}.")
     if name == "ga":
-        from evohpo.sampler import EvoSampler
+        from evohpo.evolution.sampler import EvoSampler
 
         sampler_class: Any = EvoSampler
     else:
@@ -596,7 +591,7 @@ def _fraction(value: Any, key: str, table: str, source: str, *, allow_one: bool 
 
 
 def _check_train(train: Mapping[str, Any], source: str, *, check_device: bool = True) -> None:
-    from evohpo.train import TrainConfig
+    from evohpo.training.train import TrainConfig
 
     try:
         config = TrainConfig(**train)
@@ -604,7 +599,7 @@ def _check_train(train: Mapping[str, Any], source: str, *, check_device: bool = 
         raise StudyConfigError(f"{source}: [train]: {exc}") from exc
     if check_device:
         # Caught here, a device this machine lacks cannot reach the storage as a failed trial.
-        from evohpo.nn import resolve_device  # imports torch: only when a file is loaded
+        from evohpo.training.nn import resolve_device  # imports torch: only when a file is loaded
 
         try:
             resolve_device(config.device)
@@ -617,170 +612,6 @@ def _check_train(train: Mapping[str, Any], source: str, *, check_device: bool = 
                 "the CPU) or 'cpu': the device is not part of a study's identity, so a study "
                 "resumes on any device."
             ) from exc
-
-
-# -- storage -------------------------------------------------------------------------------
-def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = None) -> str:
-    """Normalise a storage URL or path; relative paths are taken from ``base_dir``.
-
-    Accepted forms:
-
-    * any SQLAlchemy URL Optuna's ``RDBStorage`` accepts: ``sqlite:///file.db``,
-      ``postgresql://user@host/db``, ``mysql+pymysql://user@host/db``;
-    * ``journal:///absolute/file.log`` or ``journal://relative/file.log``: an
-      Optuna journal file (``JournalFileBackend``), safe for many processes on
-      one machine or a shared file system;
-    * a bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (SQLite) or
-      ``.log``, ``.jsonl``, ``.journal`` (journal file).
-
-    Examples
-    --------
-    >>> resolve_storage_url("results.db", base_dir="/data")
-    'sqlite:////data/results.db'
-    >>> resolve_storage_url("journal://runs/log.jsonl", base_dir="/data")
-    'journal:///data/runs/log.jsonl'
-    >>> resolve_storage_url("postgresql://me@db.example/evohpo")
-    'postgresql://me@db.example/evohpo'
-    """
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    if url.startswith("journal://"):
-        return "journal://" + str(_absolute(url[len("journal://") :], base))
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///") :]
-        if rest in ("", ":memory:") or rest.startswith("file:"):
-            return url
-        return _sqlite_url(_absolute(rest, base))
-    if "://" in url:
-        return url
-    lower = url.lower()
-    if lower.endswith(_SQLITE_SUFFIXES):
-        return _sqlite_url(_absolute(url, base))
-    if lower.endswith(_JOURNAL_SUFFIXES):
-        return "journal://" + str(_absolute(url, base))
-    raise StorageError(
-        f"Cannot tell which storage {url!r} is: give a URL (sqlite:///file.db, "
-        "postgresql://..., mysql+pymysql://..., journal:///file.log) or a path ending in "
-        f"{', '.join(_SQLITE_SUFFIXES + _JOURNAL_SUFFIXES)}."
-    )
-
-
-def _absolute(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
-
-
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def describe_storage(url: str) -> str:
-    """``url`` with any password hidden, for messages and logs."""
-    if url.startswith(("journal://", "sqlite:")) or "://" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # any parse failure: show the scheme only
-        return url.split("://", 1)[0] + "://***"
-
-
-def open_storage(url: str, *, create: bool = True) -> BaseStorage:
-    """Open (and create if needed) the storage at ``url``.
-
-    SQLite waits up to 60 s on a locked database; PostgreSQL and MySQL get
-    Optuna's heartbeat (a trial whose worker died is failed after two minutes
-    and its parameters retried), which needs ``study.optimize``, as used here.
-
-    Parameters
-    ----------
-    url : str
-        A URL as :func:`resolve_storage_url` returns it.
-    create : bool
-        Create a SQLite or journal file that does not exist. With ``False``
-        (commands that look at existing studies) a missing file is an error
-        and nothing is created.
-
-    Raises
-    ------
-    StorageError
-        If the storage cannot be opened (its file or directory is missing, its
-        database driver is not installed, the server refuses); the message
-        says why and hides passwords.
-    """
-    shown = describe_storage(url)
-    path = storage_file(url)
-    if path is not None:
-        problem = None
-        if path.is_dir():
-            problem = f"{str(path)!r} is a directory, not a storage file"
-        elif not path.parent.is_dir():
-            problem = f"the directory {str(path.parent)!r} does not exist"
-        elif not create and not path.exists():
-            problem = (
-                f"the file {str(path)!r} does not exist (nothing was created: check the "
-                "path, or run a study into it first)"
-            )
-        if problem is not None:
-            raise StorageError(f"Cannot open the storage {shown!r}: {problem}.")
-    try:
-        if url.startswith("journal://"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            return JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:"):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                heartbeat_stale_trial_callback=retry,
-            )
-    except Exception as exc:
-        missing = missing_driver(url, exc)
-        if missing is not None:
-            raise StorageError(f"Cannot open the storage {shown!r}: {missing}") from exc
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"Cannot open the storage {shown!r}: {redact_text(reason)}") from exc
-
-
-def close_storage(storage: BaseStorage) -> None:
-    """Close the database connections ``storage`` holds (RDB storages; others: nothing).
-
-    The storage stays usable (it connects again when asked). Call it when done:
-    psycopg 3 warns about a connection that is garbage-collected open.
-    """
-    if isinstance(storage, optuna.storages.RDBStorage):
-        with contextlib.suppress(Exception):
-            storage.scoped_session.remove()
-        with contextlib.suppress(Exception):
-            storage.engine.dispose()
-
-
-def storage_file(url: str) -> Path | None:
-    """The file of a SQLite or journal storage URL; ``None`` for servers and memory.
-
-    Examples
-    --------
-    >>> storage_file("sqlite:////data/evohpo.db").as_posix()
-    '/data/evohpo.db'
-    >>> storage_file("postgresql://me@db.example/evohpo") is None
-    True
-    """
-    if url.startswith("journal://"):
-        return Path(url[len("journal://") :])
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///") :].split("?", 1)[0]
-        if rest in ("", ":memory:") or rest.startswith("file:"):
-            return None
-        return Path(rest)
-    return None
 
 
 # -- identity, naming, creation ------------------------------------------------------------
@@ -880,7 +711,7 @@ def _check_identity(
         if storage.get_all_trials(study_id, deepcopy=False):
             raise StudyMismatchError(
                 f"The study {name!r} in {where} already holds trials that evohpo did not "
-                "record (no 'evohpo.study' attribute). Nothing was changed; use another "
+                "record (no 'evohpo.studies.study' attribute). Nothing was changed; use another "
                 "study name or storage."
             )
         return False
@@ -998,7 +829,7 @@ def build_sampler(
     """
     options = dict(options or {})
     if name == "ga":
-        from evohpo.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
+        from evohpo.evolution.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
 
         options.setdefault("search_space", space)
         # Each trial trains with seeds of its own: noisy values by construction,
@@ -1068,7 +899,7 @@ def study_sort_key(name: str) -> tuple[str, int, str, int, str]:
 class PreparedData:
     """The splits every sampler and seed of a study file share.
 
-    Features are raw: :class:`~evohpo.objective.GenomeObjective` standardises
+    Features are raw: :class:`~evohpo.search.objective.GenomeObjective` standardises
     them with the statistics of its training rows.
 
     Attributes
@@ -1108,7 +939,7 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         fewer rows than classes (or a class too small to split); the message
         names the setting and the fractions that would work.
     """
-    from evohpo.datasets import load_dataset
+    from evohpo.training.datasets import load_dataset
 
     data = dataset
     if data is None:
@@ -1285,14 +1116,14 @@ def _safe_name(name: str) -> str:
 
 # -- the objective ---------------------------------------------------------------------------
 def make_objective(config: StudyConfig, data: PreparedData, seed: int) -> GenomeObjective:
-    """The :class:`evohpo.objective.GenomeObjective` of this study file and seed.
+    """The :class:`evohpo.search.objective.GenomeObjective` of this study file and seed.
 
     Every sampler gets the same rows: the objective trains on the training
     split (standardised with its own statistics) and scores each trial on the
     validation split. Trial ``n`` trains with a seed derived from ``(seed, n)``.
     """
-    from evohpo.objective import GenomeObjective
-    from evohpo.train import TrainConfig
+    from evohpo.search.objective import GenomeObjective
+    from evohpo.training.train import TrainConfig
 
     return GenomeObjective(
         data.X_train,

@@ -3,7 +3,7 @@
 All state that matters lives in the study's storage: the population is the
 study's finished trials, and each child (its parameters, genome, parents,
 generation and the operators applied) is written to its trial when the trial
-starts (see :mod:`evohpo.lineage`). A sampler object therefore holds only
+starts (see :mod:`evohpo.evolution.lineage`). A sampler object therefore holds only
 caches, so a study resumes after a crash and many workers can share one
 database. Every random decision for trial ``n`` draws from a stream derived
 from ``(seed, n, purpose)``, so 20 trials in one run equal 10 trials, a
@@ -27,14 +27,11 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evohpo import _storage
-from evohpo._population import Member, Population, Snapshot, params_key
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
-from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import GLOBAL_PARAMS, parse_layer_param
-from evohpo.lineage import LINEAGE_ATTR, Lineage
-from evohpo.operators import (
+from evohpo.evolution.genome import GLOBAL_PARAMS, parse_layer_param
+from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
+from evohpo.evolution.operators import (
     MutationRates,
     crossover,
     crossover_params,
@@ -46,8 +43,11 @@ from evohpo.operators import (
     select_tournament,
     youngest,
 )
-from evohpo.space import SearchSpace
-from evohpo.suggest import space_from_distributions
+from evohpo.evolution.population import Member, Population, Snapshot, params_key
+from evohpo.evolution.space import SearchSpace
+from evohpo.evolution.suggest import space_from_distributions
+from evohpo.exceptions import InvalidParameterError
+from evohpo.storage import internals as _storage
 
 __all__ = ["EvoSampler"]
 

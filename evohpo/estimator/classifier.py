@@ -38,11 +38,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from evohpo._drivers import missing_driver
 from evohpo._progress import SearchProgress, quiet_optuna
 from evohpo._random import derive_seed, fresh_root_seed
 from evohpo._redact import redact_text, redact_url
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.genome import Genome
+from evohpo.evolution.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
+from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import (
     EvohpoError,
     InvalidParameterError,
@@ -50,12 +52,10 @@ from evohpo.exceptions import (
     StorageError,
     StudyMismatchError,
 )
-from evohpo.genome import Genome
-from evohpo.nn import build_model, resolve_device
-from evohpo.objective import GenomeObjective, Scorer, Standardizer, resolve_scoring
-from evohpo.sampler import NOISY_TOURNAMENT_SIZE, EvoSampler
-from evohpo.space import SearchSpace
-from evohpo.train import TrainConfig, predict_logits, predict_proba
+from evohpo.search.objective import GenomeObjective, Scorer, Standardizer, resolve_scoring
+from evohpo.storage.drivers import missing_driver
+from evohpo.training.nn import build_model, resolve_device
+from evohpo.training.train import TrainConfig, predict_logits, predict_proba
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "EvoSearchClassifier"]
 
@@ -178,7 +178,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Trials trained at once, each in a worker process of its own (one torch
         thread each); ``-1`` for one per CPU, ``None`` for 1. Workers share the
         study through its storage, a temporary journal file when ``storage`` is
-        ``None`` (see :mod:`evohpo.workers`), and the GA breeds from whatever has
+        ``None`` (see :mod:`evohpo.workers.worker`), and the GA breeds from whatever has
         finished. Starting a worker costs a few seconds, worth it when trials
         take longer than that. With more than one, the order of the trials, hence
         the result, is not reproducible, and trials still running when the total
@@ -630,7 +630,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if settings.n_jobs == 1:
             yield _SearchStorage(url=None, storage=None, temporary=False)
             return
-        from evohpo.workers import open_worker_storage
+        from evohpo.workers.worker import open_worker_storage
 
         with tempfile.TemporaryDirectory(prefix="evohpo-search-") as directory:
             url = f"journal://{Path(directory) / 'search.log'}"
@@ -740,9 +740,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
         Each worker builds the same objective (same splits) and its own copy of
         the sampler; the GA breeds from whatever has finished (see
-        :mod:`evohpo.workers`). ``progress`` follows the storage.
+        :mod:`evohpo.workers.worker`). ``progress`` follows the storage.
         """
-        from evohpo.workers import Heartbeat, WorkerSpec, run_workers
+        from evohpo.workers.worker import Heartbeat, WorkerSpec, run_workers
 
         assert storage.url is not None
         spec = WorkerSpec(

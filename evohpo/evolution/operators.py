@@ -2,7 +2,7 @@
 
 DEAP supplies the numeric kernels (Gaussian steps, one-point and uniform
 crossover, tournaments, non-dominated sorting and crowding distance); this
-module adapts them to immutable :class:`~evohpo.genome.Genome` values and to
+module adapts them to immutable :class:`~evohpo.evolution.genome.Genome` values and to
 plain Optuna parameter dicts.
 
 Two rules hold for every operator here:
@@ -40,9 +40,9 @@ from optuna.distributions import (
 
 from evohpo._random import seeded_global_random
 from evohpo._validation import check_float, check_int, check_probability, raise_invalid
+from evohpo.evolution.genome import Genome, LayerGene, new_gene_id, weight_shapes
+from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError
-from evohpo.genome import Genome, LayerGene, new_gene_id, weight_shapes
-from evohpo.space import SearchSpace
 
 __all__ = [
     "MutationRates",
@@ -205,7 +205,7 @@ def mutate(
     random applicable mutations are applied until it differs.
 
     Gene ids follow the layers' weight shapes (the rule of
-    :mod:`evohpo.genome`): a layer whose units or input width change gets a
+    :mod:`evohpo.evolution.genome`): a layer whose units or input width change gets a
     fresh id (the layer after a layer whose units changed, after an inserted
     or removed layer, too), and so do an inserted layer and a duplicate; a
     layer whose activation or dropout changes keeps its id.
@@ -502,7 +502,7 @@ def _unique(names: list[str]) -> list[str]:
 def _rekey(
     layers: Sequence[LayerGene], parents: Sequence[Genome], rng: random.Random
 ) -> tuple[LayerGene, ...]:
-    """``layers`` under the id rule of :mod:`evohpo.genome`.
+    """``layers`` under the id rule of :mod:`evohpo.evolution.genome`.
 
     A layer with a parent's id keeps it only if it still has a weight shape
     (input width, units) that id had in a parent, and only at its first
@@ -562,7 +562,7 @@ def crossover(
     -------
     child : Genome
         Its layers keep their ids where their weight shape is unchanged (the
-        rule of :mod:`evohpo.genome`): the first layer after the cut gets a
+        rule of :mod:`evohpo.evolution.genome`): the first layer after the cut gets a
         fresh id unless the layer before it is as wide as in its parent. A
         layer whose id already occurs earlier in the child (parents of common
         descent) gets a fresh id too, so ids stay unique within a genome.

@@ -1,0 +1,1 @@
+"""Study files: their configuration, the studies they describe, comparison, export, dashboard."""
