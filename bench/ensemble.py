@@ -60,7 +60,7 @@ def load_split(name: str, split_seed: int) -> Data:
 
 def member_accuracies(clf: Any, X_test: np.ndarray, y_test: np.ndarray) -> list[float]:
     """Test accuracy of the ensembles of the first 1, 2, ... members."""
-    from evohpo.training.train import predict_proba
+    from evohpo.training.predict import predict_proba
 
     scaled = clf._scaler.transform(X_test)
     total = np.zeros((len(y_test), len(clf.classes_)))

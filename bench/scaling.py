@@ -55,7 +55,7 @@ def make_objective(epochs: int) -> Any:
 
     from evohpo import SearchSpace
     from evohpo.search.objective import GenomeObjective
-    from evohpo.training.train import TrainConfig
+    from evohpo.training.config import TrainConfig
 
     X, y = load_digits(return_X_y=True)
     return GenomeObjective(
@@ -86,10 +86,11 @@ def postgres(url: str | None) -> Iterator[str]:
 
 
 def measure(url: str, n_workers: int, n_trials: int, epochs: int) -> dict[str, Any]:
-    from evohpo.workers.worker import WORKER_ATTR, WorkerSpec, open_worker_storage, run_workers
+    from evohpo.storage import OWNER_ATTR, close_storage, open_storage
+    from evohpo.workers import WorkerSpec, run_workers
 
     name = f"scaling-{n_workers}"
-    storage = open_worker_storage(url)
+    storage = open_storage(url)
     optuna.create_study(storage=storage, study_name=name, direction="maximize")
     spec = WorkerSpec(
         study_name=name,
@@ -108,14 +109,12 @@ def measure(url: str, n_workers: int, n_trials: int, epochs: int) -> dict[str, A
     # start to the earliest last completion over the workers.
     by_worker: dict[int, list[Any]] = {}
     for trial in done:
-        by_worker.setdefault(trial.system_attrs[WORKER_ATTR]["pid"], []).append(trial)
+        by_worker.setdefault(trial.system_attrs[OWNER_ATTR]["pid"], []).append(trial)
     begin = max(min(t.datetime_start for t in ts) for ts in by_worker.values())
     end = min(max(t.datetime_complete for t in ts) for ts in by_worker.values())
     inside = [t for t in done if begin < t.datetime_complete <= end]
     busy = (end - begin).total_seconds()
-    engine = getattr(storage, "engine", None)
-    if engine is not None:
-        engine.dispose()
+    close_storage(storage)
     return {
         "trials": len(done),
         "counted": len(inside),

@@ -99,9 +99,11 @@ from optuna.storages import BaseStorage
 
 import evohpo.search.objective
 from evohpo import EvoSampler, Genome, LayerGene, SearchSpace
-from evohpo.search.objective import GenomeObjective, Standardizer
+from evohpo.search.objective import GenomeObjective
+from evohpo.search.splits import Standardizer
+from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.datasets import load_dataset
-from evohpo.training.train import TrainConfig, TrainResult, train_classifier
+from evohpo.training.loop import train_classifier
 
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
 

@@ -2,7 +2,7 @@
 
 Importing the package is cheap: the genome and search space load at once;
 the Optuna side (sampler, ``suggest_genome``) and the torch side (the
-scikit-learn estimator) load on first use. So ``import evohpo.training.train`` loads
+scikit-learn estimator) load on first use. So ``import evohpo.training.loop`` loads
 no Optuna and ``import evohpo.evolution.sampler`` loads no torch.
 """
 
@@ -18,7 +18,7 @@ from evohpo.evolution.space import SearchSpace
 
 if TYPE_CHECKING:
     from evohpo.estimator.classifier import EvoSearchClassifier
-    from evohpo.evolution.operators import MutationRates
+    from evohpo.evolution.mutation import MutationRates
     from evohpo.evolution.sampler import EvoSampler
     from evohpo.evolution.suggest import suggest_genome
 
@@ -37,7 +37,7 @@ __all__ = [
 _LAZY = {
     "EvoSampler": "evohpo.evolution.sampler",
     "EvoSearchClassifier": "evohpo.estimator.classifier",
-    "MutationRates": "evohpo.evolution.operators",
+    "MutationRates": "evohpo.evolution.mutation",
     "suggest_genome": "evohpo.evolution.suggest",
 }
 

@@ -15,9 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
-
-__all__ = ["derive_seed", "fresh_root_seed", "python_random", "numpy_rng", "seeded_global_random"]
+__all__ = ["derive_seed", "fresh_root_seed", "python_random", "seeded_global_random"]
 
 _SEED_BITS = 63
 
@@ -41,11 +39,6 @@ def derive_seed(root: int, *keys: int | str) -> int:
 def python_random(root: int, *keys: int | str) -> random.Random:
     """A private ``random.Random`` stream for ``(root, *keys)``."""
     return random.Random(derive_seed(root, *keys))
-
-
-def numpy_rng(root: int, *keys: int | str) -> np.random.Generator:
-    """A private numpy ``Generator`` for ``(root, *keys)``."""
-    return np.random.default_rng(derive_seed(root, *keys))
 
 
 _GLOBAL_RANDOM_LOCK = threading.RLock()

@@ -8,6 +8,7 @@ must be a float in [0.0, 1.0). Got 1.5 instead.``
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -18,6 +19,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_probability",
+    "check_rng",
     "raise_invalid",
 ]
 
@@ -85,6 +87,13 @@ def check_float(
 def check_probability(value: Any, name: str, owner: str) -> float:
     """Return ``value`` as a probability in ``[0, 1]`` or raise."""
     return check_float(value, name, owner, low=0.0, high=1.0)
+
+
+def check_rng(value: Any, owner: str) -> random.Random:
+    """Return ``value`` if it is a ``random.Random`` (the ``rng`` parameter) or raise."""
+    if not isinstance(value, random.Random):
+        raise_invalid("rng", owner, "a random.Random", value)
+    return value
 
 
 def check_choice(

@@ -62,7 +62,6 @@ class StorageUnavailableError(StorageError):
     """The storage stayed unreachable for longer than a worker may wait."""
 
 
-
 class TrialFailedError(EvohpoError, RuntimeError):
     """A trial's objective raised; the trial is recorded as failed and the study goes on."""
 

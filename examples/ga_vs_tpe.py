@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 import evohpo
 from evohpo.search.objective import GenomeObjective
-from evohpo.training.train import TrainConfig
+from evohpo.training.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:

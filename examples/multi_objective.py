@@ -20,7 +20,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 import evohpo
-from evohpo.training.train import TrainConfig, train_classifier
+from evohpo.training.config import TrainConfig
+from evohpo.training.loop import train_classifier
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from sklearn.datasets import load_wine
 
 import evohpo
 from evohpo.search.objective import GenomeObjective
-from evohpo.training.train import TrainConfig
+from evohpo.training.config import TrainConfig
 
 
 def run(storage: str, total: int, objective: GenomeObjective, space: evohpo.SearchSpace) -> None:

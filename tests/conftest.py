@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -14,3 +19,85 @@ os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("evohpo").setLevel(logging.INFO)
+
+
+# -- study files ------------------------------------------------------------------------------
+#: The study file :func:`write_study` starts from: iris, two small layers, two
+#: epochs, four trials, GA and TPE over two seeds.
+BASE_STUDY: dict[str, Any] = {
+    "name": "tiny",
+    "data": {"dataset": "iris", "test_fraction": 0.2},
+    "space": {"max_layers": 2, "units": [4, 16]},
+    "train": {"max_epochs": 2},
+    "budget": {"n_trials": 4},
+    "compare": {"samplers": ["ga", "tpe"], "seeds": [0, 1], "target": 0.9},
+    "sampler": {"ga": {"population_size": 2}},
+}
+
+WriteStudy = Callable[..., Path]
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, tables key by key; ``None`` removes a key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            if key not in merged:
+                raise KeyError(f"cannot remove {key!r}: the study file does not set it")
+            del merged[key]
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r} in a study file")
+
+
+def render_toml(document: Mapping[str, Any], prefix: str = "") -> str:
+    """``document`` as TOML: its values, then each table under its dotted header."""
+    return "\n\n".join(_sections(document, prefix)) + "\n"
+
+
+def _sections(document: Mapping[str, Any], prefix: str) -> list[str]:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in document.items() if not isinstance(v, Mapping)]
+    tables = {k: v for k, v in document.items() if isinstance(v, Mapping)}
+    if prefix and (lines or not tables):
+        lines.insert(0, f"[{prefix}]")
+    sections = ["\n".join(lines)] if lines else []
+    for key, table in tables.items():
+        sections += _sections(table, f"{prefix}.{key}" if prefix else key)
+    return sections
+
+
+@pytest.fixture(scope="session")
+def write_study() -> WriteStudy:
+    """Write a study file: :data:`BASE_STUDY` with overrides, in a directory.
+
+    ``write_study(tmp_path, budget={"n_trials": 9}, train={"device": "cpu"})``
+    writes ``tmp_path / "study.toml"`` and returns its path. Each keyword is a
+    top-level key of the file (``name``, ``storage``, ``data``, ``space``,
+    ``train``, ``budget``, ``compare``, ``sampler``, ``pruner``, ...); tables
+    merge key by key and ``None`` removes a key. ``filename`` names the file.
+    """
+
+    def write(directory: Path, /, *, filename: str = "study.toml", **overrides: Any) -> Path:
+        path = Path(directory) / filename
+        path.write_text(render_toml(merge(BASE_STUDY, overrides)), encoding="utf-8")
+        return path
+
+    return write

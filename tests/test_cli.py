@@ -21,10 +21,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import evohpo.cli
+import evohpo.cli.output
 from evohpo import Genome
 from evohpo.cli import main
-from evohpo.studies.study import STUDY_ATTR, load_study_config, prepare_data
+from evohpo.studies.config import load_study_config
+from evohpo.studies.data import prepare_data
+from evohpo.studies.group import STUDY_ATTR
 from evohpo.training.nn import build_model
 
 TINY = """
@@ -262,7 +264,7 @@ def test_unexpected_errors_are_reported_without_traceback(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("evohpo.studies.study.prepare_data", broken)
+    monkeypatch.setattr("evohpo.cli.commands.prepare_data", broken)
     assert main(["run", str(study_file)]) == 1
     err = capsys.readouterr().err
     assert "unexpected error: RuntimeError: disk on fire (run with --debug" in err
@@ -275,7 +277,7 @@ def test_interrupt_exits_130(
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("evohpo.studies.study.run_study", interrupted)
+    monkeypatch.setattr("evohpo.cli.commands.run_study", interrupted)
     assert main(["run", str(study_file)]) == 130
     err = capsys.readouterr().err
     assert "interrupted; finished trials are kept" in err
@@ -376,7 +378,7 @@ def test_run_with_sampler_seed_and_storage(
 def test_progress_bar_on_stderr(
     study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(evohpo.cli, "_progress_enabled", lambda: True)
+    monkeypatch.setattr(evohpo.cli.output, "progress_enabled", lambda: True)
     assert main(["run", str(study_file), "--sampler", "tpe"]) == 0
     captured = capsys.readouterr()
     assert "tiny/tpe/seed0" in captured.err
@@ -392,16 +394,16 @@ def test_progress_is_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(sys, "stderr", Tty())
     monkeypatch.setenv("EVOHPO_NO_PROGRESS", "1")
-    assert not evohpo.cli._progress_enabled()
+    assert not evohpo.cli.output.progress_enabled()
     monkeypatch.setenv("EVOHPO_NO_PROGRESS", "0")
-    assert evohpo.cli._progress_enabled()
+    assert evohpo.cli.output.progress_enabled()
     monkeypatch.delenv("EVOHPO_NO_PROGRESS")
-    assert evohpo.cli._progress_enabled()
+    assert evohpo.cli.output.progress_enabled()
 
 
 def test_progress_is_off_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVOHPO_NO_PROGRESS", raising=False)
-    assert not evohpo.cli._progress_enabled()  # pytest captures stderr: not a TTY
+    assert not evohpo.cli.output.progress_enabled()  # pytest captures stderr: not a TTY
 
 
 # -- compare --------------------------------------------------------------------------------------
@@ -508,7 +510,7 @@ def test_compare_hint_hides_the_password(
     study_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     memory = optuna.storages.InMemoryStorage()
-    monkeypatch.setattr("evohpo.studies.study.open_storage", lambda url, **_: memory)
+    monkeypatch.setattr("evohpo.cli.commands.open_storage", lambda url, **_: memory)
     url = "postgresql://me:hunter2-secret@db.example/evohpo"
     args = ["compare", str(study_file), "--storage", url, "--samplers", "ga", "--seeds", "0"]
     assert main([*args, "--n-trials", "1", "--no-test"]) == 0
@@ -518,7 +520,8 @@ def test_compare_hint_hides_the_password(
 
 
 def test_plot_legend_counts_seeds_in_words(study_file: Path) -> None:
-    from evohpo.studies.compare import Comparison, StudyResult, history_figure
+    from evohpo.studies.compare import Comparison, StudyResult
+    from evohpo.studies.plots import history_figure
 
     def result(sampler: str, seed: int) -> StudyResult:
         return StudyResult(

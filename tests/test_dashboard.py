@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +22,26 @@ import optuna
 import pytest
 
 from evohpo.cli import main
+from evohpo.storage import open_storage
 from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
-from evohpo.studies.study import open_storage
 
 pytestmark = pytest.mark.slow
-
-STUDY = """
-name = "dash"
-
-[data]
-dataset = "iris"
-test_fraction = 0.2
-
-[space]
-max_layers = 2
-units = [4, 16]
-batch_sizes = [16, 32]
-
-[train]
-max_epochs = 2
-device = "cpu"
-
-[budget]
-n_trials = 4
-
-[compare]
-samplers = ["ga", "tpe", "random"]
-seeds = [0]
-target = 0.5
-
-[sampler.ga]
-population_size = 2
-
-[sampler.tpe]
-n_startup_trials = 2
-"""
 
 GA, TPE, RANDOM = "dash/ga/seed0", "dash/tpe/seed0", "dash/random/seed0"
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def filled(tmp_path_factory: pytest.TempPathFactory, write_study: Callable[..., Path]) -> Path:
     """A study file whose storage holds a finished comparison."""
-    directory = tmp_path_factory.mktemp("dashboard")
-    path = directory / "dash.toml"
-    path.write_text(STUDY, encoding="utf-8")
+    path = write_study(
+        tmp_path_factory.mktemp("dashboard"),
+        filename="dash.toml",
+        name="dash",
+        space={"batch_sizes": [16, 32]},
+        train={"device": "cpu"},
+        compare={"samplers": ["ga", "tpe", "random"], "seeds": [0], "target": 0.5},
+        sampler={"tpe": {"n_startup_trials": 2}},
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "stdout", io.StringIO())
         assert main(["compare", str(path), "--no-test"]) == 0
@@ -150,7 +125,7 @@ def test_api_lists_the_studies_with_trials_and_lineage(dashboard: dict[str, Any]
         summary = by_name[name]
         assert summary["directions"] == ["maximize"]
         attrs = {a["key"]: a["value"] for a in summary["user_attrs"]}
-        identity = json.loads(attrs["evohpo.studies.study"])
+        identity = json.loads(attrs["evohpo.study"])
         assert identity["sampler"] == sampler
         assert identity["dataset"] == "iris"
 

@@ -21,14 +21,14 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from evohpo import EvoSampler, EvoSearchClassifier, SearchSpace
-from evohpo.estimator.classifier import DEFAULT_SEARCH_SPACE
+from evohpo.estimator.params import DEFAULT_SEARCH_SPACE
 from evohpo.exceptions import (
     EvohpoError,
     InvalidParameterError,
     SearchSpaceError,
     StudyMismatchError,
 )
-from evohpo.workers.worker import WORKER_ATTR
+from evohpo.storage import OWNER_ATTR
 
 #: A space that trains in a blink and still learns the test problems.
 TINY = {
@@ -105,7 +105,7 @@ def test_fit_exposes_the_search(data):
 
 
 def test_ties_of_score_go_to_the_lower_validation_loss():
-    from evohpo.estimator.classifier import _rank_key
+    from evohpo.estimator.results import rank_key
 
     def trial(number, value, loss):
         t = optuna.trial.create_trial(value=value, user_attrs={"val_loss": loss})
@@ -113,12 +113,12 @@ def test_ties_of_score_go_to_the_lower_validation_loss():
         return t
 
     trials = [trial(0, 0.9, 0.5), trial(1, 0.9, 0.2), trial(2, 0.8, 0.1), trial(3, 0.9, None)]
-    assert max(trials, key=_rank_key).number == 1
-    assert max([trials[0], trials[3]], key=_rank_key).number == 0
+    assert max(trials, key=rank_key).number == 1
+    assert max([trials[0], trials[3]], key=rank_key).number == 0
 
 
 def test_ensemble_members_are_the_best_distinct_trials():
-    from evohpo.estimator.classifier import _ensemble_members
+    from evohpo.estimator.refit import ensemble_members
 
     def trial(number, value, units):
         t = optuna.trial.create_trial(
@@ -131,9 +131,9 @@ def test_ensemble_members_are_the_best_distinct_trials():
         return t
 
     trials = [trial(0, 0.7, 1), trial(1, 0.9, 2), trial(2, 0.9, 2), trial(3, 0.8, 3)]
-    assert [t.number for t in _ensemble_members(trials, 5)] == [1, 3, 0]  # #2 repeats #1
-    assert [t.number for t in _ensemble_members(trials, 2)] == [1, 3]
-    assert [t.number for t in _ensemble_members(trials, 1)] == [1]
+    assert [t.number for t in ensemble_members(trials, 5)] == [1, 3, 0]  # #2 repeats #1
+    assert [t.number for t in ensemble_members(trials, 2)] == [1, 3]
+    assert [t.number for t in ensemble_members(trials, 1)] == [1]
 
 
 def test_ensemble_averages_the_members(data):
@@ -144,7 +144,7 @@ def test_ensemble_averages_the_members(data):
     scores = [clf.study_.trials[n].value for n in clf.ensemble_trials_]
     assert scores == sorted(scores, reverse=True)
     assert [len(clf.refit_epochs_), len(clf.ensemble_genomes_)] == [3, 3]
-    from evohpo.training.train import predict_proba
+    from evohpo.training.predict import predict_proba
 
     scaled = clf._scaler.transform(X)
     members = [predict_proba(m, scaled) for m in clf.ensemble_models_]
@@ -323,7 +323,7 @@ def test_parallel_trials_run_in_worker_processes(data):
     assert 6 <= clf.n_trials_ <= 7
     assert clf.cv_results_["number"] == list(range(clf.n_trials_))
     assert set(clf.cv_results_["state"]) == {"COMPLETE"}
-    workers = [t.system_attrs[WORKER_ATTR] for t in clf.study_.trials]
+    workers = [t.system_attrs[OWNER_ATTR] for t in clf.study_.trials]
     assert {w["worker"] for w in workers} == {0, 1}
     assert os.getpid() not in {w["pid"] for w in workers}
     assert type(clf.study_._storage).__name__ == "InMemoryStorage"  # copied out
@@ -507,7 +507,7 @@ def test_storage_without_study_name_makes_a_new_study(data, tmp_path):
 
 def test_bad_storage_url(data):
     X, y = data
-    with pytest.raises(EvohpoError, match="Cannot open the Optuna storage 'nope://x'"):
+    with pytest.raises(EvohpoError, match="Cannot open the storage 'nope://x'"):
         tiny(storage="nope://x").fit(X, y)
 
 

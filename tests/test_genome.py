@@ -7,12 +7,9 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from evohpo.evolution.genome import (
-    ACTIVATIONS,
     GLOBAL_PARAMS,
-    OPTIMIZERS,
     SCHEMA_VERSION,
     Genome,
     LayerGene,
@@ -20,37 +17,10 @@ from evohpo.evolution.genome import (
     new_gene_id,
     parse_layer_param,
 )
-from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
+from tests.strategies import WIDE, genomes
 
 FAST = settings(max_examples=50, deadline=None)
-
-
-@st.composite
-def spaces(draw: st.DrawFn) -> SearchSpace:
-    min_layers = draw(st.integers(1, 3))
-    units_low = draw(st.integers(1, 64))
-    dropout_low = draw(st.floats(0.0, 0.9))
-    lr_low = draw(st.floats(1e-6, 1.0))
-    wd_low = draw(st.floats(1e-9, 1e-2))
-    return SearchSpace(
-        min_layers=min_layers,
-        max_layers=draw(st.integers(min_layers, 6)),
-        units=(units_low, draw(st.integers(units_low, 2048))),
-        activations=tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, unique=True))),
-        dropout=(dropout_low, draw(st.floats(dropout_low, 0.99))),
-        optimizers=tuple(draw(st.lists(st.sampled_from(OPTIMIZERS), min_size=1, unique=True))),
-        learning_rate=(lr_low, draw(st.floats(lr_low, 10.0))),
-        weight_decay=(wd_low, draw(st.floats(wd_low, 1.0))),
-        batch_sizes=tuple(
-            draw(st.lists(st.integers(1, 4096), min_size=1, max_size=5, unique=True))
-        ),
-    )
-
-
-@st.composite
-def genomes(draw: st.DrawFn) -> Genome:
-    return draw(spaces()).sample(random.Random(draw(st.integers(0, 2**32 - 1))))
 
 
 def _genome(**changes: Any) -> Genome:
@@ -182,7 +152,7 @@ def test_depth_and_n_parameters() -> None:
 
 # -- JSON ------------------------------------------------------------------------------------
 @FAST
-@given(genomes())
+@given(genomes(**WIDE))
 def test_json_round_trip(genome: Genome) -> None:
     text = genome.to_json()
     restored = Genome.from_json(text)
@@ -194,7 +164,7 @@ def test_json_round_trip(genome: Genome) -> None:
 
 
 @FAST
-@given(genomes())
+@given(genomes(**WIDE))
 def test_params_round_trip(genome: Genome) -> None:
     params = genome.to_params()
     assert params["n_layers"] == genome.depth

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import pairwise
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError
+from evohpo.training import nn as nn_module
 from evohpo.training.nn import (
     SGD_MOMENTUM,
     SeededDropout,
@@ -21,6 +23,7 @@ from evohpo.training.nn import (
     model_device,
     resolve_device,
 )
+from evohpo.training.spec import NetworkSpec
 
 LayerSpec = tuple[int, str, float]
 
@@ -80,6 +83,57 @@ OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 def test_every_genome_choice_is_buildable() -> None:
     assert set(ACTIVATION_MODULES) == set(ACTIVATIONS)
     assert set(OPTIMIZER_CLASSES) == set(OPTIMIZERS)
+    # The trainer's own tables, which it keeps without importing the genome.
+    assert set(nn_module.ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(nn_module.OPTIMIZERS) == set(OPTIMIZERS)
+
+
+@dataclass(frozen=True)
+class PlainLayer:
+    units: int
+    activation: str
+    dropout: float
+
+
+@dataclass(frozen=True)
+class PlainNetwork:
+    layers: tuple[PlainLayer, ...]
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    weight_decay: float = 0.0
+    batch_size: int = 8
+
+
+def test_any_object_shaped_like_a_genome_is_built() -> None:
+    plain = PlainNetwork((PlainLayer(6, "tanh", 0.2), PlainLayer(3, "relu", 0.0)))
+    genome = make_genome(((6, "tanh", 0.2), (3, "relu", 0.0)), optimizer="sgd", learning_rate=0.1)
+
+    model = build_model(plain, 4, 2, seed=0)
+    reference = build_model(genome, 4, 2, seed=0)
+
+    assert isinstance(plain, NetworkSpec)
+    assert [n for n, _ in model.named_children()] == [n for n, _ in reference.named_children()]
+    for (name, weight), (_, expected) in zip(
+        model.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
+        assert torch.equal(weight, expected), name
+    assert type(build_optimizer(plain, model.parameters())) is torch.optim.SGD
+
+
+def test_unknown_activation_and_optimizer_of_a_plain_network_are_refused() -> None:
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'genome.layers\[1\].activation' parameter of build_model must be one of "
+        r"\(.*'relu'.*\)\. Got 'swish' instead\.",
+    ):
+        build_model(PlainNetwork((PlainLayer(4, "relu", 0.0), PlainLayer(4, "swish", 0.0))), 3, 2)
+    plain = PlainNetwork((PlainLayer(4, "relu", 0.0),), optimizer="lbfgs")
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'genome.optimizer' parameter of build_optimizer must be one of .*'adamw'.*"
+        r"Got 'lbfgs' instead\.",
+    ):
+        build_optimizer(plain, build_model(plain, 3, 2).parameters())
 
 
 @pytest.mark.parametrize("layers", ARCHITECTURES)

@@ -16,13 +16,9 @@ from evohpo import Genome, LayerGene, SearchSpace
 from evohpo._random import derive_seed
 from evohpo.exceptions import InvalidParameterError
 from evohpo.search import objective as objective_module
-from evohpo.search.objective import (
-    GenomeObjective,
-    Standardizer,
-    stratified_holdout,
-    stratified_kfold,
-)
-from evohpo.training.train import TrainConfig
+from evohpo.search.objective import GenomeObjective
+from evohpo.search.splits import Standardizer, stratified_holdout, stratified_kfold
+from evohpo.training.config import TrainConfig
 
 TINY = SearchSpace(
     max_layers=2,
@@ -267,8 +263,12 @@ def test_bad_settings_name_the_parameter(data, kwargs, match):
     [
         ([[1.0, np.nan], [0.0, 1.0]], [0, 1], r"'X' parameter .* must be finite"),
         ([1.0, 2.0], [0, 1], r"'X' parameter .* non-empty 2-D array. Got shape \(2,\)"),
-        ([[1.0], [2.0]], [0.0, 1.0], r"'y' parameter .* integer array of 2 class indices"),
-        ([[1.0], [2.0]], [0, 1, 1], r"'y' parameter .* Got dtype int64, shape \(3,\)"),
+        (
+            [[1.0], [2.0]],
+            [0.0, 1.0],
+            r"'y' parameter .* 1-D array of integer class indices\. Got dtype float64",
+        ),
+        ([[1.0], [2.0]], [0, 1, 1], r"'y' parameter .* 1-D array of 2 labels\. Got shape \(3,\)"),
         ([[1.0], [2.0]], [-1, 1], r"'y' parameter .* class indices >= 0"),
     ],
 )
@@ -281,6 +281,15 @@ def test_cv_larger_than_the_data_is_refused():
     X, y = np.zeros((3, 2)), np.array([0, 1, 1])
     with pytest.raises(InvalidParameterError, match=r"'cv' parameter .* number of samples \(3\)"):
         GenomeObjective(X, y, cv=4)
+
+
+def test_kfold_refuses_more_folds_than_samples():
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'n_folds' parameter of stratified_kfold must be an int in the range "
+        r"\[2, 3\] \(the number of samples\)\. Got 4 instead\.",
+    ):
+        stratified_kfold(np.array([0, 1, 1]), 4, np.random.default_rng(0))
 
 
 def test_holdout_with_one_sample_per_class_is_refused():

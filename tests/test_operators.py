@@ -3,8 +3,6 @@ from __future__ import annotations
 import collections
 import math
 import random
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,13 +16,11 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
-from evohpo.evolution.operators import (
-    MutationRates,
-    crossover,
-    crossover_params,
-    mutate,
-    mutate_params,
+from evohpo.evolution.crossover import crossover
+from evohpo.evolution.genome import Genome, LayerGene
+from evohpo.evolution.mutation import MutationRates, mutate
+from evohpo.evolution.params import crossover_params, mutate_params
+from evohpo.evolution.selection import (
     nsga2_rank_and_crowding,
     select_nsga2,
     select_rank_tournament,
@@ -33,6 +29,7 @@ from evohpo.evolution.operators import (
 )
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError
+from tests.strategies import distributions, seeds, spaces
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -54,37 +51,6 @@ ONLY_INSERT = MutationRates(gene=0.0, insert_layer=1.0, remove_layer=0.0, duplic
 ONLY_REMOVE = MutationRates(gene=0.0, insert_layer=0.0, remove_layer=1.0, duplicate_layer=0.0)
 ONLY_DUPLICATE = MutationRates(gene=0.0, insert_layer=0.0, remove_layer=0.0, duplicate_layer=1.0)
 GENES_ONLY = MutationRates(gene=0.5, insert_layer=0.0, remove_layer=0.0, duplicate_layer=0.0)
-
-
-# -- strategies -----------------------------------------------------------------------------
-@st.composite
-def spaces(draw: st.DrawFn) -> SearchSpace:
-    min_layers = draw(st.integers(1, 3))
-    max_layers = draw(st.integers(min_layers, 5))
-    units_low = draw(st.integers(1, 64))
-    units_high = draw(st.integers(units_low, 512))
-    dropout_low = draw(st.floats(0.0, 0.9))
-    dropout_high = draw(st.floats(dropout_low, 0.95))
-    lr_low = draw(st.floats(1e-6, 1.0))
-    lr_high = draw(st.floats(lr_low, 10.0))
-    wd_low = draw(st.floats(1e-9, 1e-2))
-    wd_high = draw(st.floats(wd_low, 1e-1))
-    return SearchSpace(
-        min_layers=min_layers,
-        max_layers=max_layers,
-        units=(units_low, units_high),
-        activations=tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, unique=True))),
-        dropout=(dropout_low, dropout_high),
-        optimizers=tuple(draw(st.lists(st.sampled_from(OPTIMIZERS), min_size=1, unique=True))),
-        learning_rate=(lr_low, lr_high),
-        weight_decay=(wd_low, wd_high),
-        batch_sizes=tuple(
-            draw(st.lists(st.integers(1, 1024), min_size=1, max_size=5, unique=True))
-        ),
-    )
-
-
-seeds = st.integers(0, 2**32 - 1)
 
 
 def _snapshot(genome: Genome) -> tuple[str, list[str]]:
@@ -867,36 +833,6 @@ def test_nsga2_of_an_empty_population() -> None:
 
 
 # -- parameter dicts -------------------------------------------------------------------------
-@st.composite
-def distributions(draw: st.DrawFn) -> BaseDistribution:
-    kind = draw(
-        st.sampled_from(["float", "float_log", "float_step", "int", "int_log", "int_step", "cat"])
-    )
-    if kind == "cat":
-        choices = draw(
-            st.lists(
-                st.sampled_from(["a", "b", "c", 1, 2.5, None]),
-                min_size=1,
-                max_size=4,
-                unique_by=repr,
-            )
-        )
-        return CategoricalDistribution(choices)
-    if kind.startswith("int"):
-        low = draw(st.integers(1 if kind == "int_log" else -50, 50))
-        step = draw(st.integers(1, 7)) if kind == "int_step" else 1
-        high = low + step * draw(st.integers(0, 60))
-        return IntDistribution(low, high, log=kind == "int_log", step=step)
-    if kind == "float_step":
-        # Bounds on the grid: Optuna warns about (and moves) a misaligned high.
-        step_size = draw(st.sampled_from([0.125, 0.25, 0.5, 1.0]))
-        low = step_size * draw(st.integers(-40, 40))
-        return FloatDistribution(low, low + step_size * draw(st.integers(0, 40)), step=step_size)
-    low = draw(st.floats(1e-6 if kind == "float_log" else -10.0, 10.0))
-    high = draw(st.floats(low, 20.0))
-    return FloatDistribution(low, high, log=kind == "float_log")
-
-
 def _inside(value: Any, dist: BaseDistribution) -> bool:
     return bool(dist._contains(dist.to_internal_repr(value)))
 
@@ -1098,13 +1034,3 @@ def test_crossover_params_takes_from_both_parents() -> None:
 def test_crossover_params_rejects_a_bad_rng() -> None:
     with pytest.raises(InvalidParameterError, match="'rng' parameter of crossover_params"):
         crossover_params({}, {}, random)  # type: ignore[arg-type]
-
-
-# -- imports ---------------------------------------------------------------------------------
-def test_operators_import_neither_torch_nor_deap_creator() -> None:
-    code = (
-        "import evohpo.evolution.genome, evohpo.evolution.space, evohpo.evolution.operators, sys; "
-        "assert 'torch' not in sys.modules, 'torch'; "
-        "assert 'deap.creator' not in sys.modules, 'deap.creator'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,10 +4,12 @@ import gc
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -302,9 +304,38 @@ def test_conditional_objective_evolves_deeper_parameters() -> None:
     assert inherited
     for t in inherited:
         assert t.params["block4_w"] == r_params(t)["block4_w"]
-    random_best = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
-    random_best.optimize(conditional_objective, n_trials=150)
-    assert study.best_value < random_best.best_value
+
+
+def best_values(make_sampler: Callable[[int], optuna.samplers.BaseSampler]) -> list[float]:
+    """The best value of 150 trials of ``conditional_objective``, one study per seed 0-4."""
+    values = []
+    for seed in range(5):
+        study = optuna.create_study(sampler=make_sampler(seed))
+        study.optimize(conditional_objective, n_trials=150)
+        values.append(study.best_value)
+    return values
+
+
+def clearly_better(values: list[float], baseline: list[float]) -> bool:
+    """Lower on every seed, and at most half of ``baseline`` on average."""
+    wins = all(v < b for v, b in zip(values, baseline, strict=True))
+    return wins and statistics.fmean(values) <= 0.5 * statistics.fmean(baseline)
+
+
+def test_bred_trials_beat_random_search_at_the_same_budget() -> None:
+    def evo(seed: int) -> optuna.samplers.BaseSampler:
+        return EvoSampler(population_size=8, seed=seed)
+
+    def random_search(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def other_random_search(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed + 1000)
+
+    baseline = best_values(random_search)
+    assert clearly_better(best_values(evo), baseline), (best_values(evo), baseline)
+    # The bar is one random search itself does not clear.
+    assert not clearly_better(best_values(other_random_search), baseline)
 
 
 def r_params(trial: optuna.trial.FrozenTrial) -> dict:  # type: ignore[type-arg]
@@ -534,13 +565,6 @@ def test_more_workers_than_population_threads() -> None:
     assert len(study.trials) == 24
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert any(r["origin"] == "bred" for r in lineages(study))
-
-
-def test_sampler_module_does_not_import_torch() -> None:
-    code = (
-        "import sys, evohpo.evolution.sampler; assert 'torch' not in sys.modules, 'torch imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 _RUN_SCRIPT = textwrap.dedent(

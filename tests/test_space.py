@@ -7,65 +7,13 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene
+from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
+from tests.strategies import any_genomes, seeds, spaces
 
 FAST = settings(max_examples=50, deadline=None)
-
-
-@st.composite
-def spaces(draw: st.DrawFn) -> SearchSpace:
-    min_layers = draw(st.integers(1, 3))
-    units_low = draw(st.integers(1, 64))
-    dropout_low = draw(st.floats(0.0, 0.9))
-    lr_low = draw(st.floats(1e-6, 1.0))
-    wd_low = draw(st.floats(1e-9, 1e-2))
-    return SearchSpace(
-        min_layers=min_layers,
-        max_layers=draw(st.integers(min_layers, 5)),
-        units=(units_low, draw(st.integers(units_low, 512))),
-        activations=tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, unique=True))),
-        dropout=(dropout_low, draw(st.floats(dropout_low, 0.95))),
-        optimizers=tuple(draw(st.lists(st.sampled_from(OPTIMIZERS), min_size=1, unique=True))),
-        learning_rate=(lr_low, draw(st.floats(lr_low, 10.0))),
-        weight_decay=(wd_low, draw(st.floats(wd_low, 1e-1))),
-        batch_sizes=tuple(
-            draw(st.lists(st.integers(1, 1024), min_size=1, max_size=5, unique=True))
-        ),
-    )
-
-
-@st.composite
-def any_genomes(draw: st.DrawFn) -> Genome:
-    """Valid genomes with no regard to any space."""
-    layers = draw(
-        st.lists(
-            st.builds(
-                LayerGene,
-                units=st.integers(1, 5000),
-                activation=st.sampled_from(ACTIVATIONS),
-                dropout=st.floats(0.0, 0.99),
-                id=st.text("0123456789abcdef", max_size=12),
-            ),
-            min_size=1,
-            max_size=8,
-            # Non-empty ids are unique within a genome; "" (no id) may repeat.
-            unique_by=lambda layer: layer.id or id(layer),
-        )
-    )
-    return Genome(
-        layers=tuple(layers),
-        optimizer=draw(st.sampled_from(OPTIMIZERS)),
-        learning_rate=draw(st.floats(1e-9, 100.0)),
-        weight_decay=draw(st.floats(0.0, 1.0)),
-        batch_size=draw(st.integers(1, 4096)),
-    )
-
-
-seeds = st.integers(0, 2**32 - 1)
 
 
 # -- validation ------------------------------------------------------------------------------

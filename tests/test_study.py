@@ -24,58 +24,22 @@ from evohpo.exceptions import (
     StudyConfigError,
     StudyMismatchError,
 )
-from evohpo.studies.study import (
+from evohpo.search.samplers import build_pruner, build_sampler
+from evohpo.storage import describe_storage, open_storage, resolve_storage_url
+from evohpo.studies.config import Budget, load_study_config, parse_study_config
+from evohpo.studies.data import prepare_data
+from evohpo.studies.group import (
     STUDY_ATTR,
-    Budget,
-    build_pruner,
-    build_sampler,
-    describe_storage,
-    finished_trials,
-    group_study_names,
-    load_study_config,
-    open_storage,
+    group_studies,
     open_study,
-    parse_study_config,
-    prepare_data,
-    resolve_storage_url,
-    run_study,
     study_identity,
     study_name,
 )
+from evohpo.studies.run import finished_trials, run_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
-TINY = """
-name = "tiny"
-
-[data]
-dataset = "iris"
-test_fraction = 0.2
-
-[space]
-max_layers = 2
-units = [4, 16]
-
-[train]
-max_epochs = 2
-
-[budget]
-n_trials = 4
-
-[compare]
-samplers = ["ga", "tpe"]
-seeds = [0, 1]
-target = 0.9
-
-[sampler.ga]
-population_size = 2
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+WriteStudy = Callable[..., Path]
 
 
 def cheap_objective(space: SearchSpace) -> Callable[[optuna.Trial], float]:
@@ -120,8 +84,8 @@ def test_shipped_study_files_cover_the_data_sets() -> None:
     assert {"digits", "mnist1d", "wine", "breast_cancer"} <= names
 
 
-def test_tiny_config_parses(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_tiny_config_parses(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     assert config.name == "tiny"
     assert config.dataset == "iris"
     assert config.space.max_layers == 2
@@ -135,9 +99,9 @@ def test_tiny_config_parses(tmp_path: Path) -> None:
     assert config.output_dir == tmp_path.resolve() / "runs" / "tiny"
 
 
-def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
-    text = TINY.replace('name = "tiny"\n', "")
-    assert load_study_config(write(tmp_path, text, "wine-small.toml")).name == "wine-small"
+def test_name_defaults_to_the_file_stem(tmp_path: Path, write_study: WriteStudy) -> None:
+    path = write_study(tmp_path, filename="wine-small.toml", name=None)
+    assert load_study_config(path).name == "wine-small"
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -145,8 +109,8 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_study_config(tmp_path / "nothere.toml")
 
 
-def test_a_directory_is_not_a_study_file(tmp_path: Path) -> None:
-    write(tmp_path, TINY, "tiny.toml")
+def test_a_directory_is_not_a_study_file(tmp_path: Path, write_study: WriteStudy) -> None:
+    write_study(tmp_path, filename="tiny.toml")
     with pytest.raises(
         StudyConfigError,
         match=r"is a directory; give the path of a \.toml file\. "
@@ -155,135 +119,117 @@ def test_a_directory_is_not_a_study_file(tmp_path: Path) -> None:
         load_study_config(tmp_path)
 
 
-def test_the_device_check_can_be_skipped(tmp_path: Path) -> None:
+def test_the_device_check_can_be_skipped(tmp_path: Path, write_study: WriteStudy) -> None:
     # Commands that train nothing (best, dashboard) work where the device is missing.
-    path = write(tmp_path, TINY.replace("max_epochs = 2", 'max_epochs = 2\ndevice = "cuda:7"'))
+    path = write_study(tmp_path, train={"device": "cuda:7"})
     with pytest.raises(StudyConfigError, match=r"'device' must be a device that is available"):
         load_study_config(path)
     assert load_study_config(path, check_device=False).train["device"] == "cuda:7"
 
 
-def test_missing_suffix_gets_a_hint(tmp_path: Path) -> None:
-    write(tmp_path, TINY, "tiny.toml")
+def test_missing_suffix_gets_a_hint(tmp_path: Path, write_study: WriteStudy) -> None:
+    write_study(tmp_path, filename="tiny.toml")
     with pytest.raises(StudyConfigError, match=r"Did you mean '.*tiny\.toml'\?"):
         load_study_config(tmp_path / "tiny")
 
 
 def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, 'name = "x"\n[data]\ndataset = digits\n')
+    path = tmp_path / "study.toml"
+    path.write_text('name = "x"\n[data]\ndataset = digits\n', encoding="utf-8")
     with pytest.raises(StudyConfigError, match=r"not valid TOML: .*line 3"):
         load_study_config(path)
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "message"),
+    ("overrides", "message"),
     [
         (
-            "[budget]\nn_trials = 4",
-            "[budget]\nn_trails = 4",
+            {"budget": {"n_trials": None, "n_trails": 4}},
             r"unknown setting 'n_trails' in \[budget\].*Did you mean 'n_trials'",
         ),
+        ({"budget": {"n_trials": 0}}, r"\[budget\] 'n_trials' must be an int >= 1. Got 0"),
+        ({"budget": {"n_trials": "ten"}}, r"'n_trials' must be an int >= 1. Got 'ten'"),
+        ({"budget": {"n_trials": None, "timeout": -1}}, r"'timeout' must be a number > 0"),
+        ({"budget": {"n_trials": None}}, r"\[budget\] needs 'n_trials', 'timeout' or both"),
+        ({"data": {"dataset": "mnist"}}, r"\[data\] 'dataset' must be one of .*'digits'"),
+        ({"data": {"dataset": "digit"}}, r"Got 'digit' instead\. Did you mean 'digits'\?"),
+        ({"data": {"test_fraction": 1.5}}, r"'test_fraction' must be a number in \(0, 1\)"),
+        ({"space": {"units": [16, 4]}}, r"\[space\]: .*'units'.*low <= high"),
         (
-            "[budget]\nn_trials = 4",
-            "[budget]\nn_trials = 0",
-            r"\[budget\] 'n_trials' must be an int >= 1. Got 0",
-        ),
-        (
-            "[budget]\nn_trials = 4",
-            "[budget]\nn_trials = 'ten'",
-            r"'n_trials' must be an int >= 1. Got 'ten'",
-        ),
-        ("[budget]\nn_trials = 4", "[budget]\ntimeout = -1", r"'timeout' must be a number > 0"),
-        ("[budget]\nn_trials = 4", "[budget]", r"\[budget\] needs 'n_trials', 'timeout' or both"),
-        ('dataset = "iris"', 'dataset = "mnist"', r"\[data\] 'dataset' must be one of .*'digits'"),
-        ('dataset = "iris"', 'dataset = "digit"', r"Got 'digit' instead\. Did you mean 'digits'\?"),
-        (
-            "test_fraction = 0.2",
-            "test_fraction = 1.5",
-            r"'test_fraction' must be a number in \(0, 1\)",
-        ),
-        ("units = [4, 16]", "units = [16, 4]", r"\[space\]: .*'units'.*low <= high"),
-        (
-            "units = [4, 16]",
-            "unit = [4, 16]",
+            {"space": {"units": None, "unit": [4, 16]}},
             r"\[space\]: Unknown SearchSpace settings \['unit'\]",
         ),
+        ({"train": {"max_epochs": 0}}, r"\[train\]: The 'max_epochs' parameter of TrainConfig"),
         (
-            "max_epochs = 2",
-            "max_epochs = 0",
-            r"\[train\]: The 'max_epochs' parameter of TrainConfig",
+            {"train": {"max_epochs": None, "epochs": 2}},
+            r"unknown setting 'epochs' in \[train\]",
         ),
-        ("max_epochs = 2", "epochs = 2", r"unknown setting 'epochs' in \[train\]"),
+        ({"compare": {"samplers": ["ga", "cmaes"]}}, r"'samplers' must be a non-empty list"),
         (
-            'samplers = ["ga", "tpe"]',
-            'samplers = ["ga", "cmaes"]',
-            r"'samplers' must be a non-empty list",
+            {"compare": {"seeds": [0, 0]}},
+            r"'seeds' must be a non-empty list of distinct ints",
         ),
-        ("seeds = [0, 1]", "seeds = [0, 0]", r"'seeds' must be a non-empty list of distinct ints"),
-        ("target = 0.9", "target = 2", r"'target' must be a number in \(0, 1\]"),
-        ("population_size = 2", "population_size = 1", r"\[sampler.ga\]: The 'population_size'"),
+        ({"compare": {"target": 2}}, r"'target' must be a number in \(0, 1\]"),
         (
-            "population_size = 2",
-            "populaton_size = 2",
+            {"sampler": {"ga": {"population_size": 1}}},
+            r"\[sampler.ga\]: The 'population_size'",
+        ),
+        (
+            {"sampler": {"ga": {"population_size": None, "populaton_size": 2}}},
             r"unknown setting 'populaton_size' in \[sampler\.ga\].*"
             r"Did you mean 'population_size'\?",
         ),
-        ("population_size = 2", "popsize = 2", r"unknown setting 'popsize' in \[sampler\.ga\]"),
         (
-            "population_size = 2",
-            "seed = 3",
+            {"sampler": {"ga": {"population_size": None, "popsize": 2}}},
+            r"unknown setting 'popsize' in \[sampler\.ga\]",
+        ),
+        (
+            {"sampler": {"ga": {"population_size": None, "seed": 3}}},
             r"\[sampler\.ga\] cannot set 'seed': it comes from \[compare\] seeds",
         ),
         (
-            "[sampler.ga]",
-            "[sampler.tpe]\nn_startup_trails = 2\n[sampler.ga]",
+            {"sampler": {"tpe": {"n_startup_trails": 2}}},
             r"unknown setting 'n_startup_trails' in \[sampler\.tpe\].*"
             r"Did you mean 'n_startup_trials'\?",
         ),
         (
-            "[sampler.ga]",
-            "[sampler.random]\nn_startup_trials = 2\n[sampler.ga]",
+            {"sampler": {"random": {"n_startup_trials": 2}}},
             r"\[sampler\.random\] takes no settings",
         ),
-        ('name = "tiny"', 'name = "a/b"', r"'name' must be a non-empty str without '/'"),
-        ("[budget]", '[pruner]\nname = "asha"\n[budget]', r"\[pruner\] 'name' must be one of"),
+        ({"name": "a/b"}, r"'name' must be a non-empty str without '/'"),
+        ({"pruner": {"name": "asha"}}, r"\[pruner\] 'name' must be one of"),
         (
-            "[budget]",
-            '[pruner]\nname = "median"\nn_warmup_step = 2\n[budget]',
+            {"pruner": {"name": "median", "n_warmup_step": 2}},
             r"unknown setting 'n_warmup_step' in \[pruner\].*Did you mean 'n_warmup_steps'\?",
         ),
         (
-            "[budget]",
-            '[pruner]\nname = "medain"\n[budget]',
+            {"pruner": {"name": "medain"}},
             r"\[pruner\] 'name' must be one of .*Did you mean 'median'\?",
         ),
         (
-            "[budget]",
-            '[pruner]\nname = "median"\nn_warmup_steps = -1\n[budget]',
+            {"pruner": {"name": "median", "n_warmup_steps": -1}},
             r"\[pruner\]: .*n_warmup_steps",
         ),
         (
-            "max_epochs = 2",
-            'max_epochs = 2\ndevice = "cuda:7"',
+            {"train": {"device": "cuda:7"}},
             r"study\.toml: \[train\] 'device' must be a device that is available.*"
             r"Got 'cuda:7' instead\. Use 'auto'",
         ),
-        ("max_epochs = 2", 'max_epochs = 2\ndevice = "gpu"', r"\[train\]: The 'device' parameter"),
-        (
-            'name = "tiny"',
-            'name = "tiny"\nsamplers = ["ga"]',
-            r"unknown setting 'samplers' in the top level",
-        ),
+        ({"train": {"device": "gpu"}}, r"\[train\]: The 'device' parameter"),
+        ({"samplers": ["ga"]}, r"unknown setting 'samplers' in the top level"),
     ],
 )
-def test_invalid_settings_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
-    assert old in TINY
+def test_invalid_settings_are_named(
+    tmp_path: Path, write_study: WriteStudy, overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(StudyConfigError, match=message):
-        load_study_config(write(tmp_path, TINY.replace(old, new)))
+        load_study_config(write_study(tmp_path, **overrides))
 
 
-def test_storage_in_the_file_is_relative_to_the_file(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, 'storage = "results/x.db"\n' + TINY))
+def test_storage_in_the_file_is_relative_to_the_file(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path, storage="results/x.db"))
     assert config.storage_url == f"sqlite:///{tmp_path.resolve() / 'results' / 'x.db'}"
 
 
@@ -397,22 +343,24 @@ def test_storage_error_hides_the_password() -> None:
 
 
 @pytest.mark.parametrize("form", ["sqlite", "journal"])
-def test_sqlite_and_journal_storages_hold_studies(tmp_path: Path, form: str) -> None:
+def test_sqlite_and_journal_storages_hold_studies(
+    tmp_path: Path, write_study: WriteStudy, form: str
+) -> None:
     url = (
         f"sqlite:///{tmp_path / 'a.db'}" if form == "sqlite" else f"journal://{tmp_path / 'a.log'}"
     )
-    config = load_study_config(write(tmp_path, TINY))
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(url)
     study = open_study(storage, config, "ga", 0, storage_url=url)
     run_study(study, cheap_objective(config.space), Budget(n_trials=3))
     again = open_storage(url)
-    assert group_study_names(again, "tiny") == ["tiny/ga/seed0"]
+    assert [s.name for s in group_studies(again, "tiny")] == ["tiny/ga/seed0"]
     assert len(optuna.load_study(study_name="tiny/ga/seed0", storage=again).trials) == 3
 
 
 # -- identity and mismatches -------------------------------------------------------------------
-def test_open_study_records_its_identity(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_open_study_records_its_identity(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "tpe", 1)
     assert study.study_name == study_name("tiny", "tpe", 1) == "tiny/tpe/seed1"
@@ -430,13 +378,15 @@ def test_open_study_records_its_identity(tmp_path: Path) -> None:
     assert open_study(storage, config, "tpe", 1)._study_id == study._study_id
 
 
-def test_different_space_is_refused_and_nothing_changes(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_different_space_is_refused_and_nothing_changes(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "ga", 0)
     run_study(study, cheap_objective(config.space), Budget(n_trials=3))
     before = storage_snapshot(storage)
-    changed = load_study_config(write(tmp_path, TINY.replace("units = [4, 16]", "units = [4, 32]")))
+    changed = load_study_config(write_study(tmp_path, space={"units": [4, 32]}))
     with pytest.raises(
         StudyMismatchError,
         match=r"'tiny/ga/seed0' .*different settings \(space\).*Nothing was changed",
@@ -445,23 +395,24 @@ def test_different_space_is_refused_and_nothing_changes(tmp_path: Path) -> None:
     assert storage_snapshot(storage) == before
 
 
-def test_different_training_settings_are_refused(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_different_training_settings_are_refused(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     open_study(storage, config, "ga", 0)
-    changed = load_study_config(write(tmp_path, TINY.replace("max_epochs = 2", "max_epochs = 3")))
+    changed = load_study_config(write_study(tmp_path, train={"max_epochs": 3}))
     with pytest.raises(StudyMismatchError, match=r"\(train\)"):
         open_study(storage, changed, "ga", 0)
 
 
-def test_the_mismatch_names_every_differing_setting(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_the_mismatch_names_every_differing_setting(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     open_study(storage, config, "ga", 0)
-    text = TINY.replace("units = [4, 16]", "units = [4, 32]").replace(
-        "max_epochs = 2", "max_epochs = 3\npatience = 1"
+    changed = load_study_config(
+        write_study(tmp_path, space={"units": [4, 32]}, train={"max_epochs": 3, "patience": 1})
     )
-    changed = load_study_config(write(tmp_path, text))
     with pytest.raises(StudyMismatchError) as info:
         open_study(storage, changed, "ga", 0)
     message = str(info.value)
@@ -472,22 +423,27 @@ def test_the_mismatch_names_every_differing_setting(tmp_path: Path) -> None:
     assert "max_layers" not in message  # the settings that agree are not listed
 
 
-def test_device_and_eval_batch_size_are_not_part_of_the_identity(tmp_path: Path) -> None:
-    text = TINY.replace("max_epochs = 2", 'max_epochs = 2\ndevice = "cpu"\neval_batch_size = 64')
-    config = load_study_config(write(tmp_path, text))
+def test_device_and_eval_batch_size_are_not_part_of_the_identity(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(
+        write_study(tmp_path, train={"device": "cpu", "eval_batch_size": 64})
+    )
     assert study_identity(config, "ga", 0)["train"] == {"max_epochs": 2}
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "ga", 0)
     run_study(study, cheap_objective(config.space), Budget(n_trials=2))
     # The same study resumes on another device, with another evaluation batch size.
     moved = load_study_config(
-        write(tmp_path, text.replace('"cpu"', '"auto"').replace("= 64", "= 512"))
+        write_study(tmp_path, train={"device": "auto", "eval_batch_size": 512})
     )
     assert open_study(storage, moved, "ga", 0)._study_id == study._study_id
 
 
-def test_studies_stored_with_a_device_in_their_identity_still_resume(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_studies_stored_with_a_device_in_their_identity_still_resume(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "ga", 0)
     old = dict(study.user_attrs[STUDY_ATTR])
@@ -496,16 +452,18 @@ def test_studies_stored_with_a_device_in_their_identity_still_resume(tmp_path: P
     assert open_study(storage, config, "ga", 0)._study_id == study._study_id
 
 
-def test_budget_changes_are_allowed(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_budget_changes_are_allowed(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     open_study(storage, config, "ga", 0)
-    bigger = load_study_config(write(tmp_path, TINY.replace("n_trials = 4", "n_trials = 9")))
+    bigger = load_study_config(write_study(tmp_path, budget={"n_trials": 9}))
     open_study(storage, bigger, "ga", 0)
 
 
-def test_different_direction_is_refused_and_nothing_changes(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_different_direction_is_refused_and_nothing_changes(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     other = optuna.create_study(storage=storage, study_name="tiny/ga/seed0", direction="minimize")
     other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
@@ -517,8 +475,8 @@ def test_different_direction_is_refused_and_nothing_changes(tmp_path: Path) -> N
     assert storage_snapshot(storage) == before
 
 
-def test_foreign_study_with_trials_is_refused(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_foreign_study_with_trials_is_refused(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     other = optuna.create_study(storage=storage, study_name="tiny/ga/seed0", direction="maximize")
     other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
@@ -528,20 +486,23 @@ def test_foreign_study_with_trials_is_refused(tmp_path: Path) -> None:
     assert storage_snapshot(storage) == before
 
 
-def test_identity_excludes_the_budget(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_identity_excludes_the_budget(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     identity = study_identity(config, "ga", 0)
     assert "budget" not in identity
     assert identity["sampler_options"] == {"population_size": 2}
 
 
-def test_pruning_is_off_by_default_and_configurable(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_pruning_is_off_by_default_and_configurable(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     assert config.pruner == {"name": "none"}
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     assert isinstance(open_study(storage, config, "ga", 0).pruner, optuna.pruners.NopPruner)
-    text = TINY.replace("[budget]", '[pruner]\nname = "median"\nn_warmup_steps = 1\n[budget]')
-    median = load_study_config(write(tmp_path, text))
+    median = load_study_config(
+        write_study(tmp_path, pruner={"name": "median", "n_warmup_steps": 1})
+    )
     assert median.pruner == {"name": "median", "n_warmup_steps": 1}
     assert isinstance(build_pruner(median.pruner), optuna.pruners.MedianPruner)
     # The pruner is part of the identity: changing it is refused.
@@ -587,8 +548,10 @@ def test_resumed_tpe_does_not_replay_its_first_trials() -> None:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def test_prepare_data_is_the_same_for_every_sampler_and_seed(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_prepare_data_is_the_same_for_every_sampler_and_seed(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     first, second = prepare_data(config), prepare_data(config)
     np.testing.assert_array_equal(first.X_train, second.X_train)
     np.testing.assert_array_equal(first.y_test, second.y_test)
@@ -603,39 +566,36 @@ def test_prepare_data_is_the_same_for_every_sampler_and_seed(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "message"),
+    ("data", "message"),
     [
         (
-            "test_fraction = 0.2",
-            "test_fraction = 0.2\nvalidation_fraction = 0.01",
+            {"validation_fraction": 0.01},
             r"study\.toml: \[data\] 'validation_fraction' = 0\.01 does not work on 'iris': "
             r"it leaves 2 validation rows of 120, fewer than the 3 classes .*"
             r"use a value in \[0\.025, 0\.975\]\.$",
         ),
         (
-            "test_fraction = 0.2",
-            "test_fraction = 0.99",
+            {"test_fraction": 0.99},
             r"\[data\] 'test_fraction' = 0\.99 does not work on 'iris': "
             r"it leaves 1 training and validation row of 150",
         ),
         (
-            "test_fraction = 0.2",
-            "validation_fraction = 0.99",
+            {"test_fraction": None, "validation_fraction": 0.99},
             r"'validation_fraction' = 0\.99 does not work .*leaves 1 training row of",
         ),
     ],
 )
 def test_splits_that_leave_too_few_rows_are_config_errors(
-    tmp_path: Path, old: str, new: str, message: str
+    tmp_path: Path, write_study: WriteStudy, data: dict[str, Any], message: str
 ) -> None:
-    config = load_study_config(write(tmp_path, TINY.replace(old, new)))
+    config = load_study_config(write_study(tmp_path, data=data))
     with pytest.raises(StudyConfigError, match=message):
         prepare_data(config)
 
 
 # -- running and resuming ------------------------------------------------------------------------
-def test_budget_is_a_total(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_budget_is_a_total(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     objective = cheap_objective(config.space)
     first = run_study(open_study(storage, config, "ga", 0), objective, Budget(n_trials=3))
@@ -652,8 +612,8 @@ def test_budget_is_a_total(tmp_path: Path) -> None:
     assert any(p < 3 for t in bred if t.number >= 3 for p in t.user_attrs["evohpo"]["parents"])
 
 
-def test_timeout_counts_time_already_spent(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_timeout_counts_time_already_spent(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
 
     def slow(trial: optuna.Trial) -> float:
@@ -682,8 +642,10 @@ def _train_until_stopped(trial: optuna.Trial) -> None:
     pytest.fail("the stop request was never seen")
 
 
-def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "ga", 0)
     inner = cheap_objective(config.space)
@@ -707,8 +669,10 @@ def test_interrupt_during_a_trial_fails_it_and_keeps_the_rest(tmp_path: Path) ->
     assert len(resumed.trials) == 5
 
 
-def test_a_trial_that_does_not_poll_finishes_and_the_study_stops(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_a_trial_that_does_not_poll_finishes_and_the_study_stops(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "ga", 0)
     inner = cheap_objective(config.space)
@@ -756,8 +720,10 @@ def test_signals_at_any_moment_of_storage_writes_never_wedge_the_storage(
         assert study.trials[-1].state == TrialState.COMPLETE
 
 
-def test_signal_outside_a_trial_stops_at_the_next_boundary(tmp_path: Path) -> None:
-    config = load_study_config(write(tmp_path, TINY))
+def test_signal_outside_a_trial_stops_at_the_next_boundary(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = open_study(storage, config, "tpe", 0)
     guard = GracefulStop()

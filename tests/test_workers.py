@@ -35,17 +35,19 @@ if str(REPO) not in sys.path:
 from evohpo import EvoSampler, SearchSpace, suggest_genome  # noqa: E402
 from evohpo._interrupt import GracefulStop, raise_if_stop_requested  # noqa: E402
 from evohpo.evolution.lineage import LINEAGE_ATTR  # noqa: E402
-from evohpo.exceptions import StorageError  # noqa: E402
-from evohpo.workers.worker import (  # noqa: E402
+from evohpo.exceptions import StorageError, StorageUnavailableError  # noqa: E402
+from evohpo.storage import (  # noqa: E402
     FAIL_REASON_ATTR,
-    WORKER_ATTR,
+    OWNER_ATTR,
+    close_storage,
+    is_storage_outage,
+    open_storage,
+)
+from evohpo.workers import (  # noqa: E402
     Backoff,
     Heartbeat,
-    StorageUnavailableError,
     WorkerPool,
     WorkerSpec,
-    is_storage_outage,
-    open_worker_storage,
     run_worker,
     run_workers,
 )
@@ -124,24 +126,18 @@ def make_spec(url: str, n_trials: int, **options: Any) -> WorkerSpec:
 
 
 def create_study(url: str) -> None:
-    storage = open_worker_storage(url)
+    storage = open_storage(url)
     optuna.create_study(storage=storage, study_name=STUDY, direction="maximize")
-    _dispose(storage)
+    close_storage(storage)
 
 
 def load_trials(url: str) -> list[FrozenTrial]:
-    storage = open_worker_storage(url)
+    storage = open_storage(url)
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
         return sorted(study.get_trials(), key=lambda t: t.number)
     finally:
-        _dispose(storage)
-
-
-def _dispose(storage: Any) -> None:
-    engine = getattr(storage, "engine", None)
-    if engine is not None:
-        engine.dispose()
+        close_storage(storage)
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -192,8 +188,8 @@ def check_reports(trials: list[FrozenTrial], reports: list[Any]) -> None:
     reported = [n for r in reports for n in r.completed]
     assert len(reported) == len(set(reported))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert {t.system_attrs[WORKER_ATTR]["pid"] for t in complete} <= {r.pid for r in reports}
-    expected = {t.number for t in complete if t.system_attrs[WORKER_ATTR]["pid"] in reporters}
+    assert {t.system_attrs[OWNER_ATTR]["pid"] for t in complete} <= {r.pid for r in reports}
+    expected = {t.number for t in complete if t.system_attrs[OWNER_ATTR]["pid"] in reporters}
     assert set(reported) == expected
     assert sum(1 for r in reports if r.completed) >= 2
 
@@ -261,20 +257,20 @@ def test_worker_killed_mid_trial_is_retried_with_same_genome(pg_url: str) -> Non
     assert retry.state == TrialState.COMPLETE
     assert retry.params == dead.params
     assert retry.user_attrs[LINEAGE_ATTR] == dead.user_attrs[LINEAGE_ATTR]
-    assert retry.system_attrs[WORKER_ATTR]["pid"] != victim
+    assert retry.system_attrs[OWNER_ATTR]["pid"] != victim
     check_study(trials, 40, 4)
     check_reports(trials, reports)
 
 
 def wait_for_running(url: str, number: int, timeout: float) -> int:
     """The process id of the worker running trial ``number``, once all its genome is asked."""
-    storage = open_worker_storage(url)
+    storage = open_storage(url)
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                record = trial.system_attrs.get(WORKER_ATTR)
+                record = trial.system_attrs.get(OWNER_ATTR)
                 lineage = trial.user_attrs.get(LINEAGE_ATTR)
                 asked = bool(lineage) and trial.params == lineage["params"]
                 if trial.number == number and record and asked:
@@ -282,7 +278,7 @@ def wait_for_running(url: str, number: int, timeout: float) -> int:
                     return pid
             time.sleep(0.05)
     finally:
-        _dispose(storage)
+        close_storage(storage)
     raise AssertionError(f"trial {number} did not start within {timeout} s")
 
 
@@ -435,7 +431,7 @@ def test_a_script_needs_no_main_guard_unless_its_factories_live_in_it(tmp_path: 
             sys.path.insert(0, {str(REPO)!r})
             from tests.test_workers import SPACE, SleepyObjective, create_study, load_trials
             from evohpo import EvoSampler
-            from evohpo.workers.worker import WorkerSpec, run_workers
+            from evohpo.workers import WorkerSpec, run_workers
 
             def objective():
                 return SleepyObjective(sleep=0.0)
@@ -483,7 +479,7 @@ def test_workers_stop_at_once_when_the_total_is_reached(tmp_path: Path) -> None:
 
 def test_a_missing_database_driver_says_what_to_install() -> None:
     with pytest.raises(StorageError, match=r"driver is not installed \(no module 'pg8000'\)"):
-        open_worker_storage("postgresql+pg8000://evohpo@127.0.0.1:1/evohpo")
+        open_storage("postgresql+pg8000://evohpo@127.0.0.1:1/evohpo")
 
 
 def test_missing_study_is_a_clear_error(tmp_path: Path) -> None:
@@ -578,11 +574,11 @@ def study_file(tmp_path: Path) -> Path:
 
 
 def cli_trials(url: str, name: str) -> list[FrozenTrial]:
-    storage = open_worker_storage(url)
+    storage = open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials()
     finally:
-        _dispose(storage)
+        close_storage(storage)
 
 
 @pytest.mark.slow
@@ -598,7 +594,7 @@ def test_cli_run_with_two_worker_processes(
     trials = cli_trials(f"sqlite:///{study_file.parent / 'evohpo.db'}", "tiny/ga/seed0")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 4 <= len(complete) <= 5
-    assert {t.system_attrs[WORKER_ATTR]["worker"] for t in complete} == {0, 1}
+    assert {t.system_attrs[OWNER_ATTR]["worker"] for t in complete} == {0, 1}
 
 
 @pytest.mark.slow

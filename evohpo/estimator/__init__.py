@@ -1,4 +1,19 @@
-"""The scikit-learn estimator that wraps the whole search."""
+"""The scikit-learn estimator that wraps the whole search.
+
+Modules, one job each:
+
+* :mod:`~evohpo.estimator.classifier`: :class:`EvoSearchClassifier` itself:
+  its parameters, ``fit`` (check, search, select, refit), prediction, pickling;
+* :mod:`~evohpo.estimator.params`: the parameters and the training data,
+  checked into a :class:`~evohpo.estimator.params.Settings`;
+* :mod:`~evohpo.estimator.session`: the study of a fit: its storage, loading
+  or creating it, running its trials here or in worker processes;
+* :mod:`~evohpo.estimator.record`: what a stored study was made for, so that
+  only the same search resumes it;
+* :mod:`~evohpo.estimator.results`: the ranking of trials and ``cv_results_``;
+* :mod:`~evohpo.estimator.refit`: the ensemble's members, their retraining and
+  their averaged probabilities.
+"""
 
 from __future__ import annotations
 

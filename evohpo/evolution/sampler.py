@@ -12,13 +12,12 @@ restart, and 10 more.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import random
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -29,21 +28,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
-from evohpo.evolution.genome import GLOBAL_PARAMS, parse_layer_param
+from evohpo.evolution.breeding import Breeder
 from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
-from evohpo.evolution.operators import (
-    MutationRates,
-    crossover,
-    crossover_params,
-    mutate,
-    mutate_params,
+from evohpo.evolution.mutation import MutationRates
+from evohpo.evolution.population import Member, Population, Snapshot
+from evohpo.evolution.selection import (
     nsga2_rank_and_crowding,
     select_nsga2,
     select_rank_tournament,
     select_tournament,
     youngest,
 )
-from evohpo.evolution.population import Member, Population, Snapshot, params_key
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import space_from_distributions
 from evohpo.exceptions import InvalidParameterError
@@ -53,8 +48,6 @@ __all__ = ["EvoSampler"]
 
 _logger = logging.getLogger("evohpo")
 _OWNER = "EvoSampler"
-_DEDUP_ATTEMPTS = 4
-_CROSS_UNIFORM = "crossover:uniform"
 #: Repeated evaluations of the best trial that decide whether an objective is
 #: deterministic: two, as a noisy objective with few distinct values (the
 #: accuracy on a small validation set) can repeat one value by chance.
@@ -139,9 +132,8 @@ class EvoSampler(BaseSampler):
     crossover_prob : float, default=0.9
         Probability that a child of two different parents is their
         crossover. Layer-wise crossover joins good layers of two networks,
-        which mutation alone finds slowly; on genome objectives 0.9 searched
-        better than 0.7 and 0.5, on plain parameters 0.7 did slightly better
-        (``bench/sampler_settings.py``).
+        which mutation alone finds slowly (``bench/sampler_settings.py``
+        compares settings).
     mutation_prob : float, default=1.0
         Probability that a crossed-over child is also mutated. A child made
         without crossover is always mutated, so it differs from its parent.
@@ -288,7 +280,7 @@ class EvoSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         with self._lock:
-            entry = self._cache_of(study).running.pop(trial._trial_id, None)
+            entry = self._cache_of(study).running.pop(_storage.trial_id(trial), None)
         if state not in (TrialState.COMPLETE, TrialState.PRUNED):
             return  # a failed trial may stop early, or be retried: its record stays
         lineage = entry[1] if entry is not None else None
@@ -301,26 +293,30 @@ class EvoSampler(BaseSampler):
             # The child left the branch a mutated parameter belongs to: that
             # mutation changed nothing the trial used. A second write, made only then.
             honest = replace(lineage, operators=expressed)
-            _storage.set_trial_user_attr(study, trial._trial_id, LINEAGE_ATTR, honest.to_attr())
+            _storage.set_trial_user_attr(
+                study, _storage.trial_id(trial), LINEAGE_ATTR, honest.to_attr()
+            )
 
     # -- caches ------------------------------------------------------------------------
     def _cache_of(self, study: Study) -> _StudyCache:
         """The caches of ``study`` (call with the lock held)."""
-        studies = self._caches.get(study._storage)
+        storage = _storage.study_storage(study)
+        studies = self._caches.get(storage)
         if studies is None:
             studies = {}
-            self._caches[study._storage] = studies
-        cache = studies.get(study._study_id)
+            self._caches[storage] = studies
+        study_id = _storage.study_id(study)
+        cache = studies.get(study_id)
         if cache is None:
             cache = _StudyCache()
-            studies[study._study_id] = cache
+            studies[study_id] = cache
         return cache
 
     # -- breeding ----------------------------------------------------------------------
     def _lineage_of(self, study: Study, trial: FrozenTrial) -> Lineage:
         """The trial's child record: from memory, from storage, or bred now."""
         with self._lock:
-            entry = self._cache_of(study).running.get(trial._trial_id)
+            entry = self._cache_of(study).running.get(_storage.trial_id(trial))
         if entry is not None:
             return entry[1]
         stored = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
@@ -332,9 +328,11 @@ class EvoSampler(BaseSampler):
             lineage = stored
         else:
             lineage = self._new_lineage(study, trial)
-            _storage.set_trial_user_attr(study, trial._trial_id, LINEAGE_ATTR, lineage.to_attr())
+            _storage.set_trial_user_attr(
+                study, _storage.trial_id(trial), LINEAGE_ATTR, lineage.to_attr()
+            )
         with self._lock:
-            self._cache_of(study).running[trial._trial_id] = (trial.number, lineage)
+            self._cache_of(study).running[_storage.trial_id(trial)] = (trial.number, lineage)
         return lineage
 
     def _new_lineage(self, study: Study, trial: FrozenTrial) -> Lineage:
@@ -448,94 +446,10 @@ class EvoSampler(BaseSampler):
         generation: int,
         rng: random.Random,
     ) -> Lineage:
-        first, second = parents
-        crossed = first.number != second.number and rng.random() < self._crossover_prob
-        mutated = not crossed or rng.random() < self._mutation_prob
-        parent_numbers = (first.number, second.number) if crossed else (first.number,)
-        if generation < 0:
-            generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
-        seen = {m.params_key for m in pool}
-        distributions = population.distributions
-
-        space = self._space_for(population)
-        genomes = [p.genome for p in parents] if space is not None else []
-        if space is not None and all(g is not None for g in genomes):
-            a, b = (g for g in genomes if g is not None)
-            # Parameters the objective asks for next to its genome evolve too.
-            has_extras = any(_is_extra(name) for name in distributions)
-            extras = (
-                [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
-                if has_extras
-                else []
-            )
-            for _ in range(_DEDUP_ATTEMPTS):
-                child, ops = crossover(a, b, space, rng) if crossed else (space.repair(a), [])
-                if mutated:
-                    child, more = mutate(child, space, rng, self._rates)
-                    ops = [*ops, *more]
-                params = child.to_params()
-                if has_extras:
-                    # The genome already differs from its parent when mutated.
-                    others, more = self._vary_params(
-                        extras, pool, distributions, crossed, mutated, rng, extras_only=True
-                    )
-                    params.update(others)
-                    ops = [*ops, *more]
-                if params_key(params) not in seen:
-                    break
-            return Lineage(
-                origin="bred",
-                generation=generation,
-                parents=parent_numbers,
-                operators=tuple(ops),
-                params=params,
-                genome=child.to_json(),
-            )
-
-        pair = [dict(first.params), dict(second.params)]
-        for _ in range(_DEDUP_ATTEMPTS):
-            params, ops = self._vary_params(
-                pair, pool, distributions, crossed, mutated, rng, extras_only=False
-            )
-            if params_key(params) not in seen:
-                break
-        return Lineage(
-            origin="bred",
-            generation=generation,
-            parents=parent_numbers,
-            operators=tuple(ops),
-            params=params,
+        breeder = Breeder(self._crossover_prob, self._mutation_prob, self._rates)
+        return breeder.breed(
+            parents, pool, population, generation, self._space_for(population), rng
         )
-
-    def _vary_params(
-        self,
-        parents: list[dict[str, Any]],
-        pool: list[Member],
-        distributions: Mapping[str, BaseDistribution],
-        crossed: bool,
-        mutated: bool,
-        rng: random.Random,
-        *,
-        extras_only: bool,
-    ) -> tuple[dict[str, Any], list[str]]:
-        """A child parameter dict of two parents' parameters, and the operators applied.
-
-        Only the parents' own parameters are mutated, before the child
-        inherits, unchanged, the parameters they lacked from the pool: so a
-        mutation is never spent on a parameter no parent used. With
-        ``extras_only`` (parameters next to a genome), the genome carries the
-        guaranteed change and the pool gives only parameters outside it.
-        """
-        a, b = parents
-        params = crossover_params(a, b, rng) if crossed else dict(a)
-        ops = [_CROSS_UNIFORM] if crossed and _mixes(params, a, b) else []
-        if mutated:
-            params, more = mutate_params(
-                params, distributions, rng, self._rates.gene, ensure_change=not extras_only
-            )
-            ops = [*ops, *more]
-        _inherit_missing(params, pool, _is_extra if extras_only else None)
-        return params, ops
 
     def _space_for(self, population: Snapshot) -> SearchSpace | None:
         if self._search_space is not None:
@@ -570,9 +484,9 @@ def _forget_finished(
     for trial_id, (number, _) in list(running.items()):
         # Trials come sorted by number, numbered from 0: a direct look-up first.
         trial = trials[number] if 0 <= number < len(trials) else None
-        if trial is None or trial._trial_id != trial_id:
+        if trial is None or _storage.trial_id(trial) != trial_id:
             if by_id is None:
-                by_id = {t._trial_id: t for t in trials}
+                by_id = {_storage.trial_id(t): t for t in trials}
             trial = by_id.get(trial_id)
         if trial is not None and trial.state.is_finished():
             del running[trial_id]
@@ -592,35 +506,6 @@ def _as_member_of(value: Any, dist: BaseDistribution) -> Any:
 def _union(first: list[Member], second: list[Member]) -> list[Member]:
     numbers = {m.number for m in first}
     return first + [m for m in second if m.number not in numbers]
-
-
-def _inherit_missing(
-    params: dict[str, Any], pool: list[Member], keep: Callable[[str], bool] | None = None
-) -> None:
-    """Give the child every parameter of the pool (those ``keep`` accepts), from the fittest.
-
-    Conditional parameters the parents never used are then still inherited
-    from the population rather than drawn at random.
-    """
-    for member in sorted(pool, key=lambda m: m.fitness, reverse=True):
-        for name, value in member.params.items():
-            if keep is None or keep(name):
-                params.setdefault(name, value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_extra(name: str) -> bool:
-    """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`."""
-    return name not in GLOBAL_PARAMS and parse_layer_param(name) is None
-
-
-def _mixes(child: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether ``child`` differs in value from both parents (so it holds genes of each)."""
-
-    def differs(parent: Mapping[str, Any]) -> bool:
-        return any(parent.get(name, _MISSING) != value for name, value in child.items())
-
-    return differs(a) and differs(b)
 
 
 def _expressed_operators(lineage: Lineage, used: Mapping[str, Any]) -> tuple[str, ...]:

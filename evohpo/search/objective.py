@@ -1,14 +1,10 @@
 """The Optuna objective for a classification data set ``(X, y)``.
 
-This is the one module that knows both an Optuna trial and a torch model: a
-trial asks for a genome through :func:`~evohpo.suggest_genome` (so any sampler
-can answer), the genome is trained by :func:`~evohpo.training.train.train_classifier`
-and the trial's value is the validation score, to be maximised.
-
-Validation is a stratified holdout split by default, stratified k-fold when
-``cv`` is given, or the caller's own ``validation_data``. Features are
-standardised (mean and standard deviation) with statistics of each training
-split only, so no validation row leaks into training.
+This is where an Optuna trial meets a torch model: a trial asks for a genome
+through :func:`~evohpo.suggest_genome` (so any sampler can answer), the genome
+is trained by :func:`~evohpo.training.loop.train_classifier` and the trial's
+value is the validation score (:mod:`evohpo.search.scoring`), to be maximised.
+The training/validation splits come from :mod:`evohpo.search.splits`.
 """
 
 from __future__ import annotations
@@ -19,15 +15,12 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import optuna
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import get_scorer, get_scorer_names
 
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_int, raise_invalid
@@ -35,160 +28,17 @@ from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.training.train import TrainConfig, TrainResult, predict_proba, train_classifier
+from evohpo.search.scoring import ScoredNetwork, Scorer, resolve_scoring
+from evohpo.search.splits import FloatArray, IntArray, Split, Standardizer, make_splits
+from evohpo.training.arrays import check_features, check_labels
+from evohpo.training.config import TrainConfig, TrainResult
+from evohpo.training.loop import train_classifier
 
-__all__ = [
-    "GenomeObjective",
-    "Standardizer",
-    "Scorer",
-    "resolve_scoring",
-]
+__all__ = ["GenomeObjective"]
 
 logger = logging.getLogger("evohpo")
 
 _OWNER = "GenomeObjective"
-
-#: A scikit-learn scorer: ``scorer(estimator, X, y) -> float``, larger is better.
-Scorer = Callable[[Any, Any, Any], float]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-
-# -- scoring -------------------------------------------------------------------------------
-def resolve_scoring(scoring: Any, owner: str = _OWNER) -> Scorer | None:
-    """The scorer that ``scoring`` names; ``None`` stands for plain accuracy.
-
-    Parameters
-    ----------
-    scoring : str or callable
-        ``"accuracy"``, any name of :func:`sklearn.metrics.get_scorer_names`
-        (``"balanced_accuracy"``, ``"f1_macro"``, ``"neg_log_loss"``, ...), or a
-        scikit-learn scorer ``scorer(estimator, X, y)`` such as
-        :func:`sklearn.metrics.make_scorer` returns.
-    owner : str
-        Named in the error message.
-
-    Returns
-    -------
-    callable or None
-        ``None`` for ``"accuracy"``: the trainer's own validation accuracy is the
-        score, with no extra pass over the data.
-
-    Examples
-    --------
-    >>> resolve_scoring("accuracy") is None
-    True
-    >>> resolve_scoring("f1_macro")  # doctest: +ELLIPSIS
-    make_scorer(f1_score, ...average=macro)
-    """
-    if isinstance(scoring, str):
-        if scoring == "accuracy":
-            return None
-        try:
-            return get_scorer(scoring)  # type: ignore[no-any-return]
-        except ValueError:
-            pass
-        examples = ", ".join(
-            repr(n)
-            for n in ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss", "roc_auc_ovr")
-        )
-        raise_invalid(
-            "scoring",
-            owner,
-            f"a scorer name of sklearn.metrics.get_scorer_names() ({examples}, ... "
-            f"{len(get_scorer_names())} in all) or a callable scorer(estimator, X, y)",
-            scoring,
-        )
-    if callable(scoring):
-        return scoring  # type: ignore[no-any-return]
-    raise_invalid("scoring", owner, "a str or a callable scorer(estimator, X, y)", scoring)
-
-
-class _ScoredNetwork(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """A trained network seen as a fitted classifier over the classes ``0..n-1``.
-
-    Only for handing to scikit-learn scorers, which call ``predict`` or
-    ``predict_proba`` on an estimator.
-    """
-
-    def __init__(self, model: torch.nn.Module | None = None, n_classes: int = 2) -> None:
-        self.model = model
-        self.n_classes = n_classes
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    @property
-    def classes_(self) -> IntArray:
-        return np.arange(self.n_classes, dtype=np.int64)
-
-    def predict_proba(self, X: Any) -> FloatArray:
-        assert self.model is not None
-        return predict_proba(self.model, X)
-
-    def predict(self, X: Any) -> IntArray:
-        labels: IntArray = self.predict_proba(X).argmax(axis=1).astype(np.int64)
-        return labels
-
-
-# -- standardisation -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Standardizer:
-    """Per-feature mean and scale; constant features keep a scale of 1.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> s = Standardizer.fit(np.array([[0.0, 5.0], [2.0, 5.0]]))
-    >>> s.transform(np.array([[1.0, 5.0]])).tolist()
-    [[0.0, 0.0]]
-    """
-
-    mean: FloatArray
-    scale: FloatArray
-
-    @classmethod
-    def fit(cls, X: npt.ArrayLike) -> Standardizer:
-        """Statistics of the rows of ``X`` (computed in float64).
-
-        Any finite data work, values near the float64 limit included: the
-        statistics are computed on the data divided by each feature's largest
-        magnitude, then scaled back.
-        """
-        data = np.asarray(X, dtype=np.float64)
-        peak = np.abs(data).max(axis=0)
-        peak[peak == 0.0] = 1.0
-        mean = (data / peak).mean(axis=0) * peak
-        scale = (data / peak).std(axis=0) * peak
-        # Constant (or numerically constant) features: centre them, do not blow them up.
-        tiny = scale <= np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
-        scale[tiny] = 1.0
-        return cls(mean=mean, scale=scale)
-
-    def transform(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """``(X - mean) / scale`` as a C-contiguous float32 array (a new array).
-
-        Values beyond float32's range (rows far outside the fitted data) are
-        clipped to it, so the result is finite wherever ``X`` is.
-        """
-        data = np.asarray(X, dtype=np.float64)
-        # Halves first: the difference of two finite float64 values can overflow.
-        with np.errstate(over="ignore"):
-            out = (data * 0.5 - self.mean * 0.5) / self.scale * 2.0
-        limit = float(np.finfo(np.float32).max)
-        np.clip(out, -limit, limit, out=out)
-        return np.ascontiguousarray(out, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class _Split:
-    """One training/validation pair, standardised with its training statistics."""
-
-    X_train: npt.NDArray[np.float32]
-    y_train: IntArray
-    X_val: npt.NDArray[np.float32]
-    y_val: IntArray
 
 
 # -- the objective -------------------------------------------------------------------------
@@ -222,9 +72,9 @@ class GenomeObjective:
     validation_data : (X_val, y_val), optional
         An explicit validation set; overrides ``validation_fraction`` and ``cv``.
     scoring : str or callable, default="accuracy"
-        See :func:`resolve_scoring`. Early stopping, the choice of the best epoch
-        and the per-epoch reports to the pruner always use validation accuracy;
-        ``scoring`` decides the trial's value.
+        See :func:`~evohpo.search.scoring.resolve_scoring`. Early stopping, the
+        choice of the best epoch and the per-epoch reports to the pruner always
+        use validation accuracy; ``scoring`` decides the trial's value.
     n_classes : int, optional
         Number of classes; ``max(y) + 1`` (at least 2) by default.
 
@@ -303,17 +153,13 @@ class GenomeObjective:
         self.scoring = scoring
         self._scorer = resolve_scoring(scoring, _OWNER)
 
-        self.X = _as_features(X, "X")
-        self.y = _as_labels(y, "y", self.X.shape[0])
-        val: tuple[FloatArray, IntArray] | None = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise_invalid(
-                    "validation_data", _OWNER, "a pair (X_val, y_val) or None", validation_data
-                )
-            X_val = _as_features(validation_data[0], "validation_data[0]", self.X.shape[1])
-            val = (X_val, _as_labels(validation_data[1], "validation_data[1]", X_val.shape[0]))
-        self.validation_data = val
+        self.X: FloatArray = check_features(X, "X", _OWNER, dtype=np.float64)
+        self.y = check_labels(y, "y", _OWNER, n_rows=self.X.shape[0])
+        self.validation_data = _validation_data(validation_data, self.X.shape[1])
+        val = self.validation_data
+        if cv is not None and val is None and cv > len(self.y):
+            expected = f"an int <= the number of samples ({len(self.y)})"
+            raise_invalid("cv", _OWNER, expected, cv)
 
         highest = int(self.y.max())
         if val is not None:
@@ -321,7 +167,14 @@ class GenomeObjective:
         if n_classes is None:
             n_classes = max(2, highest + 1)
         self.n_classes = check_int(n_classes, "n_classes", _OWNER, low=max(2, highest + 1))
-        self._splits = self._make_splits()
+        self._splits = make_splits(
+            self.X,
+            self.y,
+            seed=self.seed,
+            validation_fraction=self.validation_fraction,
+            cv=self.cv,
+            validation_data=val,
+        )
 
     # -- data ----------------------------------------------------------------------------
     @property
@@ -343,28 +196,6 @@ class GenomeObjective:
     def n_samples(self) -> int:
         """Number of rows :meth:`fit_genome` trains on."""
         return len(self._all_data()[1])
-
-    def _make_splits(self) -> list[_Split]:
-        if self.validation_data is not None:
-            pairs = [(self.X, self.y, *self.validation_data)]
-        else:
-            rng = np.random.default_rng(derive_seed(self.seed, "split"))
-            if self.cv is None:
-                train, val = stratified_holdout(self.y, self.validation_fraction, rng)
-                index_pairs = [(train, val)]
-            else:
-                index_pairs = stratified_kfold(self.y, self.cv, rng)
-            pairs = [
-                (self.X[train], self.y[train], self.X[val], self.y[val])
-                for train, val in index_pairs
-            ]
-        splits = []
-        for X_train, y_train, X_val, y_val in pairs:
-            scaler = Standardizer.fit(X_train)
-            splits.append(
-                _Split(scaler.transform(X_train), y_train, scaler.transform(X_val), y_val)
-            )
-        return splits
 
     def standardizer(self) -> Standardizer:
         """Statistics of all the data :meth:`fit_genome` trains on.
@@ -469,7 +300,7 @@ class GenomeObjective:
     def _train(
         self,
         genome: Genome,
-        split: _Split,
+        split: Split,
         config: TrainConfig,
         on_epoch_end: Callable[[int, float], None] | None,
     ) -> TrainResult:
@@ -491,10 +322,10 @@ class GenomeObjective:
             )
         return result
 
-    def _score(self, result: TrainResult, split: _Split) -> float:
+    def _score(self, result: TrainResult, split: Split) -> float:
         if self._scorer is None:
             return float(result.best_score)
-        network = _ScoredNetwork(result.model, self.n_classes)
+        network = ScoredNetwork(result.model, self.n_classes)
         try:
             return float(self._scorer(network, split.X_val, split.y_val))
         except ValueError as exc:
@@ -552,62 +383,6 @@ class GenomeObjective:
         )
 
 
-# -- splits --------------------------------------------------------------------------------
-def stratified_holdout(
-    y: IntArray, fraction: float, rng: np.random.Generator
-) -> tuple[IntArray, IntArray]:
-    """Training and validation row indices, ``fraction`` of every class validating.
-
-    Every class keeps at least one training row, and every class with two rows
-    or more has at least one validation row; a class with a single row has
-    none in validation. At least one row validates.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> train, val = stratified_holdout(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5,
-    ...                                 np.random.default_rng(0))
-    >>> len(train), len(val)
-    (5, 5)
-    """
-    train: list[IntArray] = []
-    val: list[IntArray] = []
-    for label in np.unique(y):
-        rows = np.flatnonzero(y == label)
-        rng.shuffle(rows)
-        # Every class that can spare a row validates: scorers such as
-        # neg_log_loss need every class among the validation labels.
-        n_val = min(max(1, round(fraction * len(rows))), len(rows) - 1)
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    if sum(len(v) for v in val) == 0:
-        largest = max(range(len(train)), key=lambda i: len(train[i]))
-        if len(train[largest]) < 2:
-            raise InvalidParameterError(
-                f"A validation split needs a class with at least 2 samples; got {len(y)} "
-                "samples, one of each class."
-            )
-        val[largest], train[largest] = train[largest][:1], train[largest][1:]
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def stratified_kfold(
-    y: IntArray, n_folds: int, rng: np.random.Generator
-) -> list[tuple[IntArray, IntArray]]:
-    """``n_folds`` (train, validation) index pairs; every class spread over the folds.
-
-    Rows are dealt to the folds in turn, class after class in a shuffled order,
-    so fold sizes differ by at most one and a class with fewer rows than folds
-    is missing from some validation folds (no warning, no error).
-    """
-    if len(y) < n_folds:
-        raise_invalid("cv", _OWNER, f"an int <= the number of samples ({len(y)})", n_folds)
-    order = np.concatenate([rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)])
-    fold_of = np.empty(len(y), dtype=np.int64)
-    fold_of[order] = np.arange(len(y)) % n_folds
-    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(n_folds)]
-
-
 # -- helpers -------------------------------------------------------------------------------
 def _set_attrs(trial: optuna.Trial, **attrs: Any) -> None:
     for key, value in attrs.items():
@@ -645,35 +420,14 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _invalid(name: str, expected: str, got: str) -> NoReturn:
-    # The package's message template, with a description instead of an array's repr.
-    raise InvalidParameterError(
-        f"The {name!r} parameter of {_OWNER} must be {expected}. Got {got} instead."
+def _validation_data(value: Any, n_features: int) -> tuple[FloatArray, IntArray] | None:
+    """``validation_data`` as checked arrays, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise_invalid("validation_data", _OWNER, "a pair (X_val, y_val) or None", value)
+    X_val = check_features(
+        value[0], "validation_data[0]", _OWNER, n_features=n_features, dtype=np.float64
     )
-
-
-def _as_features(X: Any, name: str, n_features: int | None = None) -> FloatArray:
-    try:
-        array = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        _invalid(name, "a 2-D array of numbers", f"a {type(X).__name__}")
-    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
-        _invalid(name, "a non-empty 2-D array", f"shape {array.shape}")
-    if n_features is not None and array.shape[1] != n_features:
-        _invalid(name, f"an array with {n_features} columns", f"shape {array.shape}")
-    if not np.isfinite(array).all():
-        _invalid(name, "finite", "an array with NaN or infinite values")
-    return array
-
-
-def _as_labels(y: Any, name: str, n_rows: int) -> IntArray:
-    array = np.asarray(y)
-    if array.dtype.kind not in "iu" or array.shape != (n_rows,):
-        _invalid(
-            name,
-            f"a 1-D integer array of {n_rows} class indices",
-            f"dtype {array.dtype}, shape {array.shape}",
-        )
-    if array.min() < 0:
-        _invalid(name, "class indices >= 0", f"a minimum of {array.min()}")
-    return array.astype(np.int64)
+    y_val = check_labels(value[1], "validation_data[1]", _OWNER, n_rows=X_val.shape[0])
+    return X_val, y_val

@@ -8,6 +8,8 @@ estimator, workers) turns that into the same message.
 
 from __future__ import annotations
 
+from evohpo.storage.errors import exception_chain
+
 __all__ = ["missing_driver"]
 
 
@@ -21,13 +23,9 @@ def missing_driver(url: str, exc: BaseException) -> str | None:
 
 def _missing_module(exc: BaseException) -> str | None:
     """The module whose import failed somewhere in ``exc``'s chain, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         if isinstance(current, ModuleNotFoundError) and current.name:
             return current.name
-        current = current.__cause__ or current.__context__
     return None
 
 

@@ -1,84 +1,172 @@
-"""Opening and closing Optuna storages."""
+"""Opening and closing Optuna storages: the one way every caller does it.
+
+Study files (``evohpo run`` and the other commands), the estimator and
+workers all open their storage with :func:`open_storage`, so they all get:
+
+* SQLite waiting up to 60 s for a locked database; other databases checking
+  pooled connections before use (``pool_pre_ping``), so that a restarted
+  server is reconnected to;
+* heartbeats on database servers (PostgreSQL, MySQL): a trial whose process
+  died, on any machine, is failed after :attr:`Heartbeat.grace_period` and
+  retried with the same parameters (:mod:`evohpo.storage.retry`). SQLite and
+  journal files get none unless asked (workers ask, on SQLite): their
+  processes share one machine, where the ownership rule below recovers
+  trials at once, and Optuna warns about heartbeats outside ``optimize``;
+* the owner of each trial recorded when it starts, so that the trials of
+  killed processes are recovered at the next start
+  (:mod:`evohpo.storage.ownership`);
+* the same errors: a missing file, directory or database driver, or a
+  server that refuses, is a :class:`~evohpo.exceptions.StorageError` whose
+  message says why; one that cannot be reached right now is a
+  :class:`~evohpo.exceptions.StorageUnavailableError` (its cause is the
+  driver's error, so :func:`~evohpo.storage.errors.is_storage_outage` holds);
+  passwords never appear in messages (the URL's password is registered with
+  :func:`evohpo._redact.register_secret`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 
-from evohpo._redact import redact_text
-from evohpo.exceptions import StorageError
+from evohpo._redact import redact_text, register_secret, url_password
+from evohpo.exceptions import StorageError, StorageUnavailableError
 from evohpo.storage.drivers import missing_driver
-from evohpo.storage.urls import describe_storage, storage_file
+from evohpo.storage.errors import error_summary, is_storage_outage
+from evohpo.storage.retry import DEFAULT_HEARTBEAT, Heartbeat, retry_callback
+from evohpo.storage.tracked import TrackedJournalStorage, TrackedRDBStorage, TrialStartListener
+from evohpo.storage.urls import describe_storage, storage_file, storage_kind
 
 __all__ = ["close_storage", "open_storage"]
 
+#: Seconds SQLite waits for a lock held by another connection.
+SQLITE_TIMEOUT = 60
 
-def open_storage(url: str, *, create: bool = True) -> BaseStorage:
+
+def open_storage(
+    url: str,
+    *,
+    create: bool = True,
+    heartbeat: Heartbeat | Literal["auto"] | None = "auto",
+    owner_extra: Mapping[str, Any] | None = None,
+    listener: TrialStartListener | None = None,
+) -> BaseStorage:
     """Open (and create if needed) the storage at ``url``.
-
-    SQLite waits up to 60 s on a locked database; PostgreSQL and MySQL get
-    Optuna's heartbeat (a trial whose worker died is failed after two minutes
-    and its parameters retried), which needs ``study.optimize``, as used here.
 
     Parameters
     ----------
     url : str
-        A URL as :func:`resolve_storage_url` returns it.
-    create : bool
+        A URL as :func:`~evohpo.storage.urls.resolve_storage_url` returns it:
+        ``sqlite:///file.db``, ``journal:///file.log`` or any SQLAlchemy URL
+        that Optuna's ``RDBStorage`` accepts.
+    create : bool, default=True
         Create a SQLite or journal file that does not exist. With ``False``
         (commands that look at existing studies) a missing file is an error
         and nothing is created.
+    heartbeat : Heartbeat, "auto" or None, default="auto"
+        Heartbeats of RDB storages (SQLite included); ``None`` turns them off;
+        ``"auto"``: ``Heartbeat()`` on database servers, none on SQLite.
+        Journal files have none.
+    owner_extra : mapping, optional
+        Keys added to the owner record of every trial this process starts
+        (workers add their number).
+    listener : callable, optional
+        Called with the storage id of every trial that starts in this process.
+
+    Returns
+    -------
+    optuna.storages.BaseStorage
+        A :class:`~evohpo.storage.tracked.TrackedJournalStorage` or
+        :class:`~evohpo.storage.tracked.TrackedRDBStorage`.
 
     Raises
     ------
+    StorageUnavailableError
+        If the database cannot be reached for now (waiting may help).
     StorageError
-        If the storage cannot be opened (its file or directory is missing, its
-        database driver is not installed, the server refuses); the message
-        says why and hides passwords.
+        If the storage cannot be opened for another reason (its file or
+        directory is missing, its database driver is not installed, the
+        server refuses the login); the message says why and hides passwords.
     """
+    register_secret(url_password(url))
     shown = describe_storage(url)
-    path = storage_file(url)
-    if path is not None:
-        problem = None
-        if path.is_dir():
-            problem = f"{str(path)!r} is a directory, not a storage file"
-        elif not path.parent.is_dir():
-            problem = f"the directory {str(path.parent)!r} does not exist"
-        elif not create and not path.exists():
-            problem = (
-                f"the file {str(path)!r} does not exist (nothing was created: check the "
-                "path, or run a study into it first)"
-            )
-        if problem is not None:
-            raise StorageError(f"Cannot open the storage {shown!r}: {problem}.")
+    _check_file(url, shown, create=create)
+    kind = storage_kind(url)
     try:
-        if url.startswith("journal://"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
+        if kind == "journal":
+            from optuna.storages.journal import JournalFileBackend
 
-            return JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:"):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                heartbeat_stale_trial_callback=retry,
+            return TrackedJournalStorage(
+                JournalFileBackend(str(storage_file(url))),
+                owner_extra=owner_extra,
+                listener=listener,
             )
+        return _open_rdb(url, kind, heartbeat, owner_extra, listener)
     except Exception as exc:
-        missing = missing_driver(url, exc)
-        if missing is not None:
-            raise StorageError(f"Cannot open the storage {shown!r}: {missing}") from exc
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"Cannot open the storage {shown!r}: {redact_text(reason)}") from exc
+        raise _open_error(url, shown, exc) from exc
+
+
+def _open_rdb(
+    url: str,
+    kind: str,
+    heartbeat: Heartbeat | Literal["auto"] | None,
+    owner_extra: Mapping[str, Any] | None,
+    listener: TrialStartListener | None,
+) -> TrackedRDBStorage:
+    engine: dict[str, Any] = {"pool_pre_ping": True}  # a restarted server is reconnected to
+    if kind == "sqlite":
+        engine = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+    if heartbeat == "auto":
+        heartbeat = DEFAULT_HEARTBEAT if kind == "server" else None
+    options: dict[str, Any] = {}
+    if heartbeat is not None:
+        options = {
+            "heartbeat_interval": heartbeat.interval,
+            "grace_period": heartbeat.grace_period,
+            "heartbeat_stale_trial_callback": retry_callback(heartbeat.max_retry),
+        }
+    # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return TrackedRDBStorage(
+            url, owner_extra=owner_extra, listener=listener, engine_kwargs=engine, **options
+        )
+
+
+def _check_file(url: str, shown: str, *, create: bool) -> None:
+    """Refuse a SQLite or journal file that cannot be one, before anything is created."""
+    path = storage_file(url)
+    if path is None:
+        return
+    problem = None
+    if path.is_dir():
+        problem = f"{str(path)!r} is a directory, not a storage file"
+    elif not path.parent.is_dir():
+        problem = f"the directory {str(path.parent)!r} does not exist"
+    elif not create and not path.exists():
+        problem = (
+            f"the file {str(path)!r} does not exist (nothing was created: check the "
+            "path, or run a study into it first)"
+        )
+    if problem is not None:
+        raise StorageError(f"Cannot open the storage {shown!r}: {problem}.")
+
+
+def _open_error(url: str, shown: str, exc: BaseException) -> StorageError:
+    missing = missing_driver(url, exc)
+    if missing is not None:
+        return StorageError(f"Cannot open the storage {shown!r}: {missing}")
+    message = str(exc).strip()
+    reason = redact_text(message.splitlines()[0]) if message else error_summary(exc)
+    if is_storage_outage(exc):
+        return StorageUnavailableError(f"Cannot open the storage {shown!r}: {reason}")
+    return StorageError(f"Cannot open the storage {shown!r}: {reason}")
 
 
 def close_storage(storage: BaseStorage) -> None:

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
+from evohpo._redact import redact_url
 from evohpo.exceptions import StorageError
 
-__all__ = ["describe_storage", "resolve_storage_url", "storage_file"]
+__all__ = [
+    "JOURNAL_PREFIX",
+    "JOURNAL_SUFFIXES",
+    "SQLITE_PREFIX",
+    "SQLITE_SUFFIXES",
+    "describe_storage",
+    "resolve_storage_url",
+    "storage_file",
+    "storage_kind",
+]
 
-_JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+#: Scheme of an Optuna journal file: ``journal:///absolute/path.log``.
+JOURNAL_PREFIX = "journal://"
+#: Scheme of a SQLite database file: ``sqlite:///path.db``.
+SQLITE_PREFIX = "sqlite:///"
+#: File name endings a bare path may have: journal file, SQLite database.
+JOURNAL_SUFFIXES: tuple[str, ...] = (".log", ".jsonl", ".journal")
+SQLITE_SUFFIXES: tuple[str, ...] = (".db", ".sqlite", ".sqlite3")
 
 
 def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = None) -> str:
@@ -36,24 +52,24 @@ def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = N
     'postgresql://me@db.example/evohpo'
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    if url.startswith("journal://"):
-        return "journal://" + str(_absolute(url[len("journal://") :], base))
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///") :]
+    if url.startswith(JOURNAL_PREFIX):
+        return JOURNAL_PREFIX + str(_absolute(url[len(JOURNAL_PREFIX) :], base))
+    if url.startswith(SQLITE_PREFIX):
+        rest = url[len(SQLITE_PREFIX) :]
         if rest in ("", ":memory:") or rest.startswith("file:"):
             return url
         return _sqlite_url(_absolute(rest, base))
     if "://" in url:
         return url
     lower = url.lower()
-    if lower.endswith(_SQLITE_SUFFIXES):
+    if lower.endswith(SQLITE_SUFFIXES):
         return _sqlite_url(_absolute(url, base))
-    if lower.endswith(_JOURNAL_SUFFIXES):
-        return "journal://" + str(_absolute(url, base))
+    if lower.endswith(JOURNAL_SUFFIXES):
+        return JOURNAL_PREFIX + str(_absolute(url, base))
     raise StorageError(
         f"Cannot tell which storage {url!r} is: give a URL (sqlite:///file.db, "
         "postgresql://..., mysql+pymysql://..., journal:///file.log) or a path ending in "
-        f"{', '.join(_SQLITE_SUFFIXES + _JOURNAL_SUFFIXES)}."
+        f"{', '.join(SQLITE_SUFFIXES + JOURNAL_SUFFIXES)}."
     )
 
 
@@ -63,19 +79,35 @@ def _absolute(path: str, base: Path) -> Path:
 
 
 def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
+    return f"{SQLITE_PREFIX}{path}"
 
 
 def describe_storage(url: str) -> str:
-    """``url`` with any password hidden, for messages and logs."""
-    if url.startswith(("journal://", "sqlite:")) or "://" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
+    """``url`` with any password hidden, for messages and logs.
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # any parse failure: show the scheme only
-        return url.split("://", 1)[0] + "://***"
+    Examples
+    --------
+    >>> describe_storage("postgresql://me:secret@db.example/evohpo")
+    'postgresql://me:***@db.example/evohpo'
+    """
+    return redact_url(url)
+
+
+def storage_kind(url: str) -> Literal["journal", "sqlite", "server"]:
+    """Which kind of storage ``url`` names: a journal file, SQLite, or a database server.
+
+    Examples
+    --------
+    >>> storage_kind("journal:///data/log.jsonl"), storage_kind("sqlite:///data/evohpo.db")
+    ('journal', 'sqlite')
+    >>> storage_kind("postgresql://me@db.example/evohpo")
+    'server'
+    """
+    if url.startswith(JOURNAL_PREFIX):
+        return "journal"
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    return "server"
 
 
 def storage_file(url: str) -> Path | None:
@@ -88,10 +120,10 @@ def storage_file(url: str) -> Path | None:
     >>> storage_file("postgresql://me@db.example/evohpo") is None
     True
     """
-    if url.startswith("journal://"):
-        return Path(url[len("journal://") :])
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///") :].split("?", 1)[0]
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX) :])
+    if url.startswith(SQLITE_PREFIX):
+        rest = url[len(SQLITE_PREFIX) :].split("?", 1)[0]
         if rest in ("", ":memory:") or rest.startswith("file:"):
             return None
         return Path(rest)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna.storages import BaseStorage
 
-from evohpo.studies.study import STUDY_ATTR, study_sort_key
+from evohpo.studies.group import group_studies
 
 __all__ = [
     "DashboardServer",
@@ -65,19 +65,9 @@ class StudyGroup:
 def study_groups(storage: BaseStorage, group: str | None = None) -> list[StudyGroup]:
     """The evohpo study groups in ``storage`` (only ``group`` if given), by name."""
     found: dict[str, list[tuple[str, int, str]]] = {}
-    for frozen in storage.get_all_studies():
-        identity = frozen.user_attrs.get(STUDY_ATTR)
-        if not isinstance(identity, Mapping):
-            continue
-        name = str(identity.get("group", ""))
-        if group is not None and name != group:
-            continue
-        sampler = str(identity.get("sampler", ""))
-        found.setdefault(name, []).append((frozen.study_name, frozen._study_id, sampler))
-    return [
-        StudyGroup(name, sorted(studies, key=lambda s: study_sort_key(s[0])))
-        for name, studies in sorted(found.items())
-    ]
+    for stored in group_studies(storage, group):
+        found.setdefault(stored.group, []).append((stored.name, stored.study_id, stored.sampler))
+    return [StudyGroup(name, studies) for name, studies in sorted(found.items())]
 
 
 def compare_url(base_url: str, study_ids: Iterable[int]) -> str:

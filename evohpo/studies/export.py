@@ -34,15 +34,11 @@ from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
 from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.studies.compare import best_genome, measure_test_accuracy, refit
-from evohpo.studies.study import (
-    SAMPLERS,
-    PreparedData,
-    StudyConfig,
-    group_study_names,
-    make_objective,
-    study_name,
-)
+from evohpo.studies.config import StudyConfig
+from evohpo.studies.data import PreparedData
+from evohpo.studies.group import group_studies
+from evohpo.studies.refit import best_genome, measure_test_accuracy, refit
+from evohpo.studies.run import make_objective
 
 __all__ = ["EXPORT_FILES", "BestTrial", "ExportResult", "export_best", "find_best"]
 
@@ -101,26 +97,20 @@ def find_best(
     InvalidParameterError
         If no matching study holds a completed trial.
     """
-    names = set(group_study_names(storage, config.name))
-    candidates: list[tuple[str, int]] = []
-    for name in sorted(names):
-        _, sampler_part, seed_part = [*name.split("/"), "", ""][:3]
-        if sampler_part not in SAMPLERS or not seed_part.startswith("seed"):
-            continue
-        number = int(seed_part[4:]) if seed_part[4:].isdigit() else -1
-        if (sampler is None or sampler_part == sampler) and (seed is None or number == seed):
-            candidates.append((sampler_part, number))
     best: BestTrial | None = None
-    for sampler_part, number in candidates:
-        study = optuna.load_study(
-            study_name=study_name(config.name, sampler_part, number), storage=storage
-        )
+    # A tie goes to the first study in plain name order.
+    for stored in sorted(group_studies(storage, config.name), key=lambda s: s.name):
+        if (sampler is not None and stored.sampler != sampler) or (
+            seed is not None and stored.seed != seed
+        ):
+            continue
+        study = optuna.load_study(study_name=stored.name, storage=storage)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             continue
         trial = study.best_trial
         if best is None or (trial.value or -math.inf) > best.value:
-            best = BestTrial(study, trial, best_genome(trial), sampler_part, number)
+            best = BestTrial(study, trial, best_genome(trial), stored.sampler, stored.seed)
     if best is None:
         which = f"{config.name!r}"
         if sampler is not None:
@@ -163,7 +153,7 @@ def export_best(
 ) -> ExportResult:
     """Retrain ``best``'s genome and write the export files.
 
-    The genome is trained as for the test score (:func:`evohpo.studies.compare.refit`):
+    The genome is trained as for the test score (:func:`evohpo.studies.refit.refit`):
     on the training and validation rows, for the trial's best epoch count.
 
     Parameters

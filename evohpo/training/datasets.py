@@ -3,8 +3,8 @@
 Nothing is downloaded: scikit-learn's bundled sets (digits, wine,
 breast_cancer, iris) ship with scikit-learn, and mnist1d is generated
 procedurally by the ``mnist1d`` package with its default arguments (its
-``make_dataset``, never its downloader). Generating mnist1d takes about ten
-seconds, so it is cached as a ``.npz`` file (numpy arrays only, no pickle).
+``make_dataset``, never its downloader). Generating mnist1d takes a while,
+so it is cached as a ``.npz`` file (numpy arrays only, no pickle).
 
 Examples
 --------
@@ -148,7 +148,7 @@ def _load_mnist1d(cache_dir: Path | None) -> Dataset:
         except (OSError, ValueError, KeyError) as exc:
             _logger.warning("Ignoring the unreadable mnist1d cache %s (%s).", path, exc)
     if arrays is None:
-        _logger.info("Generating mnist1d (about ten seconds; cached afterwards).")
+        _logger.info("Generating mnist1d (cached afterwards).")
         arrays = _generate_mnist1d(args)
         if path is not None:
             _write_npz_atomically(path, arrays)

@@ -1,8 +1,9 @@
-"""From a :class:`~evohpo.evolution.genome.Genome` to a torch model and its optimizer.
+"""From a genome to a torch model and its optimizer.
 
-The network a genome describes is a dense multilayer perceptron: for every
-:class:`~evohpo.evolution.genome.LayerGene` a ``Linear`` layer, its activation and, when
-the rate is positive, a ``Dropout``; a final ``Linear`` layer gives the logits.
+The network a genome describes (any :class:`~evohpo.training.spec.NetworkSpec`,
+such as :class:`evohpo.Genome`) is a dense multilayer perceptron: for every
+layer a ``Linear`` layer, its activation and, when the rate is positive, a
+``Dropout``; a final ``Linear`` layer gives the logits.
 
 Submodules carry stable names (``hidden0``, ``act0``, ``dropout0``, ...,
 ``output``), so ``state_dict`` keys such as ``hidden1.weight`` map back to the
@@ -22,9 +23,11 @@ from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from evohpo._validation import check_int, raise_invalid
-from evohpo.evolution.genome import OPTIMIZERS, Genome
+from evohpo.training.spec import NetworkSpec, check_network
 
 __all__ = [
+    "ACTIVATIONS",
+    "OPTIMIZERS",
     "SGD_MOMENTUM",
     "SeededDropout",
     "build_model",
@@ -46,6 +49,11 @@ _ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
 }
+
+#: Activations :func:`build_model` builds.
+ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATION_MODULES)
+#: Optimizers :func:`build_optimizer` builds.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop")
 
 # Device types whose float32 parameters the fused Adam/AdamW/SGD kernels accept.
 _FUSED_DEVICE_TYPES = ("cpu", "cuda")
@@ -82,14 +90,14 @@ class SeededDropout(nn.Dropout):
 
 
 def build_model(
-    genome: Genome, n_features: int, n_outputs: int, *, seed: int | None = None
+    genome: NetworkSpec, n_features: int, n_outputs: int, *, seed: int | None = None
 ) -> nn.Sequential:
     """Build the dense network that ``genome`` describes.
 
     Parameters
     ----------
-    genome : Genome
-        The architecture: one ``Linear -> activation [-> Dropout]`` block per layer gene.
+    genome : Genome or NetworkSpec
+        The architecture: one ``Linear -> activation [-> Dropout]`` block per layer.
     n_features : int
         Width of the input, at least 1.
     n_outputs : int
@@ -118,8 +126,7 @@ def build_model(
     True
     """
     owner = "build_model"
-    if not isinstance(genome, Genome):
-        raise_invalid("genome", owner, "a Genome", genome)
+    genome = check_network(genome, "genome", owner)
     n_features = check_int(n_features, "n_features", owner, low=1)
     n_outputs = check_int(n_outputs, "n_outputs", owner, low=1)
     generator: torch.Generator | None = None
@@ -139,6 +146,9 @@ def build_model(
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     width = n_features
     for index, layer in enumerate(genome.layers):
+        if layer.activation not in _ACTIVATION_MODULES:
+            expected = f"one of {ACTIVATIONS}"
+            raise_invalid(f"genome.layers[{index}].activation", owner, expected, layer.activation)
         modules[hidden_layer_name(index)] = linear(width, layer.units)
         modules[f"act{index}"] = _ACTIVATION_MODULES[layer.activation]()
         if layer.dropout > 0.0:
@@ -156,7 +166,7 @@ def _reset_linear(module: nn.Linear, generator: torch.Generator) -> None:
     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
-def build_optimizer(genome: Genome, parameters: ParamsT) -> torch.optim.Optimizer:
+def build_optimizer(genome: NetworkSpec, parameters: ParamsT) -> torch.optim.Optimizer:
     """The optimizer the genome names, with its learning rate and weight decay.
 
     ``sgd`` uses Nesterov momentum (:data:`SGD_MOMENTUM`); ``adam`` and ``rmsprop``
@@ -166,7 +176,7 @@ def build_optimizer(genome: Genome, parameters: ParamsT) -> torch.optim.Optimize
 
     Parameters
     ----------
-    genome : Genome
+    genome : Genome or NetworkSpec
         Supplies ``optimizer``, ``learning_rate`` and ``weight_decay``.
     parameters : iterable of tensors or parameter groups
         What to optimise, usually ``model.parameters()``.
@@ -179,8 +189,7 @@ def build_optimizer(genome: Genome, parameters: ParamsT) -> torch.optim.Optimize
     >>> type(optimizer).__name__, optimizer.param_groups[0]["lr"]
     ('AdamW', 0.01)
     """
-    if not isinstance(genome, Genome):
-        raise_invalid("genome", "build_optimizer", "a Genome", genome)
+    genome = check_network(genome, "genome", "build_optimizer")
     params: list[Any] = list(parameters)
     if not params:
         raise_invalid("parameters", "build_optimizer", "a non-empty iterable", params)
@@ -202,9 +211,7 @@ def build_optimizer(genome: Genome, parameters: ParamsT) -> torch.optim.Optimize
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if genome.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
-    raise_invalid(  # pragma: no cover - Genome validates the name
-        "optimizer", "build_optimizer", f"one of {OPTIMIZERS}", genome.optimizer
-    )
+    raise_invalid("genome.optimizer", "build_optimizer", f"one of {OPTIMIZERS}", genome.optimizer)
 
 
 def _fusable(params: list[Any]) -> bool:

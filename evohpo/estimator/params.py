@@ -1,0 +1,270 @@
+"""The estimator's parameters and training data, checked before a search starts."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from optuna.pruners import BasePruner, NopPruner
+from optuna.samplers import BaseSampler
+
+from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.space import SearchSpace
+from evohpo.exceptions import InvalidParameterError, SearchSpaceError
+from evohpo.search.samplers import SAMPLERS
+from evohpo.search.scoring import Scorer, resolve_scoring
+from evohpo.training.nn import resolve_device
+
+__all__ = [
+    "DEFAULT_SEARCH_SPACE",
+    "OWNER",
+    "Settings",
+    "check_n_classes",
+    "check_settings",
+    "encode_labels",
+]
+
+#: The name error messages give the estimator.
+OWNER = "EvoSearchClassifier"
+
+#: The search space used when ``search_space`` is ``None``: dense networks of one
+#: to three layers, the adaptive optimizers, and the learning rates they train
+#: well with. Chosen so that 20 trials reach a good model on small tabular data.
+DEFAULT_SEARCH_SPACE = SearchSpace(
+    min_layers=1,
+    max_layers=3,
+    units=(32, 512),
+    dropout=(0.0, 0.5),
+    optimizers=("adam", "adamw"),
+    learning_rate=(1e-4, 1e-2),
+    weight_decay=(1e-6, 1e-2),
+    batch_sizes=(32, 64, 128),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The estimator's parameters, checked; see :class:`EvoSearchClassifier`.
+
+    ``space``, ``pruner``, ``n_jobs``, ``device`` and ``verbose`` are resolved
+    (defaults filled in, a private copy of the pruner); ``sampler``, ``scoring``
+    and ``random_state`` are kept as given.
+    """
+
+    n_trials: int | None
+    timeout: float | None
+    sampler: str | BaseSampler
+    space: SearchSpace
+    max_epochs: int
+    patience: int | None
+    validation_fraction: float
+    cv: int | None
+    scoring: str | Scorer
+    storage: str | None
+    study_name: str | None
+    resume: bool
+    pruner: BasePruner
+    n_jobs: int
+    random_state: int | np.random.RandomState | None
+    verbose: int
+    refit: bool
+    ensemble_size: int
+    device: torch.device
+
+    def describe_validation(self) -> str:
+        """How trials are scored, as the study's record states it."""
+        if self.cv is not None:
+            return f"cv={self.cv}"
+        return f"holdout validation_fraction={self.validation_fraction:g}"
+
+
+def check_settings(params: Mapping[str, Any]) -> Settings:
+    """Check the estimator's parameters (``get_params()``) in their documented order.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming the first parameter that is wrong, what it accepts and what it got.
+    """
+    p = params
+    n_trials, timeout = _check_budget(p["n_trials"], p["timeout"])
+    sampler = p["sampler"]
+    if not isinstance(sampler, BaseSampler) and not (
+        isinstance(sampler, str) and sampler in SAMPLERS
+    ):
+        raise_invalid(
+            "sampler", OWNER, "one of {'ga', 'tpe', 'random'} or an Optuna sampler", sampler
+        )
+    space = _check_space(p["search_space"])
+    check_int(p["max_epochs"], "max_epochs", OWNER, low=1)
+    if p["patience"] is not None:
+        _check_int_or_none(p["patience"], "patience", low=1)
+    check_float(
+        p["validation_fraction"],
+        "validation_fraction",
+        OWNER,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    if p["cv"] is not None:
+        _check_int_or_none(p["cv"], "cv", low=2)
+    resolve_scoring(p["scoring"], OWNER)
+    pruner = _check_study_params(p)
+    n_jobs = _check_n_jobs(p["n_jobs"])
+    _check_random_state(p["random_state"])
+    verbose = p["verbose"]
+    if not isinstance(verbose, bool):
+        verbose = check_int(verbose, "verbose", OWNER, low=0)
+    if not isinstance(p["refit"], bool):
+        raise_invalid("refit", OWNER, "a bool", p["refit"])
+    check_int(p["ensemble_size"], "ensemble_size", OWNER, low=1)
+    device = _check_device(p["device"])
+    if n_jobs > 1:
+        _check_picklable(p["scoring"], p["sampler"], p["pruner"])
+    return Settings(
+        n_trials=n_trials,
+        timeout=timeout,
+        sampler=sampler,
+        space=space,
+        max_epochs=int(p["max_epochs"]),
+        patience=None if p["patience"] is None else int(p["patience"]),
+        validation_fraction=float(p["validation_fraction"]),
+        cv=None if p["cv"] is None else int(p["cv"]),
+        scoring=p["scoring"],
+        storage=p["storage"],
+        study_name=p["study_name"],
+        resume=p["resume"],
+        pruner=pruner,
+        n_jobs=n_jobs,
+        random_state=p["random_state"],
+        verbose=int(verbose),
+        refit=p["refit"],
+        ensemble_size=int(p["ensemble_size"]),
+        device=device,
+    )
+
+
+def encode_labels(y: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Sorted class labels and every row's index among them; at least two classes.
+
+    Raises
+    ------
+    ValueError
+        If the labels do not sort (mixed types) or there is a single class.
+    """
+    try:
+        classes, encoded = np.unique(y, return_inverse=True)
+    except TypeError as exc:  # labels of types that do not compare, e.g. None among str
+        kinds = sorted({type(label).__name__ for label in y.tolist()})
+        raise ValueError(
+            f"{OWNER} needs class labels of one comparable type; y mixes {kinds}."
+        ) from exc
+    return classes, encoded.reshape(-1).astype(np.int64)
+
+
+def check_n_classes(classes: npt.NDArray[Any], n_samples: int, cv: int | None) -> None:
+    """Raise unless there are two classes or more, and ``cv`` folds fit the rows."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"{OWNER} needs samples of at least 2 classes; the data hold 1 class: {classes[0]!r}."
+        )
+    if cv is not None and cv > n_samples:
+        raise_invalid("cv", OWNER, f"an int <= the number of samples ({n_samples})", cv)
+
+
+def _check_budget(n_trials: Any, timeout: Any) -> tuple[int | None, float | None]:
+    checked_trials = None if n_trials is None else check_int(n_trials, "n_trials", OWNER, low=1)
+    checked_timeout = None
+    if timeout is not None:
+        try:
+            checked_timeout = check_float(timeout, "timeout", OWNER, low=0.0, low_open=True)
+        except InvalidParameterError:
+            raise_invalid("timeout", OWNER, "a float > 0 or None", timeout)
+    if checked_trials is None and checked_timeout is None:
+        raise_invalid("n_trials", OWNER, "an int >= 1, or None together with a timeout", n_trials)
+    return checked_trials, checked_timeout
+
+
+def _check_int_or_none(value: Any, name: str, *, low: int) -> int:
+    try:
+        return check_int(value, name, OWNER, low=low)
+    except InvalidParameterError:
+        raise_invalid(name, OWNER, f"an int >= {low} or None", value)
+
+
+def _check_space(value: Any) -> SearchSpace:
+    if value is None:
+        return DEFAULT_SEARCH_SPACE
+    if isinstance(value, SearchSpace):
+        return value
+    if isinstance(value, Mapping):
+        return SearchSpace.from_dict(value)
+    raise_invalid(
+        "search_space",
+        OWNER,
+        "a SearchSpace, a dict of SearchSpace settings, or None",
+        value,
+        SearchSpaceError,
+    )
+
+
+def _check_study_params(p: Mapping[str, Any]) -> BasePruner:
+    """Check ``storage``, ``study_name``, ``resume`` and ``pruner``; a copy of the pruner."""
+    if p["storage"] is not None and not isinstance(p["storage"], str):
+        raise_invalid("storage", OWNER, "an Optuna storage URL (str) or None", p["storage"])
+    if p["study_name"] is not None and not isinstance(p["study_name"], str):
+        raise_invalid("study_name", OWNER, "a str or None", p["study_name"])
+    if not isinstance(p["resume"], bool):
+        raise_invalid("resume", OWNER, "a bool", p["resume"])
+    pruner = p["pruner"]
+    if pruner is not None and not isinstance(pruner, BasePruner):
+        raise_invalid("pruner", OWNER, "an Optuna pruner (BasePruner) or None", pruner)
+    return NopPruner() if pruner is None else copy.deepcopy(pruner)
+
+
+def _check_n_jobs(n_jobs: Any) -> int:
+    if n_jobs is None:
+        return 1
+    if n_jobs == -1 and not isinstance(n_jobs, bool):
+        return os.cpu_count() or 1
+    try:
+        return check_int(n_jobs, "n_jobs", OWNER, low=1)
+    except InvalidParameterError:
+        raise_invalid("n_jobs", OWNER, "an int >= 1, -1 or None", n_jobs)
+
+
+def _check_random_state(rs: Any) -> None:
+    if not (
+        rs is None
+        or isinstance(rs, np.random.RandomState)
+        or (isinstance(rs, (int, np.integer)) and not isinstance(rs, bool) and rs >= 0)
+    ):
+        raise_invalid("random_state", OWNER, "an int >= 0, a RandomState or None", rs)
+
+
+def _check_device(device: Any) -> torch.device:
+    try:
+        return resolve_device(device)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(str(exc).replace("of resolve_device", f"of {OWNER}")) from None
+
+
+def _check_picklable(*settings: Any) -> None:
+    """Worker processes rebuild the objective, sampler and pruner from a pickle."""
+    try:
+        pickle.dumps(settings)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise InvalidParameterError(
+            f"With n_jobs > 1, {OWNER} trains in worker processes, which need the "
+            f"scoring, sampler and pruner to be picklable (module-level functions and "
+            f"classes, not lambdas or local functions): {exc}"
+        ) from exc

@@ -1,0 +1,100 @@
+"""What a stored search was made for, so that only the same search resumes it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import optuna
+
+from evohpo.estimator.params import OWNER, Settings
+from evohpo.search.identity import Difference, IdentityCheck
+
+__all__ = ["SEARCH_ATTR", "check_resumable", "search_record"]
+
+#: Study user attribute recording what a stored search optimised.
+SEARCH_ATTR = "evohpo.search"
+
+
+def search_record(
+    settings: Settings,
+    classes: npt.NDArray[Any],
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[np.int64],
+    root: int,
+) -> dict[str, Any]:
+    """What makes stored trials comparable: a resumed study must match it."""
+    return {
+        "estimator": OWNER,
+        "scoring": _describe_scoring(settings.scoring),
+        "space": settings.space.to_dict(),
+        "n_classes": len(classes),
+        "n_features": int(X.shape[1]),
+        "validation": settings.describe_validation(),
+        "training": {"max_epochs": settings.max_epochs, "patience": settings.patience},
+        "seed": root,
+        "data": _fingerprint(X, y, classes),
+    }
+
+
+def check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Raise if a stored study was made for another search; label one that is still empty.
+
+    Raises
+    ------
+    StudyMismatchError
+        If the study minimizes, holds trials of another origin, or its record
+        differs from ``record`` (every key but ``"estimator"``).
+    """
+    subject = f"The stored study {study.study_name!r}"
+    if not _IDENTITY.check_study(study, record, subject=subject):
+        study.set_user_attr(SEARCH_ATTR, record)
+
+
+def _describe_scoring(scoring: Any) -> str:
+    """How a resumed study recognises its scoring, in any process."""
+    if isinstance(scoring, str):
+        return scoring
+    module = getattr(scoring, "__module__", None)
+    name = getattr(scoring, "__qualname__", None)
+    if module is not None and name is not None:
+        return f"{module}.{name}"
+    # Scorer objects (make_scorer) describe themselves; drop memory addresses.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(scoring))
+
+
+def _fingerprint(
+    X: npt.NDArray[np.float64], y: npt.NDArray[np.int64], classes: npt.NDArray[Any]
+) -> str:
+    """A digest of the data, so that a study is resumed only on the data it searched."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(X.shape).encode())
+    digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    digest.update(repr(classes.tolist()).encode())
+    return digest.hexdigest()
+
+
+def _describe(difference: Difference) -> str:
+    key, stored, now = difference.key, difference.stored, difference.now
+    if key == "data":
+        return "data: the rows of X or y differ from those the study searched"
+    if key == "seed":
+        return f"seed: stored {stored!r}, now {now!r} (random_state; None keeps the stored one)"
+    return f"{key}: stored {stored!r}, now {now!r}"
+
+
+#: How a stored search is recognised, and the messages that refuse another one.
+_IDENTITY = IdentityCheck(
+    attr=SEARCH_ATTR,
+    direction=f"{{study}} minimizes; {OWNER} maximizes its score. Choose another study_name.",
+    foreign=f"{{study}} holds trials that {OWNER} did not make. Choose another study_name.",
+    different="{study} was made for another search ({details}). Resume it with the same "
+    "settings and data, or choose another study_name.",
+    ignore=("estimator",),
+    depth=1,
+    describe=_describe,
+)

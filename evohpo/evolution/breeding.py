@@ -1,0 +1,186 @@
+"""One child of two selected parents: crossover, mutation and a check for duplicates.
+
+Genomes of :func:`~evohpo.evolution.suggest.suggest_genome` are varied with the
+structure-aware operators (:mod:`~evohpo.evolution.crossover`,
+:mod:`~evohpo.evolution.mutation`); any other parameters with the operators on
+parameter dicts (:mod:`~evohpo.evolution.params`). A child whose parameters
+some member of the pool already has is bred again, a few times at most.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+
+from evohpo.evolution.crossover import crossover
+from evohpo.evolution.genome import GLOBAL_PARAMS, Genome, parse_layer_param
+from evohpo.evolution.lineage import Lineage
+from evohpo.evolution.mutation import MutationRates, mutate
+from evohpo.evolution.params import crossover_params, mutate_params
+from evohpo.evolution.population import Member, Snapshot, params_key
+from evohpo.evolution.space import SearchSpace
+
+__all__ = ["Breeder"]
+
+#: Times a child equal to a member of the pool is bred again.
+_DEDUP_ATTEMPTS = 4
+_CROSS_UNIFORM = "crossover:uniform"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Breeder:
+    """How parents make a child: crossover and mutation probabilities, mutation rates."""
+
+    crossover_prob: float
+    mutation_prob: float
+    rates: MutationRates
+
+    def breed(
+        self,
+        parents: list[Member],
+        pool: list[Member],
+        population: Snapshot,
+        generation: int,
+        space: SearchSpace | None,
+        rng: random.Random,
+    ) -> Lineage:
+        """The child record of ``parents`` (two members, possibly the same one).
+
+        ``generation`` below 0 means one more than the parents'. With a
+        ``space``, parents that carry genomes are varied as genomes.
+        """
+        first, second = parents
+        crossed = first.number != second.number and rng.random() < self.crossover_prob
+        mutated = not crossed or rng.random() < self.mutation_prob
+        parent_numbers = (first.number, second.number) if crossed else (first.number,)
+        if generation < 0:
+            generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
+        seen = {m.params_key for m in pool}
+        distributions = population.distributions
+        genomes = [p.genome for p in parents] if space is not None else []
+        if space is not None and all(g is not None for g in genomes):
+            a, b = (g for g in genomes if g is not None)
+            child, params, ops = self._genome_child(
+                a, b, parents, pool, distributions, space, seen, crossed, mutated, rng
+            )
+            genome: str | None = child.to_json()
+        else:
+            pair = [dict(first.params), dict(second.params)]
+            for _ in range(_DEDUP_ATTEMPTS):
+                params, ops = self._params_child(
+                    pair, pool, distributions, crossed, mutated, rng, extras_only=False
+                )
+                if params_key(params) not in seen:
+                    break
+            genome = None
+        return Lineage(
+            origin="bred",
+            generation=generation,
+            parents=parent_numbers,
+            operators=tuple(ops),
+            params=params,
+            genome=genome,
+        )
+
+    def _genome_child(
+        self,
+        a: Genome,
+        b: Genome,
+        parents: list[Member],
+        pool: list[Member],
+        distributions: Mapping[str, BaseDistribution],
+        space: SearchSpace,
+        seen: set[Any],
+        crossed: bool,
+        mutated: bool,
+        rng: random.Random,
+    ) -> tuple[Genome, dict[str, Any], list[str]]:
+        """A child genome of ``a`` and ``b``, its parameters and the operators applied."""
+        # Parameters the objective asks for next to its genome evolve too.
+        has_extras = any(_is_extra(name) for name in distributions)
+        extras = (
+            [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
+            if has_extras
+            else []
+        )
+        for _ in range(_DEDUP_ATTEMPTS):
+            child, ops = crossover(a, b, space, rng) if crossed else (space.repair(a), [])
+            if mutated:
+                child, more = mutate(child, space, rng, self.rates)
+                ops = [*ops, *more]
+            params = child.to_params()
+            if has_extras:
+                # The genome already differs from its parent when mutated.
+                others, more = self._params_child(
+                    extras, pool, distributions, crossed, mutated, rng, extras_only=True
+                )
+                params.update(others)
+                ops = [*ops, *more]
+            if params_key(params) not in seen:
+                break
+        return child, params, ops
+
+    def _params_child(
+        self,
+        parents: list[dict[str, Any]],
+        pool: list[Member],
+        distributions: Mapping[str, BaseDistribution],
+        crossed: bool,
+        mutated: bool,
+        rng: random.Random,
+        *,
+        extras_only: bool,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A child parameter dict of two parents' parameters, and the operators applied.
+
+        Only the parents' own parameters are mutated, before the child
+        inherits, unchanged, the parameters they lacked from the pool: so a
+        mutation is never spent on a parameter no parent used. With
+        ``extras_only`` (parameters next to a genome), the genome carries the
+        guaranteed change and the pool gives only parameters outside it.
+        """
+        a, b = parents
+        params = crossover_params(a, b, rng) if crossed else dict(a)
+        ops = [_CROSS_UNIFORM] if crossed and _mixes(params, a, b) else []
+        if mutated:
+            params, more = mutate_params(
+                params, distributions, rng, self.rates.gene, ensure_change=not extras_only
+            )
+            ops = [*ops, *more]
+        _inherit_missing(params, pool, _is_extra if extras_only else None)
+        return params, ops
+
+
+def _inherit_missing(
+    params: dict[str, Any], pool: list[Member], keep: Callable[[str], bool] | None = None
+) -> None:
+    """Give the child every parameter of the pool (those ``keep`` accepts), from the fittest.
+
+    Conditional parameters the parents never used are then still inherited
+    from the population rather than drawn at random.
+    """
+    for member in sorted(pool, key=lambda m: m.fitness, reverse=True):
+        for name, value in member.params.items():
+            if keep is None or keep(name):
+                params.setdefault(name, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_extra(name: str) -> bool:
+    """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`."""
+    return name not in GLOBAL_PARAMS and parse_layer_param(name) is None
+
+
+def _mixes(child: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``child`` differs in value from both parents (so it holds genes of each)."""
+
+    def differs(parent: Mapping[str, Any]) -> bool:
+        return any(parent.get(name, _MISSING) != value for name, value in child.items())
+
+    return differs(a) and differs(b)

@@ -1,0 +1,156 @@
+"""Optuna storages that record who runs each trial and keep heartbeats through outages.
+
+:func:`evohpo.storage.open_storage` returns one of these. When a trial starts
+in this process (``study.ask`` creates it, or takes up a waiting one, such as
+a retry) they write the owner record
+(:func:`evohpo.storage.ownership.owner_record`) on it and tell an optional
+listener, which workers use to settle their trials after an outage. The RDB
+one also skips, with one warning, a heartbeat that cannot be written while
+the database is away, instead of ending the heartbeat thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages.journal import BaseJournalBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from evohpo._redact import redact_exception
+from evohpo.storage.errors import is_storage_outage
+from evohpo.storage.ownership import owner_record
+from evohpo.storage.records import OWNER_ATTR
+
+__all__ = ["TrackedJournalStorage", "TrackedRDBStorage", "TrialStartListener"]
+
+_logger = logging.getLogger("evohpo")
+
+#: Called with the storage id of each trial that starts in this process.
+TrialStartListener = Callable[[int], None]
+
+
+def _record_start(
+    storage: BaseStorage,
+    trial_id: int,
+    owner_extra: Mapping[str, Any],
+    listener: TrialStartListener | None,
+) -> dict[str, Any]:
+    """A trial started here: tell the listener first (an outage may follow), then record."""
+    if listener is not None:
+        listener(trial_id)
+    record = owner_record(**owner_extra)
+    storage.set_trial_system_attr(trial_id, OWNER_ATTR, record)
+    return record
+
+
+def _without_listener(state: dict[Any, Any]) -> dict[Any, Any]:
+    # A listener belongs to this process; a copy elsewhere (pickled) has none.
+    state["_listener"] = None
+    return state
+
+
+class TrackedRDBStorage(RDBStorage):
+    """``RDBStorage`` that records trial owners and survives outages in its heartbeats.
+
+    Parameters
+    ----------
+    url : str
+        A SQLAlchemy URL.
+    owner_extra : mapping, optional
+        Keys added to every owner record (a worker's number).
+    listener : callable, optional
+        Called with the id of each trial that starts in this process.
+    **kwargs
+        Passed to ``RDBStorage``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner_extra: Mapping[str, Any] | None = None,
+        listener: TrialStartListener | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._owner_extra = dict(owner_extra or {})
+        self._listener = listener
+        self._heartbeat_down = False
+        super().__init__(url, **kwargs)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        return _without_listener(super().__getstate__())
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        # Optuna's cached storage calls this one, and create_new_trial calls it too.
+        trial = super()._create_new_trial(study_id, template_trial)
+        if template_trial is None and trial.state == TrialState.RUNNING:
+            trial.system_attrs[OWNER_ATTR] = self._start(trial._trial_id)
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self._start(trial_id)
+        return changed
+
+    def _start(self, trial_id: int) -> dict[str, Any]:
+        return _record_start(self, trial_id, self._owner_extra, self._listener)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not is_storage_outage(exc):
+                raise
+            if not self._heartbeat_down:
+                _logger.warning(
+                    "heartbeat of a running trial not recorded (storage unavailable: %s); "
+                    "trying again in %s s",
+                    redact_exception(exc),
+                    self.heartbeat_interval,
+                )
+            self._heartbeat_down = True
+        else:
+            self._heartbeat_down = False
+
+
+class TrackedJournalStorage(JournalStorage):
+    """``JournalStorage`` that records trial owners; see :class:`TrackedRDBStorage`."""
+
+    def __init__(
+        self,
+        backend: BaseJournalBackend,
+        *,
+        owner_extra: Mapping[str, Any] | None = None,
+        listener: TrialStartListener | None = None,
+    ) -> None:
+        self._owner_extra = dict(owner_extra or {})
+        self._listener = listener
+        super().__init__(backend)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        return _without_listener(super().__getstate__())
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None:
+            self._start(trial_id)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self._start(trial_id)
+        return changed
+
+    def _start(self, trial_id: int) -> dict[str, Any]:
+        return _record_start(self, trial_id, self._owner_extra, self._listener)

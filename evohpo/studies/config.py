@@ -1,0 +1,396 @@
+"""Study files: the TOML experiment description and its parsed form.
+
+A study file declares an experiment: the data set and its splits, the search
+space, the training settings, the budget of every study, the samplers to
+compare and their seeds. Each (sampler, seed) pair is one Optuna study (see
+:mod:`evohpo.studies.group`).
+
+Budgets are totals: a study that holds 7 finished trials of a 10-trial
+budget runs 3 more, and a timeout counts the training time already spent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evohpo.evolution.space import SearchSpace
+from evohpo.exceptions import InvalidParameterError, StudyConfigError
+from evohpo.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from evohpo.storage.urls import resolve_storage_url
+from evohpo.studies import _schema as schema
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "DEFAULT_STORAGE_NAME",
+    "Budget",
+    "StudyConfig",
+    "load_study_config",
+    "parse_study_config",
+]
+
+#: File name of the default SQLite storage, next to the study file.
+DEFAULT_STORAGE_NAME = "evohpo.db"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much each study may spend, in total over all its runs.
+
+    Attributes
+    ----------
+    n_trials : int or None
+        Finished (complete or pruned) trials per study.
+    timeout : float or None
+        Seconds of trial time per study.
+    """
+
+    n_trials: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A parsed study file.
+
+    Attributes
+    ----------
+    name : str
+        Group name; studies are called ``<name>/<sampler>/seed<seed>``.
+    description : str
+        Free text.
+    dataset : str
+        A name from :data:`evohpo.training.datasets.DATASETS`.
+    test_fraction : float or None
+        Share of rows held out for the final test; ``None`` uses the data
+        set's canonical test split if it has one, else 0.2.
+    validation_fraction : float
+        Share of the remaining rows used to score trials.
+    split_seed : int
+        Seed of the (stratified) splits, the same for every sampler and seed.
+    space : SearchSpace
+        The search space.
+    train : dict
+        Keyword arguments of :class:`evohpo.training.config.TrainConfig` (no seed).
+    budget : Budget
+        Per-study budget.
+    samplers : tuple of str
+        Samplers compared by ``evohpo compare``.
+    seeds : tuple of int
+        Seeds compared by ``evohpo compare``.
+    target : float or None
+        Validation accuracy whose first reach is timed by ``compare``.
+    sampler_options : dict
+        Keyword arguments per sampler name (``[sampler.ga]`` ...).
+    pruner : dict
+        ``{"name": ..., **options}`` from ``[pruner]``; ``"none"`` (the
+        default) trains every trial to its end, so no sampler loses trials to
+        a pruner tuned for another.
+    storage : str or None
+        Storage URL given in the file (relative paths resolved), or ``None``.
+    base_dir : Path
+        Directory of the study file: default storage, outputs and caches.
+    source : str
+        Where the configuration came from, for messages.
+    """
+
+    name: str
+    dataset: str
+    space: SearchSpace
+    budget: Budget
+    description: str = ""
+    test_fraction: float | None = None
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+    train: Mapping[str, Any] = field(default_factory=dict)
+    samplers: tuple[str, ...] = SAMPLERS
+    seeds: tuple[int, ...] = (0,)
+    target: float | None = None
+    sampler_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "none"})
+    storage: str | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: str = "<study>"
+
+    @property
+    def output_dir(self) -> Path:
+        """Where plots and exports of this study file go by default."""
+        return self.base_dir / "runs" / _safe_name(self.name)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where generated data sets are cached."""
+        return self.base_dir / "runs" / "cache"
+
+    @property
+    def storage_url(self) -> str:
+        """The storage of the file, or the default SQLite file next to it."""
+        if self.storage is not None:
+            return self.storage
+        return resolve_storage_url(str(self.base_dir / DEFAULT_STORAGE_NAME))
+
+    def data_identity(self) -> dict[str, Any]:
+        """The settings that decide the rows each study sees."""
+        return {
+            "dataset": self.dataset,
+            "test_fraction": self.test_fraction,
+            "validation_fraction": self.validation_fraction,
+            "split_seed": self.split_seed,
+        }
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "study"
+
+
+def load_study_config(path: str | os.PathLike[str], *, check_device: bool = True) -> StudyConfig:
+    """Read and check a study file.
+
+    Parameters
+    ----------
+    path : path
+        A TOML study file.
+    check_device : bool
+        Check that ``[train] device`` is usable on this machine (that imports
+        torch). Commands that train nothing may skip it.
+
+    Returns
+    -------
+    StudyConfig
+
+    Raises
+    ------
+    StudyConfigError
+        If the file is missing, is not valid TOML (the message names the
+        line), or holds unknown or invalid settings.
+    """
+    file = Path(path)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.glob("*.toml"))
+        hint = f" It holds {', '.join(inside)}." if inside else ""
+        raise StudyConfigError(
+            f"The study file {str(file)!r} is a directory; give the path of a .toml file.{hint}"
+        )
+    if not file.is_file():
+        hint = ""
+        if not file.suffix:
+            candidate = file.with_suffix(".toml")
+            if candidate.is_file():
+                hint = f" Did you mean {str(candidate)!r}?"
+        raise StudyConfigError(f"The study file {str(file)!r} does not exist.{hint}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyConfigError(f"The study file {str(file)!r} cannot be read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyConfigError(f"The study file {str(file)!r} is not valid TOML: {exc}.") from exc
+    return parse_study_config(
+        data,
+        source=str(file),
+        base_dir=file.resolve().parent,
+        default_name=file.stem,
+        check_device=check_device,
+    )
+
+
+def parse_study_config(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<study>",
+    base_dir: str | os.PathLike[str] | None = None,
+    default_name: str | None = None,
+    check_device: bool = True,
+) -> StudyConfig:
+    """Check the mapping of a study file and build a :class:`StudyConfig`.
+
+    Parameters
+    ----------
+    data : mapping
+        The parsed TOML document.
+    source : str
+        Name of the file, used in messages.
+    base_dir : path, optional
+        Directory relative paths are resolved against; the working directory
+        by default.
+    default_name : str, optional
+        Group name when the file sets none (the file's stem).
+    check_device : bool
+        Check that ``[train] device`` names a device this machine has (this
+        imports torch).
+
+    Examples
+    --------
+    >>> config = parse_study_config(
+    ...     {"name": "demo", "data": {"dataset": "iris"}, "budget": {"n_trials": 4}}
+    ... )
+    >>> config.dataset, config.budget.n_trials, config.samplers
+    ('iris', 4, ('ga', 'tpe', 'random'))
+    """
+    base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+    schema.check_keys(data, schema.TOP_KEYS, "", source)
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        schema.config_error(source, "", "name", "a non-empty str without '/'", name)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        schema.config_error(source, "", "description", "a str", description)
+    rows = _parse_data(data, source)
+    space_table = schema.get_table(data, "space", source)
+    try:
+        space = SearchSpace.from_dict(space_table)
+    except InvalidParameterError as exc:
+        raise StudyConfigError(f"{source}: [space]: {exc}") from exc
+    train = dict(schema.get_table(data, "train", source))
+    schema.check_keys(train, schema.TRAIN_KEYS, "train", source)
+    schema.check_train(train, source, check_device=check_device)
+    budget = _parse_budget(data, source)
+    compare = _parse_compare(data, source)
+    pruner = _parse_pruner(data, source)
+    sampler_options = _parse_sampler_options(data, space, source)
+    storage = data.get("storage")
+    if storage is not None:
+        if not isinstance(storage, str) or not storage:
+            schema.config_error(source, "", "storage", "a storage URL or path", storage)
+        storage = resolve_storage_url(storage, base_dir=base)
+    return StudyConfig(
+        name=name.strip(),
+        description=description,
+        space=space,
+        train=train,
+        budget=budget,
+        **rows,
+        **compare,
+        sampler_options=sampler_options,
+        pruner=pruner,
+        storage=storage,
+        base_dir=base,
+        source=source,
+    )
+
+
+def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``dataset``, ``test_fraction``, ``validation_fraction``, ``split_seed`` of ``[data]``."""
+    from evohpo.training.datasets import DATASETS
+
+    table = schema.get_table(data, "data", source, required=True)
+    schema.check_keys(table, schema.DATA_KEYS, "data", source)
+    dataset = table.get("dataset")
+    if dataset not in DATASETS:
+        listed = ", ".join(repr(n) for n in sorted(DATASETS))
+        schema.config_error(
+            source,
+            "data",
+            "dataset",
+            f"one of {{{listed}}}",
+            dataset,
+            hint=schema.did_you_mean(dataset, DATASETS),
+        )
+    test_fraction = table.get("test_fraction")
+    if test_fraction is not None:
+        test_fraction = schema.fraction(test_fraction, "test_fraction", "data", source)
+    return {
+        "dataset": str(dataset),
+        "test_fraction": test_fraction,
+        "validation_fraction": schema.fraction(
+            table.get("validation_fraction", 0.2), "validation_fraction", "data", source
+        ),
+        "split_seed": schema.integer(
+            table.get("split_seed", 0), "split_seed", "data", source, low=0
+        ),
+    }
+
+
+def _parse_budget(data: Mapping[str, Any], source: str) -> Budget:
+    table = schema.get_table(data, "budget", source, required=True)
+    schema.check_keys(table, schema.BUDGET_KEYS, "budget", source)
+    n_trials = table.get("n_trials")
+    if n_trials is not None:
+        n_trials = schema.integer(n_trials, "n_trials", "budget", source, low=1)
+    timeout = table.get("timeout")
+    if timeout is not None:
+        timeout = schema.positive(timeout, "timeout", "budget", source)
+    if n_trials is None and timeout is None:
+        raise StudyConfigError(
+            f"{source}: [budget] needs 'n_trials', 'timeout' or both; it sets neither."
+        )
+    return Budget(n_trials=n_trials, timeout=timeout)
+
+
+def _parse_compare(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``samplers``, ``seeds`` and ``target`` of ``[compare]``."""
+    table = schema.get_table(data, "compare", source)
+    schema.check_keys(table, schema.COMPARE_KEYS, "compare", source)
+    samplers = table.get("samplers", list(SAMPLERS))
+    if (
+        not isinstance(samplers, list)
+        or not samplers
+        or any(s not in SAMPLERS for s in samplers)
+        or len(set(samplers)) != len(samplers)
+    ):
+        schema.config_error(
+            source,
+            "compare",
+            "samplers",
+            f"a non-empty list of distinct {list(SAMPLERS)}",
+            samplers,
+        )
+    seeds = table.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        schema.config_error(source, "compare", "seeds", "a non-empty list of distinct ints", seeds)
+    target = table.get("target")
+    if target is not None:
+        target = schema.fraction(target, "target", "compare", source, allow_one=True)
+    return {
+        "samplers": tuple(samplers),
+        "seeds": tuple(schema.integer(s, "seeds", "compare", source, low=0) for s in seeds),
+        "target": target,
+    }
+
+
+def _parse_pruner(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    pruner = dict(schema.get_table(data, "pruner", source))
+    pruner.setdefault("name", "none")
+    if pruner["name"] not in PRUNERS:
+        listed = ", ".join(repr(n) for n in PRUNERS)
+        schema.config_error(
+            source,
+            "pruner",
+            "name",
+            f"one of {{{listed}}}",
+            pruner["name"],
+            hint=schema.did_you_mean(pruner["name"], PRUNERS),
+        )
+    schema.check_pruner_keys(pruner, source)
+    try:
+        build_pruner(pruner)
+    except (TypeError, ValueError) as exc:
+        raise StudyConfigError(f"{source}: [pruner]: {exc}") from exc
+    return pruner
+
+
+def _parse_sampler_options(
+    data: Mapping[str, Any], space: SearchSpace, source: str
+) -> dict[str, dict[str, Any]]:
+    """The keyword arguments of every sampler (``[sampler.<name>]``), each tried once."""
+    table = schema.get_table(data, "sampler", source)
+    schema.check_keys(table, SAMPLERS, "sampler", source)
+    sampler_options: dict[str, dict[str, Any]] = {}
+    for name in SAMPLERS:
+        options = dict(schema.get_table(table, name, source, prefix="sampler."))
+        schema.check_sampler_keys(name, options, source)
+        sampler_options[name] = options
+        try:
+            build_sampler(name, seed=0, options=options, space=space)
+        except (TypeError, ValueError) as exc:
+            raise StudyConfigError(f"{source}: [sampler.{name}]: {exc}") from exc
+    return sampler_options

@@ -1,0 +1,105 @@
+"""Refit a study's best genome and measure its test accuracy.
+
+The test rows stay unseen during the search: the best trial's genome is
+trained again on the training and validation rows together and scored on
+the test rows once; the result is kept in the study user attribute
+:data:`TEST_ATTR`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from evohpo._interrupt import GracefulStop
+from evohpo.evolution.genome import Genome
+from evohpo.studies.data import PreparedData
+
+if TYPE_CHECKING:
+    from evohpo.search.objective import GenomeObjective
+    from evohpo.training.config import TrainResult
+
+__all__ = ["TEST_ATTR", "best_genome", "cached_test_accuracy", "measure_test_accuracy", "refit"]
+
+#: Study user attribute caching the test accuracy of the best trial's refit.
+TEST_ATTR = "evohpo.test"
+
+
+def best_genome(trial: FrozenTrial) -> Genome:
+    """The genome a trial trained: its ``genome`` user attribute, else its parameters."""
+    stored = trial.user_attrs.get("genome")
+    if isinstance(stored, str):
+        return Genome.from_json(stored)
+    return Genome.from_params(trial.params)
+
+
+def refit(objective: GenomeObjective, trial: FrozenTrial) -> TrainResult:
+    """Train ``trial``'s genome on the training and validation rows together.
+
+    It trains for the trial's best epoch count (no early stopping: no rows are
+    left to stop on) with the trial's own training seed. The returned
+    :class:`~evohpo.training.config.TrainResult`'s model expects features transformed
+    by ``objective.standardizer()``.
+    """
+    epochs = trial.user_attrs.get("best_epoch")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        epochs = None  # the objective finds it with one early-stopped training
+    return objective.fit_genome(
+        best_genome(trial), seed=objective.trial_seed(trial.number), epochs=epochs
+    )
+
+
+def cached_test_accuracy(user_attrs: Mapping[str, Any], trial: int) -> float | None:
+    """The test accuracy :data:`TEST_ATTR` holds for trial number ``trial``, if any.
+
+    Examples
+    --------
+    >>> cached_test_accuracy({TEST_ATTR: {"trial": 3, "accuracy": 0.9}}, 3)
+    0.9
+    >>> cached_test_accuracy({TEST_ATTR: {"trial": 3, "accuracy": 0.9}}, 4) is None
+    True
+    """
+    cached = user_attrs.get(TEST_ATTR)
+    if not isinstance(cached, Mapping) or cached.get("trial") != trial:
+        return None
+    value = cached.get("accuracy")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def measure_test_accuracy(
+    study: optuna.Study,
+    objective: GenomeObjective,
+    data: PreparedData,
+    *,
+    guard: GracefulStop | None = None,
+) -> float | None:
+    """Refit the best trial's genome (see :func:`refit`), score it on the test rows.
+
+    The result is cached in the study user attribute :data:`TEST_ATTR` for
+    the best trial's number, so it is measured once.
+
+    Returns ``None`` for a study without a completed trial.
+    """
+    from evohpo.training.predict import predict_logits
+
+    try:
+        trial = study.best_trial
+    except ValueError:
+        return None
+    cached = cached_test_accuracy(study.user_attrs, trial.number)
+    if cached is not None:
+        return cached
+    guard = guard if guard is not None else GracefulStop()
+    guard.check()
+    result = refit(objective, trial)  # stops at a training step on a signal
+    logits = predict_logits(result.model, objective.standardizer().transform(data.X_test))
+    accuracy = float(np.mean(logits.argmax(axis=1) == data.y_test))
+    study.set_user_attr(
+        TEST_ATTR,
+        {"trial": trial.number, "accuracy": accuracy, "n_test": len(data.y_test)},
+    )
+    return accuracy

@@ -1,0 +1,261 @@
+"""A pool of worker processes on one study: :class:`WorkerPool` and :func:`run_workers`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+import optuna
+
+from evohpo._redact import redact_text
+from evohpo._validation import check_float, check_int
+from evohpo.exceptions import WorkerError
+from evohpo.workers.process import THREAD_VARIABLES, Launch, launch_header, spawn
+from evohpo.workers.spec import WorkerReport, WorkerSpec
+
+__all__ = ["WorkerPool", "run_workers"]
+
+_logger = logging.getLogger("evohpo")
+
+
+class WorkerPool:
+    """Worker processes on one study; see :func:`run_workers`.
+
+    Each worker is a new Python interpreter (not forked, which is unsafe once
+    torch has started its threads): it reads the pickled spec from a pipe and
+    sends its :class:`WorkerReport` back through another. Unlike
+    :mod:`multiprocessing`'s spawn, it runs the calling script again only when
+    the spec names something defined in it (then, as there, the script needs
+    an ``if __name__ == "__main__"`` guard); factories from modules, such as
+    the estimator's and the study files', need none.
+
+    Parameters
+    ----------
+    spec : WorkerSpec
+    n_workers : int
+        Processes to start.
+    threads_per_worker : int, optional
+        Intra-op threads of each process (``OMP_NUM_THREADS`` and friends,
+        ``torch.set_num_threads``); by default the CPU count divided by
+        ``n_workers``, at least 1.
+    log_level : int, optional
+        Level of the workers' ``"evohpo"`` loggers (they log on standard
+        error); by default the effective level of this process's.
+
+    Examples
+    --------
+    ``with WorkerPool(spec, 4) as pool: reports = pool.join()``; the pool
+    stops the processes still running when the block is left early.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        n_workers: int,
+        *,
+        threads_per_worker: int | None = None,
+        log_level: int | None = None,
+    ) -> None:
+        check_int(n_workers, "n_workers", "WorkerPool", low=1)
+        if threads_per_worker is None:
+            threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
+        check_int(threads_per_worker, "threads_per_worker", "WorkerPool", low=1)
+        self.spec = spec
+        if log_level is None:
+            log_level = logging.getLogger("evohpo").getEffectiveLevel()
+        level = log_level
+        env = {**os.environ, **{name: str(threads_per_worker) for name in THREAD_VARIABLES}}
+        header = pickle.dumps(launch_header())
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._pipes: list[BinaryIO] = []
+        try:
+            for index in range(n_workers):
+                launch = Launch(
+                    spec, index, threads_per_worker, level, optuna.logging.get_verbosity()
+                )
+                process, pipe = spawn(header, launch, env)
+                self._processes.append(process)
+                self._pipes.append(pipe)
+        except BaseException:
+            self.terminate(grace=5.0)
+            self._close_pipes()
+            raise
+        self._pids = [p.pid for p in self._processes]
+        self._reports: dict[int, WorkerReport] = {}
+        self._done: set[int] = set()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers, by index."""
+        return list(self._pids)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if any(p.poll() is None for p in self._processes):
+            self.terminate()
+        self.join()
+
+    def terminate(self, grace: float = 30.0) -> None:
+        """Ask running workers to stop (SIGTERM: their running trial fails), then kill."""
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        end = time.monotonic() + grace
+        for process in self._processes:
+            try:
+                process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def join(self, timeout: float | None = None) -> list[WorkerReport]:
+        """Wait for every worker; their reports by index.
+
+        A worker killed before it could report (SIGKILL, out of memory) gets
+        a report with its negative exit code and an ``error``.
+
+        Raises
+        ------
+        TimeoutError
+            If workers are still running after ``timeout`` seconds.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        pending = [i for i in range(len(self._processes)) if i not in self._done]
+        while pending:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"{len(pending)} worker(s) still running after {timeout} s")
+            # A worker's pipe becomes readable when it reports or dies.
+            ready = multiprocessing.connection.wait(
+                [self._pipes[i].fileno() for i in pending], left
+            )
+            for i in list(pending):
+                if self._pipes[i].fileno() in ready:
+                    self._receive(i)
+                    self._processes[i].wait()
+                    self._done.add(i)
+                    pending.remove(i)
+        self._close_pipes()
+        return [self._final_report(i) for i in range(len(self._processes))]
+
+    def _receive(self, index: int) -> None:
+        """Read the report a worker sends, if it sent one (the pipe reads to its end)."""
+        pipe = self._pipes[index]
+        try:
+            data = pipe.read()
+        except OSError:
+            return
+        if data:
+            with contextlib.suppress(Exception):  # a report cut short by a kill
+                report = pickle.loads(data)
+                if isinstance(report, WorkerReport):
+                    self._reports[index] = dataclasses.replace(report, index=index)
+
+    def _close_pipes(self) -> None:
+        for pipe in self._pipes:
+            pipe.close()
+
+    def _final_report(self, index: int) -> WorkerReport:
+        process = self._processes[index]
+        report = self._reports.get(index)
+        if report is None:
+            code = process.returncode
+            if code is not None and code < 0:
+                try:
+                    what = f"killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    what = f"killed by signal {-code}"
+            else:
+                what = f"exited with status {code} without a report"
+            return WorkerReport(index, self._pids[index], exitcode=code, error=what)
+        return dataclasses.replace(report, exitcode=process.returncode)
+
+
+def run_workers(
+    spec: WorkerSpec,
+    n_workers: int,
+    *,
+    threads_per_worker: int | None = None,
+    timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+    wait_interval: float = 1.0,
+    log_level: int | None = None,
+) -> list[WorkerReport]:
+    """Run ``n_workers`` worker processes on one study and wait for them.
+
+    The study must exist (create it first, e.g. with ``optuna.create_study(...,
+    load_if_exists=True)``). Processes are spawned, so ``spec`` and its
+    factories must be picklable. Ctrl-C or SIGTERM stops every worker: their
+    running trials are recorded as failed, finished trials are kept.
+
+    Parameters
+    ----------
+    spec : WorkerSpec
+    n_workers : int
+        Worker processes, at least 1.
+    threads_per_worker : int, optional
+        See :class:`WorkerPool`.
+    timeout : float, optional
+        Seconds to wait for the workers before they are stopped.
+    on_wait : callable, optional
+        Called every ``wait_interval`` seconds while the workers run (to
+        follow the study's progress, say).
+    wait_interval : float, default=1.0
+    log_level : int, optional
+        See :class:`WorkerPool`.
+
+    Returns
+    -------
+    list of WorkerReport
+        One per worker, by index. Workers killed from outside (SIGKILL) have
+        a negative ``exitcode``; the others carry on without them.
+
+    Raises
+    ------
+    WorkerError
+        If a worker stopped with an error (after all workers have exited);
+        the message names the worker and the error, passwords hidden.
+    """
+    check_float(wait_interval, "wait_interval", "run_workers", low=0.0, low_open=True)
+    end = None if timeout is None else time.monotonic() + timeout
+    with WorkerPool(
+        spec, n_workers, threads_per_worker=threads_per_worker, log_level=log_level
+    ) as pool:
+        try:
+            while True:
+                left = None if end is None else max(0.0, end - time.monotonic())
+                if on_wait is None:
+                    reports = pool.join(left)
+                    break
+                try:
+                    reports = pool.join(wait_interval if left is None else min(left, wait_interval))
+                    break
+                except TimeoutError:
+                    if left is not None and left <= wait_interval:
+                        raise
+                    on_wait()
+        except (KeyboardInterrupt, TimeoutError):
+            pool.terminate()
+            raise
+    errors = [r for r in reports if r.error is not None and (r.exitcode or 0) >= 0]
+    for report in reports:
+        if report.exitcode is not None and report.exitcode < 0:
+            _logger.warning("worker %d (process %d): %s", report.index, report.pid, report.error)
+    if errors:
+        details = "; ".join(f"worker {r.index}: {r.error}" for r in errors)
+        raise WorkerError(
+            f"{len(errors)} of {n_workers} workers on study {spec.study_name!r} in "
+            f"{spec.shown_storage} stopped with an error: {redact_text(details)}"
+        )
+    return reports

@@ -1,0 +1,283 @@
+"""Trials of killed processes: the owner rule, and ``evohpo run`` resumed after a SIGKILL.
+
+A process killed with SIGKILL leaves its trial ``RUNNING``. Whoever starts
+next on the study (a run, a worker, a fit) fails it and re-enqueues it with
+the same parameters when its owner, on this host, is gone; trials of other
+hosts are left alone (:mod:`evohpo.storage.ownership`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from evohpo.evolution.lineage import LINEAGE_ATTR
+from evohpo.storage import (
+    COUNTED_STATES,
+    FAIL_REASON_ATTR,
+    OWNER_ATTR,
+    close_storage,
+    internals,
+    open_storage,
+    owner_is_gone,
+    owner_record,
+    recover_orphaned_trials,
+)
+from evohpo.storage.ownership import boot_id, process_start_time
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the owner rule ----------------------------------------------------------------------------
+@pytest.fixture
+def live_child() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def record_of(pid: int, **changes: Any) -> dict[str, Any]:
+    record = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started": process_start_time(pid),
+        "boot": boot_id(),
+    }
+    record.update(changes)
+    return record
+
+
+def test_owner_record_names_this_process() -> None:
+    record = owner_record(worker=3)
+    assert record["host"] == socket.gethostname()
+    assert record["pid"] == os.getpid()
+    assert record["worker"] == 3
+    assert isinstance(record["started"], int)  # Linux: from /proc
+    assert record["boot"]
+    assert not owner_is_gone(record)
+
+
+def test_a_dead_process_on_this_host_is_gone() -> None:
+    pid = dead_pid()
+    assert owner_is_gone(record_of(pid, started=12345))
+    assert owner_is_gone({"host": socket.gethostname(), "pid": pid})  # an older record
+
+
+def test_a_live_process_with_another_start_time_is_gone(
+    live_child: subprocess.Popen[bytes],
+) -> None:
+    record = record_of(live_child.pid)
+    assert isinstance(record["started"], int)
+    assert not owner_is_gone(record)
+    assert owner_is_gone({**record, "started": record["started"] + 1})  # the pid was reused
+    assert not owner_is_gone({**record, "started": None})  # no start time: the pid decides
+    this = owner_record()
+    assert owner_is_gone({**this, "started": this["started"] + 1})
+
+
+def test_another_boot_is_gone_and_another_host_never_is(
+    live_child: subprocess.Popen[bytes],
+) -> None:
+    assert owner_is_gone(record_of(live_child.pid, boot="an-earlier-boot"))
+    elsewhere = socket.gethostname() + "-elsewhere"
+    assert not owner_is_gone(record_of(dead_pid(), host=elsewhere))
+    assert not owner_is_gone(record_of(dead_pid(), host=elsewhere, boot="another-boot"))
+    assert not owner_is_gone(None)
+    assert not owner_is_gone({"host": socket.gethostname(), "pid": "12"})
+
+
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_start_records_the_owner_and_recovery_retries_the_same_trial(
+    tmp_path: Path, form: str
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}" if form == "sqlite" else f"journal://{tmp_path / 's.log'}"
+    )
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+        orphan = study.ask()
+        orphan.suggest_float("x", 0.0, 1.0)
+        orphan.set_user_attr("genome", {"x": "kept"})
+        assert study.trials[0].system_attrs[OWNER_ATTR] == owner_record()
+        foreign = study.ask()
+        foreign.suggest_float("x", 0.0, 1.0)
+        dead = record_of(dead_pid(), started=1)
+        set_owner(study, orphan, dead)
+        set_owner(study, foreign, {**dead, "host": socket.gethostname() + "-elsewhere"})
+
+        assert recover_orphaned_trials(study) == [0]
+        trials = study.get_trials()
+        assert [t.state for t in trials] == [
+            TrialState.FAIL,
+            TrialState.RUNNING,
+            TrialState.WAITING,
+        ]
+        assert "is gone" in trials[0].system_attrs[FAIL_REASON_ATTR]
+        retry = trials[2]
+        assert retry.system_attrs["failed_trial"] == 0
+        assert retry.params == trials[0].params
+        assert retry.user_attrs == {"genome": {"x": "kept"}}
+        assert OWNER_ATTR not in retry.system_attrs
+        assert FAIL_REASON_ATTR not in retry.system_attrs
+        assert recover_orphaned_trials(study) == []  # once only
+
+        study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)
+        done = study.trials[2]
+        assert done.state == TrialState.COMPLETE
+        assert done.params == trials[0].params
+        assert done.system_attrs[OWNER_ATTR] == owner_record()  # taken up here
+        assert study.trials[1].state == TrialState.RUNNING  # another host's: left to heartbeats
+    finally:
+        close_storage(storage)
+
+
+def set_owner(study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) -> None:
+    internals.set_trial_system_attr(study, internals.trial_id(trial), OWNER_ATTR, record)
+
+
+# -- evohpo run, killed and resumed --------------------------------------------------------------
+N_TRIALS = 4
+
+STUDY_FILE = f"""
+name = "killed"
+
+[data]
+dataset = "iris"
+
+[space]
+max_layers = 2
+units = [8, 32]
+batch_sizes = [16]
+
+[train]
+max_epochs = 250
+patience = 1000
+device = "cpu"
+
+[budget]
+n_trials = {N_TRIALS}
+
+[sampler.ga]
+population_size = 2
+"""
+STUDY = "killed/ga/seed0"
+
+
+def read_trials(url: str) -> list[FrozenTrial] | None:
+    """The study's trials read with plain Optuna storages; ``None`` before it exists."""
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = url[len("journal://") :]
+        if not Path(path).exists():
+            return None
+        storage: optuna.storages.BaseStorage = JournalStorage(JournalFileBackend(path))
+    else:
+        storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    except KeyError:
+        return None
+    finally:
+        if isinstance(storage, optuna.storages.RDBStorage):
+            storage.engine.dispose()
+
+
+def fully_asked(trial: FrozenTrial) -> bool:
+    lineage = trial.user_attrs.get(LINEAGE_ATTR)
+    return bool(lineage) and trial.params == lineage["params"]
+
+
+def kill_mid_trial(study_file: Path, url: str) -> tuple[list[FrozenTrial], FrozenTrial]:
+    """Run the study in a process, SIGKILL it while a trial trains; trials finished, the killed."""
+    env = dict(os.environ, EVOHPO_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "evohpo", "run", str(study_file), "--storage", url]
+    log = study_file.with_suffix(".err")
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            trials = read_trials(url) or []
+            running = [t for t in trials if t.state == TrialState.RUNNING and fully_asked(t)]
+            if running and any(t.state == TrialState.COMPLETE for t in trials):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None and process.returncode != -signal.SIGKILL:
+            process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, log.read_text(errors="replace")
+    trials = read_trials(url)
+    assert trials is not None
+    (killed,) = [t for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.state in COUNTED_STATES]
+    assert finished
+    return finished, killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_a_killed_run_resumes_with_its_trial_retried(
+    tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.cli import main
+
+    study_file = tmp_path / "killed.toml"
+    study_file.write_text(STUDY_FILE, encoding="utf-8")
+    if form == "sqlite":
+        url = f"sqlite:///{tmp_path / 'killed.db'}"
+        optuna.storages.RDBStorage(url).engine.dispose()  # tables first: no race on creating them
+    else:
+        url = f"journal://{tmp_path / 'killed.log'}"
+    finished, killed = kill_mid_trial(study_file, url)
+    assert killed.system_attrs[OWNER_ATTR]["pid"] != os.getpid()
+
+    assert main(["run", str(study_file), "--storage", url]) == 0
+    assert f"finished trials: {N_TRIALS} of {N_TRIALS}" in capsys.readouterr().out
+    trials = read_trials(url)
+    assert trials is not None
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    by_number = {t.number: t for t in trials}
+    for before in finished:  # kept as they were
+        after = by_number[before.number]
+        assert (after.state, after.values, after.params) == (
+            before.state,
+            before.values,
+            before.params,
+        )
+        assert after.user_attrs == before.user_attrs
+        assert after.datetime_complete == before.datetime_complete
+    dead = by_number[killed.number]
+    assert dead.state == TrialState.FAIL
+    assert dead.system_attrs[FAIL_REASON_ATTR].startswith("WorkerLost: its process")
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retry.state in COUNTED_STATES
+    assert retry.params == killed.params
+    assert retry.user_attrs[LINEAGE_ATTR] == killed.user_attrs[LINEAGE_ATTR]
+    assert retry.system_attrs[OWNER_ATTR]["pid"] == os.getpid()
+    assert sum(t.state in COUNTED_STATES for t in trials) == N_TRIALS
