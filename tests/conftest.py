@@ -93,11 +93,24 @@ def write_study() -> WriteStudy:
     top-level key of the file (``name``, ``storage``, ``data``, ``space``,
     ``train``, ``budget``, ``compare``, ``sampler``, ``pruner``, ...); tables
     merge key by key and ``None`` removes a key. ``filename`` names the file.
+
+    Mappings given after the directory are layers of overrides merged in turn
+    before the keywords: ``write_study(tmp_path, TINY, budget={"n_trials": None})``
+    writes a module's own study (``TINY``) less a setting that it sets.
     """
 
-    def write(directory: Path, /, *, filename: str = "study.toml", **overrides: Any) -> Path:
+    def write(
+        directory: Path,
+        /,
+        *layers: Mapping[str, Any],
+        filename: str = "study.toml",
+        **overrides: Any,
+    ) -> Path:
+        document = dict(BASE_STUDY)
+        for layer in (*layers, overrides):
+            document = merge(document, layer)
         path = Path(directory) / filename
-        path.write_text(render_toml(merge(BASE_STUDY, overrides)), encoding="utf-8")
+        path.write_text(render_toml(document), encoding="utf-8")
         return path
 
     return write

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,43 +30,31 @@ from evohpo.studies.data import prepare_data
 from evohpo.studies.group import STUDY_ATTR
 from evohpo.training.nn import build_model
 
-TINY = """
-name = "tiny"
+#: The module's study, over conftest's ``BASE_STUDY``: three trials on the CPU.
+TINY: dict[str, Any] = {
+    "space": {"batch_sizes": [16, 32]},
+    "train": {"device": "cpu"},
+    "budget": {"n_trials": 3},
+    "compare": {"target": 0.5},
+    "sampler": {"tpe": {"n_startup_trials": 2}},
+}
 
-[data]
-dataset = "iris"
-test_fraction = 0.2
-
-[space]
-max_layers = 2
-units = [4, 16]
-batch_sizes = [16, 32]
-
-[train]
-max_epochs = 2
-device = "cpu"
-
-[budget]
-n_trials = 3
-
-[compare]
-samplers = ["ga", "tpe"]
-seeds = [0, 1]
-target = 0.5
-
-[sampler.ga]
-population_size = 2
-
-[sampler.tpe]
-n_startup_trials = 2
-"""
+WriteStudy = Callable[..., Path]
 
 
 @pytest.fixture
-def study_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+def study_file(tmp_path: Path, write_study: WriteStudy) -> Path:
+    return write_study(tmp_path, TINY, filename="tiny.toml")
+
+
+@pytest.fixture
+def rewrite(study_file: Path, write_study: WriteStudy) -> Callable[..., Path]:
+    """Write ``study_file`` again: the module's study with overrides."""
+
+    def write(**overrides: Any) -> Path:
+        return write_study(study_file.parent, TINY, filename=study_file.name, **overrides)
+
+    return write
 
 
 def db_url(path: Path) -> str:
@@ -168,14 +157,18 @@ def test_malformed_toml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert "Traceback" not in err
 
 
-def test_invalid_setting_is_named(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    study_file.write_text(TINY.replace("n_trials = 3", "n_trails = 3"), encoding="utf-8")
+def test_invalid_setting_is_named(
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rewrite(budget={"n_trials": None, "n_trails": 3})
     assert main(["run", str(study_file)]) == 1
     assert "unknown setting 'n_trails' in [budget]" in capsys.readouterr().err
 
 
-def test_a_directory_as_the_study_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "tiny.toml").write_text(TINY, encoding="utf-8")
+def test_a_directory_as_the_study_file(
+    tmp_path: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_study(tmp_path, TINY, filename="tiny.toml")
     assert main(["run", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "is a directory; give the path of a .toml file. It holds tiny.toml." in err
@@ -183,9 +176,9 @@ def test_a_directory_as_the_study_file(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_a_device_this_machine_lacks_is_refused_before_any_storage(
-    study_file: Path, capsys: pytest.CaptureFixture[str]
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    study_file.write_text(TINY.replace('device = "cpu"', 'device = "cuda:7"'), encoding="utf-8")
+    rewrite(train={"device": "cuda:7"})
     for command in ("run", "compare", "worker", "export"):
         assert main([command, str(study_file)]) == 1
         err = capsys.readouterr().err
@@ -195,22 +188,22 @@ def test_a_device_this_machine_lacks_is_refused_before_any_storage(
 
 
 def test_a_study_resumes_on_another_device(
-    study_file: Path, capsys: pytest.CaptureFixture[str]
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["run", str(study_file), "--n-trials", "1"]) == 0
-    study_file.write_text(
-        TINY.replace('device = "cpu"', 'device = "auto"\neval_batch_size = 7'), encoding="utf-8"
-    )
+    rewrite(train={"device": "auto", "eval_batch_size": 7})
     assert main(["run", str(study_file), "--n-trials", "2"]) == 0
     assert "finished trials: 2 of 2 (1 run now)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["run", "compare", "worker"])
 def test_a_split_with_too_few_rows_leaves_no_storage(
-    study_file: Path, command: str, capsys: pytest.CaptureFixture[str]
+    study_file: Path,
+    command: str,
+    rewrite: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    text = TINY.replace("test_fraction = 0.2", "test_fraction = 0.2\nvalidation_fraction = 0.01")
-    study_file.write_text(text, encoding="utf-8")
+    rewrite(data={"validation_fraction": 0.01})
     assert main([command, str(study_file)]) == 1
     err = capsys.readouterr().err
     assert (
@@ -285,11 +278,11 @@ def test_interrupt_exits_130(
 
 
 def test_different_space_is_refused_and_storage_unchanged(
-    study_file: Path, capsys: pytest.CaptureFixture[str]
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["run", str(study_file), "--sampler", "ga"]) == 0
     before = snapshot(db_url(study_file))
-    study_file.write_text(TINY.replace("units = [4, 16]", "units = [4, 64]"), encoding="utf-8")
+    rewrite(space={"units": [4, 64]})
     capsys.readouterr()
     for command in (["run", str(study_file)], ["compare", str(study_file)]):
         assert main(command) == 1
@@ -408,11 +401,12 @@ def test_progress_is_off_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- compare --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def compared_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def compared_template(
+    tmp_path_factory: pytest.TempPathFactory, write_study: WriteStudy
+) -> tuple[Path, str]:
     """One comparison run for the module: 2 samplers x 2 seeds x 3 trials."""
     directory = tmp_path_factory.mktemp("compared")
-    path = directory / "tiny.toml"
-    path.write_text(TINY, encoding="utf-8")
+    path = write_study(directory, TINY, filename="tiny.toml")
     with pytest.MonkeyPatch.context() as patch:
         stdout = io.StringIO()
         patch.setattr(sys, "stdout", stdout)
@@ -809,15 +803,17 @@ def _count_trials(db: Path, name: str) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_compare_cleanly_and_it_resumes(tmp_path: Path, signum: int) -> None:
-    study = tmp_path / "resume.toml"
-    study.write_text(
-        TINY.replace("n_trials = 3", "n_trials = 8")
-        .replace("max_epochs = 2", "max_epochs = 15\npatience = 15")
-        .replace("seeds = [0, 1]", "seeds = [0]")
-        .replace("units = [4, 16]", "units = [32, 64]")
-        .replace("batch_sizes = [16, 32]", "batch_sizes = [8]"),
-        encoding="utf-8",
+def test_signal_stops_compare_cleanly_and_it_resumes(
+    tmp_path: Path, signum: int, write_study: WriteStudy
+) -> None:
+    study = write_study(
+        tmp_path,
+        TINY,
+        filename="resume.toml",
+        space={"units": [32, 64], "batch_sizes": [8]},
+        train={"max_epochs": 15, "patience": 15},
+        budget={"n_trials": 8},
+        compare={"seeds": [0]},
     )
     db = tmp_path / "evohpo.db"
     command = [sys.executable, "-m", "evohpo", "compare", str(study), "--no-test"]

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,28 +159,16 @@ def set_owner(study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) 
 # -- evohpo run, killed and resumed --------------------------------------------------------------
 N_TRIALS = 4
 
-STUDY_FILE = f"""
-name = "killed"
-
-[data]
-dataset = "iris"
-
-[space]
-max_layers = 2
-units = [8, 32]
-batch_sizes = [16]
-
-[train]
-max_epochs = 250
-patience = 1000
-device = "cpu"
-
-[budget]
-n_trials = {N_TRIALS}
-
-[sampler.ga]
-population_size = 2
-"""
+#: The study the killed run works on, over conftest's ``BASE_STUDY``.
+STUDY_FILE: dict[str, Any] = {
+    "name": "killed",
+    "data": {"test_fraction": None},
+    "space": {"units": [8, 32], "batch_sizes": [16]},
+    "train": {"max_epochs": 250, "patience": 1000, "device": "cpu"},
+    "budget": {"n_trials": N_TRIALS},
+    "compare": None,
+    "sampler": {"ga": {"population_size": 2}},
+}
 STUDY = "killed/ga/seed0"
 
 
@@ -243,12 +231,11 @@ def kill_mid_trial(study_file: Path, url: str) -> tuple[list[FrozenTrial], Froze
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["sqlite", "journal"])
 def test_a_killed_run_resumes_with_its_trial_retried(
-    tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, form: str, write_study: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from evohpo.cli import main
 
-    study_file = tmp_path / "killed.toml"
-    study_file.write_text(STUDY_FILE, encoding="utf-8")
+    study_file = write_study(tmp_path, STUDY_FILE, filename="killed.toml")
     if form == "sqlite":
         url = f"sqlite:///{tmp_path / 'killed.db'}"
         optuna.storages.RDBStorage(url).engine.dispose()  # tables first: no race on creating them

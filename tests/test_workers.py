@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -543,34 +543,20 @@ def test_spec_is_validated() -> None:
 
 
 # -- the command line ----------------------------------------------------------------------
-TINY_STUDY = """
-name = "tiny"
-
-[data]
-dataset = "iris"
-
-[space]
-max_layers = 2
-units = [4, 16]
-batch_sizes = [16, 32]
-
-[train]
-max_epochs = 2
-device = "cpu"
-
-[budget]
-n_trials = 8
-
-[sampler.ga]
-population_size = 3
-"""
+#: The study the command line runs, over conftest's ``BASE_STUDY``.
+TINY_STUDY: dict[str, Any] = {
+    "data": {"test_fraction": None},
+    "space": {"batch_sizes": [16, 32]},
+    "train": {"device": "cpu"},
+    "budget": {"n_trials": 8},
+    "compare": None,
+    "sampler": {"ga": {"population_size": 3}},
+}
 
 
 @pytest.fixture
-def study_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_STUDY, encoding="utf-8")
-    return path
+def study_file(tmp_path: Path, write_study: Callable[..., Path]) -> Path:
+    return write_study(tmp_path, TINY_STUDY, filename="tiny.toml")
 
 
 def cli_trials(url: str, name: str) -> list[FrozenTrial]:

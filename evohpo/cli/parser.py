@@ -190,6 +190,26 @@ def _command(
     return sub
 
 
+def _add_one_study(parser: argparse.ArgumentParser, *, storage_what: str) -> None:
+    """Arguments naming one study of a study file and its total: ``run`` and ``worker``."""
+    parser.add_argument("study_file", metavar="STUDY.toml", help="the study file")
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default="ga", help="the sampler (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="the seed (default: the first of the study file's seeds)",
+    )
+    _add_storage(parser, what=storage_what)
+    parser.add_argument(
+        "--n-trials",
+        type=_positive_int,
+        metavar="N",
+        help="total finished trials of the study (default: the study file's budget)",
+    )
+
+
 def _add_run(commands: _Commands) -> None:
     """The ``run`` command: one study, in this process or in worker processes."""
     run = _command(
@@ -202,22 +222,7 @@ def _add_run(commands: _Commands) -> None:
         --n-trials 30 a study holding 20 finished trials runs 10 more); the GA
         breeds from the population stored in the study.""",
     )
-    run.add_argument("study_file", metavar="STUDY.toml", help="the study file")
-    run.add_argument(
-        "--sampler", choices=SAMPLERS, default="ga", help="the sampler (default: %(default)s)"
-    )
-    run.add_argument(
-        "--seed",
-        type=_non_negative_int,
-        help="the seed (default: the first of the study file's seeds)",
-    )
-    _add_storage(run, what="")
-    run.add_argument(
-        "--n-trials",
-        type=_positive_int,
-        metavar="N",
-        help="total finished trials of the study (default: the study file's budget)",
-    )
+    _add_one_study(run, storage_what="")
     run.add_argument(
         "--timeout",
         type=_positive_float,
@@ -253,22 +258,7 @@ def _add_worker(commands: _Commands) -> None:
         Keep passwords out of the command line: leave them out of the URL and set
         PGPASSWORD.""",
     )
-    worker.add_argument("study_file", metavar="STUDY.toml", help="the study file")
-    worker.add_argument(
-        "--sampler", choices=SAMPLERS, default="ga", help="the sampler (default: %(default)s)"
-    )
-    worker.add_argument(
-        "--seed",
-        type=_non_negative_int,
-        help="the seed (default: the first of the study file's seeds)",
-    )
-    _add_storage(worker, what="shared by the workers")
-    worker.add_argument(
-        "--n-trials",
-        type=_positive_int,
-        metavar="N",
-        help="total finished trials of the study (default: the study file's budget)",
-    )
+    _add_one_study(worker, storage_what="shared by the workers")
     worker.add_argument(
         "--timeout",
         type=_positive_float,

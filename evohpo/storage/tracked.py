@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
@@ -32,27 +32,47 @@ _logger = logging.getLogger("evohpo")
 TrialStartListener = Callable[[int], None]
 
 
-def _record_start(
-    storage: BaseStorage,
-    trial_id: int,
-    owner_extra: Mapping[str, Any],
-    listener: TrialStartListener | None,
-) -> dict[str, Any]:
-    """A trial started here: tell the listener first (an outage may follow), then record."""
-    if listener is not None:
-        listener(trial_id)
-    record = owner_record(**owner_extra)
-    storage.set_trial_system_attr(trial_id, OWNER_ATTR, record)
-    return record
+class _OwnerRecording(BaseStorage):
+    """Writes the owner record of each trial that starts in this process.
+
+    Mixed in before an Optuna storage class; ``_init_owner`` runs before that
+    class's ``__init__``.
+    """
+
+    _owner_extra: dict[str, Any]
+    _listener: TrialStartListener | None
+
+    def _init_owner(
+        self, owner_extra: Mapping[str, Any] | None, listener: TrialStartListener | None
+    ) -> None:
+        self._owner_extra = dict(owner_extra or {})
+        self._listener = listener
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state: dict[Any, Any] = dict(cast("dict[Any, Any]", super().__getstate__()))
+        # A listener belongs to this process; a copy elsewhere (pickled) has none.
+        state["_listener"] = None
+        return state
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        # The storage class this is mixed into implements it.
+        changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[safe-super]
+        if changed and state == TrialState.RUNNING:  # a waiting trial (a retry) taken up
+            self._start(trial_id)
+        return changed
+
+    def _start(self, trial_id: int) -> dict[str, Any]:
+        """A trial started here: tell the listener first (an outage may follow), then record."""
+        if self._listener is not None:
+            self._listener(trial_id)
+        record = owner_record(**self._owner_extra)
+        self.set_trial_system_attr(trial_id, OWNER_ATTR, record)
+        return record
 
 
-def _without_listener(state: dict[Any, Any]) -> dict[Any, Any]:
-    # A listener belongs to this process; a copy elsewhere (pickled) has none.
-    state["_listener"] = None
-    return state
-
-
-class TrackedRDBStorage(RDBStorage):
+class TrackedRDBStorage(_OwnerRecording, RDBStorage):
     """``RDBStorage`` that records trial owners and survives outages in its heartbeats.
 
     Parameters
@@ -75,13 +95,9 @@ class TrackedRDBStorage(RDBStorage):
         listener: TrialStartListener | None = None,
         **kwargs: Any,
     ) -> None:
-        self._owner_extra = dict(owner_extra or {})
-        self._listener = listener
+        self._init_owner(owner_extra, listener)
         self._heartbeat_down = False
         super().__init__(url, **kwargs)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        return _without_listener(super().__getstate__())
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
@@ -91,17 +107,6 @@ class TrackedRDBStorage(RDBStorage):
         if template_trial is None and trial.state == TrialState.RUNNING:
             trial.system_attrs[OWNER_ATTR] = self._start(trial._trial_id)
         return trial
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING:
-            self._start(trial_id)
-        return changed
-
-    def _start(self, trial_id: int) -> dict[str, Any]:
-        return _record_start(self, trial_id, self._owner_extra, self._listener)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -121,7 +126,7 @@ class TrackedRDBStorage(RDBStorage):
             self._heartbeat_down = False
 
 
-class TrackedJournalStorage(JournalStorage):
+class TrackedJournalStorage(_OwnerRecording, JournalStorage):
     """``JournalStorage`` that records trial owners; see :class:`TrackedRDBStorage`."""
 
     def __init__(
@@ -131,26 +136,11 @@ class TrackedJournalStorage(JournalStorage):
         owner_extra: Mapping[str, Any] | None = None,
         listener: TrialStartListener | None = None,
     ) -> None:
-        self._owner_extra = dict(owner_extra or {})
-        self._listener = listener
+        self._init_owner(owner_extra, listener)
         super().__init__(backend)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        return _without_listener(super().__getstate__())
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
         if template_trial is None:
             self._start(trial_id)
         return trial_id
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING:
-            self._start(trial_id)
-        return changed
-
-    def _start(self, trial_id: int) -> dict[str, Any]:
-        return _record_start(self, trial_id, self._owner_extra, self._listener)
