@@ -98,7 +98,7 @@ def rekey(
     occurrence; otherwise it gets a fresh id. Ids no parent has (layers this
     operator made) are kept while unique.
     """
-    known: dict[str, set[tuple[int | None, int]]] = {}
+    known: dict[str, set[tuple[int | str | None, int]]] = {}
     for parent in parents:
         for layer, shape in zip(parent.layers, weight_shapes(parent.layers), strict=True):
             known.setdefault(layer.id, set()).add(shape)

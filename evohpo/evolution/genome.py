@@ -2,7 +2,10 @@
 
 A :class:`Genome` is a stack of dense :class:`LayerGene` (units, activation,
 dropout) plus the global training genes (optimizer, learning rate, weight
-decay, batch size).
+decay, batch size). For inputs with a shape it may also have a convolutional
+body of :class:`~evohpo.evolution.blocks.BlockGene` before the dense layers
+(see :mod:`evohpo.evolution.blocks`); a genome without one (``blocks=None``)
+has exactly the JSON and parameters it always had.
 
 Gene ids
 --------
@@ -27,7 +30,13 @@ Two serialised forms exist and both round-trip exactly:
 
 * JSON with a ``schema_version`` (never pickle), for storage and export;
 * a flat Optuna parameter dict, whose names are defined once here
-  (``n_layers``, ``layer0.units``, ``layer0.activation``, ...).
+  (``n_layers``, ``layer0.units``, ``layer0.activation``, ...; with a body
+  also ``n_blocks``, ``block0.channels``, ... and ``readout``).
+
+Block genes follow the same id rule, with the conv's weight shape (see
+:func:`~evohpo.evolution.blocks.block_weight_shapes`). The first dense layer of
+a genome with blocks reads the body's output, so its input "width" is a key of
+what the body hands over (:meth:`Genome.weight_shapes`).
 """
 
 from __future__ import annotations
@@ -41,11 +50,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
+from evohpo.evolution.blocks import (
+    BLOCK_FIELDS,
+    READOUTS,
+    BlockGene,
+    block_param,
+    block_parameter_count,
+    block_weight_shapes,
+    body_features,
+)
 from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
 
 __all__ = [
     "ACTIVATIONS",
     "GLOBAL_PARAMS",
+    "BlockGene",
     "Genome",
     "LayerGene",
     "OPTIMIZERS",
@@ -70,6 +89,8 @@ LEARNING_RATE = "learning_rate"
 WEIGHT_DECAY = "weight_decay"
 BATCH_SIZE = "batch_size"
 GLOBAL_PARAMS: tuple[str, ...] = (N_LAYERS, OPTIMIZER, LEARNING_RATE, WEIGHT_DECAY, BATCH_SIZE)
+N_BLOCKS = "n_blocks"
+READOUT = "readout"
 LAYER_FIELDS: tuple[str, ...] = ("units", "activation", "dropout")
 
 
@@ -159,6 +180,13 @@ class Genome:
         Non-negative L2 weight decay.
     batch_size : int
         Positive mini-batch size.
+    blocks : sequence of BlockGene or None, default=None
+        The convolutional body, input side first; ``()`` is a body of depth 0
+        (the dense layers read the flattened input) and ``None`` no body at
+        all (a dense genome, for flat inputs).
+    readout : {"avg", "flatten"}, default="avg"
+        How the body meets the dense layers; ``"avg"`` whenever there are no
+        blocks.
 
     Examples
     --------
@@ -174,9 +202,12 @@ class Genome:
     learning_rate: float
     weight_decay: float
     batch_size: int
+    blocks: tuple[BlockGene, ...] | None = None
+    readout: str = "avg"
 
     def __post_init__(self) -> None:
         owner = "Genome"
+        self._check_body(owner)
         layers = tuple(self.layers) if isinstance(self.layers, Sequence) else self.layers
         if not isinstance(layers, tuple) or not layers:
             raise InvalidParameterError(
@@ -189,7 +220,8 @@ class Genome:
                     "The 'layers' parameter of Genome must contain only LayerGene values. "
                     f"Got {layer!r} instead."
                 )
-        ids = [layer.id for layer in layers if layer.id]
+        genes: list[LayerGene | BlockGene] = [*(self.blocks or ()), *layers]
+        ids = [gene.id for gene in genes if gene.id]
         if len(set(ids)) != len(ids):
             repeated = next(i for n, i in enumerate(ids) if i in ids[:n])
             raise_invalid(
@@ -209,12 +241,51 @@ class Genome:
             self, "batch_size", check_int(self.batch_size, "batch_size", owner, low=1)
         )
 
+    def _check_body(self, owner: str) -> None:
+        if self.blocks is None:
+            blocks = None
+        elif isinstance(self.blocks, (tuple, list)):
+            blocks = tuple(self.blocks)
+            for block in blocks:
+                if not isinstance(block, BlockGene):
+                    raise_invalid("blocks", owner, "a sequence of BlockGene or None", self.blocks)
+        else:
+            raise_invalid("blocks", owner, "a sequence of BlockGene or None", self.blocks)
+        object.__setattr__(self, "blocks", blocks)
+        check_choice(self.readout, "readout", owner, READOUTS)
+        if not blocks:  # no body output to read: one canonical value
+            object.__setattr__(self, "readout", READOUTS[0])
+
     @property
     def depth(self) -> int:
         """Number of hidden layers."""
         return len(self.layers)
 
-    def weight_shapes(self) -> list[tuple[int | None, int]]:
+    @property
+    def has_body(self) -> bool:
+        """Whether the genome is for shaped inputs (it has a body, maybe of depth 0)."""
+        return self.blocks is not None
+
+    @property
+    def body_depth(self) -> int:
+        """Number of convolutional blocks (0 without a body)."""
+        return len(self.blocks or ())
+
+    def head_input_key(self) -> int | str | None:
+        """What the first dense layer reads, as a key that changes when its weight shape may.
+
+        ``None``: the network's input (no blocks); otherwise the readout, the
+        last block's channels and, when flattening, every block's downsampling.
+        """
+        if not self.blocks:
+            return None
+        last = self.blocks[-1].channels
+        if self.readout == "avg":
+            return f"avg:{last}"
+        steps = ",".join(f"{b.stride}{b.pool[0]}" for b in self.blocks)
+        return f"flatten:{last}:{steps}"
+
+    def weight_shapes(self) -> list[tuple[int | str | None, int]]:
         """``(input width, units)`` of each layer's weight matrix.
 
         The first layer's input width is the network's input, unknown to the
@@ -228,16 +299,32 @@ class Genome:
         >>> g.weight_shapes()
         [(None, 64), (64, 32)]
         """
-        return weight_shapes(self.layers)
+        return weight_shapes(self.layers, self.head_input_key())
+
+    def block_weight_shapes(self) -> list[tuple[int | None, int, int]]:
+        """``(input channels, channels, kernel)`` of each block's conv (``None``: the input's)."""
+        return block_weight_shapes(self.blocks or ())
 
     def replace(self, **changes: Any) -> Genome:
         """A copy with ``changes`` applied (validated like a new genome)."""
         return replace(self, **changes)
 
-    def n_parameters(self, n_inputs: int, n_outputs: int) -> int:
-        """Trainable parameters of the dense network this genome describes."""
+    def n_parameters(self, n_inputs: int | Sequence[int], n_outputs: int) -> int:
+        """Trainable parameters of the network this genome describes.
+
+        ``n_inputs`` is the number of input features, or the input shape
+        ``(channels, *positions)`` for a genome with a body.
+        """
         total = 0
-        width = n_inputs
+        if isinstance(n_inputs, Sequence):
+            shape = tuple(n_inputs)
+            in_channels = shape[0]
+            for block in self.blocks or ():
+                total += block_parameter_count(block, in_channels, len(shape) - 1)
+                in_channels = block.channels
+            width = body_features(self.blocks or (), self.readout, shape)
+        else:
+            width = n_inputs
         for layer in self.layers:
             total += width * layer.units + layer.units
             width = layer.units
@@ -245,8 +332,8 @@ class Genome:
 
     # -- JSON ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, tagged with :data:`SCHEMA_VERSION`."""
-        return {
+        """A JSON-ready dict, tagged with :data:`SCHEMA_VERSION` (body keys only with a body)."""
+        data: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "layers": [layer.to_dict() for layer in self.layers],
             "optimizer": self.optimizer,
@@ -254,6 +341,11 @@ class Genome:
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
         }
+        if self.blocks is not None:
+            data["blocks"] = [block.to_dict() for block in self.blocks]
+            if self.blocks:
+                data["readout"] = self.readout
+        return data
 
     def to_json(self) -> str:
         """Serialise to compact, key-sorted JSON."""
@@ -282,14 +374,22 @@ class Genome:
         raw_layers = data["layers"]
         if not isinstance(raw_layers, list):
             raise GenomeFormatError("A genome's 'layers' must be a JSON list.")
+        raw_blocks = data.get("blocks")
+        if raw_blocks is not None and not isinstance(raw_blocks, list):
+            raise GenomeFormatError("A genome's 'blocks' must be a JSON list.")
         try:
             layers = tuple(_layer_from_dict(item) for item in raw_layers)
+            blocks = None
+            if raw_blocks is not None:
+                blocks = tuple(BlockGene.from_dict(item) for item in raw_blocks)
             return cls(
                 layers=layers,
                 optimizer=data["optimizer"],
                 learning_rate=data["learning_rate"],
                 weight_decay=data["weight_decay"],
                 batch_size=data["batch_size"],
+                blocks=blocks,
+                readout=data.get("readout", READOUTS[0]),
             )
         except InvalidParameterError as exc:
             raise GenomeFormatError(f"A genome holds an invalid value: {exc}") from exc
@@ -315,6 +415,13 @@ class Genome:
             params[layer_param(i, "units")] = layer.units
             params[layer_param(i, "activation")] = layer.activation
             params[layer_param(i, "dropout")] = layer.dropout
+        if self.blocks is not None:
+            params[N_BLOCKS] = len(self.blocks)
+            for i, block in enumerate(self.blocks):
+                for name in BLOCK_FIELDS:
+                    params[block_param(i, name)] = getattr(block, name)
+            if self.blocks:
+                params[READOUT] = self.readout
         params[OPTIMIZER] = self.optimizer
         params[LEARNING_RATE] = self.learning_rate
         params[WEIGHT_DECAY] = self.weight_decay
@@ -322,8 +429,13 @@ class Genome:
         return params
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], ids: Sequence[str] | None = None) -> Genome:
-        """Inverse of :meth:`to_params`; per-layer ``ids`` may be given.
+    def from_params(
+        cls,
+        params: Mapping[str, Any],
+        ids: Sequence[str] | None = None,
+        block_ids: Sequence[str] | None = None,
+    ) -> Genome:
+        """Inverse of :meth:`to_params`; per-layer and per-block ids may be given.
 
         Parameters
         ----------
@@ -332,6 +444,9 @@ class Genome:
             genome parameters are ignored.
         ids : sequence of str, optional
             Gene ids of the layers, in order; layers beyond them get ``""``.
+        block_ids : sequence of str, optional
+            Gene ids of the blocks, likewise. Blocks are read when ``params``
+            holds ``n_blocks``.
 
         Raises
         ------
@@ -342,8 +457,11 @@ class Genome:
         owner = "Genome.from_params"
         if not isinstance(params, Mapping):
             _format_error("params", owner, "a mapping of parameter names to values", params)
-        if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence)):
-            _format_error("ids", owner, "a sequence of str or None", ids)
+        for name, given in (("ids", ids), ("block_ids", block_ids)):
+            if given is not None and (
+                isinstance(given, (str, bytes)) or not isinstance(given, Sequence)
+            ):
+                _format_error(name, owner, "a sequence of str or None", given)
         missing = [name for name in GLOBAL_PARAMS if name not in params]
         if missing:
             raise GenomeFormatError(f"The parameter dict lacks the genome parameters {missing}.")
@@ -358,6 +476,7 @@ class Genome:
                 f"The parameter dict declares {depth} layers but lacks {missing}."
             )
         ids = list(ids or [])
+        blocks = _blocks_from_params(params, list(block_ids or []), owner)
         try:
             layers = tuple(
                 LayerGene(
@@ -374,15 +493,52 @@ class Genome:
                 learning_rate=params[LEARNING_RATE],
                 weight_decay=params[WEIGHT_DECAY],
                 batch_size=params[BATCH_SIZE],
+                blocks=blocks,
+                readout=params.get(READOUT, READOUTS[0]),
             )
         except InvalidParameterError as exc:
             raise GenomeFormatError(f"The parameter dict holds an invalid value: {exc}") from exc
 
 
-def weight_shapes(layers: Sequence[LayerGene]) -> list[tuple[int | None, int]]:
-    """``(input width, units)`` of each layer of a stack; ``None``: the network's input."""
-    widths: list[int | None] = [None, *(layer.units for layer in layers[:-1])]
+def weight_shapes(
+    layers: Sequence[LayerGene], head_input: int | str | None = None
+) -> list[tuple[int | str | None, int]]:
+    """``(input width, units)`` of each layer of a stack.
+
+    ``head_input`` is what the first layer reads: ``None`` for the network's
+    input, else :meth:`Genome.head_input_key`.
+    """
+    widths: list[int | str | None] = [head_input, *(layer.units for layer in layers[:-1])]
     return [(width, layer.units) for width, layer in zip(widths, layers, strict=True)]
+
+
+def _blocks_from_params(
+    params: Mapping[str, Any], ids: list[str], owner: str
+) -> tuple[BlockGene, ...] | None:
+    if N_BLOCKS not in params:
+        return None
+    try:
+        n_blocks = check_int(params[N_BLOCKS], N_BLOCKS, owner, low=0)
+    except InvalidParameterError as exc:
+        raise GenomeFormatError(str(exc)) from exc
+    names = [block_param(i, f) for i in range(n_blocks) for f in BLOCK_FIELDS]
+    if n_blocks:
+        names.append(READOUT)
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise GenomeFormatError(
+            f"The parameter dict declares {n_blocks} blocks but lacks {missing}."
+        )
+    try:
+        return tuple(
+            BlockGene(
+                **{f: params[block_param(i, f)] for f in BLOCK_FIELDS},
+                id=ids[i] if i < len(ids) else "",
+            )
+            for i in range(n_blocks)
+        )
+    except InvalidParameterError as exc:
+        raise GenomeFormatError(f"The parameter dict holds an invalid value: {exc}") from exc
 
 
 def _format_error(name: str, owner: str, expected: str, got: Any) -> NoReturn:

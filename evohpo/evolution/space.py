@@ -6,10 +6,11 @@ import difflib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.blocks import POOLS, READOUTS, BlockGene, body_shapes, check_input_shape
 from evohpo.evolution.genome import (
     ACTIVATIONS,
     OPTIMIZERS,
@@ -50,6 +51,28 @@ class SearchSpace:
         Positive weight-decay range, sampled on a log scale.
     batch_sizes : sequence of int
         Batch-size choices, positive integers.
+    input_shape : tuple of int, optional
+        ``(channels, length)`` or ``(channels, height, width)``: genomes get a
+        convolutional body (:mod:`evohpo.evolution.blocks`) that fits this
+        shape. ``None`` (default): dense genomes, and none of the settings
+        below is used or stored.
+    min_blocks, max_blocks : int
+        Body depth range, ``0 <= min_blocks <= max_blocks``.
+    channels : (int, int)
+        Range of a block's output channels, sampled on a log scale.
+    kernels : sequence of int
+        Kernel-size choices, odd positive integers.
+    strides : sequence of int
+        Stride choices, positive integers.
+    pools : sequence of str
+        Pooling choices, a subset of :data:`evohpo.evolution.blocks.POOLS`.
+    residual, batchnorm : sequence of bool
+        Choices of the residual and batch-norm flags.
+    block_dropout : (float, float)
+        Dropout range of a block, within ``[0, 1)``.
+    readouts : sequence of str
+        How the body meets the dense layers, a subset of
+        :data:`evohpo.evolution.blocks.READOUTS`.
 
     Examples
     --------
@@ -69,6 +92,17 @@ class SearchSpace:
     learning_rate: tuple[float, float] = (1e-4, 1e-1)
     weight_decay: tuple[float, float] = (1e-7, 1e-2)
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256)
+    input_shape: tuple[int, ...] | None = None
+    min_blocks: int = 0
+    max_blocks: int = 4
+    channels: tuple[int, int] = (8, 64)
+    kernels: tuple[int, ...] = (3, 5, 7)
+    strides: tuple[int, ...] = (1, 2)
+    pools: tuple[str, ...] = POOLS
+    residual: tuple[bool, ...] = (False, True)
+    batchnorm: tuple[bool, ...] = (False, True)
+    block_dropout: tuple[float, float] = (0.0, 0.3)
+    readouts: tuple[str, ...] = READOUTS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -85,11 +119,65 @@ class SearchSpace:
         set_(self, "activations", _choices(self.activations, "activations", ACTIVATIONS))
         set_(self, "optimizers", _choices(self.optimizers, "optimizers", OPTIMIZERS))
         set_(self, "batch_sizes", _int_choices(self.batch_sizes, "batch_sizes"))
+        self._check_body_settings()
+
+    def _check_body_settings(self) -> None:
+        set_ = object.__setattr__
+        err = SearchSpaceError
+        if self.input_shape is not None:
+            try:
+                shape = check_input_shape(self.input_shape, "input_shape", _OWNER)
+            except ValueError as exc:
+                raise SearchSpaceError(str(exc)) from None
+            set_(self, "input_shape", shape)
+        set_(self, "min_blocks", check_int(self.min_blocks, "min_blocks", _OWNER, low=0, error=err))
+        set_(self, "max_blocks", check_int(self.max_blocks, "max_blocks", _OWNER, low=0, error=err))
+        if self.max_blocks < self.min_blocks:
+            expected = f"an int >= min_blocks ({self.min_blocks})"
+            raise_invalid("max_blocks", _OWNER, expected, self.max_blocks, err)
+        set_(self, "channels", _int_range(self.channels, "channels", low=1))
+        kernels = _int_choices(self.kernels, "kernels")
+        if any(k % 2 == 0 for k in kernels):
+            raise_invalid("kernels", _OWNER, "odd kernel sizes (same padding)", self.kernels, err)
+        set_(self, "kernels", kernels)
+        set_(self, "strides", _int_choices(self.strides, "strides"))
+        set_(self, "pools", _choices(self.pools, "pools", POOLS))
+        set_(self, "residual", _bool_choices(self.residual, "residual"))
+        set_(self, "batchnorm", _bool_choices(self.batchnorm, "batchnorm"))
+        dropout = _float_range(self.block_dropout, "block_dropout", 0.0, 1.0, high_open=True)
+        set_(self, "block_dropout", dropout)
+        set_(self, "readouts", _choices(self.readouts, "readouts", READOUTS))
+        if self.input_shape is not None and self._smallest_body_fails():
+            raise SearchSpaceError(
+                f"No body of {self.min_blocks} blocks (min_blocks) fits the input shape "
+                f"{self.input_shape} with these strides and pools: even stride "
+                f"{min(self.strides)} and no pooling shrink it below one position. Lower "
+                "min_blocks, allow stride 1 or pools 'none', or use a larger input."
+            )
+
+    def _smallest_body_fails(self) -> bool:
+        """Whether even the gentlest body of ``min_blocks`` blocks leaves no position."""
+        if self.input_shape is None:
+            return False
+        pool = "none" if "none" in self.pools else self.pools[0]
+        gentle = BlockGene(1, 1, min(self.strides), pool, False, False, "relu", 0.0)
+        return body_shapes([gentle] * self.min_blocks, self.input_shape) is None
+
+    @property
+    def has_body(self) -> bool:
+        """Whether genomes of this space have a convolutional body (``input_shape`` is set)."""
+        return self.input_shape is not None
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the settings (lists for tuples)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        # A dense space stores exactly the settings it always stored, so that
+        # studies made before bodies existed still match their identity.
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in fields(self)
+            if self.has_body or f.name not in _BODY_SETTINGS
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
@@ -135,20 +223,69 @@ class SearchSpace:
 
     def sample_units(self, rng: random.Random) -> int:
         """Units drawn log-uniformly over the integers of the range."""
-        low, high = self.units
-        value = math.exp(rng.uniform(math.log(low - 0.5 if low > 1 else low), math.log(high + 0.5)))
-        return min(high, max(low, round(value)))
+        return _log_uniform_int(rng, self.units)
+
+    def sample_channels(self, rng: random.Random) -> int:
+        """Channels drawn log-uniformly over the integers of the range."""
+        return _log_uniform_int(rng, self.channels)
+
+    def sample_block(self, rng: random.Random) -> BlockGene:
+        """A random block gene with a fresh id (it may not fit every body: see :meth:`sample`)."""
+        return BlockGene(
+            channels=self.sample_channels(rng),
+            kernel=rng.choice(self.kernels),
+            stride=rng.choice(self.strides),
+            pool=rng.choice(self.pools),
+            residual=rng.choice(self.residual),
+            batchnorm=rng.choice(self.batchnorm),
+            activation=rng.choice(self.activations),
+            dropout=rng.uniform(*self.block_dropout),
+            id=new_gene_id(rng),
+        )
+
+    def sample_body(self, rng: random.Random) -> tuple[BlockGene, ...] | None:
+        """A random body that fits :attr:`input_shape` (``None`` for a dense space).
+
+        Blocks are drawn one after the other; a block that would leave no
+        position is drawn again (up to a few times), then the body stops
+        growing, never below ``min_blocks`` (the space guarantees that a
+        gentle enough body of that depth fits).
+        """
+        if self.input_shape is None:
+            return None
+        depth = rng.randint(self.min_blocks, self.max_blocks)
+        blocks: list[BlockGene] = []
+        while len(blocks) < depth:
+            for _ in range(_BLOCK_DRAWS):
+                block = self.sample_block(rng)
+                if body_shapes([*blocks, block], self.input_shape) is not None:
+                    blocks.append(block)
+                    break
+            else:
+                if len(blocks) >= self.min_blocks:
+                    break
+                blocks.append(self._gentlest_block(rng))
+        return tuple(blocks)
+
+    def _gentlest_block(self, rng: random.Random) -> BlockGene:
+        """A random block with the smallest stride and, if allowed, no pooling."""
+        block = self.sample_block(rng)
+        pool = "none" if "none" in self.pools else block.pool
+        return replace(block, stride=min(self.strides), pool=pool)
 
     def sample(self, rng: random.Random) -> Genome:
         """A random genome inside the space."""
         depth = rng.randint(self.min_layers, self.max_layers)
         layers = tuple(self.sample_layer(rng) for _ in range(depth))
+        blocks = self.sample_body(rng) if self.has_body else None
         return Genome(
             layers=layers,
             optimizer=rng.choice(self.optimizers),
             learning_rate=_log_uniform(rng, self.learning_rate),
             weight_decay=_log_uniform(rng, self.weight_decay),
             batch_size=rng.choice(self.batch_sizes),
+            blocks=blocks,
+            readout=rng.choice(self.readouts) if blocks else READOUTS[0],
         )
 
     def contains(self, genome: Genome) -> bool:
@@ -175,6 +312,38 @@ class SearchSpace:
             problems.append(f"weight_decay {genome.weight_decay} outside the range")
         if genome.batch_size not in self.batch_sizes:
             problems.append(f"batch_size {genome.batch_size} not a choice")
+        problems.extend(self._body_violations(genome))
+        return problems
+
+    def _body_violations(self, genome: Genome) -> list[str]:
+        if self.input_shape is None:
+            return ["a body, but the space has no input_shape"] if genome.has_body else []
+        if genome.blocks is None:
+            return ["no body, but the space has an input_shape"]
+        problems: list[str] = []
+        if not self.min_blocks <= genome.body_depth <= self.max_blocks:
+            problems.append(
+                f"body depth {genome.body_depth} outside [{self.min_blocks}, {self.max_blocks}]"
+            )
+        for i, b in enumerate(genome.blocks):
+            if not self.channels[0] <= b.channels <= self.channels[1]:
+                problems.append(f"block{i}.channels {b.channels} outside {list(self.channels)}")
+            for name, choices in (
+                ("kernel", self.kernels),
+                ("stride", self.strides),
+                ("pool", self.pools),
+                ("residual", self.residual),
+                ("batchnorm", self.batchnorm),
+                ("activation", self.activations),
+            ):
+                if getattr(b, name) not in choices:
+                    problems.append(f"block{i}.{name} {getattr(b, name)!r} not a choice")
+            if not self.block_dropout[0] <= b.dropout <= self.block_dropout[1]:
+                problems.append(f"block{i}.dropout {b.dropout} outside {list(self.block_dropout)}")
+        if genome.blocks and genome.readout not in self.readouts:
+            problems.append(f"readout {genome.readout!r} not a choice")
+        if body_shapes(genome.blocks, self.input_shape) is None:
+            problems.append(f"the body does not fit the input shape {self.input_shape}")
         return problems
 
     def repair(self, genome: Genome) -> Genome:
@@ -243,6 +412,41 @@ def _derive_ids(
     return tuple(result)
 
 
+_BODY_SETTINGS = frozenset(
+    (
+        "input_shape",
+        "min_blocks",
+        "max_blocks",
+        "channels",
+        "kernels",
+        "strides",
+        "pools",
+        "residual",
+        "batchnorm",
+        "block_dropout",
+        "readouts",
+    )
+)
+#: Draws of a block that fits before a body stops growing.
+_BLOCK_DRAWS = 8
+
+
+def _log_uniform_int(rng: random.Random, bounds: tuple[int, int]) -> int:
+    """An int drawn log-uniformly over the integers of ``bounds``."""
+    low, high = bounds
+    value = math.exp(rng.uniform(math.log(low - 0.5 if low > 1 else low), math.log(high + 0.5)))
+    return min(high, max(low, round(value)))
+
+
+def _bool_choices(value: Any, name: str) -> tuple[bool, ...]:
+    expected = "a non-empty sequence of distinct bools"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise_invalid(name, _OWNER, expected, value, SearchSpaceError)
+    if any(not isinstance(v, bool) for v in value) or len(set(value)) != len(value):
+        raise_invalid(name, _OWNER, expected, value, SearchSpaceError)
+    return tuple(value)
+
+
 def _clip(value: Any, bounds: tuple[Any, Any]) -> Any:
     return min(bounds[1], max(bounds[0], value))
 
@@ -275,25 +479,18 @@ def _float_range(
     lo, hi = _pair(value, name)
     # Log-scaled ranges (high is None) must stay strictly positive.
     low_open = high is None
-    lo = check_float(
-        lo,
-        f"{name}[0]",
-        _OWNER,
-        low=low,
-        high=high,
-        low_open=low_open,
-        high_open=high_open,
-        error=SearchSpaceError,
-    )
-    hi = check_float(
-        hi,
-        f"{name}[1]",
-        _OWNER,
-        low=low,
-        high=high,
-        low_open=low_open,
-        high_open=high_open,
-        error=SearchSpaceError,
+    lo, hi = (
+        check_float(
+            bound,
+            f"{name}[{i}]",
+            _OWNER,
+            low=low,
+            high=high,
+            low_open=low_open,
+            high_open=high_open,
+            error=SearchSpaceError,
+        )
+        for i, bound in enumerate((lo, hi))
     )
     if lo > hi:
         raise_invalid(name, _OWNER, "a (low, high) pair with low <= high", value, SearchSpaceError)
