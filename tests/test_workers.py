@@ -150,7 +150,16 @@ def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> Non
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     generation: dict[int, int] = {}
     repeats = 0
-    for number, trial in sorted(complete.items()):
+
+    def bred_after(parent: int, trial: FrozenTrial) -> bool:
+        # A child is bred when its trial starts asking, a moment after it got its number:
+        # a parent may have a larger number but it finished before the child did.
+        original = trial.system_attrs.get("failed_trial", trial.number)
+        finished = complete[parent].datetime_complete
+        return parent != original and finished is not None and finished <= trial.datetime_complete
+
+    # In completion order: every parent is seen before its children.
+    for number, trial in sorted(complete.items(), key=lambda item: item[1].datetime_complete):
         record = trial.user_attrs[LINEAGE_ATTR]
         if record["origin"] == "random":
             assert record["generation"] == 0
@@ -159,7 +168,7 @@ def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> Non
             # The best trial evaluated again, to measure the noise: its copy.
             (parent,) = record["parents"]
             assert parent in complete
-            assert parent < trial.system_attrs.get("failed_trial", number)
+            assert bred_after(parent, trial), (number, parent)
             assert record["generation"] == generation[parent]
             assert record["params"] == complete[parent].params
             repeats += 1
@@ -167,10 +176,9 @@ def check_study(trials: list[FrozenTrial], n_trials: int, n_workers: int) -> Non
             assert record["origin"] == "bred", record
             parents = record["parents"]
             assert parents
-            original = trial.system_attrs.get("failed_trial", number)
             for parent in parents:
                 assert parent in complete, (number, parent)
-                assert parent < original
+                assert bred_after(parent, trial), (number, parent)
             assert record["generation"] == 1 + max(generation[p] for p in parents)
         assert trial.params == record["params"]
         generation[number] = record["generation"]
