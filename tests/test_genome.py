@@ -1,13 +1,25 @@
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from evohpo.evolution.blocks import (
+    POOLS,
+    BlockGene,
+    block_param,
+    body_features,
+    body_shapes,
+    parse_block_param,
+)
 from evohpo.evolution.genome import (
     GLOBAL_PARAMS,
     SCHEMA_VERSION,
@@ -18,7 +30,15 @@ from evohpo.evolution.genome import (
     parse_layer_param,
 )
 from evohpo.exceptions import GenomeFormatError, GenomeSchemaError, InvalidParameterError
-from tests.strategies import WIDE, genomes
+from tests.strategies import (
+    WIDE,
+    any_body_genomes,
+    block_genes,
+    body_genomes,
+    fitting_bodies,
+    genomes,
+    input_shapes,
+)
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -376,3 +396,201 @@ def test_new_gene_id_is_reproducible_and_fresh() -> None:
     ids = {new_gene_id(rng) for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 12 for i in ids)
+
+
+# -- convolutional bodies --------------------------------------------------------------------
+def _block(
+    channels: int = 8, kernel: int = 3, stride: int = 1, pool: str = "none", **kw: Any
+) -> BlockGene:
+    genes: dict[str, Any] = {"residual": False, "batchnorm": False, "activation": "relu"}
+    genes.update({"dropout": 0.0, **kw})
+    return BlockGene(channels, kernel, stride, pool, **genes)
+
+
+def _positions_by_sliding(blocks: Sequence[BlockGene], input_shape: Sequence[int]) -> Any:
+    """Shapes after each block by counting window positions, as torch's formula does.
+
+    A conv of kernel k, stride s and padding k // 2 over n positions has
+    floor((n + 2 * (k // 2) - k) / s) + 1 outputs; a pooling of kernel and
+    stride 2 has floor((n - 2) / 2) + 1, and none below two positions.
+    """
+    positions = list(input_shape[1:])
+    shapes = []
+    for block in blocks:
+        pad = block.kernel // 2
+        positions = [(n + 2 * pad - block.kernel) // block.stride + 1 for n in positions]
+        if block.pool != "none":
+            if any(n < 2 for n in positions):
+                return None
+            positions = [(n - 2) // 2 + 1 for n in positions]
+        shapes.append((block.channels, *positions))
+    return shapes
+
+
+@FAST
+@given(body_genomes())
+def test_body_json_round_trip(genome: Genome) -> None:
+    text = genome.to_json()
+    restored = Genome.from_json(text)
+    assert restored == genome
+    assert restored.to_json() == text
+    assert restored.blocks is not None
+    assert genome.blocks is not None
+    assert [b.id for b in restored.blocks] == [b.id for b in genome.blocks]
+    assert restored.readout == genome.readout
+
+
+@FAST
+@given(any_body_genomes())
+def test_any_body_round_trips_through_json_and_params(genome: Genome) -> None:
+    assert Genome.from_json(genome.to_json()).to_json() == genome.to_json()
+    params = genome.to_params()
+    assert params["n_blocks"] == genome.body_depth
+    assert ("readout" in params) == bool(genome.blocks)
+    ids = [layer.id for layer in genome.layers]
+    block_ids = [block.id for block in genome.blocks or ()]
+    restored = Genome.from_params(params, ids=ids, block_ids=block_ids)
+    assert restored.to_json() == genome.to_json()
+    # Without ids the genes are the same and the ids empty.
+    bare = Genome.from_params(params)
+    assert bare == genome
+    assert all(block.id == "" for block in bare.blocks or ())
+
+
+def test_dense_genomes_keep_their_json_and_params() -> None:
+    genome = _genome()
+    assert "blocks" not in genome.to_dict()
+    assert "readout" not in genome.to_dict()
+    assert not any(
+        parse_block_param(name) or name in ("n_blocks", "readout") for name in genome.to_params()
+    )
+    assert Genome.from_params(genome.to_params()).blocks is None
+    empty = genome.replace(blocks=(), readout="flatten")
+    # A body of depth 0: the dense layers read the input; one readout only.
+    assert empty.readout == "avg"
+    assert empty.to_dict()["blocks"] == []
+    assert "readout" not in empty.to_dict()
+    assert empty.to_params()["n_blocks"] == 0
+    assert "readout" not in empty.to_params()
+    assert Genome.from_json(empty.to_json()).blocks == ()
+    assert empty != genome  # a body of depth 0 is not the absence of a body
+
+
+@FAST
+@given(input_shapes(), st.lists(block_genes(), max_size=6))
+def test_body_shapes_equal_counting_window_positions(
+    input_shape: tuple[int, ...], blocks: list[BlockGene]
+) -> None:
+    assert body_shapes(blocks, input_shape) == _positions_by_sliding(blocks, input_shape)
+
+
+@pytest.mark.parametrize(
+    "input_shape", [(1, 1), (1, 2), (1, 3), (2, 7), (1, 40), (3, 1, 1), (1, 2, 5), (2, 8, 8)]
+)
+def test_body_shapes_of_every_two_block_combination(input_shape: tuple[int, ...]) -> None:
+    genes = list(itertools.product((1, 3, 5), (1, 2, 3), POOLS))
+    for first, second in itertools.product(genes, repeat=2):
+        blocks = [_block(4, *first), _block(6, *second)]
+        expected = _positions_by_sliding(blocks, input_shape)
+        assert body_shapes(blocks, input_shape) == expected, (first, second)
+        assert body_shapes(blocks[:1], input_shape) == _positions_by_sliding(
+            blocks[:1], input_shape
+        )
+
+
+@FAST
+@given(st.data())
+def test_fitting_bodies_fit_and_give_the_head_its_width(data: st.DataObject) -> None:
+    input_shape = data.draw(input_shapes())
+    blocks = data.draw(fitting_bodies(input_shape))
+    shapes = body_shapes(blocks, input_shape)
+    assert shapes is not None
+    assert all(n >= 1 for shape in shapes for n in shape)
+    if blocks:
+        assert body_features(blocks, "avg", input_shape) == blocks[-1].channels
+        assert body_features(blocks, "flatten", input_shape) == math.prod(shapes[-1])
+    else:
+        assert body_features(blocks, "avg", input_shape) == math.prod(input_shape)
+
+
+def test_a_body_that_does_not_fit_is_a_clear_error() -> None:
+    blocks = [_block(pool="max")] * 3
+    assert body_shapes(blocks, (1, 7)) is None  # 7 -> 3 -> 1 -> no pooling possible
+    with pytest.raises(
+        InvalidParameterError, match=r"3 blocks does not fit the input shape \(1, 7\)"
+    ):
+        body_features(blocks, "avg", (1, 7))
+    with pytest.raises(InvalidParameterError, match="does not fit"):
+        _genome(blocks=tuple(blocks)).n_parameters((1, 7), 2)
+
+
+def test_block_weight_shapes_and_head_input_follow_the_body() -> None:
+    p, q = _block(8, 3, 2, "max", id="p"), _block(16, 5, 1, "avg", id="q")
+    genome = _genome(blocks=(p, q), readout="avg")
+    assert genome.block_weight_shapes() == [(None, 8, 3), (8, 16, 5)]
+    assert genome.head_input_key() == "avg:16"
+    assert genome.weight_shapes() == [("avg:16", 64), (64, 32)]
+    flat = genome.replace(readout="flatten")
+    assert flat.head_input_key() == "flatten:16:2m,1a"
+    # With flatten, any downsampling changes what the first layer reads; with avg it does not.
+    slower = (p, dataclasses.replace(q, stride=2))
+    assert genome.replace(blocks=slower).head_input_key() == "avg:16"
+    assert flat.replace(blocks=slower).head_input_key() == "flatten:16:2m,2a"
+    assert _genome().head_input_key() is None
+    assert _genome(blocks=()).head_input_key() is None
+
+
+def test_gene_ids_are_unique_across_blocks_and_layers() -> None:
+    with pytest.raises(InvalidParameterError, match=r"distinct gene ids \(id 'a' repeats\)"):
+        _genome(blocks=(_block(id="a"),))
+    with pytest.raises(InvalidParameterError, match=r"distinct gene ids \(id 'p' repeats\)"):
+        _genome(blocks=(_block(id="p"), _block(id="p")))
+    # The empty id means no id and may repeat.
+    assert _genome(blocks=(_block(), _block())).body_depth == 2
+
+
+def test_n_parameters_of_a_body_by_hand() -> None:
+    blocks = (
+        _block(8, 3, 2, "max", batchnorm=True),  # 1->8: 1*8*3*3 + 2*8 (bn), no bias
+        _block(8, 3, 1, "none", residual=True),  # 8->8 stride 1: identity shortcut
+        _block(4, 1, 2, "none", residual=True),  # 8->4 stride 2: 1x1 projection 8*4
+    )
+    genome = _genome(layers=(LayerGene(5, "relu", 0.0),), blocks=blocks, readout="flatten")
+    convs = (1 * 8 * 9 + 16) + (8 * 8 * 9 + 8) + (8 * 4 * 1 + 4 + 8 * 4)
+    # (1, 12, 12) -> conv s2: 6x6 -> pool: 3x3 -> 3x3 -> s2: 2x2; flatten 4 * 2 * 2.
+    assert genome.n_parameters((1, 12, 12), 3) == convs + (16 * 5 + 5) + (5 * 3 + 3)
+    one_d = genome.replace(readout="avg")
+    convs_1d = (1 * 8 * 3 + 16) + (8 * 8 * 3 + 8) + (8 * 4 + 4 + 8 * 4)
+    assert one_d.n_parameters((1, 40), 3) == convs_1d + (4 * 5 + 5) + (5 * 3 + 3)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda p: p.pop("block1.kernel"), r"declares 2 blocks but lacks \['block1.kernel'\]"),
+        (lambda p: p.pop("readout"), r"lacks \['readout'\]"),
+        (lambda p: p.update({"n_blocks": -1}), "'n_blocks' parameter of Genome.from_params"),
+        (
+            lambda p: p.update({"block0.kernel": 4}),
+            "'kernel' parameter of BlockGene must be an odd",
+        ),
+        (lambda p: p.update({"block0.pool": "min"}), "'pool' parameter of BlockGene"),
+        (
+            lambda p: p.update({"block0.residual": 1}),
+            "'residual' parameter of BlockGene must be a bool",
+        ),
+        (lambda p: p.update({"readout": "max"}), "'readout' parameter of Genome"),
+    ],
+)
+def test_malformed_body_params(edit: Any, match: str) -> None:
+    params = _genome(blocks=(_block(id="p"), _block(16, id="q"))).to_params()
+    edit(params)
+    with pytest.raises(GenomeFormatError, match=match):
+        Genome.from_params(params)
+
+
+def test_block_param_names() -> None:
+    assert block_param(3, "stride") == "block3.stride"
+    assert parse_block_param("block12.pool") == (12, "pool")
+    for name in ("block.pool", "blockx.pool", "block1.units", "block1", "n_blocks", "readout"):
+        assert parse_block_param(name) is None

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from evohpo.evolution.blocks import BlockGene, body_shapes
 from evohpo.evolution.crossover import crossover
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.evolution.mutation import MutationRates, mutate
@@ -29,7 +32,7 @@ from evohpo.evolution.selection import (
 )
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError
-from tests.strategies import distributions, seeds, spaces
+from tests.strategies import any_body_genomes, body_spaces, distributions, seeds, spaces
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -104,6 +107,9 @@ def _global_state_kept(call: Callable[[], object]) -> None:
         ({"learning_rate_sigma": -1.0}, "'learning_rate_sigma' parameter"),
         ({"weight_decay_sigma": math.inf}, "'weight_decay_sigma' parameter"),
         ({"dropout_sigma": True}, "'dropout_sigma' parameter"),
+        ({"insert_block": 1.5}, "'insert_block' parameter of MutationRates must be a float"),
+        ({"remove_block": -0.5}, "'remove_block' parameter"),
+        ({"duplicate_block": None}, "'duplicate_block' parameter"),
     ],
 )
 def test_mutation_rates_validation(kwargs: dict[str, Any], match: str) -> None:
@@ -1034,3 +1040,562 @@ def test_crossover_params_takes_from_both_parents() -> None:
 def test_crossover_params_rejects_a_bad_rng() -> None:
     with pytest.raises(InvalidParameterError, match="'rng' parameter of crossover_params"):
         crossover_params({}, {}, random)  # type: ignore[arg-type]
+
+
+# -- dense genomes draw as before bodies existed ---------------------------------------------
+def _dense_fingerprint() -> str:
+    """A digest of mutants and crossover children of dense genomes, ids and operators included."""
+    digest = hashlib.sha256()
+    spaces_ = [
+        SearchSpace(),
+        SearchSpace(min_layers=2, max_layers=6, units=(4, 64), activations=("relu", "tanh")),
+    ]
+    structural = MutationRates(gene=0.3, insert_layer=0.3, remove_layer=0.3, duplicate_layer=0.3)
+    for space in spaces_:
+        for rates in (MutationRates(), structural):
+            for seed in range(40):
+                rng = random.Random(seed)
+                a, b = space.sample(rng), space.sample(rng)
+                child, ops = mutate(a, space, rng, rates)
+                digest.update((child.to_json() + repr(ops)).encode())
+                for other in (child, b):
+                    child, ops = crossover(a, other, space, rng)
+                    digest.update((child.to_json() + repr(ops)).encode())
+    return digest.hexdigest()
+
+
+def test_dense_genomes_draw_exactly_as_before_bodies_existed() -> None:
+    # Recorded before convolutional bodies were added: stored studies and seeded
+    # runs of dense genomes must reproduce, so nothing extra may be drawn for them.
+    expected = "c0aef197e5597e2ddea41fb6255cc7e2ff846605cf1443795872a0a7ce512804"
+    assert _dense_fingerprint() == expected
+
+
+# -- convolutional bodies --------------------------------------------------------------------
+BODY_OPS = {
+    "mutate:channels",
+    "mutate:kernel",
+    "mutate:stride",
+    "mutate:pool",
+    "mutate:residual",
+    "mutate:batchnorm",
+    "mutate:block_activation",
+    "mutate:block_dropout",
+    "mutate:readout",
+    "insert_block",
+    "remove_block",
+    "duplicate_block",
+}
+BODY_STRUCTURAL = {"insert_block", "remove_block", "duplicate_block"}
+#: The operator name of each block gene.
+BLOCK_OPS = {
+    "channels": "mutate:channels",
+    "kernel": "mutate:kernel",
+    "stride": "mutate:stride",
+    "pool": "mutate:pool",
+    "residual": "mutate:residual",
+    "batchnorm": "mutate:batchnorm",
+    "activation": "mutate:block_activation",
+    "dropout": "mutate:block_dropout",
+}
+NO_STRUCTURE = {
+    "insert_layer": 0.0,
+    "remove_layer": 0.0,
+    "duplicate_layer": 0.0,
+    "insert_block": 0.0,
+    "remove_block": 0.0,
+    "duplicate_block": 0.0,
+}
+BODY_GENES_ONLY = MutationRates(gene=0.3, **NO_STRUCTURE)
+BODY_RATES = [
+    MutationRates(),
+    BODY_GENES_ONLY,
+    MutationRates(gene=0.2, insert_block=0.5, remove_block=0.5, duplicate_block=0.5),
+]
+
+
+def _only(op: str) -> MutationRates:
+    return MutationRates(gene=0.0, **{**NO_STRUCTURE, op: 1.0})
+
+
+def _dense_single_point(space: SearchSpace) -> bool:
+    """Whether no gene outside the body can change (then the body alone decides)."""
+    return (
+        space.min_layers == space.max_layers
+        and space.units[0] == space.units[1]
+        and len(space.activations) == 1
+        and space.dropout[0] == space.dropout[1]
+        and len(space.optimizers) == 1
+        and space.learning_rate[0] == space.learning_rate[1]
+        and space.weight_decay[0] == space.weight_decay[1]
+        and len(space.batch_sizes) == 1
+    )
+
+
+def _all_ids(genome: Genome) -> list[str]:
+    return [gene.id for gene in (*(genome.blocks or ()), *genome.layers)]
+
+
+def _block_ids(genome: Genome) -> list[str]:
+    return [block.id for block in genome.blocks or ()]
+
+
+def _assert_body_id_rule(child: Genome, parents: tuple[Genome, ...]) -> None:
+    """Ids are unique; a block or layer keeps a parent's id only with a shape it had there."""
+    ids = [i for i in _all_ids(child) if i]
+    assert len(set(ids)) == len(ids)
+    blocks: dict[str, set[Any]] = collections.defaultdict(set)
+    layers: dict[str, set[Any]] = collections.defaultdict(set)
+    for parent in parents:
+        for block, conv in zip(parent.blocks or (), parent.block_weight_shapes(), strict=True):
+            blocks[block.id].add(conv)
+        for layer, shape in zip(parent.layers, parent.weight_shapes(), strict=True):
+            layers[layer.id].add(shape)
+    for block, conv in zip(child.blocks or (), child.block_weight_shapes(), strict=True):
+        if block.id:  # "" is no id
+            assert block.id not in layers
+            assert conv in blocks.get(block.id, {conv}), (block.id, conv)
+    for layer, shape in zip(child.layers, child.weight_shapes(), strict=True):
+        if layer.id:
+            assert layer.id not in blocks
+            assert shape in layers.get(layer.id, {shape}), (layer.id, shape)
+
+
+def _fits(genome: Genome, space: SearchSpace) -> bool:
+    assert genome.blocks is not None
+    assert space.input_shape is not None
+    return body_shapes(genome.blocks, space.input_shape) is not None
+
+
+@FAST
+@given(body_spaces(), seeds, st.sampled_from(BODY_RATES))
+def test_mutate_body_child_in_space_fits_and_differs(
+    space: SearchSpace, seed: int, rates: MutationRates
+) -> None:
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    before = _snapshot(parent), _block_ids(parent)
+    child, ops = mutate(parent, space, rng, rates)
+    assert (_snapshot(parent), _block_ids(parent)) == before
+    assert space.contains(child), space.violations(child)
+    assert _fits(child, space)
+    assert set(ops) <= GENOME_OPS | BODY_OPS
+    assert len(ops) == len(set(ops))
+    assert bool(ops) == (child != parent)
+    if not _dense_single_point(space):
+        assert child != parent
+    _assert_body_id_rule(child, (parent,))
+
+
+@FAST
+@given(body_spaces(), seeds)
+def test_mutate_body_is_reproducible_and_keeps_global_state(space: SearchSpace, seed: int) -> None:
+    parent = space.sample(random.Random(seed))
+    rates = BODY_RATES[2]
+    first = mutate(parent, space, random.Random(seed + 1), rates)
+    second = mutate(parent, space, random.Random(seed + 1), rates)
+    assert (_snapshot(first[0]), _block_ids(first[0]), first[1]) == (
+        _snapshot(second[0]),
+        _block_ids(second[0]),
+        second[1],
+    )
+    _global_state_kept(lambda: mutate(parent, space, random.Random(seed), rates))
+
+
+@FAST
+@given(body_spaces(), seeds)
+def test_block_gene_mutations_report_what_they_changed(space: SearchSpace, seed: int) -> None:
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    child, ops = mutate(parent, space, rng, BODY_GENES_ONLY)
+    assert space.contains(child), space.violations(child)
+    if (STRUCTURAL | BODY_STRUCTURAL) & set(ops):
+        return  # a forced structural mutation (no gene could change); tested elsewhere
+    assert parent.blocks is not None
+    assert child.blocks is not None
+    assert child.body_depth == parent.body_depth
+    for name, op in BLOCK_OPS.items():
+        changed = [
+            getattr(old, name) != getattr(new, name)
+            for old, new in zip(parent.blocks, child.blocks, strict=True)
+        ]
+        assert any(changed) == (op in ops), (name, ops)
+    assert (child.readout != parent.readout) == ("mutate:readout" in ops)
+    for old, new in zip(parent.blocks, child.blocks, strict=True):
+        # Kernel and stride move to a neighbouring choice.
+        for name, choices in (("kernel", space.kernels), ("stride", space.strides)):
+            ordered = sorted(choices)
+            step = ordered.index(getattr(new, name)) - ordered.index(getattr(old, name))
+            assert step in (-1, 0, 1)
+    # Same weight shape, same id; another shape, a fresh id.
+    parent_ids = set(_all_ids(parent))
+    pairs = [
+        *zip(
+            parent.blocks,
+            child.blocks,
+            parent.block_weight_shapes(),
+            child.block_weight_shapes(),
+            strict=True,
+        ),
+        *zip(
+            parent.layers, child.layers, parent.weight_shapes(), child.weight_shapes(), strict=True
+        ),
+    ]
+    for old_gene, new_gene, old_shape, new_shape in pairs:
+        if old_shape == new_shape:
+            assert new_gene.id == old_gene.id
+        else:
+            assert new_gene.id not in parent_ids
+
+
+def test_mutate_body_every_operator_occurs() -> None:
+    space = SearchSpace(input_shape=(1, 40), max_blocks=4, strides=(1, 2, 3))
+    rng = random.Random(12)
+    counts: collections.Counter[str] = collections.Counter()
+    n = 400
+    for _ in range(n):
+        counts.update(mutate(space.sample(rng), space, rng)[1])
+    assert set(counts) == (GENOME_OPS | BODY_OPS) - {"repair"}
+    # Structural body mutations fire with probability 0.05 each, where allowed and fitting.
+    for op in BODY_STRUCTURAL:
+        assert 0.01 * n < counts[op] < 0.12 * n, counts
+
+
+def _body_parent(space: SearchSpace, rng: random.Random, depth: int) -> Genome:
+    """A genome of ``space`` whose body has ``depth`` blocks."""
+    while True:
+        genome = space.sample(rng)
+        if genome.body_depth == depth:
+            return genome
+
+
+@pytest.mark.parametrize("input_shape", [(2, 64), (1, 16, 16)])
+def test_insert_block_adds_a_fresh_fitting_block(input_shape: tuple[int, ...]) -> None:
+    space = SearchSpace(input_shape=input_shape, max_blocks=4)
+    rng = random.Random(3)
+    positions = set()
+    for _ in range(100):
+        parent = _body_parent(space, rng, 2)
+        child, ops = mutate(parent, space, rng, _only("insert_block"))
+        assert ops == ["insert_block"]
+        assert parent.blocks is not None
+        assert child.blocks is not None
+        assert child.body_depth == 3
+        assert _fits(child, space)
+        at = [p for p in range(3) if child.blocks[:p] + child.blocks[p + 1 :] == parent.blocks]
+        p = at[0]
+        positions.add(p)
+        _assert_body_id_rule(child, (parent,))
+        assert _block_ids(child)[:p] == _block_ids(parent)[:p]
+        assert child.blocks[p].id not in _all_ids(parent)
+        if p < 2:
+            # The block after the inserted one keeps its id only if it reads as many channels.
+            same_input = p > 0 and child.blocks[p].channels == parent.blocks[p - 1].channels
+            assert (child.blocks[p + 1].id == parent.blocks[p].id) == same_input
+        # The dense layers read the same body output unless the last block changed.
+        assert (child.layers[0].id == parent.layers[0].id) == (
+            child.head_input_key() == parent.head_input_key()
+        )
+    assert positions == {0, 1, 2}
+
+
+def test_remove_block_drops_one_block() -> None:
+    space = SearchSpace(input_shape=(1, 64), max_blocks=4)
+    rng = random.Random(4)
+    for _ in range(100):
+        parent = _body_parent(space, rng, 3)
+        child, ops = mutate(parent, space, rng, _only("remove_block"))
+        assert ops == ["remove_block"]
+        assert parent.blocks is not None
+        assert child.blocks is not None
+        assert child.body_depth == 2
+        at = [r for r in range(3) if parent.blocks[:r] + parent.blocks[r + 1 :] == child.blocks]
+        r = at[0]
+        _assert_body_id_rule(child, (parent,))
+        assert _block_ids(child)[:r] == _block_ids(parent)[:r]
+        if r < 2:
+            same_input = r > 0 and parent.blocks[r - 1].channels == parent.blocks[r].channels
+            assert (child.blocks[r].id == parent.blocks[r + 1].id) == same_input
+
+
+def test_duplicate_block_copies_next_to_the_original_with_a_new_id() -> None:
+    space = SearchSpace(input_shape=(1, 64, 64), max_blocks=4)
+    rng = random.Random(5)
+    for _ in range(100):
+        parent = _body_parent(space, rng, 2)
+        child, ops = mutate(parent, space, rng, _only("duplicate_block"))
+        assert ops == ["duplicate_block"]
+        assert child.blocks is not None
+        assert _fits(child, space)
+        (new,) = [i for i, b in enumerate(child.blocks) if b.id not in _all_ids(parent)]
+        assert new >= 1
+        assert child.blocks[new - 1] == child.blocks[new]  # equal genes, ids aside
+        assert [b.id for b in child.blocks if b is not child.blocks[new]] == _block_ids(parent)
+        # Averaged, the body hands the head as many features as before; flattened, a
+        # copy that downsamples hands it fewer, and the dense layer gets a fresh id.
+        same_head = child.readout == "avg" or child.head_input_key() == parent.head_input_key()
+        assert (_ids(child) == _ids(parent)) == same_head
+
+
+def test_block_structure_skipped_when_nothing_fits_or_at_the_depth_bounds() -> None:
+    # Length 4 after a stride-2 max-pooled block is 1: no further block can pool.
+    tight = SearchSpace(
+        input_shape=(1, 4), min_blocks=1, max_blocks=3, strides=(2,), pools=("max",)
+    )
+    fixed = SearchSpace(input_shape=(1, 64), min_blocks=2, max_blocks=2)
+    rng = random.Random(6)
+    grow = MutationRates(gene=0.0, **{**NO_STRUCTURE, "insert_block": 1.0, "duplicate_block": 1.0})
+    for space, rates in ((tight, grow), (fixed, grow), (fixed, _only("remove_block"))):
+        for _ in range(50):
+            parent = space.sample(rng)
+            child, ops = mutate(parent, space, rng, rates)
+            assert child.body_depth == parent.body_depth
+            assert child != parent
+            assert len(ops) == 1  # nothing fired: one applicable mutation was forced
+            assert ops[0] not in BODY_STRUCTURAL
+
+
+def test_stride_and_pool_change_only_where_the_body_still_fits() -> None:
+    # Length 4: block 0 keeps all 4 positions; block 1 halves twice to 1.
+    space = SearchSpace(
+        input_shape=(1, 4), min_blocks=2, max_blocks=2, strides=(1, 2), pools=("none", "max")
+    )
+    parent = Genome(
+        (LayerGene(16, "relu", 0.0, "l"),),
+        "adam",
+        1e-3,
+        1e-5,
+        32,
+        blocks=(
+            BlockGene(8, 3, 1, "none", False, False, "relu", 0.0, "b0"),
+            BlockGene(8, 3, 2, "max", False, False, "relu", 0.0, "b1"),
+        ),
+    )
+    assert space.contains(parent)
+    rates = MutationRates(gene=0.5, **NO_STRUCTURE)
+    second: collections.Counter[tuple[int, str]] = collections.Counter()
+    for seed in range(100):
+        child, _ = mutate(parent, space, random.Random(seed), rates)
+        assert child.blocks is not None
+        assert _fits(child, space)
+        # Any downsampling in block 0 would leave block 1 a single position to pool.
+        assert (child.blocks[0].stride, child.blocks[0].pool) == (1, "none")
+        second[(child.blocks[1].stride, child.blocks[1].pool)] += 1
+    assert len(second) > 1
+
+
+def _frozen_space(**free: Any) -> SearchSpace:
+    """A 1-D space in which only the ``free`` settings allow a change."""
+    settings: dict[str, Any] = {
+        "min_layers": 1,
+        "max_layers": 1,
+        "units": (16, 16),
+        "activations": ("relu",),
+        "dropout": (0.0, 0.0),
+        "optimizers": ("adam",),
+        "learning_rate": (1e-3, 1e-3),
+        "weight_decay": (1e-5, 1e-5),
+        "batch_sizes": (32,),
+        "input_shape": (1, 32),
+        "min_blocks": 2,
+        "max_blocks": 2,
+        "channels": (8, 8),
+        "kernels": (3,),
+        "strides": (1,),
+        "pools": ("none",),
+        "residual": (False,),
+        "batchnorm": (False,),
+        "block_dropout": (0.0, 0.0),
+        "readouts": ("avg",),
+    }
+    return SearchSpace(**{**settings, **free})
+
+
+def _frozen_parent(readout: str = "avg") -> Genome:
+    block = BlockGene(8, 3, 1, "none", False, False, "relu", 0.0)
+    return Genome(
+        (LayerGene(16, "relu", 0.0, "L"),),
+        "adam",
+        1e-3,
+        1e-5,
+        32,
+        blocks=(replace(block, id="B0"), replace(block, id="B1")),
+        readout=readout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("free", "readout"),
+    [
+        ({"kernels": (3, 5)}, "avg"),
+        ({"channels": (4, 32)}, "avg"),
+        ({"strides": (1, 2)}, "avg"),
+        ({"strides": (1, 2)}, "flatten"),
+        ({"pools": ("none", "max")}, "flatten"),
+        ({"residual": (False, True), "batchnorm": (False, True)}, "avg"),
+        ({"readouts": ("avg", "flatten")}, "avg"),
+    ],
+)
+def test_block_ids_follow_the_conv_weight_shapes(free: dict[str, Any], readout: str) -> None:
+    space = _frozen_space(**{"readouts": (readout,), **free})
+    parent = _frozen_parent(readout)
+    assert space.contains(parent)
+    for seed in range(40):
+        child, ops = mutate(parent, space, random.Random(seed))
+        assert child != parent
+        assert ops
+        assert child.blocks is not None
+        b0, b1 = child.blocks
+        (layer,) = child.layers
+        # A block's conv shape: (input channels, channels, kernel).
+        b0_same = (b0.channels, b0.kernel) == (8, 3)
+        b1_same = (b1.channels, b1.kernel) == (8, 3) and b0.channels == 8
+        assert (b0.id == "B0") == b0_same
+        assert (b1.id == "B1") == b1_same
+        # The dense layer keeps its id while what the body hands it is unchanged.
+        assert (layer.id == "L") == (child.head_input_key() == parent.head_input_key())
+        assert len({b0.id, b1.id, layer.id}) == 3
+
+
+def test_readout_and_last_channels_rekey_the_first_dense_layer() -> None:
+    cases = [({"readouts": ("avg", "flatten")}, "mutate:readout"), ({"channels": (4, 32)}, None)]
+    for free, op in cases:
+        space = _frozen_space(**free)
+        parent = _frozen_parent()
+        renamed = 0
+        for seed in range(40):
+            child, ops = mutate(parent, space, random.Random(seed))
+            assert child.blocks is not None
+            if op is not None:
+                assert ops == [op]
+            if child.readout != parent.readout or child.blocks[-1].channels != 8:
+                assert child.layers[0].id != "L"
+                renamed += 1
+            else:
+                assert child.layers[0].id == "L"
+        assert renamed > 10
+
+
+@FAST
+@given(body_spaces(), any_body_genomes(), any_body_genomes(), seeds)
+def test_body_operators_repair_parents_outside_the_space(
+    space: SearchSpace, a: Genome, b: Genome, seed: int
+) -> None:
+    child, ops = mutate(a, space, random.Random(seed))
+    assert space.contains(child), space.violations(child)
+    assert (ops[:1] == ["repair"]) == (not space.contains(a))
+    _assert_body_id_rule(child, (a, space.repair(a)))
+    child, ops = crossover(a, b, space, random.Random(seed))
+    assert space.contains(child), space.violations(child)
+    # A dense genome in a space with an input shape is given a body by the repair.
+    child, _ = mutate(Genome(a.layers, "adam", 1e-3, 1e-5, 32), space, random.Random(seed))
+    assert space.contains(child), space.violations(child)
+
+
+def test_mutate_never_gives_a_dense_genome_a_body() -> None:
+    space = SearchSpace()
+    rng = random.Random(13)
+    rates = MutationRates(gene=0.5, insert_block=1.0, remove_block=1.0, duplicate_block=1.0)
+    for _ in range(50):
+        child, ops = mutate(space.sample(rng), space, rng, rates)
+        assert child.blocks is None
+        assert not set(ops) & BODY_OPS
+
+
+# -- crossover of bodies ---------------------------------------------------------------------
+@FAST
+@given(body_spaces(), seeds, seeds)
+def test_crossover_body_child_in_space_from_its_parents(
+    space: SearchSpace, s1: int, s2: int
+) -> None:
+    a, b = space.sample(random.Random(s1)), space.sample(random.Random(s2 ^ 1))
+    snap = (_snapshot(a), _block_ids(a), _snapshot(b), _block_ids(b))
+    child, ops = crossover(a, b, space, random.Random(s2))
+    assert (_snapshot(a), _block_ids(a), _snapshot(b), _block_ids(b)) == snap
+    assert space.contains(child), space.violations(child)
+    assert _fits(child, space)
+    assert set(ops) <= {"crossover:blocks", "crossover:layers", "crossover:globals"}
+    assert child.body_depth in (a.body_depth, b.body_depth)
+    parent_blocks = {*(a.blocks or ()), *(b.blocks or ())}  # by value: ids aside
+    assert all(block in parent_blocks for block in child.blocks or ())
+    if child.blocks:
+        assert child.readout in [p.readout for p in (a, b) if p.blocks]
+    body = (child.blocks, child.readout)
+    assert ("crossover:blocks" in ops) == (
+        body not in ((a.blocks, a.readout), (b.blocks, b.readout))
+    )
+    _assert_body_id_rule(child, (a, b))
+    second = crossover(a, b, space, random.Random(s2))
+    assert (_snapshot(second[0]), _block_ids(second[0]), second[1]) == (
+        _snapshot(child),
+        _block_ids(child),
+        ops,
+    )
+    _global_state_kept(lambda: crossover(a, b, space, random.Random(s1)))
+
+
+def _blocks(prefix: str, channels: int, depth: int, **genes: Any) -> tuple[BlockGene, ...]:
+    block = BlockGene(channels, 3, 1, "none", False, False, "relu", 0.0)
+    return tuple(replace(block, id=f"{prefix}{i}", **genes) for i in range(depth))
+
+
+def _body_genome(blocks: tuple[BlockGene, ...], layer_id: str, readout: str = "avg") -> Genome:
+    layer = LayerGene(32, "relu", 0.0, layer_id)
+    return Genome((layer,), "adam", 1e-3, 1e-5, 32, blocks=blocks, readout=readout)
+
+
+def _body_layout(child: Genome, parents: tuple[Genome, ...]) -> tuple[str, ...]:
+    known = {i for parent in parents for i in _all_ids(parent)}
+    return tuple(i if i in known else "*" for i in _all_ids(child))
+
+
+def test_crossover_mixes_bodies_of_different_depths() -> None:
+    space = SearchSpace(input_shape=(1, 64), max_blocks=4)
+    a = _body_genome(_blocks("a", 8, 3), "la")
+    b = _body_genome(_blocks("b", 16, 1), "lb")
+    layouts: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for seed in range(300):
+        child, ops = crossover(a, b, space, random.Random(seed))
+        assert space.contains(child)
+        layouts[_body_layout(child, (a, b))] += 1
+        assert "crossover:blocks" in ops
+    # Cut after the one-block body's only block: [a0] or [b0, a1, a2]. a1 now reads
+    # 16 channels (fresh id), a2 still 8. Both bodies hand the head 8 channels, as a's
+    # did and b's did not: the dense layer keeps a's id only.
+    assert set(layouts) == {
+        ("a0", "la"),
+        ("a0", "*"),
+        ("b0", "*", "a2", "la"),
+        ("b0", "*", "a2", "*"),
+    }
+    assert min(layouts.values()) > 40
+
+
+@pytest.mark.parametrize("input_shape", [(1, 64), (3, 16, 16)])
+def test_crossover_with_an_empty_body_takes_a_whole_body(input_shape: tuple[int, ...]) -> None:
+    space = SearchSpace(input_shape=input_shape, max_blocks=3)
+    a = _body_genome((), "la")
+    b = _body_genome(_blocks("b", 8, 2, stride=2, pool="max"), "lb", "flatten")
+    bodies = set()
+    for seed in range(60):
+        child, ops = crossover(a, b, space, random.Random(seed))
+        assert space.contains(child)
+        assert "crossover:blocks" not in ops
+        assert (child.blocks, child.readout) in ((a.blocks, a.readout), (b.blocks, b.readout))
+        bodies.add(child.body_depth)
+    assert bodies == {0, 2}
+
+
+def test_crossover_takes_the_other_offspring_when_one_does_not_fit() -> None:
+    space = SearchSpace(input_shape=(1, 8), max_blocks=3)
+    gentle = BlockGene(8, 3, 1, "none", False, False, "relu", 0.0)
+    harsh = BlockGene(8, 3, 2, "max", False, False, "relu", 0.0)
+    a = _body_genome((replace(gentle, id="a0"), replace(gentle, id="a1"), harsh), "la")
+    b = _body_genome((replace(harsh, id="b0"), replace(gentle, id="b1")), "lb")
+    for seed in range(50):
+        child, _ = crossover(a, b, space, random.Random(seed))
+        # The cut is after the first block; b0 then a1 and a2 would leave 8 -> 2 -> 2 -> 1
+        # positions for a2's pooling: the child is a0 and b1.
+        assert child.blocks == (gentle, gentle)
+        assert _block_ids(child) == ["a0", "b1"]
+        assert _fits(child, space)

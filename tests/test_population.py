@@ -8,6 +8,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from evohpo.evolution.blocks import BlockGene
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.evolution.lineage import Lineage
 from evohpo.evolution.population import Member, Population, params_key, rank_key
@@ -218,3 +219,35 @@ def test_member_params_key_tells_parameters_apart() -> None:
     c = _member(2, {"x": 1.0, "y": "relu"}, None)
     assert a.params_key == b.params_key == params_key({"x": 1, "y": "relu"})
     assert a.params_key != c.params_key  # 1 and 1.0 are different suggestions
+
+
+def test_member_genome_of_a_body_derives_block_ids_and_reads_the_input_shape() -> None:
+    blocks = tuple(BlockGene(8, 3, 2, "max", True, False, "relu", 0.0, id=i) for i in "pq")
+    genome = Genome((LayerGene(16, "relu", 0.0, "x"),), "adam", 1e-3, 1e-5, 32, blocks=blocks)
+    params = genome.to_params()
+    record = Lineage(origin="bred", params=params, genome=genome.to_json())
+    bred = _member(2, params, record).genome
+    assert bred is not None
+    assert bred.to_json() == genome.to_json()
+    derived = _member(2, params, None).genome
+    assert derived is not None
+    assert derived == genome
+    assert [b.id for b in derived.blocks or ()] == ["t2b0", "t2b1"]
+    assert [layer.id for layer in derived.layers] == ["t2l0"]
+    trial = create_trial(
+        state=TrialState.COMPLETE,
+        value=1.0,
+        params={"x": 1.0},
+        distributions={"x": FloatDistribution(0, 2)},
+        user_attrs={"input_shape": [1, 8, 8]},
+    )
+    odd = create_trial(
+        state=TrialState.COMPLETE,
+        value=1.0,
+        params={"x": 1.5},
+        distributions={"x": FloatDistribution(0, 2)},
+        user_attrs={"input_shape": [0, 8]},
+    )
+    odd.number = 1
+    population = built_at_once([trial, odd])
+    assert [m.input_shape for m in population.members] == [(1, 8, 8), None]

@@ -770,3 +770,55 @@ def test_a_new_storage_gets_a_view_of_its_own() -> None:
     assert child["origin"] == "repeat"
     assert child["parents"] == [11]
     assert child["params"] == {"y": 11 / 12}
+
+
+BODY_SPACE = SearchSpace(
+    input_shape=(1, 16),
+    max_layers=2,
+    units=(4, 32),
+    max_blocks=3,
+    channels=(4, 32),
+    pools=("none", "max"),
+)
+
+
+def body_objective(trial: optuna.Trial) -> float:
+    genome = suggest_genome(trial, BODY_SPACE)
+    epochs = trial.suggest_int("epochs", 1, 10)
+    assert BODY_SPACE.violations(genome) == []
+    trial.set_user_attr("genome", genome.to_json())
+    # Best: two max-pooling blocks of 16 channels, lr near 1e-2, 7 epochs.
+    blocks = genome.blocks or ()
+    score = -3 * abs(len(blocks) - 2) - sum(block.pool != "max" for block in blocks)
+    score -= sum(abs(math.log2(block.channels / 16)) for block in blocks) / max(1, len(blocks))
+    return score - abs(math.log10(genome.learning_rate) + 2) - abs(epochs - 7) / 10
+
+
+@pytest.mark.parametrize("given_space", [True, False])
+def test_body_genomes_breed_valid_children(given_space: bool) -> None:
+    sampler = EvoSampler(
+        population_size=5, seed=2, search_space=BODY_SPACE if given_space else None
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(body_objective, n_trials=30)
+    records = lineages(study)
+    bred = [(t, r) for t, r in zip(study.trials, records, strict=True) if r["origin"] == "bred"]
+    assert len(bred) >= 20
+    shared = 0
+    for trial, record in bred:
+        # Bred as a genome (not as loose parameters), inside the space: nothing to repair.
+        assert record["genome"] is not None
+        child = evohpo.Genome.from_json(record["genome"])
+        assert BODY_SPACE.violations(child) == []
+        assert "repaired" not in trial.user_attrs
+        assert trial.params == {**child.to_params(), "epochs": trial.params["epochs"]}
+        # The objective got the child with the block and layer ids the sampler bred.
+        assert evohpo.Genome.from_json(trial.user_attrs["genome"]).to_json() == child.to_json()
+        parent = study.trials[record["parents"][0]]
+        parent_genome = evohpo.Genome.from_json(parent.user_attrs["genome"])
+        parent_ids = {block.id for block in parent_genome.blocks or ()}
+        shared += len({block.id for block in child.blocks or ()} & parent_ids)
+    assert shared > 0, "children keep the ids of unchanged parent blocks"
+    depths = {t.params["n_blocks"] for t, _ in bred}
+    assert len(depths) > 1
+    assert max(t.value for t, _ in bred) > max(t.value for t in study.trials[:5])  # type: ignore[operator]

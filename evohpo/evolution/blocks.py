@@ -168,7 +168,7 @@ class BlockGene:
 
 def block_weight_shapes(blocks: Sequence[BlockGene]) -> list[tuple[int | None, int, int]]:
     """``(input channels, channels, kernel)`` of each block's conv; ``None``: the input's."""
-    inputs: list[int | None] = [None, *(block.channels for block in blocks[:-1])]
+    inputs: list[int | None] = [None, *(block.channels for block in blocks)][: len(blocks)]
     return [
         (width, block.channels, block.kernel) for width, block in zip(inputs, blocks, strict=True)
     ]

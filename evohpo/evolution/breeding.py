@@ -17,8 +17,9 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 
+from evohpo.evolution.blocks import parse_block_param
 from evohpo.evolution.crossover import crossover
-from evohpo.evolution.genome import GLOBAL_PARAMS, Genome, parse_layer_param
+from evohpo.evolution.genome import GLOBAL_PARAMS, N_BLOCKS, READOUT, Genome, parse_layer_param
 from evohpo.evolution.lineage import Lineage
 from evohpo.evolution.mutation import MutationRates, mutate
 from evohpo.evolution.params import crossover_params, mutate_params
@@ -74,7 +75,7 @@ class Breeder:
             pair = [dict(first.params), dict(second.params)]
             for _ in range(_DEDUP_ATTEMPTS):
                 params, ops = self._params_child(
-                    pair, pool, distributions, crossed, mutated, rng, extras_only=False
+                    pair, pool, distributions, crossed, mutated, rng, extras_only=None
                 )
                 if params_key(params) not in seen:
                     break
@@ -103,9 +104,10 @@ class Breeder:
     ) -> tuple[Genome, dict[str, Any], list[str]]:
         """A child genome of ``a`` and ``b``, its parameters and the operators applied."""
         # Parameters the objective asks for next to its genome evolve too.
-        has_extras = any(_is_extra(name) for name in distributions)
+        is_extra = functools.partial(_is_extra, body=space.has_body)
+        has_extras = any(is_extra(name) for name in distributions)
         extras = (
-            [{k: v for k, v in p.params.items() if _is_extra(k)} for p in parents]
+            [{k: v for k, v in p.params.items() if is_extra(k)} for p in parents]
             if has_extras
             else []
         )
@@ -118,7 +120,7 @@ class Breeder:
             if has_extras:
                 # The genome already differs from its parent when mutated.
                 others, more = self._params_child(
-                    extras, pool, distributions, crossed, mutated, rng, extras_only=True
+                    extras, pool, distributions, crossed, mutated, rng, extras_only=is_extra
                 )
                 params.update(others)
                 ops = [*ops, *more]
@@ -135,25 +137,26 @@ class Breeder:
         mutated: bool,
         rng: random.Random,
         *,
-        extras_only: bool,
+        extras_only: Callable[[str], bool] | None,
     ) -> tuple[dict[str, Any], list[str]]:
         """A child parameter dict of two parents' parameters, and the operators applied.
 
         Only the parents' own parameters are mutated, before the child
         inherits, unchanged, the parameters they lacked from the pool: so a
         mutation is never spent on a parameter no parent used. With
-        ``extras_only`` (parameters next to a genome), the genome carries the
-        guaranteed change and the pool gives only parameters outside it.
+        ``extras_only`` (which tells the parameters next to a genome), the
+        genome carries the guaranteed change and the pool gives only
+        parameters outside it.
         """
         a, b = parents
         params = crossover_params(a, b, rng) if crossed else dict(a)
         ops = [_CROSS_UNIFORM] if crossed and _mixes(params, a, b) else []
         if mutated:
             params, more = mutate_params(
-                params, distributions, rng, self.rates.gene, ensure_change=not extras_only
+                params, distributions, rng, self.rates.gene, ensure_change=extras_only is None
             )
             ops = [*ops, *more]
-        _inherit_missing(params, pool, _is_extra if extras_only else None)
+        _inherit_missing(params, pool, extras_only)
         return params, ops
 
 
@@ -172,9 +175,14 @@ def _inherit_missing(
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_extra(name: str) -> bool:
-    """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`."""
-    return name not in GLOBAL_PARAMS and parse_layer_param(name) is None
+def _is_extra(name: str, body: bool = False) -> bool:
+    """Whether ``name`` is a parameter outside the genome of :func:`suggest_genome`.
+
+    ``body``: the genome has a body, whose parameters are the genome's too.
+    """
+    if name in GLOBAL_PARAMS or parse_layer_param(name) is not None:
+        return False
+    return not (body and (name in (N_BLOCKS, READOUT) or parse_block_param(name) is not None))
 
 
 def _mixes(child: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -3,7 +3,9 @@
 :func:`mutate` perturbs the genes of a :class:`~evohpo.evolution.genome.Genome`
 (DEAP's ``mutGaussian`` on the logarithms of units, learning rate and weight
 decay, and on dropout) and inserts, removes or duplicates layers, with the
-probabilities of :class:`MutationRates`. Randomness comes only from the
+probabilities of :class:`MutationRates`; a genome with a convolutional body
+has its blocks mutated too (:mod:`evohpo.evolution._body_variation`), and
+only such a genome draws anything for them. Randomness comes only from the
 ``rng`` argument (DEAP's draws run inside
 :func:`evohpo._random.seeded_global_random`); the parent is never modified.
 """
@@ -18,16 +20,26 @@ from deap import tools
 
 from evohpo._random import seeded_global_random
 from evohpo._validation import check_float, check_probability, check_rng, raise_invalid
+from evohpo.evolution._body_variation import (
+    BODY_KINDS,
+    BodyDraft,
+    BodySteps,
+    applicable_body_kinds,
+    force_body,
+    mutate_block_genes,
+    mutate_body_structure,
+)
 from evohpo.evolution._variation import (
     MAX_FORCED,
     REPAIR,
     fresh_id,
     gaussian_step,
     other_choice,
-    reflect,
     rekey,
     step_float,
+    step_log_int,
 )
+from evohpo.evolution.blocks import READOUTS
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.evolution.space import SearchSpace
 
@@ -54,17 +66,24 @@ class MutationRates:
     ----------
     gene : float
         Probability that each gene is perturbed: each layer's units,
-        activation and dropout, and each global gene (optimizer, learning
-        rate, weight decay, batch size).
+        activation and dropout, each global gene (optimizer, learning
+        rate, weight decay, batch size) and, with a body, each gene of each
+        block and the readout.
     insert_layer, remove_layer, duplicate_layer : float
         Probabilities of the structural mutations, each applied independently
         (and skipped when the depth bounds of the space forbid it).
     units_sigma : float
-        Standard deviation of the Gaussian step of ``log(units)``.
+        Standard deviation of the Gaussian step of ``log(units)``, and of
+        ``log(channels)`` of a block.
     learning_rate_sigma, weight_decay_sigma : float
         Standard deviations of the Gaussian steps of the logarithms.
     dropout_sigma : float
-        Standard deviation of the Gaussian step of the dropout rate.
+        Standard deviation of the Gaussian step of a dropout rate (of a
+        layer or a block).
+    insert_block, remove_block, duplicate_block : float
+        Probabilities of the structural mutations of a convolutional body,
+        each applied independently (and skipped at the body-depth bounds of
+        the space, or when no such block fits the input shape).
 
     Notes
     -----
@@ -83,31 +102,58 @@ class MutationRates:
     learning_rate_sigma: float = 0.8
     weight_decay_sigma: float = 1.0
     dropout_sigma: float = 0.1
+    insert_block: float = 0.05
+    remove_block: float = 0.05
+    duplicate_block: float = 0.05
 
     def __post_init__(self) -> None:
         owner = "MutationRates"
-        for name in ("gene", "insert_layer", "remove_layer", "duplicate_layer"):
+        for name in (
+            "gene",
+            "insert_layer",
+            "remove_layer",
+            "duplicate_layer",
+            "insert_block",
+            "remove_block",
+            "duplicate_block",
+        ):
             object.__setattr__(self, name, check_probability(getattr(self, name), name, owner))
         for name in ("units_sigma", "learning_rate_sigma", "weight_decay_sigma", "dropout_sigma"):
             # A zero step could never move a gene, so a forced mutation could stall.
             value = check_float(getattr(self, name), name, owner, low=0.0, low_open=True)
             object.__setattr__(self, name, value)
 
+    def body_steps(self) -> BodySteps:
+        """What a body mutation needs of these rates."""
+        return BodySteps(
+            gene=self.gene,
+            insert=self.insert_block,
+            remove=self.remove_block,
+            duplicate=self.duplicate_block,
+            channels_sigma=self.units_sigma,
+            dropout_sigma=self.dropout_sigma,
+        )
+
 
 class _Draft:
     """A genome under construction: the mutable working copy of one operator call."""
 
-    def __init__(self, genome: Genome) -> None:
+    def __init__(self, genome: Genome, input_shape: tuple[int, ...] | None) -> None:
         self.layers: list[LayerGene] = list(genome.layers)
         self.parent_ids = {layer.id for layer in genome.layers}
+        self.parent_ids |= {block.id for block in genome.blocks or ()}
         self.optimizer = genome.optimizer
         self.learning_rate = genome.learning_rate
         self.weight_decay = genome.weight_decay
         self.batch_size = genome.batch_size
+        self.body = None
+        if genome.blocks is not None:
+            self.body = BodyDraft(genome.blocks, genome.readout, input_shape)
 
     def taken_ids(self) -> set[str]:
-        """Ids a new layer must not get: the parent's and the draft's."""
-        return self.parent_ids | {layer.id for layer in self.layers}
+        """Ids a new layer or block must not get: the parent's and the draft's."""
+        taken = self.parent_ids | {layer.id for layer in self.layers}
+        return taken | self.body.ids() if self.body is not None else taken
 
     def build(self) -> Genome:
         return Genome(
@@ -116,6 +162,8 @@ class _Draft:
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
+            blocks=None if self.body is None else tuple(self.body.blocks),
+            readout=READOUTS[0] if self.body is None else self.body.readout,
         )
 
 
@@ -136,11 +184,24 @@ def mutate(
     only where the depth bounds allow. If the result equals the parent,
     random applicable mutations are applied until it differs.
 
-    Gene ids follow the layers' weight shapes (the rule of
+    A genome with a convolutional body has each gene of each block perturbed
+    with probability ``rates.gene`` too (channels by a Gaussian step of their
+    logarithm, dropout by a Gaussian step, kernel and stride to a
+    neighbouring choice, pooling, residual, batch norm and activation to
+    another choice), and its readout; then a block is removed, inserted or
+    duplicated with the ``*_block`` probabilities. A change that would make
+    the body not fit the input shape of ``space`` is not made: the body
+    always fits. A genome without a body is never given one, and draws
+    exactly what it drew before bodies existed.
+
+    Gene ids follow the weight shapes (the rule of
     :mod:`evohpo.evolution.genome`): a layer whose units or input width change gets a
     fresh id (the layer after a layer whose units changed, after an inserted
     or removed layer, too), and so do an inserted layer and a duplicate; a
-    layer whose activation or dropout changes keeps its id.
+    layer whose activation or dropout changes keeps its id. A block keeps its
+    id while its conv's weight shape (input channels, channels, kernel) is
+    unchanged, and the first dense layer while what the body hands it is
+    (:meth:`~evohpo.evolution.genome.Genome.head_input_key`).
 
     Parameters
     ----------
@@ -161,7 +222,12 @@ def mutate(
     operators : list of str
         The mutations that changed the child, in order and without repeats,
         e.g. ``["mutate:units", "insert_layer"]``; ``"repair"`` comes first
-        when the parent lay outside the space.
+        when the parent lay outside the space. Body mutations are
+        ``"mutate:channels"``, ``"mutate:kernel"``, ``"mutate:stride"``,
+        ``"mutate:pool"``, ``"mutate:residual"``, ``"mutate:batchnorm"``,
+        ``"mutate:block_activation"``, ``"mutate:block_dropout"``,
+        ``"mutate:readout"``, ``"insert_block"``, ``"remove_block"`` and
+        ``"duplicate_block"``.
 
     Examples
     --------
@@ -179,9 +245,14 @@ def mutate(
     parent = space.repair(genome)
     if parent != genome:
         ops.append(REPAIR)
-    draft = _Draft(parent)
+    draft = _Draft(parent, space.input_shape)
     _mutate_genes(draft, space, rng, rates, ops)
+    if draft.body is not None:
+        mutate_block_genes(draft.body, space, rng, rates.body_steps(), ops)
     _mutate_structure(draft, space, rng, rates, ops)
+    if draft.body is not None:
+        steps = rates.body_steps()
+        mutate_body_structure(draft.body, space, rng, steps, draft.taken_ids(), ops)
     for _ in range(MAX_FORCED):
         if draft.build() != parent:
             break
@@ -189,9 +260,11 @@ def mutate(
         if not kinds:  # the space holds this genome only
             break
         _force(rng.choice(kinds), draft, space, rng, rates, ops)
-    child = space.repair(draft.build())
-    child = child.replace(layers=rekey(child.layers, (genome, parent), rng))
-    return child, _unique(ops)
+    child = space.repair(draft.build())  # a no-op unless the parent could not be repaired
+    blocks, layers = rekey(
+        child.layers, (genome, parent), rng, blocks=child.blocks, readout=child.readout
+    )
+    return child.replace(blocks=blocks, layers=layers), _unique(ops)
 
 
 def _mutate_genes(
@@ -214,7 +287,7 @@ def _mutate_genes(
         layer = draft.layers[i]
         units = layer.units
         if after[i] != before[i]:
-            units = _units_from_log(layer.units, after[i] - before[i], space)
+            units = step_log_int(layer.units, after[i] - before[i], space.units)
         dropout = layer.dropout
         if after[n + i] != before[n + i]:
             dropout = step_float(layer.dropout, after[n + i] - before[n + i], space.dropout)
@@ -312,7 +385,10 @@ def _applicable_kinds(draft: _Draft, space: SearchSpace) -> list[str]:
         (_REMOVE, depth > space.min_layers),
         (_DUPLICATE, depth < space.max_layers),
     ]
-    return [kind for kind, applicable in candidates if applicable]
+    kinds = [kind for kind, applicable in candidates if applicable]
+    if draft.body is not None:  # after the layer kinds, so dense genomes draw as before
+        kinds += applicable_body_kinds(draft.body, space)
+    return kinds
 
 
 def _force(
@@ -324,7 +400,10 @@ def _force(
     ops: list[str],
 ) -> None:
     """Apply mutation ``kind`` for certain (to a random layer for per-layer genes)."""
-    if kind == _INSERT:
+    if kind in BODY_KINDS and draft.body is not None:
+        steps = rates.body_steps()
+        force_body(kind, draft.body, space, rng, steps, draft.taken_ids(), ops)
+    elif kind == _INSERT:
         _insert_layer(draft, space, rng, ops)
     elif kind == _REMOVE:
         _remove_layer(draft, rng, ops)
@@ -336,7 +415,7 @@ def _force(
         units, activation, dropout = layer.units, layer.activation, layer.dropout
         if kind == _UNITS:
             step = gaussian_step(rates.units_sigma, rng)
-            units = _units_from_log(layer.units, step, space)
+            units = step_log_int(layer.units, step, space.units)
         elif kind == _ACTIVATION:
             activation = other_choice(activation, space.activations, rng)
         else:
@@ -357,23 +436,6 @@ def _force(
     else:
         draft.batch_size = other_choice(draft.batch_size, space.batch_sizes, rng)
         ops.append(kind)
-
-
-def _units_from_log(units: int, step: float, space: SearchSpace) -> int:
-    """Units after a step of ``log(units)``, inside the space.
-
-    A step too small to reach another integer moves one unit in its direction
-    instead, so a perturbation that fired always changes a changeable width.
-    """
-    low, high = space.units
-    if low == high:
-        return low
-    value = reflect(math.log(units) + step, math.log(low), math.log(high))
-    result = min(high, max(low, round(math.exp(value))))
-    if result == units:
-        direction = 1 if step >= 0 else -1
-        result = units + direction if low <= units + direction <= high else units - direction
-    return result
 
 
 def _unique(names: list[str]) -> list[str]:

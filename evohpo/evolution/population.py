@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial
 
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
+from evohpo.evolution.suggest import derived_ids, input_shape_of
 from evohpo.exceptions import GenomeFormatError
 
 __all__ = ["Member", "Population", "Snapshot", "params_key", "rank_key"]
@@ -49,6 +50,8 @@ class Member:
     params: Mapping[str, object]
     distributions: Mapping[str, BaseDistribution]
     lineage: Lineage | None
+    #: The input shape its genome's body was suggested for, if it has one.
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def generation(self) -> int:
@@ -65,8 +68,9 @@ class Member:
 
         ``None`` when its parameters are not those of :func:`evohpo.suggest_genome`.
         Without a matching record (a random or enqueued trial, or one of another
-        sampler), the ids are derived from the trial number, as
-        :func:`evohpo.suggest_genome` derives them.
+        sampler), the layer and block ids are derived from the trial number, as
+        :func:`evohpo.suggest_genome` derives them. The genome is the one the
+        parameters spell, before any repair :func:`evohpo.suggest_genome` made.
         """
         try:
             genome = Genome.from_params(self.params)
@@ -75,9 +79,8 @@ class Member:
         bred = self.lineage.parsed_genome() if self.lineage is not None else None
         if bred is not None and bred == genome:
             return bred
-        return Genome.from_params(
-            self.params, ids=[f"t{self.number}l{i}" for i in range(genome.depth)]
-        )
+        layer_ids, block_ids = derived_ids(self.number, self.params)
+        return Genome.from_params(self.params, ids=layer_ids, block_ids=block_ids)
 
 
 def rank_key(member: Member) -> tuple[float, int]:
@@ -236,4 +239,5 @@ def _member_of(trial: FrozenTrial, signs: Sequence[float]) -> Member | None:
         params=trial.params,
         distributions=trial.distributions,
         lineage=Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR)),
+        input_shape=input_shape_of(trial.user_attrs),
     )

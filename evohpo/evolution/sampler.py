@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
 from evohpo.evolution.breeding import Breeder
+from evohpo.evolution.genome import N_BLOCKS
 from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
 from evohpo.evolution.mutation import MutationRates
 from evohpo.evolution.population import Member, Population, Snapshot
@@ -61,11 +62,11 @@ class EvoSampler(BaseSampler):
     """Genetic-algorithm sampler over layer-wise genomes or any parameters.
 
     Objectives that ask for their parameters with :func:`evohpo.suggest_genome`
-    get structure-aware variation (insert, remove and duplicate layers;
-    layer-wise crossover between networks of different depth). Any other
-    define-by-run objective is evolved over the union of the parameters seen
-    so far, each mutated according to its distribution; so are the
-    parameters an objective asks for next to its genome (``epochs``, say):
+    get structure-aware variation (insert, remove and duplicate layers, and
+    blocks of a convolutional body; crossover between networks of different
+    depth). Any other define-by-run objective is evolved over the union of
+    the parameters seen so far, each mutated according to its distribution;
+    so are the parameters an objective asks for next to its genome (``epochs``, say):
     uniform crossover between the parents, mutation by distribution, both
     recorded in the lineage (``"crossover:uniform"``, ``"mutate:epochs"``).
     Only parameters a parent used are mutated, so every mutation the lineage
@@ -145,7 +146,9 @@ class EvoSampler(BaseSampler):
         Random trials before breeding starts; defaults to ``population_size``.
     search_space : SearchSpace, optional
         The space the objective passes to :func:`~evohpo.suggest_genome`.
-        Inferred from the stored trials when omitted.
+        Inferred from the stored trials when omitted: from their parameters'
+        distributions and, for a space with an ``input_shape``, the input
+        shape that :func:`~evohpo.suggest_genome` records on each trial.
     seed : int, optional
         Root of every random stream. Workers may share it: streams also
         depend on the trial number.
@@ -454,7 +457,14 @@ class EvoSampler(BaseSampler):
     def _space_for(self, population: Snapshot) -> SearchSpace | None:
         if self._search_space is not None:
             return self._search_space
-        return space_from_distributions(population.latest.distributions)
+        latest = population.latest
+        dists = dict(latest.distributions)
+        if N_BLOCKS in dists:
+            # The latest body may have no blocks: the block genes of earlier
+            # members fill in (the latest trial's distributions win).
+            for name, dist in population.distributions.items():
+                dists.setdefault(name, dist)
+        return space_from_distributions(dists, latest.input_shape)
 
 
 _MISSING = object()

@@ -10,15 +10,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution._repair import repair_genome
 from evohpo.evolution.blocks import POOLS, READOUTS, BlockGene, body_shapes, check_input_shape
-from evohpo.evolution.genome import (
-    ACTIVATIONS,
-    OPTIMIZERS,
-    Genome,
-    LayerGene,
-    new_gene_id,
-    weight_shapes,
-)
+from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene, new_gene_id
 from evohpo.exceptions import SearchSpaceError
 
 __all__ = ["SearchSpace"]
@@ -159,9 +153,12 @@ class SearchSpace:
         """Whether even the gentlest body of ``min_blocks`` blocks leaves no position."""
         if self.input_shape is None:
             return False
+        return body_shapes([self._gentle_shape()] * self.min_blocks, self.input_shape) is None
+
+    def _gentle_shape(self) -> BlockGene:
+        """A block that shrinks the signal least: smallest stride, no pooling if allowed."""
         pool = "none" if "none" in self.pools else self.pools[0]
-        gentle = BlockGene(1, 1, min(self.strides), pool, False, False, "relu", 0.0)
-        return body_shapes([gentle] * self.min_blocks, self.input_shape) is None
+        return BlockGene(1, 1, min(self.strides), pool, False, False, "relu", 0.0)
 
     @property
     def has_body(self) -> bool:
@@ -247,18 +244,21 @@ class SearchSpace:
         """A random body that fits :attr:`input_shape` (``None`` for a dense space).
 
         Blocks are drawn one after the other; a block that would leave no
-        position is drawn again (up to a few times), then the body stops
+        position (or no room for the gentlest blocks still needed to reach
+        ``min_blocks``) is drawn again, up to a few times, then the body stops
         growing, never below ``min_blocks`` (the space guarantees that a
         gentle enough body of that depth fits).
         """
         if self.input_shape is None:
             return None
         depth = rng.randint(self.min_blocks, self.max_blocks)
+        gentle = self._gentle_shape()
         blocks: list[BlockGene] = []
         while len(blocks) < depth:
+            needed = [gentle] * max(0, self.min_blocks - len(blocks) - 1)
             for _ in range(_BLOCK_DRAWS):
                 block = self.sample_block(rng)
-                if body_shapes([*blocks, block], self.input_shape) is not None:
+                if body_shapes([*blocks, block, *needed], self.input_shape) is not None:
                     blocks.append(block)
                     break
             else:
@@ -350,66 +350,28 @@ class SearchSpace:
         """The nearest genome inside the space, deterministically.
 
         Numbers are clipped to their ranges, a categorical gene that is no
-        longer a choice becomes the first choice, a batch size becomes the
-        nearest choice, extra layers are cut from the output end and missing
-        layers are copies of the last one. Genes already inside the space are
-        kept, and so are the ids of layers whose weight shape (input width,
-        units) the repair leaves alone; a layer whose shape it changes (its
-        units clipped, or those of the layer before it) and a padded layer
-        get an id derived from the old one, ``id + "+"`` (more ``+`` if that
-        one is taken), since the repair draws nothing at random. The empty id
-        stays empty.
+        longer a choice becomes the first choice, a batch size, kernel or
+        stride the nearest choice, extra layers are cut from the output end
+        and missing layers are copies of the last one. Genes already inside
+        the space are kept, and a genome inside it is returned as it is.
+
+        The body follows the space: a dense space drops it (``blocks=None``),
+        a space with an ``input_shape`` gives a dense genome an empty body (or
+        gentle blocks up to ``min_blocks``). Extra blocks are cut from the
+        output end, a pooling not allowed becomes another pooling kind where
+        one is, and a body that does not fit the input shape is made to fit:
+        its pooling is dropped, then its strides are reduced, block by block
+        from the output end, then blocks are cut down to ``min_blocks``.
+
+        Gene ids: a layer or block keeps its id while the repair leaves its
+        weight shape alone (a layer's (input width, units), the first
+        layer's input being what the body hands over; a block's (input
+        channels, channels, kernel)). A gene whose shape changes and a padded
+        one get an id derived from the old one, ``id + "+"`` (more ``+`` if
+        that one is taken), since the repair draws nothing at random. The
+        empty id stays empty.
         """
-        if self.contains(genome):
-            return genome  # nothing to repair; genomes are immutable
-        layers = [
-            LayerGene(
-                units=_clip(layer.units, self.units),
-                activation=(
-                    layer.activation
-                    if layer.activation in self.activations
-                    else self.activations[0]
-                ),
-                dropout=_clip(layer.dropout, self.dropout),
-                id=layer.id,
-            )
-            for layer in genome.layers[: self.max_layers]
-        ]
-        while len(layers) < self.min_layers:
-            last = layers[-1]
-            layers.append(LayerGene(last.units, last.activation, last.dropout, last.id))
-        return Genome(
-            layers=_derive_ids(layers, genome.layers),
-            optimizer=(
-                genome.optimizer if genome.optimizer in self.optimizers else self.optimizers[0]
-            ),
-            learning_rate=_clip(genome.learning_rate, self.learning_rate),
-            weight_decay=_clip(genome.weight_decay, self.weight_decay),
-            batch_size=min(self.batch_sizes, key=lambda b: (abs(b - genome.batch_size), b)),
-        )
-
-
-def _derive_ids(
-    layers: Sequence[LayerGene], originals: Sequence[LayerGene]
-) -> tuple[LayerGene, ...]:
-    """``layers`` (repaired from ``originals``) with the genome id rule applied.
-
-    A layer keeps its id while its weight shape is that of the original at
-    its position; otherwise it gets ``id + "+"``, extended until unique.
-    """
-    old = weight_shapes(originals)
-    new = weight_shapes(layers)
-    taken = {layer.id for layer in layers}
-    result: list[LayerGene] = []
-    for i, layer in enumerate(layers):
-        if layer.id and (i >= len(old) or new[i] != old[i]):
-            gene_id = layer.id + "+"
-            while gene_id in taken:
-                gene_id += "+"
-            taken.add(gene_id)
-            layer = LayerGene(layer.units, layer.activation, layer.dropout, gene_id)
-        result.append(layer)
-    return tuple(result)
+        return repair_genome(self, genome)
 
 
 _BODY_SETTINGS = frozenset(
@@ -445,10 +407,6 @@ def _bool_choices(value: Any, name: str) -> tuple[bool, ...]:
     if any(not isinstance(v, bool) for v in value) or len(set(value)) != len(value):
         raise_invalid(name, _OWNER, expected, value, SearchSpaceError)
     return tuple(value)
-
-
-def _clip(value: Any, bounds: tuple[Any, Any]) -> Any:
-    return min(bounds[1], max(bounds[0], value))
 
 
 def _log_uniform(rng: random.Random, bounds: tuple[float, float]) -> float:
