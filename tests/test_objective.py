@@ -7,6 +7,7 @@ import statistics
 import numpy as np
 import optuna
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.pruners import BasePruner
@@ -235,6 +236,78 @@ def test_fit_genome_trains_on_all_rows_for_the_given_epochs(data):
     ]
     probed = objective.fit_genome(genome, seed=1)
     assert 1 <= probed.epochs_run <= CONFIG.max_epochs
+
+
+def _signals(n_rows, length, seed=0):
+    """Noisy signals with a positive (class 1) or negative (class 0) pulse anywhere."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=0.5, size=(n_rows, length))
+    y = rng.integers(0, 2, size=n_rows)
+    for row, start in enumerate(rng.integers(0, length - 3, size=n_rows)):
+        X[row, start : start + 3] += 2.0 if y[row] else -2.0
+    return X, y
+
+
+CONV_SPACE = SearchSpace(
+    max_layers=1,
+    units=(8, 16),
+    optimizers=("adam",),
+    learning_rate=(5e-3, 2e-2),
+    batch_sizes=(32,),
+    input_shape=(2, 8),
+    min_blocks=1,
+    max_blocks=2,
+    channels=(2, 6),
+)
+
+
+@pytest.mark.parametrize("input_shape", [None, (2, 8)])
+def test_conv_genomes_train_on_flat_rows_of_the_input_shape(input_shape):
+    X, y = _signals(120, 16)
+    objective = GenomeObjective(
+        X, y, space=CONV_SPACE, train_config=CONFIG, input_shape=input_shape
+    )
+    study = _study()
+    study.optimize(objective, n_trials=2)
+
+    assert objective.input_shape == (2, 8)
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        genome = Genome.from_json(trial.user_attrs["genome"])
+        assert genome.body_depth >= 1
+        assert trial.user_attrs["n_parameters"] == genome.n_parameters((2, 8), 2)
+    best = Genome.from_json(study.best_trial.user_attrs["genome"])
+    result = objective.fit_genome(best, seed=0, epochs=2)
+    assert result.model(torch.zeros(3, 16)).shape == (3, 2)
+    assert result.n_parameters == best.n_parameters((2, 8), 2)
+
+
+def test_dense_genomes_ignore_the_input_shape(data):
+    X, y = data
+    objective = GenomeObjective(X, y, space=TINY, train_config=CONFIG, input_shape=(1, 5))
+    genome = Genome((LayerGene(16, "relu", 0.0),), "adam", 1e-2, 0.0, 32)
+    plain = GenomeObjective(X, y, space=TINY, train_config=CONFIG)
+
+    result = objective.fit_genome(genome, seed=1, epochs=2)
+    reference = plain.fit_genome(genome, seed=1, epochs=2)
+
+    assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in reference.history]
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "space", "match"),
+    [
+        ((2, 3), TINY, r"'input_shape' parameter .* \(2, 3\) holds 6, X has 5 features"),
+        ((5, 1, 1, 1), TINY, r"'input_shape' parameter of GenomeObjective must be a tuple of 2"),
+        ((0, 5), TINY, r"'input_shape' parameter of GenomeObjective must be a tuple of 2"),
+        (None, CONV_SPACE, r"'input_shape' parameter .* \(2, 8\) holds 16, X has 5 features"),
+        ((5, 1), CONV_SPACE, r"'input_shape' .* must be the space's input_shape \(2, 8\)"),
+    ],
+)
+def test_bad_input_shape_names_the_setting(data, input_shape, space, match):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match=match):
+        GenomeObjective(X, y, space=space, input_shape=input_shape)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ import optuna
 
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.blocks import check_input_shape
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
@@ -77,6 +78,12 @@ class GenomeObjective:
         use validation accuracy; ``scoring`` decides the trial's value.
     n_classes : int, optional
         Number of classes; ``max(y) + 1`` (at least 2) by default.
+    input_shape : tuple of int, optional
+        ``(channels, length)`` or ``(channels, height, width)`` of the rows of
+        ``X``, which stay flat (the model reshapes them); its product must be
+        the number of features. Genomes with a convolutional body are built
+        with it. ``space.input_shape`` by default; when both are given they
+        must agree.
 
     Notes
     -----
@@ -130,6 +137,7 @@ class GenomeObjective:
         validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
         scoring: str | Scorer = "accuracy",
         n_classes: int | None = None,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         if space is not None and not isinstance(space, SearchSpace):
             raise_invalid("space", _OWNER, "a SearchSpace or None", space)
@@ -156,6 +164,7 @@ class GenomeObjective:
         self.X: FloatArray = check_features(X, "X", _OWNER, dtype=np.float64)
         self.y = check_labels(y, "y", _OWNER, n_rows=self.X.shape[0])
         self.validation_data = _validation_data(validation_data, self.X.shape[1])
+        self.input_shape = _input_shape(input_shape, self.space, self.X.shape[1])
         val = self.validation_data
         if cv is not None and val is None and cv > len(self.y):
             expected = f"an int <= the number of samples ({len(self.y)})"
@@ -181,6 +190,11 @@ class GenomeObjective:
     def n_features(self) -> int:
         """Number of input features."""
         return int(self.X.shape[1])
+
+    @property
+    def _inputs(self) -> int | tuple[int, ...]:
+        """What :meth:`Genome.n_parameters` reads: the input shape, else the width."""
+        return self.n_features if self.input_shape is None else self.input_shape
 
     @property
     def n_splits(self) -> int:
@@ -221,7 +235,7 @@ class GenomeObjective:
         genome = suggest_genome(trial, self.space)
         config = replace(self.train_config, seed=self.trial_seed(trial.number))
         trial.set_user_attr("genome", genome.to_json())
-        trial.set_user_attr("n_parameters", genome.n_parameters(self.n_features, self.n_classes))
+        trial.set_user_attr("n_parameters", genome.n_parameters(self._inputs, self.n_classes))
         started = time.perf_counter()
         if len(self._splits) == 1:
             return self._holdout(trial, genome, config, started)
@@ -313,6 +327,7 @@ class GenomeObjective:
             n_classes=self.n_classes,
             config=config,
             on_epoch_end=on_epoch_end,
+            input_shape=self.input_shape,
         )
         if result.diverged:
             logger.info(
@@ -379,7 +394,14 @@ class GenomeObjective:
         scaled = self.standardizer().transform(X)
         config = replace(self.train_config, seed=seed, max_epochs=epochs, patience=None)
         return train_classifier(
-            genome, scaled, y, scaled, y, n_classes=self.n_classes, config=config
+            genome,
+            scaled,
+            y,
+            scaled,
+            y,
+            n_classes=self.n_classes,
+            config=config,
+            input_shape=self.input_shape,
         )
 
 
@@ -431,3 +453,19 @@ def _validation_data(value: Any, n_features: int) -> tuple[FloatArray, IntArray]
     )
     y_val = check_labels(value[1], "validation_data[1]", _OWNER, n_rows=X_val.shape[0])
     return X_val, y_val
+
+
+def _input_shape(value: Any, space: SearchSpace, n_features: int) -> tuple[int, ...] | None:
+    """``input_shape`` (or the space's) checked against the space and the features."""
+    shape = None if value is None else check_input_shape(value, "input_shape", _OWNER)
+    if shape is not None and space.input_shape is not None and shape != space.input_shape:
+        expected = f"the space's input_shape {space.input_shape} (or None)"
+        raise_invalid("input_shape", _OWNER, expected, shape)
+    if shape is None:
+        shape = space.input_shape
+    if shape is not None and math.prod(shape) != n_features:
+        raise InvalidParameterError(
+            f"The 'input_shape' parameter of {_OWNER} must have as many elements as X has "
+            f"features: {shape} holds {math.prod(shape)}, X has {n_features} features."
+        )
+    return shape

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,7 @@ def train_classifier(
     n_classes: int,
     config: TrainConfig | None = None,
     on_epoch_end: EpochCallback | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train the network ``genome`` describes as a classifier.
 
@@ -100,6 +101,11 @@ def train_classifier(
         Whatever it raises propagates unchanged and ends training: this is how an
         Optuna objective prunes (``trial.report`` then ``raise TrialPruned``). It is
         not called for a diverged epoch.
+    input_shape : sequence of int, optional
+        ``(channels, length)`` or ``(channels, height, width)`` of the rows (its
+        product is ``n_features``), for a genome with a convolutional body; see
+        :func:`~evohpo.training.nn.build_model`. The rows stay flat: the model
+        reshapes them.
 
     Returns
     -------
@@ -153,7 +159,7 @@ def train_classifier(
     data = _Data(*(torch.from_numpy(array).to(device) for array in arrays))
     deadline = None if config.max_train_time is None else started + config.max_train_time
 
-    run = _Run.start(genome, data, n_classes, config)
+    run = _Run.start(genome, data, n_classes, config, input_shape)
     _train_epochs(run, config, deadline, on_epoch_end)
     run.restore_best(genome, n_classes, config)
     if run.diverged_reason is not None:
@@ -196,15 +202,28 @@ class _Data:
 
 
 class _Batches:
-    """Mini-batches of one epoch: their sizes and the losses kept on the device."""
+    """Mini-batches of one epoch: their sizes and the losses kept on the device.
 
-    def __init__(self, n_rows: int, batch_size: int, device: torch.device) -> None:
+    With ``no_single`` a last batch of one row joins the batch before it: batch
+    normalisation cannot train on one row with one position.
+    """
+
+    def __init__(
+        self, n_rows: int, batch_size: int, device: torch.device, *, no_single: bool = False
+    ) -> None:
         self.n_rows = n_rows
         self.size = min(batch_size, n_rows)
         self.count = math.ceil(n_rows / self.size)
+        if no_single and self.count > 1 and n_rows - (self.count - 1) * self.size == 1:
+            self.count -= 1
         self.rows = torch.full((self.count,), float(self.size), device=device)
         self.rows[-1] = float(n_rows - (self.count - 1) * self.size)
         self.losses = torch.zeros(self.count, device=device)
+
+    def slice(self, batch: int) -> slice:
+        """Positions of batch ``batch`` in the epoch's order (the last one takes the rest)."""
+        end = self.n_rows if batch == self.count - 1 else (batch + 1) * self.size
+        return slice(batch * self.size, end)
 
     def mean_loss(self, done: int) -> float:
         """Row-weighted mean loss of the first ``done`` batches (one host sync)."""
@@ -262,6 +281,7 @@ class _Run:
     data: _Data
     batches: _Batches
     init_seed: int
+    input_shape: Sequence[int] | None
     best: _BestWeights = field(default_factory=_BestWeights)
     history: list[EpochRecord] = field(default_factory=list)
     epochs_run: int = 0
@@ -269,18 +289,28 @@ class _Run:
     diverged_reason: str | None = None
 
     @classmethod
-    def start(cls, genome: NetworkSpec, data: _Data, n_classes: int, config: TrainConfig) -> _Run:
+    def start(
+        cls,
+        genome: NetworkSpec,
+        data: _Data,
+        n_classes: int,
+        config: TrainConfig,
+        input_shape: Sequence[int] | None,
+    ) -> _Run:
         """A fresh model, its optimizer and the seeded generators of the run."""
         device = data.x_train.device
         init_seed = derive_seed(config.seed, "init")
         n_features = data.x_train.shape[1]
-        model = build_model(genome, n_features, n_classes, seed=init_seed).to(device)
+        model = build_model(
+            genome, n_features, n_classes, seed=init_seed, input_shape=input_shape
+        ).to(device)
         optimizer = build_optimizer(genome, model.parameters())
         shuffle = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "shuffle"))
         dropout = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
         _set_dropout_generator(model, dropout)
-        batches = _Batches(data.x_train.shape[0], genome.batch_size, device)
-        return cls(model, optimizer, shuffle, data, batches, init_seed)
+        has_norm = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
+        batches = _Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
+        return cls(model, optimizer, shuffle, data, batches, init_seed, input_shape)
 
     def restore_best(self, genome: NetworkSpec, n_classes: int, config: TrainConfig) -> None:
         """Leave the best epoch's weights in ``model``, in eval mode."""
@@ -291,7 +321,9 @@ class _Run:
             # Diverged before any epoch was validated: fall back to the initial weights.
             data = self.data
             n_features = data.x_train.shape[1]
-            model = build_model(genome, n_features, n_classes, seed=self.init_seed)
+            model = build_model(
+                genome, n_features, n_classes, seed=self.init_seed, input_shape=self.input_shape
+            )
             self.model = model.to(data.x_train.device)
             loss, score = _evaluate(self.model, data.x_val, data.y_val, config.eval_batch_size)
             self.best.val_loss = loss
@@ -351,7 +383,7 @@ def _train_epoch(run: _Run, deadline: float | None) -> int:
     model.train()
     order = torch.randperm(batches.n_rows, generator=run.shuffle, device=data.x_train.device)
     for batch in range(batches.count):
-        rows = order[batch * batches.size : (batch + 1) * batches.size]
+        rows = order[batches.slice(batch)]
         logits = model(data.x_train.index_select(0, rows))
         loss = F.cross_entropy(logits, data.y_train.index_select(0, rows))
         optimizer.zero_grad(set_to_none=True)

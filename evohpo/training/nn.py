@@ -1,21 +1,25 @@
 """From a genome to a torch model and its optimizer.
 
 The network a genome describes (any :class:`~evohpo.training.spec.NetworkSpec`,
-such as :class:`evohpo.Genome`) is a dense multilayer perceptron: for every
-layer a ``Linear`` layer, its activation and, when the rate is positive, a
-``Dropout``; a final ``Linear`` layer gives the logits.
+such as :class:`evohpo.Genome`) is a multilayer perceptron: for every layer a
+``Linear`` layer, its activation and, when the rate is positive, a
+``Dropout``; a final ``Linear`` layer gives the logits. A genome with a
+convolutional body (:class:`~evohpo.training.spec.BodySpec`) has the body's
+modules first (:mod:`evohpo.training.conv`: ``unflatten``, ``block0``, ...,
+``flatten``), so the model still takes flat rows.
 
-Submodules carry stable names (``hidden0``, ``act0``, ``dropout0``, ...,
-``output``), so ``state_dict`` keys such as ``hidden1.weight`` map back to the
-genome's layer 1 whatever dropout the other layers have.
+Submodules carry stable names (``block0``, ``hidden0``, ``act0``,
+``dropout0``, ..., ``output``), so ``state_dict`` keys such as
+``hidden1.weight`` or ``block0.conv.weight`` map back to the genome's layer 1
+or block 0 whatever dropout the other layers have.
 
 This module never imports optuna.
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +27,9 @@ from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from evohpo._validation import check_int, raise_invalid
-from evohpo.training.spec import NetworkSpec, check_network
+from evohpo.training import conv, layers
+from evohpo.training.layers import SeededDropout
+from evohpo.training.spec import NetworkSpec, check_network, network_blocks, network_readout
 
 __all__ = [
     "ACTIVATIONS",
@@ -41,17 +47,8 @@ __all__ = [
 #: Momentum of the ``sgd`` optimizer (Nesterov momentum is used).
 SGD_MOMENTUM = 0.9
 
-_ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
-    "leaky_relu": nn.LeakyReLU,
-}
-
 #: Activations :func:`build_model` builds.
-ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATION_MODULES)
+ACTIVATIONS: tuple[str, ...] = layers.ACTIVATIONS
 #: Optimizers :func:`build_optimizer` builds.
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop")
 
@@ -64,65 +61,65 @@ def hidden_layer_name(index: int) -> str:
     return f"hidden{index}"
 
 
-class SeededDropout(nn.Dropout):
-    """:class:`torch.nn.Dropout` that can draw its masks from a private generator.
-
-    With ``generator`` left at ``None`` it is exactly ``nn.Dropout`` (masks come from
-    the global torch generator). The trainer sets a seeded generator on the model's
-    device for the duration of a training run, so dropout is reproducible without
-    touching the global random state, also when several trainings run in threads.
-    """
-
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__(p, inplace)
-        self.generator: torch.Generator | None = None
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.generator is None or not self.training or self.p == 0.0:
-            return super().forward(input)
-        keep = 1.0 - self.p
-        # rand + in-place compare is faster on the CPU than bernoulli_ or F.dropout.
-        mask = torch.rand(
-            input.shape, generator=self.generator, device=input.device, dtype=input.dtype
-        )
-        mask.lt_(keep).div_(keep)
-        return input.mul_(mask) if self.inplace else input * mask
-
-
 def build_model(
-    genome: NetworkSpec, n_features: int, n_outputs: int, *, seed: int | None = None
+    genome: NetworkSpec,
+    n_features: int,
+    n_outputs: int,
+    *,
+    seed: int | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> nn.Sequential:
-    """Build the dense network that ``genome`` describes.
+    """Build the network that ``genome`` describes.
 
     Parameters
     ----------
     genome : Genome or NetworkSpec
-        The architecture: one ``Linear -> activation [-> Dropout]`` block per layer.
+        The architecture: its convolutional body, if any
+        (:mod:`evohpo.training.conv`), then one
+        ``Linear -> activation [-> Dropout]`` block per layer.
     n_features : int
-        Width of the input, at least 1.
+        Width of the (flat) input, at least 1.
     n_outputs : int
         Width of the output (number of logits), at least 1.
     seed : int or None
         When given, the weights are initialised from a private generator seeded with
-        it (torch's default ``Linear`` initialisation, same values on every device)
-        and the global torch random state is neither read nor changed. When ``None``
-        they are drawn from the global generator as for any torch module.
+        it (torch's default initialisation, same values on every device) and the
+        global torch random state is neither read nor changed. When ``None`` they
+        are drawn from the global generator as for any torch module.
+    input_shape : sequence of int, optional
+        ``(channels, length)`` or ``(channels, height, width)`` of the rows, whose
+        product is ``n_features``; required by a genome with a body (``blocks`` not
+        ``None``), checked and otherwise unused for a dense one.
 
     Returns
     -------
     torch.nn.Sequential
-        A float32 model on the CPU, in training mode. Dropout modules
-        (:class:`SeededDropout`, a ``torch.nn.Dropout``) are left out for layers
-        whose dropout rate is 0.
+        A float32 model on the CPU, in training mode, taking rows of
+        ``n_features``. Dropout modules (:class:`SeededDropout`, a
+        ``torch.nn.Dropout``) are left out for layers whose dropout rate is 0.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a gene is unknown to the trainer, ``input_shape`` is missing for a
+        genome with a body or does not match ``n_features``, or the body does
+        not fit ``input_shape``.
 
     Examples
     --------
-    >>> from evohpo.evolution.genome import Genome, LayerGene
+    >>> from evohpo.evolution.genome import BlockGene, Genome, LayerGene
     >>> genome = Genome((LayerGene(32, "relu", 0.1),), "adam", 1e-3, 0.0, 64)
     >>> model = build_model(genome, n_features=8, n_outputs=3, seed=0)
     >>> [name for name, _ in model.named_children()]
     ['hidden0', 'act0', 'dropout0', 'output']
     >>> count_parameters(model) == genome.n_parameters(8, 3)
+    True
+    >>> block = BlockGene(4, 3, 1, "max", True, True, "relu", 0.0)
+    >>> conv_genome = genome.replace(blocks=(block,), readout="flatten")
+    >>> model = build_model(conv_genome, 40, 3, seed=0, input_shape=(1, 40))
+    >>> [name for name, _ in model.named_children()][:3]
+    ['unflatten', 'block0', 'flatten']
+    >>> count_parameters(model) == conv_genome.n_parameters((1, 40), 3)
     True
     """
     owner = "build_model"
@@ -133,37 +130,26 @@ def build_model(
     if seed is not None:
         seed = check_int(seed, "seed", owner, low=0, high=2**64 - 1)
         generator = torch.Generator().manual_seed(seed)
-
-    def linear(n_in: int, n_out: int) -> nn.Linear:
-        if generator is None:
-            return nn.Linear(n_in, n_out)
-        # Allocated without the default initialisation, which would draw from the
-        # global generator, then initialised from the private one.
-        module = nn.Linear(n_in, n_out, device="meta").to_empty(device="cpu")
-        _reset_linear(module, generator)
-        return module
+    blocks = network_blocks(genome)
+    shape = None if input_shape is None else conv.check_input_shape(input_shape, n_features, owner)
+    if blocks is not None and shape is None:
+        expected = "the shape of the rows, (channels, length) or (channels, height, width)"
+        raise_invalid("input_shape", owner, f"{expected}, for a genome with a body", None)
 
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     width = n_features
+    if blocks and shape is not None:
+        body, width = conv.body_modules(blocks, network_readout(genome), shape, generator, owner)
+        modules.update(body)
     for index, layer in enumerate(genome.layers):
-        if layer.activation not in _ACTIVATION_MODULES:
-            expected = f"one of {ACTIVATIONS}"
-            raise_invalid(f"genome.layers[{index}].activation", owner, expected, layer.activation)
-        modules[hidden_layer_name(index)] = linear(width, layer.units)
-        modules[f"act{index}"] = _ACTIVATION_MODULES[layer.activation]()
+        act = layers.activation(layer.activation, f"genome.layers[{index}].activation", owner)
+        modules[hidden_layer_name(index)] = layers.linear(width, layer.units, generator)
+        modules[f"act{index}"] = act
         if layer.dropout > 0.0:
             modules[f"dropout{index}"] = SeededDropout(layer.dropout)
         width = layer.units
-    modules["output"] = linear(width, n_outputs)
+    modules["output"] = layers.linear(width, n_outputs, generator)
     return nn.Sequential(modules)
-
-
-@torch.no_grad()
-def _reset_linear(module: nn.Linear, generator: torch.Generator) -> None:
-    # The same distribution as nn.Linear.reset_parameters, from a private generator.
-    nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
-    bound = 1.0 / math.sqrt(module.in_features)
-    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
 def build_optimizer(genome: NetworkSpec, parameters: ParamsT) -> torch.optim.Optimizer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,10 @@ def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _input_width(model: nn.Module) -> int | None:
+    # A convolutional model starts by unflattening its rows; a dense one reads them.
     for module in model.modules():
+        if isinstance(module, nn.Unflatten):
+            return math.prod(module.unflattened_size)
         if isinstance(module, nn.Linear):
             return module.in_features
     return None

@@ -3,7 +3,13 @@
 The training side knows no genome class. It reads any object with the
 attributes below, which :class:`evohpo.Genome` and :class:`evohpo.LayerGene`
 have; so the trainer stays independent of the evolution side, and another
-genome type (a convolutional one, say) only has to carry the same attributes.
+genome type only has to carry the same attributes.
+
+A network for inputs with a shape may also have a convolutional body:
+:class:`BodySpec` adds ``blocks`` (a sequence of :class:`BlockSpec`, or
+``None`` for a dense network) and ``readout`` to :class:`NetworkSpec`.
+Objects without these attributes are dense networks
+(:func:`network_blocks`), so a plain dense spec stays valid.
 
 Examples
 --------
@@ -12,6 +18,8 @@ Examples
 True
 >>> isinstance("adam", NetworkSpec)
 False
+>>> network_blocks(Genome((LayerGene(8, "relu", 0.0),), "adam", 1e-3, 0.0, 32)) is None
+True
 """
 
 from __future__ import annotations
@@ -21,7 +29,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from evohpo._validation import raise_invalid
 
-__all__ = ["LayerSpec", "NetworkSpec", "check_network"]
+__all__ = [
+    "BlockSpec",
+    "BodySpec",
+    "LayerSpec",
+    "NetworkSpec",
+    "check_network",
+    "network_blocks",
+    "network_readout",
+]
 
 
 @runtime_checkable
@@ -64,6 +80,68 @@ class NetworkSpec(Protocol):
     @property
     def batch_size(self) -> int:
         """Rows per mini-batch, at least 1."""
+
+
+@runtime_checkable
+class BlockSpec(Protocol):
+    """One convolutional block (see :mod:`evohpo.training.conv` for the modules it builds)."""
+
+    @property
+    def channels(self) -> int:
+        """Output channels, at least 1."""
+
+    @property
+    def kernel(self) -> int:
+        """Odd kernel size, at least 1 (same padding: ``kernel // 2``)."""
+
+    @property
+    def stride(self) -> int:
+        """Stride of the conv, at least 1."""
+
+    @property
+    def pool(self) -> str:
+        """Pooling after the block: ``"none"``, ``"max"`` or ``"avg"`` (kernel 2, stride 2)."""
+
+    @property
+    def residual(self) -> bool:
+        """Whether the block's input is added before the activation."""
+
+    @property
+    def batchnorm(self) -> bool:
+        """Whether batch normalisation follows the conv."""
+
+    @property
+    def activation(self) -> str:
+        """Name of the activation, one of :data:`evohpo.training.nn.ACTIVATIONS`."""
+
+    @property
+    def dropout(self) -> float:
+        """Dropout rate after the activation, in ``[0, 1)``."""
+
+
+@runtime_checkable
+class BodySpec(NetworkSpec, Protocol):
+    """A :class:`NetworkSpec` that may have a convolutional body before its dense layers."""
+
+    @property
+    def blocks(self) -> Sequence[BlockSpec] | None:
+        """The blocks, input side first; ``()``: a body of depth 0; ``None``: a dense network."""
+
+    @property
+    def readout(self) -> str:
+        """How the body meets the dense layers: ``"avg"`` (global average) or ``"flatten"``."""
+
+
+def network_blocks(network: NetworkSpec) -> Sequence[BlockSpec] | None:
+    """The body of ``network``: its ``blocks``, or ``None`` when it has none (a dense network)."""
+    blocks: Sequence[BlockSpec] | None = getattr(network, "blocks", None)
+    return blocks
+
+
+def network_readout(network: NetworkSpec) -> str:
+    """The ``readout`` of ``network``; ``"avg"`` when it has none."""
+    readout: str = getattr(network, "readout", "avg")
+    return readout
 
 
 def check_network(value: Any, name: str, owner: str) -> NetworkSpec:

@@ -1,0 +1,118 @@
+"""The bricks every model is built of: activations, seeded dropout, seeded weights.
+
+:func:`linear` and :func:`conv` create ``Linear`` and ``Conv1d``/``Conv2d``
+layers with torch's default initialisation, drawn either from the global torch
+generator or, when one is given, from a private generator (then the global
+random state is neither read nor changed and the weights are the same on
+every device). Both :mod:`evohpo.training.nn` (the dense head) and
+:mod:`evohpo.training.conv` (the convolutional body) use them, so a model's
+weights follow from one generator in module order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from evohpo._validation import raise_invalid
+
+__all__ = ["ACTIVATIONS", "SeededDropout", "activation", "conv", "linear"]
+
+_ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+#: Activations the trainer builds.
+ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATION_MODULES)
+
+_CONV_MODULES: dict[int, type[nn.Conv1d | nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
+
+
+class SeededDropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` that can draw its masks from a private generator.
+
+    With ``generator`` left at ``None`` it is exactly ``nn.Dropout`` (masks come from
+    the global torch generator). The trainer sets a seeded generator on the model's
+    device for the duration of a training run, so dropout is reproducible without
+    touching the global random state, also when several trainings run in threads.
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(p, inplace)
+        self.generator: torch.Generator | None = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.generator is None or not self.training or self.p == 0.0:
+            return super().forward(input)
+        keep = 1.0 - self.p
+        # rand + in-place compare is faster on the CPU than bernoulli_ or F.dropout.
+        mask = torch.rand(
+            input.shape, generator=self.generator, device=input.device, dtype=input.dtype
+        )
+        mask.lt_(keep).div_(keep)
+        return input.mul_(mask) if self.inplace else input * mask
+
+
+def activation(name: str, field: str, owner: str) -> nn.Module:
+    """A new activation module of that ``name``; ``field`` names it in the error."""
+    if name not in _ACTIVATION_MODULES:
+        raise_invalid(field, owner, f"one of {ACTIVATIONS}", name)
+    return _ACTIVATION_MODULES[name]()
+
+
+def linear(n_in: int, n_out: int, generator: torch.Generator | None) -> nn.Linear:
+    """A ``Linear`` layer with torch's default initialisation, from ``generator`` if given."""
+    if generator is None:
+        return nn.Linear(n_in, n_out)
+    # Allocated without the default initialisation, which would draw from the
+    # global generator, then initialised from the private one.
+    module = nn.Linear(n_in, n_out, device="meta").to_empty(device="cpu")
+    _reset(module, generator)
+    return module
+
+
+def conv(
+    n_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    *,
+    stride: int,
+    bias: bool,
+    generator: torch.Generator | None,
+) -> nn.Conv1d | nn.Conv2d:
+    """A ``Conv1d`` or ``Conv2d`` (``n_dims``) with "same" padding ``kernel // 2`` (odd kernels).
+
+    Initialised like :func:`linear`: torch's default, from ``generator`` if given.
+    """
+    cls = _CONV_MODULES[n_dims]
+    padding = kernel // 2
+    if generator is None:
+        return cls(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=bias)
+    module = cls(
+        in_channels,
+        out_channels,
+        kernel,
+        stride=stride,
+        padding=padding,
+        bias=bias,
+        device="meta",
+    ).to_empty(device="cpu")
+    _reset(module, generator)
+    return module
+
+
+@torch.no_grad()
+def _reset(module: nn.Linear | nn.Conv1d | nn.Conv2d, generator: torch.Generator) -> None:
+    # The same distribution as the modules' reset_parameters, from a private generator.
+    nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+    if module.bias is not None:
+        bound = 1.0 / math.sqrt(module.weight[0].numel())  # 1 / sqrt(fan_in)
+        nn.init.uniform_(module.bias, -bound, bound, generator=generator)
