@@ -8,13 +8,21 @@ with several seeds and scored on the test part:
 * ``EvoSearchClassifier`` with its default settings and the GA (``"ga"``), TPE
   (``"tpe"``) and random (``"random"``) samplers, all at the same trial budget;
 * ``MLPClassifier`` with its default settings (inputs standardised, as
-  EvoSearchClassifier does internally).
+  EvoSearchClassifier does internally);
+* with ``--conv``, ``EvoSearchClassifier(input_shape=...)`` for the same
+  samplers: convolutional genomes on digits as 1x8x8 images and on mnist1d as
+  1x40 signals;
+* with ``--reference-cnn``, the MNIST-1D paper's CNN (three convolutions of
+  25 channels, kernels 5, 3, 3, stride 2, padding 1, ReLU, a linear layer on
+  the flattened output; Adam 1e-2, batch 100, 6000 steps; 2-D convolutions on
+  digits), trained alone on the same split with one torch thread.
 
 Usage::
 
     python bench/estimator_quality.py            # full: 3 seeds, default budget (long)
     python bench/estimator_quality.py --fast     # smoke run: seconds
     python bench/estimator_quality.py --datasets digits --samplers ga --seeds 0
+    python bench/estimator_quality.py --conv --reference-cnn --no-dense --no-mlp
     python bench/estimator_quality.py --summarize bench/results/a.csv bench/results/b.csv
 
 Every run is one row of ``bench/results/<--out>`` (default
@@ -61,16 +69,28 @@ def load_mnist1d() -> Data:
 
 DATASETS: dict[str, Callable[[], Data]] = {"digits": load_digits_split, "mnist1d": load_mnist1d}
 SAMPLERS = ("ga", "tpe", "random")
+#: The shape of one row for the convolutional searches and the reference CNN.
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {"digits": (1, 8, 8), "mnist1d": (1, 40)}
 RUN_FIELDS = ("dataset", "method", "seed", "test_accuracy", "fit_seconds", "n_trials", "detail")
 
 
-def fit_evo(data: Data, sampler: str, seed: int, fast: bool, device: str) -> dict[str, Any]:
-    from evohpo import EvoSearchClassifier
+def fit_evo(
+    data: Data,
+    sampler: str,
+    seed: int,
+    fast: bool,
+    device: str,
+    input_shape: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    from evohpo import EvoSearchClassifier, SearchSpace
 
     X_train, X_test, y_train, y_test = data
     settings: dict[str, Any] = {"sampler": sampler, "random_state": seed, "device": device}
+    if input_shape is not None:
+        settings["input_shape"] = input_shape
     if fast:
-        settings |= {"n_trials": 3, "max_epochs": 5, "search_space": {"max_layers": 1}}
+        space = {"max_layers": 1} if input_shape is None else {"max_layers": 1, "max_blocks": 1}
+        settings |= {"n_trials": 3, "max_epochs": 5, "search_space": SearchSpace(**space)}
     clf = EvoSearchClassifier(**settings)
     started = time.perf_counter()
     clf.fit(X_train, y_train)
@@ -105,6 +125,87 @@ def fit_mlp(data: Data, seed: int, fast: bool) -> dict[str, Any]:
     }
 
 
+def fit_reference_cnn(
+    data: Data, seed: int, fast: bool, input_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """The MNIST-1D paper's small CNN, trained alone (1-D or 2-D convolutions by the shape)."""
+    import torch
+    from torch import nn
+
+    X_train, X_test, y_train, y_test = data
+    conv = nn.Conv1d if len(input_shape) == 2 else nn.Conv2d
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        nn.Unflatten(1, input_shape),
+        conv(input_shape[0], 25, 5, stride=2, padding=1),
+        nn.ReLU(),
+        conv(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        conv(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+    n_features = body(torch.zeros(1, int(np.prod(input_shape)))).shape[1]
+    model = nn.Sequential(body, nn.Linear(n_features, int(max(y_train.max(), y_test.max())) + 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.as_tensor(X_train, dtype=torch.float32)
+    y = torch.as_tensor(y_train, dtype=torch.int64)
+    generator = torch.Generator().manual_seed(seed)
+    steps = 50 if fast else 6000
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as EvoSearchClassifier trains on the CPU
+    started = time.perf_counter()
+    try:
+        for _ in range(steps):
+            batch = torch.randint(len(x), (100,), generator=generator)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            predicted = model(torch.as_tensor(X_test, dtype=torch.float32)).argmax(1).numpy()
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "test_accuracy": float(np.mean(predicted == y_test)),
+        "fit_seconds": time.perf_counter() - started,
+        "n_trials": 1,
+        "detail": f"{steps} steps, {sum(p.numel() for p in model.parameters())} parameters",
+    }
+
+
+def _methods(args: argparse.Namespace, name: str) -> list[tuple[str, Callable[..., Any]]]:
+    """(label, fit(data, seed)) of every method the arguments ask for on data set ``name``."""
+    cuda = ", cuda" if args.device != "cpu" else ""
+    shape = INPUT_SHAPES[name]
+    methods: list[tuple[str, Callable[..., Any]]] = []
+    for sampler in args.samplers:
+        if not args.no_dense:
+            methods.append(
+                (
+                    f"EvoSearchClassifier({sampler}{cuda})",
+                    lambda d, s, sm=sampler: fit_evo(d, sm, s, args.fast, args.device),
+                )
+            )
+        if args.conv:
+            methods.append(
+                (
+                    f"EvoSearchClassifier({sampler}, input_shape={shape}{cuda})",
+                    lambda d, s, sm=sampler: fit_evo(d, sm, s, args.fast, args.device, shape),
+                )
+            )
+    if not args.no_mlp:
+        methods.append(("MLPClassifier()", lambda d, s: fit_mlp(d, s, args.fast)))
+    if args.reference_cnn:
+        methods.append(
+            (
+                "reference CNN (MNIST-1D paper)",
+                lambda d, s: fit_reference_cnn(d, s, args.fast, shape),
+            )
+        )
+    return methods
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     out = RESULTS / args.out
@@ -114,19 +215,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         writer.writeheader()
         for name in args.datasets:
             data = DATASETS[name]()
-            methods: list[tuple[str, str | None]] = [
-                (f"EvoSearchClassifier({s}{', cuda' if args.device != 'cpu' else ''})", s)
-                for s in args.samplers
-            ]
-            if not args.no_mlp:
-                methods.append(("MLPClassifier()", None))
-            for method, sampler in methods:
+            for method, fit in _methods(args, name):
                 for seed in args.seeds:
-                    result = (
-                        fit_mlp(data, seed, args.fast)
-                        if sampler is None
-                        else fit_evo(data, sampler, seed, args.fast, args.device)
-                    )
+                    result = fit(data, seed)
                     row = {"dataset": name, "method": method, "seed": seed, **result}
                     writer.writerow(row)
                     fh.flush()
@@ -166,6 +257,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device of EvoSearchClassifier")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--no-mlp", action="store_true", help="leave MLPClassifier out")
+    parser.add_argument("--no-dense", action="store_true", help="leave the dense searches out")
+    parser.add_argument("--conv", action="store_true", help="add convolutional searches")
+    parser.add_argument("--reference-cnn", action="store_true", help="add the reference CNN")
     parser.add_argument("--out", default="estimator_quality_runs.csv", help="run file name")
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="summarize run files")
     args = parser.parse_args()

@@ -124,6 +124,20 @@ def test_estimator_quality_fast(tmp_path: Path) -> None:
     assert [r["method"] for r in rows] == ["EvoSearchClassifier(ga)", "MLPClassifier()"]
 
 
+def test_estimator_quality_conv_rows_and_reference_cnn(tmp_path: Path) -> None:
+    args = ("--fast", "--datasets", "digits", "--seeds", "0", "--samplers", "ga")
+    flags = ("--conv", "--reference-cnn", "--no-dense", "--no-mlp")
+    run_bench("estimator_quality.py", *args, *flags, results=tmp_path)
+    rows = read_rows(tmp_path / "estimator_quality_fast.csv")
+    assert [r["method"] for r in rows] == [
+        "EvoSearchClassifier(ga, input_shape=(1, 8, 8))",
+        "reference CNN (MNIST-1D paper)",
+    ]
+    runs = read_rows(tmp_path / "estimator_quality_runs.csv")
+    assert '"blocks"' in runs[0]["detail"]  # the best genome has a convolutional body
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in runs)
+
+
 def test_scaling_fast_on_sqlite(tmp_path: Path) -> None:
     args = ("--trials", "2", "--epochs", "1", "--storages", "sqlite")
     run_bench("scaling.py", *args, results=tmp_path)

@@ -5,6 +5,7 @@ import os
 import pickle
 import sqlite3
 import time
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -13,7 +14,7 @@ import pytest
 import torch
 from optuna.pruners import BasePruner
 from sklearn.base import clone
-from sklearn.datasets import make_classification
+from sklearn.datasets import load_digits, make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -21,7 +22,8 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from evohpo import EvoSampler, EvoSearchClassifier, SearchSpace
-from evohpo.estimator.params import DEFAULT_SEARCH_SPACE
+from evohpo.estimator.params import DEFAULT_SEARCH_SPACE, check_settings
+from evohpo.estimator.record import SEARCH_ATTR
 from evohpo.exceptions import (
     EvohpoError,
     InvalidParameterError,
@@ -796,6 +798,107 @@ def test_training_errors_propagate_from_fit(data, monkeypatch):
     monkeypatch.setattr(objective_module, "train_classifier", broken)
     with pytest.raises(RuntimeError, match="device lost"):
         tiny().fit(X, y)
+
+
+# -- convolutional genomes (input_shape) --------------------------------------------------------
+#: TINY with a body of one or two small blocks.
+TINY_CONV = {**TINY, "max_blocks": 2, "channels": (2, 4), "kernels": (3,)}
+
+
+def signals(n: int = 120, length: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy signals whose class is where a bump sits: left or right half."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    X = rng.normal(scale=0.3, size=(n, length))
+    centres = np.where(y == 0, length // 4, 3 * length // 4)
+    X[np.arange(n), centres] += 3.0
+    return X, y
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "error", "match"),
+    [
+        (
+            (6,),
+            InvalidParameterError,
+            r"'input_shape' parameter of EvoSearchClassifier must be a "
+            r"tuple of 2 or 3 positive ints.* Got \(6,\)",
+        ),
+        ((1, 2, 3, 1), InvalidParameterError, r"'input_shape' parameter .* 2 or 3 positive ints"),
+        ((0, 6), InvalidParameterError, r"'input_shape' parameter .* Got \(0, 6\)"),
+        ("1x6", InvalidParameterError, r"'input_shape' parameter .* Got '1x6'"),
+        (
+            (1, 5),
+            InvalidParameterError,
+            r"'input_shape' parameter of EvoSearchClassifier must fold every row of X: its "
+            r"product must equal the number of features, 6\. Got \(1, 5\) instead, whose "
+            r"product is 5",
+        ),
+        (
+            (1, 1, 6),
+            SearchSpaceError,
+            r"'input_shape' parameter of EvoSearchClassifier is \(1, 1, 6\), but its "
+            r"search_space has input_shape \(2, 3\)",
+        ),
+    ],
+)
+def test_bad_input_shapes_name_the_parameter(data, input_shape, error, match):
+    X, y = data
+    space = {**TINY, "input_shape": (2, 3)} if error is SearchSpaceError else TINY
+    with pytest.raises(error, match=match):
+        tiny(input_shape=input_shape, search_space=space).fit(X, y)
+
+
+def test_input_shape_sets_the_search_spaces_input_shape():
+    params = tiny(input_shape=(1, 8, 8)).get_params()
+    assert check_settings(params).space == SearchSpace(**TINY, input_shape=(1, 8, 8))
+    default = check_settings({**params, "search_space": None}).space
+    assert default == replace(DEFAULT_SEARCH_SPACE, input_shape=(1, 8, 8))
+    own = check_settings({**params, "input_shape": None, "search_space": {"input_shape": [2, 3]}})
+    assert own.input_shape == own.space.input_shape == (2, 3)
+    assert check_settings({**params, "input_shape": None}).input_shape is None
+
+
+def test_conv_search_on_digits_as_images(tmp_path):
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300], y[:300]
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    clf = tiny(
+        input_shape=(1, 8, 8), search_space=TINY_CONV, max_epochs=1, storage=url, study_name="conv"
+    )
+    clf.fit(X, y)
+    assert clf.best_genome_.blocks is not None
+    assert all(g.blocks is not None for g in clf.ensemble_genomes_)
+    assert clf.predict(X[:7]).shape == (7,)
+    assert set(clf.predict(X)) <= set(range(10))
+    record = clf.study_.user_attrs[SEARCH_ATTR]
+    assert record["input_shape"] == [1, 8, 8]
+    assert record["space"]["input_shape"] == [1, 8, 8]
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    # The study resumes with the same shape, and only with it.
+    again = clone(clf).set_params(n_trials=3).fit(X, y)
+    assert again.n_trials_ == 3
+    with pytest.raises(StudyMismatchError, match=r"input_shape: stored \[1, 8, 8\], now \[1, 64\]"):
+        clone(clf).set_params(input_shape=(1, 64), search_space=TINY_CONV).fit(X, y)
+
+
+def test_conv_search_on_signals_learns_where_the_bump_is():
+    X, y = signals()
+    clf = tiny(input_shape=(1, 16), search_space=TINY_CONV, max_epochs=6, n_trials=2).fit(X, y)
+    assert clf.best_genome_.blocks is not None
+    assert clf.score(X, y) > 0.8
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
+
+
+def test_a_dense_search_records_no_input_shape(data):
+    X, y = data
+    clf = tiny().fit(X, y)
+    record = clf.study_.user_attrs[SEARCH_ATTR]
+    assert "input_shape" not in record
+    assert "input_shape" not in record["space"]
+    assert clf.best_genome_.blocks is None
 
 
 def test_quickstart_example_runs(capsys):

@@ -14,6 +14,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 
 #: What each example must print in fast mode.
 EXPECTED = {
+    "conv_search.py": "best body:",
     "evosampler_own_objective.py": "trials were bred from the population",
     "ga_vs_tpe.py": "tpe: mean best validation accuracy",
     "multi_objective.py": "Pareto front of 10 trials",

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from evohpo import EvoSampler, SearchSpace, suggest_genome
+from evohpo import EvoSampler, Genome, SearchSpace, suggest_genome
 from evohpo._interrupt import GracefulStop, raise_if_stop_requested, stop_requested
 from evohpo.exceptions import (
     StopRequested,
@@ -35,7 +35,7 @@ from evohpo.studies.group import (
     study_identity,
     study_name,
 )
-from evohpo.studies.run import finished_trials, run_study
+from evohpo.studies.run import finished_trials, make_objective, run_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -591,6 +591,56 @@ def test_splits_that_leave_too_few_rows_are_config_errors(
     config = load_study_config(write_study(tmp_path, data=data))
     with pytest.raises(StudyConfigError, match=message):
         prepare_data(config)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (
+            [1, 5],
+            r"study\.toml: \[space\] 'input_shape' = \[1, 5\] holds 5 values, but every row "
+            r"of 'iris' has 4 features: .*e\.g\. \[1, 4\]",
+        ),
+        ([2, 1, 3], r"\[space\] 'input_shape' = \[2, 1, 3\] holds 6 values, .* 4 features"),
+    ],
+)
+def test_an_input_shape_that_does_not_fold_the_rows_is_a_config_error(
+    tmp_path: Path, write_study: WriteStudy, shape: list[int], message: str
+) -> None:
+    config = load_study_config(write_study(tmp_path, space={"input_shape": shape}))
+    with pytest.raises(StudyConfigError, match=message):
+        prepare_data(config)
+
+
+def test_an_input_shape_reaches_the_objective_and_the_identity(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    space = {"input_shape": [1, 4], "min_blocks": 1, "max_blocks": 1, "channels": [2, 4]}
+    path = write_study(tmp_path, space=space, train={"max_epochs": 1, "device": "cpu"})
+    config = load_study_config(path)
+    identity = study_identity(config, "ga", 0)
+    assert identity["space"]["input_shape"] == [1, 4]
+    assert "images" not in identity["data"]
+    objective = make_objective(config, prepare_data(config), 0)
+    assert objective.input_shape == (1, 4)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    run_study(study, objective, Budget(n_trials=2))
+    genomes = [Genome.from_json(t.user_attrs["genome"]) for t in finished_trials(study)]
+    assert [g.body_depth for g in genomes] == [1, 1]
+
+
+def test_a_dense_study_files_identity_has_no_body_settings(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    identity = study_identity(load_study_config(write_study(tmp_path)), "ga", 0)
+    assert identity["data"] == {
+        "dataset": "iris",
+        "test_fraction": 0.2,
+        "validation_fraction": 0.2,
+        "split_seed": 0,
+    }
+    assert not {"input_shape", "min_blocks", "channels", "readouts"} & set(identity["space"])
 
 
 # -- running and resuming ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from evohpo.estimator.params import (
     DEFAULT_SEARCH_SPACE,
     OWNER,
     Settings,
+    check_input_width,
     check_n_classes,
     check_settings,
     encode_labels,
@@ -56,11 +57,12 @@ _REFIT_ATTRS = ("best_model_", "ensemble_models_", "_scaler", "refit_time_")
 
 
 class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """Neural-architecture and hyperparameter search for a dense network classifier.
+    """Neural-architecture and hyperparameter search for a neural network classifier.
 
     ``fit`` runs an Optuna study whose trials each train one network (a
     :class:`~evohpo.Genome`: layers, units, activations, dropout, optimizer,
-    learning rate, weight decay, batch size) on a training split and score it
+    learning rate, weight decay, batch size; with ``input_shape`` also a
+    convolutional body) on a training split and score it
     on a validation split; it then retrains the best genomes on all the data
     and predicts with the average of their class probabilities. The search is
     a genetic algorithm (:class:`~evohpo.EvoSampler`) by default, Optuna's TPE
@@ -87,6 +89,17 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Ranges and choices of the genes; a dict holds :class:`~evohpo.SearchSpace`
         settings (``{"max_layers": 2, "units": (16, 128)}``). ``None`` means
         :data:`DEFAULT_SEARCH_SPACE`.
+    input_shape : tuple of int, optional
+        ``(channels, length)`` for signals or ``(channels, height, width)`` for
+        images: every row of ``X`` (flat, ``n_features`` values) is folded to
+        this shape inside the network, and the genomes get a convolutional body
+        of blocks (:class:`~evohpo.evolution.blocks.BlockGene`: channels, kernel,
+        stride, pooling, residual, batch norm, activation, dropout) before their
+        dense layers. Its product must equal ``n_features`` (digits as images:
+        ``(1, 8, 8)``). The search space gets this input shape (the default
+        space's body settings unless ``search_space`` sets them); a search space
+        with another input shape is an error. ``None``: the search space's input
+        shape if it has one, else dense networks.
     max_epochs : int, default=100
         Epoch limit of every training.
     patience : int or None, default=20
@@ -248,6 +261,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         timeout: float | None = None,
         sampler: str | BaseSampler = "ga",
         search_space: SearchSpace | Mapping[str, Any] | None = None,
+        input_shape: tuple[int, ...] | None = None,
         max_epochs: int = 100,
         patience: int | None = 20,
         validation_fraction: float = 0.2,
@@ -268,6 +282,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.timeout = timeout
         self.sampler = sampler
         self.search_space = search_space
+        self.input_shape = input_shape
         self.max_epochs = max_epochs
         self.patience = patience
         self.validation_fraction = validation_fraction
@@ -341,6 +356,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[Any]]:
         """``X`` as floats, ``y`` encoded as indices of the sorted classes, the classes."""
         X, y = validate_data(self, X, y, dtype=np.float64)
+        check_input_width(settings.input_shape, X.shape[1])
         classes, y_encoded = encode_labels(y)  # first: it names labels that do not sort
         check_classification_targets(y)
         check_n_classes(classes, len(y_encoded), settings.cv)
@@ -352,6 +368,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         complete = complete_trials(search.study.study_name, trials, settings.timeout)
         best = max(complete, key=rank_key)
         self.classes_ = classes
+        self._input_shape = settings.input_shape  # how the members fold a row
         self._study: optuna.Study | None = search.study
         self._study_ref: dict[str, Any] | None = None
         self.cv_results_ = cv_results(trials, settings.cv)
@@ -469,8 +486,11 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         super().__setstate__(state)
         if weights is not None:
             models = []
+            shape = self.__dict__.get("_input_shape")
             for genome, member_weights in zip(self.ensemble_genomes_, weights, strict=True):
-                model = build_model(genome, self.n_features_in_, len(self.classes_), seed=0)
+                model = build_model(
+                    genome, self.n_features_in_, len(self.classes_), seed=0, input_shape=shape
+                )
                 model.load_state_dict(member_weights)
                 models.append(model.eval())
             self.ensemble_models_ = models

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler
 
 from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo.evolution.blocks import check_input_shape
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
 from evohpo.search.samplers import SAMPLERS
@@ -26,6 +28,7 @@ __all__ = [
     "DEFAULT_SEARCH_SPACE",
     "OWNER",
     "Settings",
+    "check_input_width",
     "check_n_classes",
     "check_settings",
     "encode_labels",
@@ -55,7 +58,9 @@ class Settings:
 
     ``space``, ``pruner``, ``n_jobs``, ``device`` and ``verbose`` are resolved
     (defaults filled in, a private copy of the pruner); ``sampler``, ``scoring``
-    and ``random_state`` are kept as given.
+    and ``random_state`` are kept as given. ``input_shape`` is the shape rows
+    are folded to, the estimator's or else the search space's (``None``: dense
+    networks); ``space`` then has it as its own.
     """
 
     n_trials: int | None
@@ -77,6 +82,7 @@ class Settings:
     refit: bool
     ensemble_size: int
     device: torch.device
+    input_shape: tuple[int, ...] | None = None
 
     def describe_validation(self) -> str:
         """How trials are scored, as the study's record states it."""
@@ -102,7 +108,10 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
         raise_invalid(
             "sampler", OWNER, "one of {'ga', 'tpe', 'random'} or an Optuna sampler", sampler
         )
-    space = _check_space(p["search_space"])
+    input_shape = None
+    if p["input_shape"] is not None:
+        input_shape = check_input_shape(p["input_shape"], "input_shape", OWNER)
+    space = _check_space(p["search_space"], input_shape)
     check_int(p["max_epochs"], "max_epochs", OWNER, low=1)
     if p["patience"] is not None:
         _check_int_or_none(p["patience"], "patience", low=1)
@@ -150,6 +159,7 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
         refit=p["refit"],
         ensemble_size=int(p["ensemble_size"]),
         device=device,
+        input_shape=space.input_shape,
     )
 
 
@@ -201,20 +211,40 @@ def _check_int_or_none(value: Any, name: str, *, low: int) -> int:
         raise_invalid(name, OWNER, f"an int >= {low} or None", value)
 
 
-def _check_space(value: Any) -> SearchSpace:
+def check_input_width(input_shape: tuple[int, ...] | None, n_features: int) -> None:
+    """Raise unless ``input_shape`` (when set) folds a row of ``n_features`` values."""
+    if input_shape is not None and math.prod(input_shape) != n_features:
+        raise InvalidParameterError(
+            f"The 'input_shape' parameter of {OWNER} must fold every row of X: its product "
+            f"must equal the number of features, {n_features}. Got {input_shape} instead, "
+            f"whose product is {math.prod(input_shape)}."
+        )
+
+
+def _check_space(value: Any, input_shape: tuple[int, ...] | None) -> SearchSpace:
+    """The search space, with ``input_shape`` set on it when given."""
     if value is None:
-        return DEFAULT_SEARCH_SPACE
-    if isinstance(value, SearchSpace):
-        return value
-    if isinstance(value, Mapping):
-        return SearchSpace.from_dict(value)
-    raise_invalid(
-        "search_space",
-        OWNER,
-        "a SearchSpace, a dict of SearchSpace settings, or None",
-        value,
-        SearchSpaceError,
-    )
+        space = DEFAULT_SEARCH_SPACE
+    elif isinstance(value, SearchSpace):
+        space = value
+    elif isinstance(value, Mapping):
+        space = SearchSpace.from_dict(value)
+    else:
+        raise_invalid(
+            "search_space",
+            OWNER,
+            "a SearchSpace, a dict of SearchSpace settings, or None",
+            value,
+            SearchSpaceError,
+        )
+    if input_shape is None or space.input_shape == input_shape:
+        return space
+    if space.input_shape is not None:
+        raise SearchSpaceError(
+            f"The 'input_shape' parameter of {OWNER} is {input_shape}, but its search_space "
+            f"has input_shape {space.input_shape}. Give the shape once (either), or the same."
+        )
+    return replace(space, input_shape=input_shape)
 
 
 def _check_study_params(p: Mapping[str, Any]) -> BasePruner:

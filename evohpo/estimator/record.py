@@ -26,8 +26,12 @@ def search_record(
     y: npt.NDArray[np.int64],
     root: int,
 ) -> dict[str, Any]:
-    """What makes stored trials comparable: a resumed study must match it."""
-    return {
+    """What makes stored trials comparable: a resumed study must match it.
+
+    ``input_shape`` is recorded only when set, so that dense searches stored
+    before it existed keep their record and resume.
+    """
+    record: dict[str, Any] = {
         "estimator": OWNER,
         "scoring": _describe_scoring(settings.scoring),
         "space": settings.space.to_dict(),
@@ -38,6 +42,9 @@ def search_record(
         "seed": root,
         "data": _fingerprint(X, y, classes),
     }
+    if settings.input_shape is not None:
+        record["input_shape"] = list(settings.input_shape)
+    return record
 
 
 def check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:

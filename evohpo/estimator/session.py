@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,8 +74,10 @@ def run_search(
 ) -> Search:
     """Load or create the study, check that it belongs to this search, run its missing trials.
 
-    ``y`` holds labels encoded as indices of ``classes``.
+    ``y`` holds labels encoded as indices of ``classes``. ``timeout`` counts
+    from here: the time spent opening the study and checking it is spent.
     """
+    started = time.monotonic()
     with _search_storage(settings) as storage:
         existing = _load_existing_study(storage, settings)
         stored = existing.user_attrs.get(SEARCH_ATTR) if existing is not None else None
@@ -91,6 +95,7 @@ def run_search(
             seed=derive_seed(root, "objective"),
             scoring=settings.scoring,
             n_classes=len(classes),
+            input_shape=settings.input_shape,
         )
         objective = objective_factory()
         record = search_record(settings, classes, X, y, root)
@@ -101,6 +106,9 @@ def run_search(
             study = _create_study(storage, settings, record)
         # Known only now: how many trials a resumed study already holds.
         study.sampler = _make_sampler(settings, root, len(study.get_trials(deepcopy=False)))
+        if settings.timeout is not None:
+            left = settings.timeout - (time.monotonic() - started)
+            settings = dataclasses.replace(settings, timeout=max(left, 0.0))
         _optimize(study, storage, objective, objective_factory, settings)
         if storage.temporary:
             study = _in_memory_copy(study)
@@ -288,6 +296,10 @@ def _optimize(
     recover_orphaned_trials(study)  # trials of killed processes: failed and re-enqueued
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = None if settings.n_trials is None else settings.n_trials - done
+    if settings.timeout == 0.0:
+        if settings.verbose >= 1:
+            logger.info("The timeout is spent before the first trial; no new trial.")
+        return
     if remaining is not None and remaining <= 0:
         if settings.verbose >= 1:
             logger.info(

@@ -48,7 +48,16 @@ TOP_KEYS = (
     "compare",
     "sampler",
 )
-DATA_KEYS = ("dataset", "test_fraction", "validation_fraction", "split_seed")
+DATA_KEYS = (
+    "dataset",
+    "test_fraction",
+    "validation_fraction",
+    "split_seed",
+    "root",
+    "image_size",
+    "grayscale",
+    "download",
+)
 TRAIN_KEYS = (
     "max_epochs",
     "patience",

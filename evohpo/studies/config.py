@@ -23,6 +23,7 @@ from evohpo.exceptions import InvalidParameterError, StudyConfigError
 from evohpo.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
+from evohpo.studies.sources import ImageSource, check_dataset_name, image_space, parse_image_source
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,7 +69,8 @@ class StudyConfig:
     description : str
         Free text.
     dataset : str
-        A name from :data:`evohpo.training.datasets.DATASETS`.
+        A name from :data:`evohpo.training.datasets.DATASETS`, ``"imagefolder"``
+        or ``"torchvision:<Name>"`` (see :mod:`evohpo.studies.sources`).
     test_fraction : float or None
         Share of rows held out for the final test; ``None`` uses the data
         set's canonical test split if it has one, else 0.2.
@@ -100,6 +102,8 @@ class StudyConfig:
         Directory of the study file: default storage, outputs and caches.
     source : str
         Where the configuration came from, for messages.
+    images : ImageSource or None
+        ``root``, ``image_size``, ``grayscale`` and ``download`` of image data.
     """
 
     name: str
@@ -119,6 +123,7 @@ class StudyConfig:
     storage: str | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<study>"
+    images: ImageSource | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -139,12 +144,15 @@ class StudyConfig:
 
     def data_identity(self) -> dict[str, Any]:
         """The settings that decide the rows each study sees."""
-        return {
+        identity: dict[str, Any] = {
             "dataset": self.dataset,
             "test_fraction": self.test_fraction,
             "validation_fraction": self.validation_fraction,
             "split_seed": self.split_seed,
         }
+        if self.images is not None:  # only then: other study files keep their identity
+            identity["images"] = self.images.identity()
+        return identity
 
 
 def _safe_name(name: str) -> str:
@@ -250,6 +258,8 @@ def parse_study_config(
         space = SearchSpace.from_dict(space_table)
     except InvalidParameterError as exc:
         raise StudyConfigError(f"{source}: [space]: {exc}") from exc
+    if rows["images"] is not None:  # the images' shape, unless [space] sets one
+        space = image_space(space, rows["dataset"], rows["images"], base, source)
     train = dict(schema.get_table(data, "train", source))
     schema.check_keys(train, schema.TRAIN_KEYS, "train", source)
     schema.check_train(train, source, check_device=check_device)
@@ -279,27 +289,17 @@ def parse_study_config(
 
 
 def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``dataset``, ``test_fraction``, ``validation_fraction``, ``split_seed`` of ``[data]``."""
-    from evohpo.training.datasets import DATASETS
-
+    """``dataset``, ``test_fraction``, ``validation_fraction``, ``split_seed`` and the image
+    settings (``images``) of ``[data]``."""
     table = schema.get_table(data, "data", source, required=True)
     schema.check_keys(table, schema.DATA_KEYS, "data", source)
-    dataset = table.get("dataset")
-    if dataset not in DATASETS:
-        listed = ", ".join(repr(n) for n in sorted(DATASETS))
-        schema.config_error(
-            source,
-            "data",
-            "dataset",
-            f"one of {{{listed}}}",
-            dataset,
-            hint=schema.did_you_mean(dataset, DATASETS),
-        )
+    dataset = check_dataset_name(table.get("dataset"), source)
     test_fraction = table.get("test_fraction")
     if test_fraction is not None:
         test_fraction = schema.fraction(test_fraction, "test_fraction", "data", source)
     return {
-        "dataset": str(dataset),
+        "dataset": dataset,
+        "images": parse_image_source(table, dataset, source),
         "test_fraction": test_fraction,
         "validation_fraction": schema.fraction(
             table.get("validation_fraction", 0.2), "validation_fraction", "data", source

@@ -14,6 +14,7 @@ import numpy as np
 
 from evohpo.exceptions import StudyConfigError
 from evohpo.studies.config import StudyConfig
+from evohpo.studies.sources import load_rows
 
 if TYPE_CHECKING:
     from evohpo.training.datasets import Dataset
@@ -64,13 +65,16 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
     StudyConfigError
         If ``test_fraction`` or ``validation_fraction`` leaves a part with
         fewer rows than classes (or a class too small to split); the message
-        names the setting and the fractions that would work.
+        names the setting and the fractions that would work. If ``[space]
+        input_shape`` does not fold the data's rows (or differs from the
+        images' shape). If image data cannot be read.
     """
-    from evohpo.training.datasets import load_dataset
-
     data = dataset
     if data is None:
-        data = load_dataset(config.dataset, cache_dir=config.cache_dir)
+        data = load_rows(
+            config.dataset, config.images, config.base_dir, config.cache_dir, config.source
+        )
+    _check_input_shape(config, data)
     rows = np.arange(data.X.shape[0])
     if config.test_fraction is None and data.test_index is not None:
         test = np.asarray(data.test_index)
@@ -104,6 +108,26 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         y_test=data.y[test],
         class_names=list(data.class_names),
     )
+
+
+def _check_input_shape(config: StudyConfig, data: Dataset) -> None:
+    """``[space] input_shape`` must fold every row of ``data``, and match images' shape."""
+    shape = config.space.input_shape
+    if shape is None:
+        return
+    where = f"{config.source}: [space] 'input_shape' = {list(shape)}"
+    if data.input_shape is not None and tuple(data.input_shape) != tuple(shape):
+        raise StudyConfigError(
+            f"{where} differs from the shape of the images of {config.dataset!r}, "
+            f"{list(data.input_shape)} (channels, height, width). Leave input_shape out to "
+            "take the images' shape, or set [data] image_size and grayscale to match it."
+        )
+    if math.prod(shape) != data.n_features:
+        raise StudyConfigError(
+            f"{where} holds {math.prod(shape)} values, but every row of {config.dataset!r} "
+            f"has {data.n_features} features: the product of the shape must equal the "
+            f"number of features (e.g. [1, {data.n_features}] for a signal)."
+        )
 
 
 def _split(

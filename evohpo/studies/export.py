@@ -6,7 +6,8 @@ outside that directory:
 ``model.pt``
     The network's ``state_dict`` (tensors only), loadable with
     ``torch.load(path, weights_only=True)`` into
-    ``evohpo.training.nn.build_model(genome, n_features, n_classes)``.
+    ``evohpo.training.nn.build_model(genome, n_features, n_classes)`` (with
+    ``input_shape=`` the metadata's ``input_shape`` when it has one).
 ``genome.json``
     The genome (:meth:`evohpo.Genome.to_json`).
 ``classes.json``
@@ -32,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
+from evohpo.evolution.blocks import BlockGene
 from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
 from evohpo.studies.config import StudyConfig
@@ -197,7 +199,8 @@ def export_best(
     standardizer = objective.standardizer()
     test_accuracy = measure_test_accuracy(best.study, objective, data, guard=guard)
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-    metadata = {
+    shape = config.space.input_shape
+    metadata: dict[str, Any] = {
         "evohpo_version": __version__,
         "study": best.study.study_name,
         "group": config.name,
@@ -215,10 +218,13 @@ def export_best(
         },
         "load": (
             "genome = evohpo.Genome.from_json(open('genome.json').read()); "
-            "model = evohpo.training.nn.build_model(genome, n_features, n_classes); "
+            "model = evohpo.training.nn.build_model(genome, n_features, n_classes"
+            f"{'' if shape is None else ', input_shape=input_shape'}); "
             "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
         ),
     }
+    if shape is not None:  # rows are folded to this shape inside the model
+        metadata["input_shape"] = list(shape)
     out.mkdir(parents=True, exist_ok=True)
     _write_atomically(out, "model.pt", lambda handle: torch.save(state, handle))
     _write_text(out, "genome.json", best.genome.to_json() + "\n")
@@ -254,12 +260,33 @@ def _umask() -> int:
 
 
 def describe_genome(genome: Genome) -> str:
-    """A one-line summary: ``2 layers [128 relu, 64 gelu 0.10], adam lr 3.2e-03 ...``."""
+    """A one-line summary: ``2 layers [128 relu, 64 gelu 0.10], adam lr 3.2e-03 ...``.
+
+    A genome with a convolutional body starts with its blocks and readout:
+    ``2 blocks [16 k5 s2 max res bn relu, 32 k3 s1 relu], avg readout; 1 layer [...]``.
+    """
     layers = ", ".join(
         f"{layer.units} {layer.activation}" + (f" {layer.dropout:.2f}" if layer.dropout else "")
         for layer in genome.layers
     )
+    body = ""
+    if genome.blocks is not None:
+        blocks = ", ".join(_describe_block(block) for block in genome.blocks)
+        n = len(genome.blocks)
+        body = f"{n} block{'s' if n != 1 else ''} [{blocks}], {genome.readout} readout; "
     return (
-        f"{genome.depth} layer{'s' if genome.depth != 1 else ''} [{layers}], {genome.optimizer} "
-        f"lr {genome.learning_rate:.1e} wd {genome.weight_decay:.1e} batch {genome.batch_size}"
+        f"{body}{genome.depth} layer{'s' if genome.depth != 1 else ''} [{layers}], "
+        f"{genome.optimizer} lr {genome.learning_rate:.1e} wd {genome.weight_decay:.1e} "
+        f"batch {genome.batch_size}"
     )
+
+
+def _describe_block(block: BlockGene) -> str:
+    """``16 k5 s2 max res bn relu 0.10``: channels, kernel, stride, then what is on."""
+    words = [f"{block.channels}", f"k{block.kernel}", f"s{block.stride}"]
+    words += [block.pool] if block.pool != "none" else []
+    words += ["res"] if block.residual else []
+    words += ["bn"] if block.batchnorm else []
+    words.append(block.activation)
+    words += [f"{block.dropout:.2f}"] if block.dropout else []
+    return " ".join(words)

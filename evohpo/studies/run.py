@@ -141,6 +141,8 @@ def make_objective(config: StudyConfig, data: PreparedData, seed: int) -> Genome
     Every sampler gets the same rows: the objective trains on the training
     split (standardised with its own statistics) and scores each trial on the
     validation split. Trial ``n`` trains with a seed derived from ``(seed, n)``.
+    With ``[space] input_shape`` every row is folded to that shape inside the
+    network (:mod:`evohpo.training.nn`).
     """
     from evohpo.search.objective import GenomeObjective
     from evohpo.training.config import TrainConfig
@@ -152,4 +154,5 @@ def make_objective(config: StudyConfig, data: PreparedData, seed: int) -> Genome
         train_config=TrainConfig(**config.train),
         validation_data=(data.X_val, data.y_val),
         seed=seed,
+        input_shape=config.space.input_shape,
     )

@@ -4,7 +4,9 @@ Nothing is downloaded: scikit-learn's bundled sets (digits, wine,
 breast_cancer, iris) ship with scikit-learn, and mnist1d is generated
 procedurally by the ``mnist1d`` package with its default arguments (its
 ``make_dataset``, never its downloader). Generating mnist1d takes a while,
-so it is cached as a ``.npz`` file (numpy arrays only, no pickle).
+so it is cached as a ``.npz`` file (numpy arrays only, no pickle). Images
+(a folder of them, or a torchvision data set) are read by
+:mod:`evohpo.training.images`.
 
 Examples
 --------
@@ -59,6 +61,9 @@ class Dataset:
         last 1000 rows), else ``None``.
     description : str
         One line saying where the data come from.
+    input_shape : tuple of int or None
+        ``(channels, height, width)`` of images (rows are flattened images, see
+        :mod:`evohpo.training.images`), ``None`` for tabular data.
     """
 
     name: str
@@ -67,6 +72,7 @@ class Dataset:
     class_names: list[str]
     test_index: np.ndarray | None = field(default=None, repr=False)
     description: str = ""
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def n_classes(self) -> int:
