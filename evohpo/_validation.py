@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from evohpo.exceptions import InvalidParameterError
@@ -17,6 +17,7 @@ from evohpo.exceptions import InvalidParameterError
 __all__ = [
     "check_choice",
     "check_float",
+    "check_input_shape",
     "check_int",
     "check_probability",
     "check_rng",
@@ -133,3 +134,15 @@ def _range_text(
     left = "(" if low_open else "["
     right = "]" if closed_high else ")"
     return f" in the range {left}{low}, {high}{right}"
+
+
+def check_input_shape(value: Any, name: str, owner: str) -> tuple[int, ...]:
+    """``value`` as a shape of 2 or 3 positive ints: (channels, length) or (channels, h, w)."""
+    expected = "a tuple of 2 or 3 positive ints: (channels, length) or (channels, height, width)"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise_invalid(name, owner, expected, value)
+    if len(value) not in (2, 3) or any(
+        isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 for dim in value
+    ):
+        raise_invalid(name, owner, expected, tuple(value))
+    return tuple(int(dim) for dim in value)

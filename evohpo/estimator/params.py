@@ -16,8 +16,7 @@ import torch
 from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler
 
-from evohpo._validation import check_float, check_int, raise_invalid
-from evohpo.evolution.blocks import check_input_shape
+from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
 from evohpo.search.samplers import SAMPLERS

@@ -34,7 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evohpo._validation import check_choice, check_float, check_int, raise_invalid
+from evohpo._validation import (
+    check_choice,
+    check_float,
+    check_int,
+    raise_invalid,
+)
+from evohpo.evolution._names import indexed_param, parse_indexed_param
 from evohpo.exceptions import InvalidParameterError
 
 __all__ = [
@@ -47,7 +53,6 @@ __all__ = [
     "block_weight_shapes",
     "body_features",
     "body_shapes",
-    "check_input_shape",
     "parse_block_param",
 ]
 
@@ -69,19 +74,13 @@ BLOCK_FIELDS: tuple[str, ...] = (
 
 
 def block_param(index: int, field_name: str) -> str:
-    """Optuna parameter name of ``field_name`` of block ``index``: ``block1.kernel``."""
-    return f"block{index}.{field_name}"
+    """Optuna parameter name of ``field_name`` of block ``index``: ``block2.kernel``."""
+    return indexed_param("block", index, field_name)
 
 
 def parse_block_param(name: str) -> tuple[int, str] | None:
     """Inverse of :func:`block_param`; ``None`` for a name that is not per-block."""
-    head, dot, tail = name.partition(".")
-    if not dot or not head.startswith("block") or tail not in BLOCK_FIELDS:
-        return None
-    digits = head[len("block") :]
-    if not digits.isdigit():
-        return None
-    return int(digits), tail
+    return parse_indexed_param(name, "block", BLOCK_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -172,21 +171,6 @@ def block_weight_shapes(blocks: Sequence[BlockGene]) -> list[tuple[int | None, i
     return [
         (width, block.channels, block.kernel) for width, block in zip(inputs, blocks, strict=True)
     ]
-
-
-def check_input_shape(value: Any, name: str, owner: str) -> tuple[int, ...]:
-    """``value`` as a shape of 2 or 3 positive ints: (channels, length) or (channels, h, w)."""
-    expected = "a tuple of 2 or 3 positive ints: (channels, length) or (channels, height, width)"
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise_invalid(name, owner, expected, value)
-    if len(value) not in (2, 3):
-        raise_invalid(name, owner, expected, value)
-    shape: list[int] = []
-    for dim in value:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise_invalid(name, owner, expected, tuple(value))
-        shape.append(int(dim))
-    return tuple(shape)
 
 
 def body_shapes(

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
+from evohpo.evolution._names import indexed_param, parse_indexed_param
 from evohpo.evolution.blocks import (
     BLOCK_FIELDS,
     READOUTS,
@@ -96,18 +97,12 @@ LAYER_FIELDS: tuple[str, ...] = ("units", "activation", "dropout")
 
 def layer_param(index: int, field_name: str) -> str:
     """Optuna parameter name of ``field_name`` of layer ``index``: ``layer2.units``."""
-    return f"layer{index}.{field_name}"
+    return indexed_param("layer", index, field_name)
 
 
 def parse_layer_param(name: str) -> tuple[int, str] | None:
     """Inverse of :func:`layer_param`; ``None`` for a name that is not per-layer."""
-    head, dot, tail = name.partition(".")
-    if not dot or not head.startswith("layer") or tail not in LAYER_FIELDS:
-        return None
-    digits = head[len("layer") :]
-    if not digits.isdigit():
-        return None
-    return int(digits), tail
+    return parse_indexed_param(name, "layer", LAYER_FIELDS)
 
 
 def new_gene_id(rng: random.Random) -> str:

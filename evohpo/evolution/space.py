@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from evohpo._validation import check_float, check_int, raise_invalid
+from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
 from evohpo.evolution._repair import repair_genome
-from evohpo.evolution.blocks import POOLS, READOUTS, BlockGene, body_shapes, check_input_shape
+from evohpo.evolution.blocks import POOLS, READOUTS, BlockGene, body_shapes
 from evohpo.evolution.genome import ACTIVATIONS, OPTIMIZERS, Genome, LayerGene, new_gene_id
 from evohpo.exceptions import SearchSpaceError
 

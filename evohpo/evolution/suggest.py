@@ -26,8 +26,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from evohpo._validation import raise_invalid
-from evohpo.evolution.blocks import BLOCK_FIELDS, block_param, check_input_shape
+from evohpo._validation import check_input_shape, raise_invalid
+from evohpo.evolution.blocks import BLOCK_FIELDS, block_param
 from evohpo.evolution.genome import (
     BATCH_SIZE,
     LAYER_FIELDS,

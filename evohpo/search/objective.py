@@ -23,8 +23,7 @@ import numpy.typing as npt
 import optuna
 
 from evohpo._random import derive_seed
-from evohpo._validation import check_float, check_int, raise_invalid
-from evohpo.evolution.blocks import check_input_shape
+from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome

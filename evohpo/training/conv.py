@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from evohpo._validation import check_input_shape as _check_shape
 from evohpo._validation import check_int, raise_invalid
 from evohpo.exceptions import InvalidParameterError
 from evohpo.training import layers
@@ -138,14 +139,7 @@ def check_input_shape(value: Any, n_features: int, owner: str) -> tuple[int, ...
         Naming ``input_shape``, if ``value`` is not 2 or 3 positive ints or
         their product is not ``n_features``.
     """
-    expected = "a tuple of 2 or 3 positive ints: (channels, length) or (channels, height, width)"
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise_invalid("input_shape", owner, expected, value)
-    if len(value) not in (2, 3) or any(
-        isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 for dim in value
-    ):
-        raise_invalid("input_shape", owner, expected, tuple(value))
-    shape = tuple(int(dim) for dim in value)
+    shape = _check_shape(value, "input_shape", owner)
     if math.prod(shape) != n_features:
         raise InvalidParameterError(
             f"The 'input_shape' parameter of {owner} must have as many elements as there are "
