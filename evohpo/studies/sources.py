@@ -166,24 +166,7 @@ def image_space(
     """
     if space.input_shape is not None:
         return space
-    from evohpo.training import images as reader
-
-    root = images.path(base_dir)
-    try:
-        if dataset == IMAGE_FOLDER:
-            shape = reader.image_folder_shape(
-                root, image_size=images.image_size, grayscale=images.grayscale
-            )
-        else:
-            shape = reader.torchvision_shape(
-                dataset.removeprefix(TORCHVISION_PREFIX),
-                root,
-                download=images.download,
-                image_size=images.image_size,
-                grayscale=images.grayscale,
-            )
-    except (InvalidParameterError, ImportError) as exc:
-        raise StudyConfigError(f"{source}: [data]: {exc}") from exc
+    shape = _read_images(dataset, images, base_dir, source, shape_only=True)
     try:
         return replace(space, input_shape=shape)
     except InvalidParameterError as exc:
@@ -200,20 +183,25 @@ def load_rows(
 
     if images is None:
         return load_dataset(dataset, cache_dir=cache_dir)
+    rows: Dataset = _read_images(dataset, images, base_dir, source, shape_only=False)
+    return rows
+
+
+def _read_images(
+    dataset: str, images: ImageSource, base_dir: Path, source: str, *, shape_only: bool
+) -> Any:
+    """The images' shape (``shape_only``) or their rows, from a folder or a torchvision set."""
     from evohpo.training import images as reader
 
     root = images.path(base_dir)
+    size, gray = images.image_size, images.grayscale
     try:
         if dataset == IMAGE_FOLDER:
-            return reader.load_image_folder(
-                root, image_size=images.image_size, grayscale=images.grayscale
-            )
-        return reader.load_torchvision(
-            dataset.removeprefix(TORCHVISION_PREFIX),
-            root,
-            download=images.download,
-            image_size=images.image_size,
-            grayscale=images.grayscale,
-        )
+            if shape_only:
+                return reader.image_folder_shape(root, image_size=size, grayscale=gray)
+            return reader.load_image_folder(root, image_size=size, grayscale=gray)
+        name, download = dataset.removeprefix(TORCHVISION_PREFIX), images.download
+        read_set = reader.torchvision_shape if shape_only else reader.load_torchvision
+        return read_set(name, root, download=download, image_size=size, grayscale=gray)
     except (InvalidParameterError, ImportError) as exc:
         raise StudyConfigError(f"{source}: [data]: {exc}") from exc
