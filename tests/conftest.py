@@ -4,7 +4,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,12 @@ def write_study() -> WriteStudy:
         return path
 
     return write
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread: on a busy 2-core machine two make tiny networks slower (restored after)."""
+    from evohpo.training.threads import torch_threads
+
+    with torch_threads(1):
+        yield

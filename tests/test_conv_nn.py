@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,16 +27,7 @@ from evohpo.training.nn import build_model, count_parameters
 from evohpo.training.predict import predict_logits, predict_proba
 from evohpo.training.spec import BlockSpec, BodySpec, NetworkSpec, network_blocks
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: two intra-op threads only slow a busy 2-core machine down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def block(

@@ -4,7 +4,7 @@ import math
 import os
 import random
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,16 +28,7 @@ N_CLASSES = 3
 CPU = TrainConfig(device="cpu", max_epochs=10, patience=None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # These networks are tiny: on a busy 2-core machine two intra-op threads make
-    # each step several times slower. The setting is restored after every test.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
