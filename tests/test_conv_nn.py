@@ -21,8 +21,9 @@ from evohpo.exceptions import InvalidParameterError
 from evohpo.training import conv
 from evohpo.training.config import TrainConfig
 from evohpo.training.conv import ConvBlock
+from evohpo.training.epochs import Batches
 from evohpo.training.layers import SeededDropout
-from evohpo.training.loop import _Batches, train_classifier
+from evohpo.training.loop import train_classifier
 from evohpo.training.nn import build_model, count_parameters
 from evohpo.training.predict import predict_logits, predict_proba
 from evohpo.training.spec import BlockSpec, BodySpec, NetworkSpec, network_blocks
@@ -404,7 +405,7 @@ def test_batch_norm_never_trains_on_a_batch_of_one_row_and_one_position() -> Non
     result = train_classifier(g, X, y, X, y, n_classes=2, config=config, input_shape=(1, 4))
 
     assert result.epochs_run == 2
-    merged = _Batches(33, 32, torch.device("cpu"), no_single=True)
+    merged = Batches(33, 32, torch.device("cpu"), no_single=True)
     assert (merged.count, merged.rows.tolist(), merged.slice(0)) == (1, [33.0], slice(0, 33))
-    plain = _Batches(33, 32, torch.device("cpu"))
+    plain = Batches(33, 32, torch.device("cpu"))
     assert (plain.count, plain.rows.tolist(), plain.slice(1)) == (2, [32.0, 1.0], slice(32, 33))

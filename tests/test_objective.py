@@ -190,7 +190,7 @@ def test_training_exception_fails_the_trial(data, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(objective_module, "train_classifier", broken)
+    monkeypatch.setattr(objective_module, "train_population", broken)
     objective = GenomeObjective(X, y, space=TINY, train_config=CONFIG)
     study = _study()
     with pytest.raises(RuntimeError, match="out of memory"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,9 @@ __all__ = ["DEFAULT_SEARCH_SPACE", "EvoSearchClassifier"]
 logger = logging.getLogger("evohpo")
 
 #: What a refit sets, removed by a fit with ``refit=False``.
+#: The least training time the refit gets when the search spent the whole timeout.
+_MIN_REFIT_SECONDS = 1.0
+
 _REFIT_ATTRS = ("best_model_", "ensemble_models_", "_scaler", "refit_time_")
 
 
@@ -75,8 +79,14 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         hold. A resumed study only runs the trials still missing. ``None``
         (only with ``timeout``): no trial limit, the timeout ends the search.
     timeout : float, optional
-        Stop starting new trials after this many seconds. The refit is extra:
-        ``ensemble_size`` trainings on all the rows, once the search is over.
+        Seconds for the whole ``fit``, the refit included. The search stops
+        starting trials when the time left would not cover the refit of the
+        current ensemble (estimated from its members' trials), no training
+        runs past the limit (a trial reaching it stops with ``stop_reason ==
+        "time_limit"``), and the refit trains in what is left (at least a
+        second). Checking the data and opening the study count too. With
+        ``n_jobs > 1`` the workers stop starting trials at the limit, without
+        the refit's reserve.
     sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
         ``"ga"``: :class:`~evohpo.EvoSampler` with a population of
         ``min(20, max(4, n_trials // 3))`` genomes (random genomes first, then
@@ -151,6 +161,15 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         finish: the study may hold up to ``n_jobs - 1`` more than ``n_trials``.
         Objects the workers rebuild (``scoring``, ``sampler``, ``pruner``) must
         be picklable.
+    batch_trials : int or "auto", default="auto"
+        Trials asked from the study and trained together, in each process: dense
+        genomes of the same depth and batch size train as one stacked network
+        (:mod:`evohpo.training.population`), several times faster than one by
+        one on small networks; convolutional genomes train one after the
+        other. The sampler sees them as that many running trials, as it would
+        see as many workers' trials. ``"auto"``: 8 on the CPU, 16 on CUDA
+        (see ``docs/benchmarks.md``), at most the GA's population. ``1`` runs
+        one trial at a time. Combines with ``n_jobs``.
     random_state : int, RandomState instance or None, default=None
         Root of every random choice (splits, samplers, weight initialisation,
         batch order, dropout). An int makes ``fit`` reproducible on the CPU.
@@ -272,6 +291,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         resume: bool = True,
         pruner: BasePruner | None = None,
         n_jobs: int | None = 1,
+        batch_trials: int | str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         refit: bool = True,
@@ -293,6 +313,7 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.resume = resume
         self.pruner = pruner
         self.n_jobs = n_jobs
+        self.batch_trials = batch_trials
         self.random_state = random_state
         self.verbose = verbose
         self.refit = refit
@@ -331,12 +352,13 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self : EvoSearchClassifier
             The fitted estimator.
         """
+        started = time.monotonic()  # timeout counts from here, the refit included
         settings = self._check_settings()
         X, y_encoded, classes = self._check_data(X, y, settings)
         # One torch thread per training on the CPU: small networks, parallel trials.
         threads = 1 if settings.device.type == "cpu" else None
         with quiet_optuna(), torch_threads(threads), verbose_logging(settings.verbose):
-            search = run_search(settings, X, y_encoded, classes)
+            search = run_search(settings, X, y_encoded, classes, started=started)
             self._select(search, classes, settings)
             if settings.refit:
                 self._refit(search)
@@ -384,8 +406,13 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _refit(self, search: Search) -> None:
         """Train the ensemble's genomes on all the rows."""
+        objective = search.objective
+        left = None
+        if objective.deadline is not None:
+            # The refit takes what the search left, and at least a moment.
+            left = max(objective.deadline - time.monotonic(), _MIN_REFIT_SECONDS)
         ensemble = refit_ensemble(
-            search.objective, self.ensemble_genomes_, self.refit_epochs_, search.root
+            objective, self.ensemble_genomes_, self.refit_epochs_, search.root, max_train_time=left
         )
         self.ensemble_models_ = ensemble.models
         self.best_model_ = ensemble.models[0]

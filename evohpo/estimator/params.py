@@ -76,6 +76,7 @@ class Settings:
     resume: bool
     pruner: BasePruner
     n_jobs: int
+    batch_trials: int | None  # None: "auto", resolved once the sampler is known
     random_state: int | np.random.RandomState | None
     verbose: int
     refit: bool
@@ -128,6 +129,12 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
     resolve_scoring(p["scoring"], OWNER)
     pruner = _check_study_params(p)
     n_jobs = _check_n_jobs(p["n_jobs"])
+    batch_trials = None
+    if not (isinstance(p["batch_trials"], str) and p["batch_trials"] == "auto"):
+        try:
+            batch_trials = check_int(p["batch_trials"], "batch_trials", OWNER, low=1)
+        except InvalidParameterError:
+            raise_invalid("batch_trials", OWNER, "an int >= 1 or 'auto'", p["batch_trials"])
     _check_random_state(p["random_state"])
     verbose = p["verbose"]
     if not isinstance(verbose, bool):
@@ -153,6 +160,7 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
         resume=p["resume"],
         pruner=pruner,
         n_jobs=n_jobs,
+        batch_trials=batch_trials,
         random_state=p["random_state"],
         verbose=int(verbose),
         refit=p["refit"],

@@ -72,14 +72,24 @@ def refit_seed(root: int, rank: int) -> int:
 
 
 def refit_ensemble(
-    objective: GenomeObjective, genomes: Sequence[Genome], epochs: Sequence[int], root: int
+    objective: GenomeObjective,
+    genomes: Sequence[Genome],
+    epochs: Sequence[int],
+    root: int,
+    *,
+    max_train_time: float | None = None,
 ) -> Ensemble:
-    """Train every genome on all the rows of ``objective`` for its number of epochs."""
+    """Train every genome on all the rows of ``objective`` for its number of epochs.
+
+    The members train together (dense ones as one stack); ``max_train_time``
+    seconds cut that short, each member keeping the weights it has then.
+    """
     started = time.perf_counter()
-    models = [
-        objective.fit_genome(genome, seed=refit_seed(root, rank), epochs=n).model
-        for rank, (genome, n) in enumerate(zip(genomes, epochs, strict=True))
-    ]
+    seeds = [refit_seed(root, rank) for rank in range(len(genomes))]
+    results = objective.fit_genomes(
+        genomes, seeds=seeds, epochs=epochs, max_train_time=max_train_time
+    )
+    models = [result.model for result in results]
     return Ensemble(models, objective.standardizer(), time.perf_counter() - started)
 
 

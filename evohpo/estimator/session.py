@@ -23,7 +23,7 @@ import sqlalchemy.exc
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.storages import BaseStorage
 from optuna.study import MaxTrialsCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sklearn.utils import check_random_state
 
 from evohpo._progress import SearchProgress, progress_disabled
@@ -31,8 +31,10 @@ from evohpo._random import derive_seed, fresh_root_seed
 from evohpo._redact import redact_text, redact_url
 from evohpo.estimator.params import OWNER, Settings
 from evohpo.estimator.record import SEARCH_ATTR, check_resumable, search_record
+from evohpo.estimator.refit import ensemble_members, refit_epochs
 from evohpo.estimator.results import FINISHED
 from evohpo.exceptions import StorageError
+from evohpo.search import batched
 from evohpo.search.objective import GenomeObjective
 from evohpo.search.samplers import build_sampler
 from evohpo.storage import JOURNAL_PREFIX, close_storage, open_storage, recover_orphaned_trials
@@ -71,13 +73,18 @@ def run_search(
     X: npt.NDArray[np.float64],
     y: npt.NDArray[np.int64],
     classes: npt.NDArray[Any],
+    *,
+    started: float | None = None,
 ) -> Search:
     """Load or create the study, check that it belongs to this search, run its missing trials.
 
     ``y`` holds labels encoded as indices of ``classes``. ``timeout`` counts
-    from here: the time spent opening the study and checking it is spent.
+    from ``started`` (``time.monotonic()``; now by default): the time spent
+    opening the study and checking it is spent. With ``refit``, the search
+    stops early enough to leave the refit its estimated time
+    (:class:`RefitReserve`), and no trial trains past the deadline.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     with _search_storage(settings) as storage:
         existing = _load_existing_study(storage, settings)
         stored = existing.user_attrs.get(SEARCH_ATTR) if existing is not None else None
@@ -98,6 +105,8 @@ def run_search(
             input_shape=settings.input_shape,
         )
         objective = objective_factory()
+        if settings.timeout is not None:
+            objective.deadline = started + settings.timeout
         record = search_record(settings, classes, X, y, root)
         if existing is not None:
             check_resumable(existing, record)
@@ -285,6 +294,59 @@ def _copy_sampler(sampler: BaseSampler) -> BaseSampler:
 
 
 # -- running the trials ------------------------------------------------------------------------
+class RefitReserve:
+    """Stops the search when the time left would not cover the refit.
+
+    After each trial, the refit of the current ensemble is estimated from its
+    members' own trials: their training seconds scaled by the refit's epochs
+    over theirs (all the rows, no early stopping). Members train together at
+    the refit as they did in the search, so the shares of time that
+    ``train_seconds`` holds add up to the refit's wall time.
+    """
+
+    def __init__(self, objective: GenomeObjective, ensemble_size: int) -> None:
+        self.objective = objective
+        self.ensemble_size = ensemble_size
+
+    def estimate(self, study: optuna.Study) -> float:
+        """Seconds the refit of the current ensemble would take."""
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        seconds = 0.0
+        for trial in ensemble_members(complete, self.ensemble_size):
+            epochs_run = max(1, int(trial.user_attrs.get("epochs_run", 1)))
+            train_seconds = float(trial.user_attrs.get("train_seconds", 0.0))
+            seconds += train_seconds * refit_epochs(trial, self.objective) / epochs_run
+        return seconds
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        deadline = self.objective.deadline
+        if deadline is not None and time.monotonic() + self.estimate(study) >= deadline:
+            logger.info("Stopping the search to leave its time to the refit.")
+            study.stop()
+
+
+#: ``batch_trials="auto"`` on the CPU and on CUDA (see docs/benchmarks.md).
+AUTO_BATCH_TRIALS = {"cpu": 8, "cuda": 16}
+
+
+def resolve_batch_trials(settings: Settings, sampler: BaseSampler) -> int:
+    """The trials trained together: the setting, or the ``"auto"`` choice.
+
+    ``"auto"`` takes the device's measured choice, at most the GA's population
+    (a batch larger than the population would breed children of parents that
+    have not finished yet), and at most the trials left to run.
+    """
+    if settings.batch_trials is not None:
+        return settings.batch_trials
+    size = AUTO_BATCH_TRIALS.get(settings.device.type, AUTO_BATCH_TRIALS["cpu"])
+    population = getattr(sampler, "population_size", None)
+    if isinstance(population, int):
+        size = min(size, population)
+    if settings.n_trials is not None:
+        size = min(size, max(1, settings.n_trials))
+    return size
+
+
 def _optimize(
     study: optuna.Study,
     storage: _SearchStorage,
@@ -323,8 +385,15 @@ def _optimize(
             callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [progress]
             if settings.n_trials is not None:
                 callbacks.append(MaxTrialsCallback(settings.n_trials, states=FINISHED))
-            study.optimize(
-                objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks
+            if objective.deadline is not None and settings.refit:
+                callbacks.append(RefitReserve(objective, settings.ensemble_size))
+            batched.optimize(
+                study,
+                objective,
+                batch_trials=resolve_batch_trials(settings, study.sampler),
+                n_trials=remaining,
+                timeout=settings.timeout,
+                callbacks=callbacks,
             )
         else:
             _run_workers(study, storage, objective_factory, settings, progress)
@@ -372,6 +441,7 @@ def _run_workers(
         timeout=settings.timeout,
         heartbeat=None if storage.temporary else Heartbeat(),
         counted_states=FINISHED,
+        batch_trials=resolve_batch_trials(settings, study.sampler),
     )
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 

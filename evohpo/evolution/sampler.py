@@ -239,6 +239,11 @@ class EvoSampler(BaseSampler):
         self._reset_caches()
 
     # -- Optuna sampler interface ----------------------------------------------------
+    @property
+    def population_size(self) -> int:
+        """Members of the population the GA breeds from."""
+        return self._population_size
+
     def reseed_rng(self) -> None:
         """Draw a new root seed, so that parallel workers use different streams."""
         self._seed = fresh_root_seed()

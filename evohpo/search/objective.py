@@ -14,13 +14,14 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import optuna
+from optuna.pruners import NopPruner
 
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
@@ -28,11 +29,14 @@ from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
+from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
 from evohpo.search.scoring import ScoredNetwork, Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, IntArray, Split, Standardizer, make_splits
+from evohpo.storage import internals
 from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.loop import train_classifier
+from evohpo.training.population import MemberCallback, MemberOutcome, train_population
 
 __all__ = ["GenomeObjective"]
 
@@ -83,12 +87,22 @@ class GenomeObjective:
         the number of features. Genomes with a convolutional body are built
         with it. ``space.input_shape`` by default; when both are given they
         must agree.
+    report_every : int or "auto", default="auto"
+        The validation accuracy of every epoch (the running score of every
+        fold with ``cv``) is kept and written to the storage, and the pruner
+        asked, every ``report_every`` epochs, and when the trial ends, in one
+        commit (:mod:`evohpo.search.reporting`). 1 writes and asks after every
+        epoch, as ``trial.report`` does. ``"auto"``: once, when the trial
+        ends, if the study's pruner is a ``NopPruner`` (nothing decides on
+        them); otherwise every ``max(1, min(5, max_epochs // 10))`` epochs, and
+        every fold.
 
     Notes
     -----
     *Pruning.* With a holdout split (or ``validation_data``), the validation
-    accuracy is reported after every epoch (``step`` = epoch, from 1), and the
-    trial is pruned as soon as ``trial.should_prune()`` says so. With ``cv``, the
+    accuracy of every epoch is reported (``step`` = epoch, from 1), and the
+    trial is pruned as soon as ``trial.should_prune()`` says so (asked at
+    the epochs ``report_every`` sets). With ``cv``, the
     running mean of the fold scores is reported after every fold (``step`` =
     number of folds done, from 1): folds are the natural unit of work there, the
     reported value is the trial's value in the making, and a pruned trial saves
@@ -137,7 +151,17 @@ class GenomeObjective:
         scoring: str | Scorer = "accuracy",
         n_classes: int | None = None,
         input_shape: Sequence[int] | None = None,
+        report_every: int | str = "auto",
     ) -> None:
+        self.report_every: int | str = "auto"
+        if not (isinstance(report_every, str) and report_every == "auto"):
+            try:
+                self.report_every = check_int(report_every, "report_every", _OWNER, low=1)
+            except InvalidParameterError:
+                raise_invalid("report_every", _OWNER, "an int >= 1 or 'auto'", report_every)
+        #: ``time.monotonic()`` after which no trial trains any more (a trial then
+        #: stops with ``stop_reason == "time_limit"``); ``None``: no deadline.
+        self.deadline: float | None = None
         if space is not None and not isinstance(space, SearchSpace):
             raise_invalid("space", _OWNER, "a SearchSpace or None", space)
         if train_config is not None and not isinstance(train_config, TrainConfig):
@@ -231,110 +255,143 @@ class GenomeObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Train the genome ``trial`` suggests; return its validation score."""
+        (outcome,) = self.train_trials([trial])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def train_trials(self, trials: Sequence[optuna.Trial]) -> list[float | Exception]:
+        """Train the genomes of several running trials together; one outcome per trial.
+
+        Each trial gets what :meth:`__call__` gives it alone: its genome, its own
+        training seed, its reports to the pruner and its user attributes. The
+        dense genomes train as stacks
+        (:func:`~evohpo.training.population.train_population`). An outcome is
+        the trial's value, or the exception that ended it: ``optuna.TrialPruned``,
+        or an error of its genome. An error of the training itself propagates
+        (it concerns every trial of the call).
+        """
+        runs: list[_TrialRun | Exception] = []
+        for trial in trials:
+            try:
+                runs.append(self._start(trial))
+            except Exception as exc:  # a genome the trainer refuses fails its trial only
+                runs.append(exc)
+        started = [run for run in runs if isinstance(run, _TrialRun)]
+        left = self._time_left()
+        for run in started:
+            run.sharing = len(started)
+            if left is not None:
+                run.config = replace(run.config, max_train_time=left)
+        if len(self._splits) == 1:
+            self._holdout(started)
+        else:
+            self._kfold(started)
+        return [run if isinstance(run, Exception) else run.outcome() for run in runs]
+
+    def _time_left(self) -> float | None:
+        """Seconds of training left before :attr:`deadline` (at least a moment), if set."""
+        if self.deadline is None:
+            return self.train_config.max_train_time
+        left = max(self.deadline - time.monotonic(), 1e-3)
+        limit = self.train_config.max_train_time
+        return left if limit is None else min(left, limit)
+
+    def _report_interval(self, trial: optuna.Trial) -> int:
+        """Epochs (folds with ``cv``) between two writes of a trial's reports."""
+        steps = self.train_config.max_epochs if len(self._splits) == 1 else len(self._splits)
+        if self.report_every != "auto":
+            return int(self.report_every)
+        if isinstance(trial.study.pruner, NopPruner):
+            return steps + 1  # nothing decides on them: one write when the trial ends
+        if len(self._splits) > 1:
+            return 1  # folds are few and long: the pruner judges every one
+        return max(1, min(DEFAULT_REPORT_EVERY, steps // 10))
+
+    def _start(self, trial: optuna.Trial) -> _TrialRun:
         genome = suggest_genome(trial, self.space)
         config = replace(self.train_config, seed=self.trial_seed(trial.number))
-        trial.set_user_attr("genome", genome.to_json())
-        trial.set_user_attr("n_parameters", genome.n_parameters(self._inputs, self.n_classes))
-        started = time.perf_counter()
-        if len(self._splits) == 1:
-            return self._holdout(trial, genome, config, started)
-        return self._kfold(trial, genome, config, started)
+        every = self._report_interval(trial)
+        attrs = {
+            "genome": genome.to_json(),
+            "n_parameters": genome.n_parameters(self._inputs, self.n_classes),
+        }
+        internals.write_running_trial_records(trial, user_attrs=attrs)
+        return _TrialRun(trial, genome, config, EpochReports(trial, every=every))
 
-    def _holdout(
-        self, trial: optuna.Trial, genome: Genome, config: TrainConfig, started: float
-    ) -> float:
+    def _holdout(self, runs: list[_TrialRun]) -> None:
         split = self._splits[0]
-        best = [0, -math.inf]  # epoch, accuracy: recorded should the trial be pruned
 
-        def report(epoch: int, accuracy: float) -> None:
-            if accuracy > best[1]:
-                best[:] = [epoch, accuracy]
-            trial.report(accuracy, epoch)
-            if trial.should_prune():
-                _set_attrs(
-                    trial,
-                    train_seconds=time.perf_counter() - started,
-                    best_epoch=int(best[0]),
-                    epochs_run=epoch,
-                    stop_reason="pruned",
-                    val_accuracy=float(best[1]),
-                )
-                raise optuna.TrialPruned(f"Pruned after epoch {epoch} (accuracy {accuracy:.4f}).")
+        def report(member: int, epoch: int, accuracy: float) -> None:
+            runs[member].report_epoch(epoch, accuracy)
 
-        result = self._train(genome, split, config, report)
-        score = self._score(result, split)
-        _set_attrs(
-            trial,
-            n_parameters=result.n_parameters,
-            train_seconds=time.perf_counter() - started,
-            best_epoch=result.best_epoch,
-            epochs_run=result.epochs_run,
-            stop_reason=result.stop_reason,
-            val_accuracy=result.best_score,
-            val_loss=_finite_or_none(result.best_val_loss),
-        )
-        return score
+        results = self._train(runs, split, report)
+        for run, result in zip(runs, results, strict=True):
+            if isinstance(result, Exception):
+                run.error = result
+                continue
+            run.value = self._score(result, split)
+            run.finish(
+                n_parameters=result.n_parameters,
+                train_seconds=result.train_seconds,
+                best_epoch=result.best_epoch,
+                epochs_run=result.epochs_run,
+                stop_reason=result.stop_reason,
+                val_accuracy=result.best_score,
+                val_loss=_finite_or_none(result.best_val_loss),
+            )
 
-    def _kfold(
-        self, trial: optuna.Trial, genome: Genome, config: TrainConfig, started: float
-    ) -> float:
-        scores: list[float] = []
-        epochs: list[int] = []
-        accuracies: list[float] = []
-        losses: list[float] = []
-        reasons: list[str] = []
-        epochs_run = 0
-        n_parameters = 0
+    def _kfold(self, runs: list[_TrialRun]) -> None:
+        folds = [_Folds() for _ in runs]
+        live = list(range(len(runs)))
         for fold, split in enumerate(self._splits, start=1):
-            result = self._train(genome, split, config, None)
-            scores.append(self._score(result, split))
-            epochs.append(result.best_epoch)
-            accuracies.append(result.best_score)
-            losses.append(result.best_val_loss)
-            reasons.append(result.stop_reason)
-            epochs_run += result.epochs_run
-            n_parameters = result.n_parameters
-            running = statistics.fmean(scores)
-            trial.report(running, fold)
-            if fold < len(self._splits) and trial.should_prune():
-                reasons.append("pruned")
-                _set_attrs(
-                    trial,
-                    **_fold_attrs(scores, epochs, accuracies, losses, reasons, epochs_run, started),
-                )
-                raise optuna.TrialPruned(f"Pruned after fold {fold} (mean score {running:.4f}).")
-        _set_attrs(
-            trial,
-            n_parameters=n_parameters,
-            **_fold_attrs(scores, epochs, accuracies, losses, reasons, epochs_run, started),
-        )
-        return statistics.fmean(scores)
+            results = self._train([runs[i] for i in live], split, None)
+            still: list[int] = []
+            for index, result in zip(live, results, strict=True):
+                if isinstance(result, Exception):  # pragma: no cover - no callback to raise
+                    runs[index].error = result
+                    continue
+                folds[index].add(result, self._score(result, split))
+                running = statistics.fmean(folds[index].scores)
+                last = fold == len(self._splits)
+                if runs[index].report_fold(fold, running, last=last):
+                    folds[index].reasons.append("pruned")
+                    runs[index].prune(
+                        f"Pruned after fold {fold} (mean score {running:.4f}).",
+                        **folds[index].attrs(),
+                    )
+                else:
+                    still.append(index)
+            live = still
+        for index in live:
+            runs[index].value = statistics.fmean(folds[index].scores)
+            runs[index].finish(n_parameters=folds[index].n_parameters, **folds[index].attrs())
 
     def _train(
         self,
-        genome: Genome,
+        runs: Sequence[_TrialRun],
         split: Split,
-        config: TrainConfig,
-        on_epoch_end: Callable[[int, float], None] | None,
-    ) -> TrainResult:
-        result = train_classifier(
-            genome,
+        on_epoch_end: MemberCallback | None,
+    ) -> list[MemberOutcome]:
+        results = train_population(
+            [run.genome for run in runs],
             split.X_train,
             split.y_train,
             split.X_val,
             split.y_val,
             n_classes=self.n_classes,
-            config=config,
+            configs=[run.config for run in runs],
             on_epoch_end=on_epoch_end,
             input_shape=self.input_shape,
         )
-        if result.diverged:
-            logger.info(
-                "Genome training diverged (%s); scoring the weights of epoch %d.",
-                result.diverged_reason,
-                result.best_epoch,
-            )
-        return result
+        for result in results:
+            if isinstance(result, TrainResult) and result.diverged:
+                logger.info(
+                    "Genome training diverged (%s); scoring the weights of epoch %d.",
+                    result.diverged_reason,
+                    result.best_epoch,
+                )
+        return results
 
     def _score(self, result: TrainResult, split: Split) -> float:
         if self._scorer is None:
@@ -384,8 +441,16 @@ class GenomeObjective:
             raise_invalid("genome", "GenomeObjective.fit_genome", "a Genome", genome)
         seed = check_int(seed, "seed", "GenomeObjective.fit_genome", low=0, high=2**64 - 1)
         if epochs is None:
-            probe = self._train(
-                genome, self._splits[0], replace(self.train_config, seed=seed), None
+            split = self._splits[0]
+            probe = train_classifier(
+                genome,
+                split.X_train,
+                split.y_train,
+                split.X_val,
+                split.y_val,
+                n_classes=self.n_classes,
+                config=replace(self.train_config, seed=seed),
+                input_shape=self.input_shape,
             )
             epochs = max(1, probe.best_epoch)
         epochs = check_int(epochs, "epochs", "GenomeObjective.fit_genome", low=1)
@@ -403,40 +468,148 @@ class GenomeObjective:
             input_shape=self.input_shape,
         )
 
+    def fit_genomes(
+        self,
+        genomes: Sequence[Genome],
+        *,
+        seeds: Sequence[int],
+        epochs: Sequence[int],
+        max_train_time: float | None = None,
+    ) -> list[TrainResult]:
+        """Train several genomes on all the data at once, each for its own epochs.
+
+        What :meth:`fit_genome` does for each, with the dense genomes trained as
+        stacks (:func:`~evohpo.training.population.train_population`): an
+        ensemble's refit. ``max_train_time`` (seconds, for all of them) cuts
+        the training short, each member keeping the weights it has then.
+        """
+        owner = "GenomeObjective.fit_genomes"
+        for index, genome in enumerate(genomes):
+            if not isinstance(genome, Genome):
+                raise_invalid(f"genomes[{index}]", owner, "a Genome", genome)
+        if not (len(seeds) == len(epochs) == len(genomes)):
+            raise_invalid("seeds", owner, f"{len(genomes)} seeds and epochs", (seeds, epochs))
+        X, y = self._all_data()
+        scaled = self.standardizer().transform(X)
+        configs = [
+            replace(
+                self.train_config,
+                seed=check_int(seed, "seeds", owner, low=0, high=2**64 - 1),
+                max_epochs=check_int(n, "epochs", owner, low=1),
+                patience=None,
+                max_train_time=max_train_time,
+            )
+            for seed, n in zip(seeds, epochs, strict=True)
+        ]
+        results = train_population(
+            list(genomes),
+            scaled,
+            y,
+            scaled,
+            y,
+            n_classes=self.n_classes,
+            configs=configs,
+            input_shape=self.input_shape,
+        )
+        # Without a callback no member ends in an exception.
+        return [result for result in results if isinstance(result, TrainResult)]
+
+
+# -- one trial's run ------------------------------------------------------------------------
+@dataclass
+class _TrialRun:
+    """What one trial of :meth:`GenomeObjective.train_trials` trains and has reported."""
+
+    trial: optuna.Trial
+    genome: Genome
+    config: TrainConfig
+    reports: EpochReports
+    started: float = field(default_factory=time.perf_counter)
+    sharing: int = 1  # trials trained at the same time, to share the wall time among
+    best_epoch: int = 0
+    best_accuracy: float = -math.inf
+    value: float | None = None
+    error: Exception | None = None
+
+    def report_epoch(self, epoch: int, accuracy: float) -> None:
+        """After an epoch of a holdout: report; raise ``TrialPruned`` if the pruner says so."""
+        if accuracy > self.best_accuracy:
+            self.best_epoch, self.best_accuracy = epoch, accuracy
+        if self.reports.report(epoch, accuracy):
+            raise self.prune(
+                f"Pruned after epoch {epoch} (accuracy {accuracy:.4f}).",
+                train_seconds=(time.perf_counter() - self.started) / self.sharing,
+                best_epoch=int(self.best_epoch),
+                epochs_run=epoch,
+                stop_reason="pruned",
+                val_accuracy=float(self.best_accuracy),
+            )
+
+    def report_fold(self, fold: int, running: float, *, last: bool) -> bool:
+        """After a fold: report the running mean; whether the pruner stops the trial."""
+        prune = self.reports.report(fold, running)
+        return prune and not last
+
+    def prune(self, message: str, **attrs: Any) -> optuna.TrialPruned:
+        """Write what is left and the final attributes; the trial's outcome is pruned."""
+        self.reports.flush(attrs)
+        self.error = optuna.TrialPruned(message)
+        return self.error
+
+    def finish(self, **attrs: Any) -> None:
+        """Write what is left and the final attributes of a trial that ran to its end."""
+        self.reports.flush(attrs)
+
+    def outcome(self) -> float | Exception:
+        if self.error is not None:
+            return self.error
+        assert self.value is not None
+        return self.value
+
+
+@dataclass
+class _Folds:
+    """The per-fold results of one trial under cross-validation."""
+
+    scores: list[float] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    epochs_run: int = 0
+    seconds: float = 0.0
+    n_parameters: int = 0
+
+    def add(self, result: TrainResult, score: float) -> None:
+        self.scores.append(score)
+        self.epochs.append(result.best_epoch)
+        self.accuracies.append(result.best_score)
+        self.losses.append(result.best_val_loss)
+        self.reasons.append(result.stop_reason)
+        self.epochs_run += result.epochs_run
+        self.seconds += result.train_seconds
+        self.n_parameters = result.n_parameters
+
+    def attrs(self) -> dict[str, Any]:
+        if "pruned" in self.reasons:
+            reason = "pruned"
+        elif "diverged" in self.reasons:
+            reason = "diverged"
+        else:
+            reason = Counter(self.reasons).most_common(1)[0][0]
+        return {
+            "train_seconds": self.seconds,
+            "best_epoch": int(statistics.median_low(self.epochs)),
+            "epochs_run": self.epochs_run,
+            "stop_reason": reason,
+            "val_accuracy": statistics.fmean(self.accuracies),
+            "val_loss": _finite_or_none(statistics.fmean(self.losses)),
+            "fold_scores": list(self.scores),
+            "fold_best_epochs": list(self.epochs),
+        }
+
 
 # -- helpers -------------------------------------------------------------------------------
-def _set_attrs(trial: optuna.Trial, **attrs: Any) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-
-
-def _fold_attrs(
-    scores: list[float],
-    epochs: list[int],
-    accuracies: list[float],
-    losses: list[float],
-    reasons: list[str],
-    epochs_run: int,
-    started: float,
-) -> dict[str, Any]:
-    if "pruned" in reasons:
-        reason = "pruned"
-    elif "diverged" in reasons:
-        reason = "diverged"
-    else:
-        reason = Counter(reasons).most_common(1)[0][0]
-    return {
-        "train_seconds": time.perf_counter() - started,
-        "best_epoch": int(statistics.median_low(epochs)),
-        "epochs_run": epochs_run,
-        "stop_reason": reason,
-        "val_accuracy": statistics.fmean(accuracies),
-        "val_loss": _finite_or_none(statistics.fmean(losses)),
-        "fold_scores": list(scores),
-        "fold_best_epochs": list(epochs),
-    }
-
-
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 

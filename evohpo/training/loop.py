@@ -5,7 +5,7 @@ the model, trains it with the genome's optimizer, learning rate, weight decay
 and batch size, scores it on the validation set after every epoch, stops early
 when the score stops improving and returns the weights of the best epoch. It
 is made of small steps: one epoch (:func:`_train_epoch`), one evaluation
-(:func:`_evaluate`), the early-stopping rule (:class:`_EarlyStopping`) and the
+(:func:`evaluate`), the early-stopping rule (:class:`EarlyStopping`) and the
 keeping of the best weights (:class:`_BestWeights`).
 
 It is built for many short trainings on small tabular data:
@@ -41,7 +41,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,8 +48,17 @@ from torch import nn
 from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
-from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import EpochRecord, StopReason, TrainConfig, TrainResult
+from evohpo.training.epochs import (
+    Batches,
+    EarlyStopping,
+    TrainingData,
+    check_data,
+    describe_value,
+    evaluate,
+    stop_reason_after,
+    training_divergence,
+)
 from evohpo.training.nn import (
     SeededDropout,
     build_model,
@@ -154,9 +162,9 @@ def train_classifier(
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise_invalid("on_epoch_end", owner, "a callable or None", on_epoch_end)
     n_classes = check_int(n_classes, "n_classes", owner, low=2)
-    arrays = _check_data(X_train, y_train, X_val, y_val, n_classes, owner)
+    arrays = check_data(X_train, y_train, X_val, y_val, n_classes, owner)
     device = resolve_device(config.device)
-    data = _Data(*(torch.from_numpy(array).to(device) for array in arrays))
+    data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
     deadline = None if config.max_train_time is None else started + config.max_train_time
 
     run = _Run.start(genome, data, n_classes, config, input_shape)
@@ -176,83 +184,6 @@ def train_classifier(
         n_parameters=count_parameters(run.model),
         train_seconds=time.perf_counter() - started,
     )
-
-
-def _check_data(
-    X_train: Any, y_train: Any, X_val: Any, y_val: Any, n_classes: int, owner: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The four arrays as float32 features and int64 labels, checked."""
-    x_train = check_features(X_train, "X_train", owner)
-    x_val = check_features(X_val, "X_val", owner, n_features=x_train.shape[1])
-    labels_train = check_labels(
-        y_train, "y_train", owner, n_rows=x_train.shape[0], n_classes=n_classes
-    )
-    labels_val = check_labels(y_val, "y_val", owner, n_rows=x_val.shape[0], n_classes=n_classes)
-    return x_train, labels_train, x_val, labels_val
-
-
-@dataclass(frozen=True)
-class _Data:
-    """The training and validation sets as tensors on the training device."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-
-
-class _Batches:
-    """Mini-batches of one epoch: their sizes and the losses kept on the device.
-
-    With ``no_single`` a last batch of one row joins the batch before it: batch
-    normalisation cannot train on one row with one position.
-    """
-
-    def __init__(
-        self, n_rows: int, batch_size: int, device: torch.device, *, no_single: bool = False
-    ) -> None:
-        self.n_rows = n_rows
-        self.size = min(batch_size, n_rows)
-        self.count = math.ceil(n_rows / self.size)
-        if no_single and self.count > 1 and n_rows - (self.count - 1) * self.size == 1:
-            self.count -= 1
-        self.rows = torch.full((self.count,), float(self.size), device=device)
-        self.rows[-1] = float(n_rows - (self.count - 1) * self.size)
-        self.losses = torch.zeros(self.count, device=device)
-
-    def slice(self, batch: int) -> slice:
-        """Positions of batch ``batch`` in the epoch's order (the last one takes the rest)."""
-        end = self.n_rows if batch == self.count - 1 else (batch + 1) * self.size
-        return slice(batch * self.size, end)
-
-    def mean_loss(self, done: int) -> float:
-        """Row-weighted mean loss of the first ``done`` batches (one host sync)."""
-        losses = self.losses[:done]
-        # Weights that sum to 1 keep the mean finite whenever every batch loss is.
-        shares = self.rows[:done] / self.rows[:done].sum()
-        return float((losses * shares).sum())
-
-
-class _EarlyStopping:
-    """Counts the epochs since the accuracy last rose by more than ``min_delta``."""
-
-    def __init__(self, patience: int | None, min_delta: float) -> None:
-        self.patience = patience
-        self.min_delta = min_delta
-        self.reference = -math.inf  # score of the last improvement by more than min_delta
-        self.since_improvement = 0
-
-    def update(self, score: float) -> None:
-        if score > self.reference + self.min_delta:
-            self.reference = score
-            self.since_improvement = 0
-        else:
-            self.since_improvement += 1
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether patience ran out."""
-        return self.patience is not None and self.since_improvement >= self.patience
 
 
 class _BestWeights:
@@ -278,8 +209,8 @@ class _Run:
     model: nn.Sequential
     optimizer: torch.optim.Optimizer
     shuffle: torch.Generator
-    data: _Data
-    batches: _Batches
+    data: TrainingData
+    batches: Batches
     init_seed: int
     input_shape: Sequence[int] | None
     best: _BestWeights = field(default_factory=_BestWeights)
@@ -292,7 +223,7 @@ class _Run:
     def start(
         cls,
         genome: NetworkSpec,
-        data: _Data,
+        data: TrainingData,
         n_classes: int,
         config: TrainConfig,
         input_shape: Sequence[int] | None,
@@ -309,7 +240,7 @@ class _Run:
         dropout = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
         _set_dropout_generator(model, dropout)
         has_norm = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
-        batches = _Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
+        batches = Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
         return cls(model, optimizer, shuffle, data, batches, init_seed, input_shape)
 
     def restore_best(self, genome: NetworkSpec, n_classes: int, config: TrainConfig) -> None:
@@ -325,7 +256,7 @@ class _Run:
                 genome, n_features, n_classes, seed=self.init_seed, input_shape=self.input_shape
             )
             self.model = model.to(data.x_train.device)
-            loss, score = _evaluate(self.model, data.x_val, data.y_val, config.eval_batch_size)
+            loss, score = evaluate(self.model, data.x_val, data.y_val, config.eval_batch_size)
             self.best.val_loss = loss
             self.best.score = score if math.isfinite(loss) else 0.0
         self.model.eval()
@@ -335,7 +266,7 @@ def _train_epochs(
     run: _Run, config: TrainConfig, deadline: float | None, on_epoch_end: EpochCallback | None
 ) -> None:
     """Train epoch after epoch until a stopping rule fires; record it in ``run``."""
-    stopping = _EarlyStopping(config.patience, config.min_delta)
+    stopping = EarlyStopping(config.patience, config.min_delta)
     data, batches = run.data, run.batches
     for epoch in range(1, config.max_epochs + 1):
         epoch_started = time.perf_counter()
@@ -344,13 +275,13 @@ def _train_epochs(
         train_loss = batches.mean_loss(done)
         if not math.isfinite(train_loss):
             run.stop_reason = "diverged"
-            run.diverged_reason = _training_divergence(batches.losses[:done], epoch, batches.count)
+            run.diverged_reason = training_divergence(batches.losses[:done], epoch, batches.count)
             return
-        val_loss, val_score = _evaluate(run.model, data.x_val, data.y_val, config.eval_batch_size)
+        val_loss, val_score = evaluate(run.model, data.x_val, data.y_val, config.eval_batch_size)
         if not math.isfinite(val_loss):
             run.stop_reason = "diverged"
             run.diverged_reason = (
-                f"The validation loss became {_describe(val_loss)} after epoch {epoch}, "
+                f"The validation loss became {describe_value(val_loss)} after epoch {epoch}, "
                 f"batch {done} of {batches.count} (every training batch loss was finite)."
             )
             return
@@ -368,7 +299,7 @@ def _train_epochs(
         run.best.offer(epoch, val_score, val_loss, run.model)
         if on_epoch_end is not None:
             on_epoch_end(epoch, val_score)
-        reason = _stop_reason(epoch, done < batches.count, stopping, config, deadline)
+        reason = stop_reason_after(epoch, done < batches.count, stopping, config, deadline)
         if reason is not None:
             run.stop_reason = reason
             return
@@ -396,62 +327,7 @@ def _train_epoch(run: _Run, deadline: float | None) -> int:
     return batches.count
 
 
-def _stop_reason(
-    epoch: int,
-    cut_short: bool,
-    stopping: _EarlyStopping,
-    config: TrainConfig,
-    deadline: float | None,
-) -> StopReason | None:
-    """Why training stops after this validated epoch, or ``None`` to go on."""
-    if cut_short:
-        return "time_limit"
-    if epoch == config.max_epochs:
-        return "max_epochs"
-    if stopping.exhausted:
-        return "early_stopping"
-    if deadline is not None and time.perf_counter() >= deadline:
-        return "time_limit"
-    return None
-
-
-def _evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, one host sync."""
-    model.eval()
-    n_rows = x.shape[0]
-    with torch.inference_mode():
-        loss = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.int64)
-        for start in range(0, n_rows, batch_size):
-            logits = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
-            # Chunk means weighted by chunk shares: no float32 overflow from a sum of
-            # large but finite losses.
-            loss += F.cross_entropy(logits, target) * (target.shape[0] / n_rows)
-            correct += (logits.argmax(dim=1) == target).sum()
-        mean_loss = loss.item()  # the one wait for the device; the next read is free
-        n_correct = correct.item()
-    return mean_loss, n_correct / n_rows
-
-
-def _training_divergence(losses: torch.Tensor, epoch: int, n_batches: int) -> str:
-    bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
-    if not bad:  # pragma: no cover - a finite mean of finite losses
-        return f"The training loss became non-finite in epoch {epoch}."
-    value = float(losses[bad[0]])
-    return (
-        f"The training loss became {_describe(value)} in epoch {epoch}, "
-        f"batch {bad[0] + 1} of {n_batches}."
-    )
-
-
 def _set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
     for module in model.modules():
         if isinstance(module, SeededDropout):
             module.generator = generator
-
-
-def _describe(value: float) -> str:
-    return "NaN" if math.isnan(value) else "infinite"

@@ -93,6 +93,10 @@ class WorkerSpec:
     pruner_factory : callable, optional
         ``pruner_factory()`` returns the study's pruner; Optuna's default
         (``MedianPruner``) if omitted.
+    batch_trials : int, default=1
+        Trials the worker asks and trains together
+        (:func:`evohpo.search.batched.optimize`); the objective needs a
+        ``train_trials`` method when it is above 1.
     """
 
     study_name: str
@@ -106,6 +110,7 @@ class WorkerSpec:
     stale_after: float | None = None
     counted_states: tuple[TrialState, ...] = COUNTED_STATES
     pruner_factory: Callable[[], BasePruner] | None = None
+    batch_trials: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.study_name, str) or not self.study_name:
@@ -126,6 +131,7 @@ class WorkerSpec:
             raise_invalid("heartbeat", _OWNER, "a Heartbeat or None", self.heartbeat)
         if not isinstance(self.backoff, Backoff):
             raise_invalid("backoff", _OWNER, "a Backoff", self.backoff)
+        check_int(self.batch_trials, "batch_trials", _OWNER, low=1)
 
     @property
     def shown_storage(self) -> str:

@@ -106,26 +106,64 @@ class GuardedObjective:
         self._tracker = tracker
 
     def __call__(self, trial: optuna.Trial) -> Any:
-        flight = self._tracker.flight(internals.trial_id(trial))
-        flight.started = True
+        (outcome,) = self.train_trials([trial], one=True)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def train_trials(self, trials: Sequence[optuna.Trial], *, one: bool = False) -> list[Any]:
+        """The objective's outcomes for ``trials`` trained together, each one recorded.
+
+        A failure becomes :class:`~evohpo.exceptions.TrialFailedError` with its
+        reason stored; an outage of the storage is raised for the whole call.
+        """
+        flights = [self._tracker.flight(internals.trial_id(trial)) for trial in trials]
+        for flight in flights:
+            flight.started = True
         try:
-            value = self._objective(trial)
-        except optuna.TrialPruned:
-            raise
+            if one:
+                outcomes: list[Any] = [_call(self._objective, trials[0])]
+            else:
+                outcomes = list(self._objective.train_trials(trials))  # type: ignore[attr-defined]
         except Exception as exc:
             if is_storage_outage(exc):
-                flight.error = exc
-                raise
-            reason = redact_exception(exc)[:_MAX_REASON]
+                for flight in flights:
+                    flight.error = exc
+            raise
+        return [
+            self._record(trial, flight, outcome)
+            for trial, flight, outcome in zip(trials, flights, outcomes, strict=True)
+        ]
+
+    def _record(self, trial: optuna.Trial, flight: Any, outcome: Any) -> Any:
+        if isinstance(outcome, optuna.TrialPruned):
+            return outcome
+        if isinstance(outcome, Exception):
+            if is_storage_outage(outcome):
+                flight.error = outcome
+                raise outcome
+            reason = redact_exception(outcome)[:_MAX_REASON]
             flight.reason = reason
             with contextlib.suppress(Exception):
                 # If the storage is away, the reason is written once it is back.
                 internals.set_trial_system_attr(
                     trial.study, internals.trial_id(trial), FAIL_REASON_ATTR, reason
                 )
-            raise TrialFailedError(f"trial {trial.number} failed: {reason}") from exc
-        flight.values = _as_values(value)
-        return value
+            error = TrialFailedError(f"trial {trial.number} failed: {reason}")
+            error.__cause__ = outcome
+            return error
+        flight.values = _as_values(outcome)
+        return outcome
+
+
+def _call(objective: Objective, trial: optuna.Trial) -> Any:
+    """The objective's value, or the exception it raised (outages propagate)."""
+    try:
+        return objective(trial)
+    except Exception as exc:
+        if is_storage_outage(exc):
+            raise
+        return exc
 
 
 def _as_values(value: Any) -> list[float] | None:

@@ -76,6 +76,7 @@ from optuna.trial import FrozenTrial
 from evohpo._interrupt import GracefulStop
 from evohpo._redact import redact_exception, register_secret, url_password
 from evohpo.exceptions import StorageError, StorageUnavailableError, TrialFailedError
+from evohpo.search import batched
 from evohpo.storage import (
     close_storage,
     count_trials,
@@ -279,11 +280,12 @@ def _optimize(
     if spec.n_trials is not None:
         callbacks.append(MaxTrialsCallback(spec.n_trials, states=spec.counted_states))
     guard.check()
-    study.optimize(
+    batched.optimize(
+        study,
         objective,
+        batch_trials=spec.batch_trials,
         timeout=timeout,
+        study_total=None if spec.n_trials is None else (spec.n_trials, spec.counted_states),
         catch=(TrialFailedError,),
         callbacks=callbacks,
-        gc_after_trial=False,
-        show_progress_bar=False,
     )

@@ -1,0 +1,161 @@
+"""Run a study's trials k at a time: :func:`optimize`.
+
+``study.optimize`` runs one trial per objective call. To train k genomes as
+one stack, k trials must be running at once: :func:`optimize` asks k trials
+from the study (a sampler sees them as k running trials, as it would see k
+workers' trials), hands them to the objective's ``train_trials`` together,
+and tells each its own outcome: value, pruned or failed.
+
+It keeps ``study.optimize``'s contract where it applies: ``n_trials`` and
+``timeout`` (checked before each batch: a batch that starts finishes),
+callbacks after each told trial, ``study.stop()`` from a callback, ``catch``,
+heartbeats of the running trials on storages that have them, and stale trials
+of dead processes failed before each batch. With ``batch_trials=1`` it *is*
+``study.optimize``.
+
+Asking all k trials before any is told makes a run reproducible: the same
+seed and ``batch_trials`` give the same trials in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from evohpo._validation import check_int
+from evohpo.storage import internals
+from evohpo.storage.heartbeats import beating, fail_stale_trials
+
+__all__ = ["BatchObjective", "optimize"]
+
+logger = logging.getLogger("evohpo")
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class BatchObjective(Protocol):
+    """An objective that can also train several running trials at once."""
+
+    def __call__(self, trial: optuna.Trial) -> Any: ...
+
+    def train_trials(self, trials: Sequence[optuna.Trial]) -> Sequence[Any]:
+        """One outcome per trial: its value, or the exception that ended it."""
+        ...
+
+
+def optimize(
+    study: optuna.Study,
+    objective: BatchObjective,
+    *,
+    batch_trials: int = 1,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    callbacks: Iterable[Callback] = (),
+    catch: tuple[type[Exception], ...] = (),
+    study_total: tuple[int, tuple[TrialState, ...]] | None = None,
+) -> None:
+    """Run trials of ``study``, ``batch_trials`` at a time, until a budget is spent.
+
+    Parameters
+    ----------
+    study : optuna.Study
+    objective : BatchObjective
+        With ``batch_trials > 1``, its ``train_trials(trials)`` returns one
+        outcome per trial: a value, or an exception (``optuna.TrialPruned``
+        prunes that trial; any other fails it).
+    batch_trials : int, default=1
+        Trials asked and trained together.
+    n_trials, timeout, callbacks, catch
+        As for ``study.optimize``. An exception not in ``catch`` fails its trial
+        and is raised once every trial of its batch has been told. An
+        exception raised by ``train_trials`` itself fails every trial of the
+        batch.
+    """
+    batch_trials = check_int(batch_trials, "batch_trials", "optimize", low=1)
+    callbacks = list(callbacks)
+    if batch_trials == 1:
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=callbacks,
+            catch=catch,
+            gc_after_trial=False,
+            show_progress_bar=False,
+        )
+        return
+    started = time.monotonic()
+    asked = 0
+    with internals.optimizing(study) as stop_requested:
+        while not stop_requested():
+            if n_trials is not None and asked >= n_trials:
+                break
+            if timeout is not None and time.monotonic() - started >= timeout:
+                break
+            fail_stale_trials(study)
+            size = batch_trials if n_trials is None else min(batch_trials, n_trials - asked)
+            if study_total is not None:
+                size = min(size, max(1, _missing(study, *study_total)))
+            trials = [study.ask() for _ in range(size)]
+            asked += size
+            outcomes = _train(study, objective, trials)
+            raised = _tell_all(study, trials, outcomes, callbacks, catch)
+            if raised is not None:
+                raise raised
+
+
+def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) -> int:
+    """Trials the study still needs to reach ``total``, counting running ones as done."""
+    counted = study.get_trials(deepcopy=False, states=(*states, TrialState.RUNNING))
+    return total - len(counted)
+
+
+def _train(
+    study: optuna.Study, objective: BatchObjective, trials: list[optuna.Trial]
+) -> Sequence[Any]:
+    """The objective's outcomes; a failure of the whole call fails every trial."""
+    try:
+        with beating(internals.study_storage(study), [internals.trial_id(t) for t in trials]):
+            outcomes = objective.train_trials(trials)
+    except BaseException as exc:
+        for trial in trials:
+            _tell_failed(study, trial, exc)
+        raise
+    if len(outcomes) != len(trials):
+        raise RuntimeError(
+            f"train_trials returned {len(outcomes)} outcomes for {len(trials)} trials."
+        )
+    return outcomes
+
+
+def _tell_all(
+    study: optuna.Study,
+    trials: list[optuna.Trial],
+    outcomes: Sequence[Any],
+    callbacks: list[Callback],
+    catch: tuple[type[Exception], ...],
+) -> Exception | None:
+    """Tell every trial its outcome and run the callbacks; the first error to raise."""
+    raised: Exception | None = None
+    for trial, outcome in zip(trials, outcomes, strict=True):
+        if isinstance(outcome, optuna.TrialPruned):
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+        elif isinstance(outcome, Exception):
+            frozen = _tell_failed(study, trial, outcome)
+            if not isinstance(outcome, catch) and raised is None:
+                raised = outcome
+        else:
+            frozen = study.tell(trial, outcome)
+        for callback in callbacks:
+            callback(study, frozen)
+    return raised
+
+
+def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> FrozenTrial:
+    logger.warning("Trial %d failed because of %s: %s", trial.number, type(exc).__name__, exc)
+    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -1,0 +1,267 @@
+"""k multilayer perceptrons of one depth as one stacked network.
+
+Layer ``l`` of the stack holds every member's weights in one ``[k, in, out]``
+tensor (its bias in ``[k, 1, out]``), so one batched matrix product
+(``torch.baddbmm``) runs layer ``l`` of every member. Members may differ in
+width, activation and dropout:
+
+* widths are padded to the widest member at each layer. A padded unit starts
+  with zero incoming weights, bias and outgoing weights; every activation the
+  trainer builds has f(0) = 0, so the unit's output, and every gradient of its
+  weights, is exactly zero, and the optimizers keep a zero weight with a zero
+  gradient at zero (weight decay included). The padding costs compute only;
+* an activation is applied to the members that use it (one call when all do);
+* dropout draws one mask for the stack, each member's entries kept with its own
+  probability (a member with rate 0 keeps every entry exactly).
+
+Every member's parameters live in row ``i`` of one flat ``[k, P]`` tensor (the
+layer tensors are views of it), so that
+:class:`~evohpo.training.stack_optimizer.StackOptimizer` steps all members and
+all layers with a few element-wise operations, and so that removing members
+(:meth:`DenseStack.keep`) is one ``index_select``.
+
+A member starts with exactly the weights :func:`~evohpo.training.nn.build_model`
+gives it alone with the same seed, and :meth:`DenseStack.member_model` returns
+its weights as the ``nn.Sequential`` the solo trainer returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from evohpo._validation import raise_invalid
+from evohpo.training import layers
+from evohpo.training.nn import build_model, hidden_layer_name
+from evohpo.training.spec import NetworkSpec, network_blocks
+
+__all__ = ["DenseStack", "stack_widths"]
+
+_OWNER = "DenseStack"
+
+#: The message of torch's warning about ``.grad`` tensors that are views of a larger
+#: tensor. The flat layout is deliberate: it trades nothing measurable for one
+#: optimizer call per step.
+_LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
+
+
+def stack_widths(genomes: Sequence[NetworkSpec], n_features: int, n_outputs: int) -> list[int]:
+    """Widths of the stacked layers' inputs and output: the widest member at each layer."""
+    depth = len(genomes[0].layers)
+    hidden = [max(g.layers[index].units for g in genomes) for index in range(depth)]
+    return [n_features, *hidden, n_outputs]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """Where one layer's weights and bias lie in a member's flat row."""
+
+    n_in: int
+    n_out: int
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return self.n_in * self.n_out + self.n_out
+
+
+def _activation_groups(
+    names: Sequence[str], device: torch.device
+) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]]:
+    """The activation modules of one layer with the members (rows) that use each.
+
+    ``None`` rows: every member uses it.
+    """
+    if len(set(names)) == 1:
+        return [(layers.activation(names[0], "activation", _OWNER), None)]
+    groups: list[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]] = []
+    for name in dict.fromkeys(names):
+        rows = [i for i, other in enumerate(names) if other == name]
+        module = layers.activation(name, "activation", _OWNER)
+        groups.append((module, torch.tensor(rows, device=device)))
+    return groups
+
+
+class DenseStack:
+    """The stacked weights of k dense genomes of the same depth.
+
+    Parameters
+    ----------
+    genomes : sequence of NetworkSpec
+        The members, all without a convolutional body and with the same number of
+        hidden layers.
+    n_features, n_outputs : int
+        Input and output widths, shared by every member.
+    seeds : sequence of int
+        Each member's weight-initialisation seed (as ``build_model(seed=...)``).
+    device : torch.device
+        Where the stack lives.
+    """
+
+    def __init__(
+        self,
+        genomes: Sequence[NetworkSpec],
+        n_features: int,
+        n_outputs: int,
+        seeds: Sequence[int],
+        device: torch.device,
+    ) -> None:
+        if not genomes:
+            raise_invalid("genomes", _OWNER, "at least one genome", genomes)
+        depth = len(genomes[0].layers)
+        for index, genome in enumerate(genomes):
+            if network_blocks(genome) is not None:
+                raise_invalid(f"genomes[{index}]", _OWNER, "a genome without a body", genome)
+            if len(genome.layers) != depth:
+                raise_invalid(
+                    f"genomes[{index}]", _OWNER, f"a genome of {depth} hidden layers", genome
+                )
+        self.genomes = list(genomes)
+        self.n_features = n_features
+        self.n_outputs = n_outputs
+        self.device = device
+        widths = stack_widths(genomes, n_features, n_outputs)
+        self._layers: list[_Layer] = []
+        offset = 0
+        for n_in, n_out in itertools.pairwise(widths):
+            self._layers.append(_Layer(n_in, n_out, offset))
+            offset += n_in * n_out + n_out
+        self.n_flat = offset
+        self.params = torch.zeros(len(genomes), offset, device=device)
+        self.grads = torch.zeros_like(self.params)
+        with torch.no_grad():
+            for row, (genome, seed) in enumerate(zip(genomes, seeds, strict=True)):
+                model = build_model(genome, n_features, n_outputs, seed=seed)
+                self._load_member(row, model)
+        self._bind()
+        self._configure(self.genomes)
+
+    # -- layout ----------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of members."""
+        return len(self.genomes)
+
+    def _bind(self) -> None:
+        """Make the layer tensors views of the flat rows, with views of the flat gradients."""
+        self.weights: list[torch.Tensor] = []
+        self.biases: list[torch.Tensor] = []
+        k = self.size
+        for layer in self._layers:
+            end = layer.offset + layer.n_in * layer.n_out
+            shapes = (
+                (layer.offset, end, (k, layer.n_in, layer.n_out)),
+                (end, end + layer.n_out, (k, 1, layer.n_out)),
+            )
+            views = []
+            for start, stop, shape in shapes:
+                view = self.params[:, start:stop].view(shape).requires_grad_()
+                view.grad = self.grads[:, start:stop].view(shape)
+                views.append(view)
+            self.weights.append(views[0])
+            bias = views[1]
+            self.biases.append(bias)
+
+    def _configure(self, genomes: Sequence[NetworkSpec]) -> None:
+        """Per-layer activation groups and dropout keep-probabilities of the members."""
+        self._activations = [
+            _activation_groups([g.layers[index].activation for g in genomes], self.device)
+            for index in range(len(self._layers) - 1)
+        ]
+        self._keep: list[torch.Tensor | None] = []
+        for index in range(len(self._layers) - 1):
+            rates = [float(g.layers[index].dropout) for g in genomes]
+            if max(rates) == 0.0:
+                self._keep.append(None)
+            else:
+                keep = torch.tensor([1.0 - r for r in rates], device=self.device)
+                self._keep.append(keep.view(-1, 1, 1))
+
+    def _load_member(self, row: int, model: nn.Sequential) -> None:
+        state = model.state_dict()
+        names = [hidden_layer_name(i) for i in range(len(self._layers) - 1)] + ["output"]
+        for name, layer in zip(names, self._layers, strict=True):
+            weight = state[f"{name}.weight"]  # (out, in)
+            n_out, n_in = weight.shape
+            end = layer.offset + layer.n_in * layer.n_out
+            block = self.params[row, layer.offset : end].view(layer.n_in, layer.n_out)
+            block[:n_in, :n_out] = weight.t()
+            self.params[row, end : end + n_out] = state[f"{name}.bias"]
+
+    # -- computing -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *, dropout: torch.Generator | None = None) -> torch.Tensor:
+        """Logits ``[k, rows, n_outputs]`` of every member.
+
+        ``x`` is ``[k, rows, n_features]`` (each member its own rows) or ``[rows,
+        n_features]`` (the same rows for all). Dropout is applied when a
+        generator is given (training), not otherwise (evaluation).
+        """
+        h = x
+        last = len(self._layers) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            z = torch.matmul(h, weight) + bias if h.dim() == 2 else torch.baddbmm(bias, h, weight)
+            if index == last:
+                return z
+            h = self._activate(index, z)
+            keep = self._keep[index]
+            if dropout is not None and keep is not None:
+                mask = torch.rand(h.shape, generator=dropout, device=h.device, dtype=h.dtype)
+                h = h * mask.lt_(keep).div_(keep)
+        return h  # pragma: no cover - the loop returns at the output layer
+
+    def _activate(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        groups = self._activations[index]
+        if len(groups) == 1:
+            return groups[0][0](z)
+        out = torch.empty_like(z)
+        for module, rows in groups:
+            assert rows is not None
+            out = out.index_copy(0, rows, module(z.index_select(0, rows)))
+        return out
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of ``loss`` into :attr:`grads`."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
+            torch.autograd.backward(loss)
+
+    # -- members ---------------------------------------------------------------------------
+    def keep(self, rows: Sequence[int]) -> torch.Tensor:
+        """Keep only the members at ``rows``, in that order; returns the row index tensor."""
+        index = torch.tensor(list(rows), device=self.device, dtype=torch.long)
+        self.params = self.params.index_select(0, index)
+        self.grads = torch.zeros_like(self.params)
+        self.genomes = [self.genomes[row] for row in rows]
+        self._bind()
+        self._configure(self.genomes)
+        return index
+
+    def member_row(self, row: int) -> torch.Tensor:
+        """A copy of member ``row``'s flat parameters (to restore them later)."""
+        return self.params[row].detach().clone()
+
+    def member_model(self, genome: NetworkSpec, flat_row: torch.Tensor) -> nn.Sequential:
+        """The ``nn.Sequential`` :func:`build_model` builds for ``genome``, holding
+        the (unpadded) weights of ``flat_row`` (from :meth:`member_row`)."""
+        model = build_model(genome, self.n_features, self.n_outputs, seed=0).to(self.device)
+        names = [hidden_layer_name(i) for i in range(len(self._layers) - 1)] + ["output"]
+        state = {}
+        for name, layer in zip(names, self._layers, strict=True):
+            linear = model.get_submodule(name)
+            assert isinstance(linear, nn.Linear)
+            n_out, n_in = linear.weight.shape
+            end = layer.offset + layer.n_in * layer.n_out
+            block = flat_row[layer.offset : end].view(layer.n_in, layer.n_out)
+            state[f"{name}.weight"] = block[:n_in, :n_out].t().contiguous()
+            state[f"{name}.bias"] = flat_row[end : end + n_out].clone()
+        model.load_state_dict(state)
+        return model
+
+    def padded_parameters(self) -> int:
+        """Scalars per member in the stack (the padded size, biases included)."""
+        return self.n_flat

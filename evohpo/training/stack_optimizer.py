@@ -1,0 +1,165 @@
+"""One optimizer step for k networks whose parameters lie in one ``[k, P]`` tensor.
+
+``torch.optim`` takes one learning rate per tensor, and a slice of a stacked
+tensor cannot be a parameter of its own, so the members of a stack, each with
+its own optimizer, learning rate and weight decay, are stepped here. Row ``i``
+of the flat tensor holds every parameter of member ``i``; each coefficient is a
+``[k, 1]`` column, so one element-wise operation updates every member.
+
+The four optimizers the trainer knows are one update rule with per-member
+coefficients (``g`` is the gradient, ``p`` the parameter, ``t`` the step)::
+
+    g  = grad + l2 * p                      # L2 penalty: sgd, adam, rmsprop
+    p  = p * decay                          # decoupled decay: adamw (1 - lr * wd)
+    m  = beta1 * m + c1 * g                 # momentum / first moment
+    v  = beta2 * v + c2 * g * g             # second moment
+    p -= lr * (a_t * m + b * g) / (s_t * sqrt(v) + eps)
+
+==========  =====  =====  =====  =====  ===========  ===  ============  ====
+optimizer   beta1  c1     beta2  c2     a_t          b    s_t           eps
+==========  =====  =====  =====  =====  ===========  ===  ============  ====
+sgd         0.9    1      0      0      0.9          1    0             1
+adam(w)     0.9    0.1    0.999  0.001  1/(1-0.9^t)  0    1/sqrt(bc2)   1e-8
+rmsprop     0      0      0.99   0.01   0            1    1             1e-8
+==========  =====  =====  =====  =====  ===========  ===  ============  ====
+
+which is, term by term, torch's SGD (Nesterov momentum 0.9, L2 weight decay,
+no dampening), Adam (L2 added to the gradient), AdamW (weights decayed before
+the step) and RMSprop (alpha 0.99, eps after the square root, no momentum,
+not centred), with their default betas and eps. ``bc2 = 1 - 0.999^t``.
+Members whose optimizer does not use a moment carry zeros there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from evohpo._validation import raise_invalid
+from evohpo.training.nn import OPTIMIZERS, SGD_MOMENTUM
+
+__all__ = ["StackOptimizer"]
+
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+_RMSPROP_ALPHA = 0.99
+_RMSPROP_EPS = 1e-8
+
+# Columns of the per-member coefficient table, in this order.
+_COLUMNS = ("l2", "decay", "beta1", "c1", "beta2", "c2", "b", "eps", "lr", "is_adam")
+
+
+def _coefficients(optimizer: str, lr: float, weight_decay: float) -> tuple[float, ...]:
+    """One row of the coefficient table (see the module docstring)."""
+    if optimizer == "sgd":
+        return (weight_decay, 1.0, SGD_MOMENTUM, 1.0, 0.0, 0.0, 1.0, 1.0, lr, 0.0)
+    beta1, beta2 = _ADAM_BETAS
+    if optimizer == "adam":
+        return (weight_decay, 1.0, beta1, 1 - beta1, beta2, 1 - beta2, 0.0, _ADAM_EPS, lr, 1.0)
+    if optimizer == "adamw":
+        decay = 1.0 - lr * weight_decay
+        return (0.0, decay, beta1, 1 - beta1, beta2, 1 - beta2, 0.0, _ADAM_EPS, lr, 1.0)
+    if optimizer == "rmsprop":
+        alpha = _RMSPROP_ALPHA
+        return (weight_decay, 1.0, 0.0, 0.0, alpha, 1 - alpha, 1.0, _RMSPROP_EPS, lr, 0.0)
+    raise_invalid("optimizer", "StackOptimizer", f"one of {OPTIMIZERS}", optimizer)
+
+
+class StackOptimizer:
+    """Per-member SGD, Adam, AdamW or RMSprop on a flat ``[k, P]`` parameter tensor.
+
+    Parameters
+    ----------
+    params : torch.Tensor of shape (k, P)
+        Row ``i`` holds every parameter of member ``i``; updated in place.
+    grads : torch.Tensor of shape (k, P)
+        Where the gradients accumulate (the parameters' ``.grad`` are views of it).
+    optimizers, learning_rates, weight_decays : sequences of length k
+        Each member's optimizer name (one of :data:`~evohpo.training.nn.OPTIMIZERS`),
+        learning rate and weight decay.
+
+    Examples
+    --------
+    >>> params = torch.ones(2, 3)
+    >>> grads = torch.full((2, 3), 0.5)
+    >>> opt = StackOptimizer(params, grads, ["sgd", "adam"], [0.1, 0.1], [0.0, 0.0])
+    >>> opt.step()
+    >>> params[:, 0].tolist()  # sgd: 1 - 0.1 * 1.9 * 0.5; adam: 1 - 0.1 (first step)
+    [0.9049999713897705, 0.8999999761581543]
+    """
+
+    def __init__(
+        self,
+        params: torch.Tensor,
+        grads: torch.Tensor,
+        optimizers: Sequence[str],
+        learning_rates: Sequence[float],
+        weight_decays: Sequence[float],
+    ) -> None:
+        k = params.shape[0]
+        if not (len(optimizers) == len(learning_rates) == len(weight_decays) == k):
+            raise_invalid(
+                "optimizers", "StackOptimizer", f"{k} settings, one per row of params", optimizers
+            )
+        self.params = params
+        self.grads = grads
+        rows = [
+            _coefficients(name, float(lr), float(wd))
+            for name, lr, wd in zip(optimizers, learning_rates, weight_decays, strict=True)
+        ]
+        table = torch.tensor(rows, dtype=params.dtype, device=params.device)
+        self._coef = {name: table[:, i : i + 1].contiguous() for i, name in enumerate(_COLUMNS)}
+        # The parts of a_t and s_t that do not change with t (see the module docstring).
+        not_adam = 1 - self._coef["is_adam"]
+        self._coef["a0"] = not_adam * self._coef["beta1"]
+        self._coef["s0"] = not_adam * (self._coef["c2"] != 0)
+        self.step_count = 0
+        self.first_moment = torch.zeros_like(params)
+        self.second_moment = torch.zeros_like(params)
+        # Terms every member leaves out are skipped, not multiplied by zero.
+        self._any_decay = bool((self._coef["decay"] != 1.0).any())
+        self._any_l2 = bool((self._coef["l2"] != 0.0).any())
+        self._any_second = bool((self._coef["c2"] != 0.0).any())
+
+    @property
+    def size(self) -> int:
+        """Number of members (rows)."""
+        return int(self.params.shape[0])
+
+    def zero_grad(self) -> None:
+        """Clear the gradients before the next backward pass."""
+        self.grads.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every member from the gradients in :attr:`grads`."""
+        self.step_count += 1
+        t = self.step_count
+        c = self._coef
+        p = self.params
+        g = torch.addcmul(self.grads, c["l2"], p) if self._any_l2 else self.grads
+        if self._any_decay:
+            p.mul_(c["decay"])
+        m = self.first_moment
+        m.mul_(c["beta1"]).addcmul_(c["c1"], g)
+        # Adam's bias corrections change with t; sgd's and rmsprop's terms do not.
+        beta1, beta2 = _ADAM_BETAS
+        a = torch.add(c["a0"], c["is_adam"], alpha=1 / (1 - beta1**t))
+        numerator = torch.addcmul(g * c["b"], a, m)
+        if self._any_second:
+            v = self.second_moment
+            v.mul_(c["beta2"]).addcmul_(g * c["c2"], g)
+            s = torch.add(c["s0"], c["is_adam"], alpha=1 / (1 - beta2**t) ** 0.5)
+            denominator = torch.addcmul(c["eps"], v.sqrt(), s)
+            p.addcdiv_(numerator.mul_(c["lr"]), denominator, value=-1.0)
+        else:  # every member is sgd: the denominator is 1
+            p.sub_(numerator.mul_(c["lr"]))
+
+    def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
+        """Keep only the members at ``rows`` (a compacted stack), on new flat tensors."""
+        self.params = params
+        self.grads = grads
+        self.first_moment = self.first_moment.index_select(0, rows)
+        self.second_moment = self.second_moment.index_select(0, rows)
+        self._coef = {name: column.index_select(0, rows) for name, column in self._coef.items()}

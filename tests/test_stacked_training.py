@@ -1,0 +1,291 @@
+"""The stacked trainer: optimizers, padding, compaction, per-member rules, distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from evohpo.evolution.genome import BlockGene, Genome, LayerGene
+from evohpo.exceptions import InvalidParameterError
+from evohpo.training.config import TrainConfig, TrainResult
+from evohpo.training.loop import train_classifier
+from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer
+from evohpo.training.population import plan_stacks, train_population
+from evohpo.training.stack_model import DenseStack
+from evohpo.training.stack_optimizer import StackOptimizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CPU = torch.device("cpu")
+
+
+def genome(units=(16,), activation="relu", dropout=0.0, optimizer="adam", lr=1e-2, wd=0.0, bs=32):
+    layers = tuple(LayerGene(u, activation, dropout) for u in units)
+    return Genome(layers, optimizer, lr, wd, bs)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=2.0, size=(3, 6))
+    y = rng.integers(0, 3, size=240)
+    X = (centers[y] + rng.normal(size=(240, 6))).astype(np.float32)
+    return X[:180], y[:180], X[180:], y[180:]
+
+
+def solo_grads_and_step(g, x, y, steps):
+    """Weights of the solo model after ``steps`` optimizer steps on the same batch."""
+    model = build_model(g, x.shape[1], 3, seed=7)
+    optimizer = build_optimizer(g, model.parameters())
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_one_optimizer_per_member_matches_torch(name, wd):
+    torch.manual_seed(0)
+    x = torch.randn(20, 5)
+    y = torch.randint(0, 3, (20,))
+    members = [genome((8,), optimizer=name, lr=3e-2, wd=wd), genome((12,), "tanh", wd=wd)]
+    stack = DenseStack(members, 5, 3, [7, 7], CPU)
+    optimizer = StackOptimizer(
+        stack.params,
+        stack.grads,
+        [m.optimizer for m in members],
+        [m.learning_rate for m in members],
+        [m.weight_decay for m in members],
+    )
+    for _ in range(4):
+        logits = stack.forward(x)
+        losses = torch.stack([F.cross_entropy(logits[i], y) for i in range(2)])
+        optimizer.zero_grad()
+        stack.backward(losses.sum())
+        optimizer.step()
+    for row, member in enumerate(members):
+        expected = solo_grads_and_step(member, x, y, 4)
+        got = stack.member_model(member, stack.params[row]).state_dict()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_units_stay_exactly_zero():
+    torch.manual_seed(1)
+    members = [
+        genome((4, 6), "gelu", 0.2, "sgd", wd=0.1),
+        genome((16, 3), "elu", 0.1, "adamw", wd=0.1),
+        genome((9, 12), "silu", 0.0, "rmsprop", wd=0.1),
+    ]
+    stack = DenseStack(members, 5, 3, [1, 2, 3], CPU)
+    optimizer = StackOptimizer(
+        stack.params, stack.grads, [m.optimizer for m in members], [0.05] * 3, [0.1] * 3
+    )
+    dropout = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        x = torch.randn(3, 16, 5)
+        y = torch.randint(0, 3, (3, 16))
+        logits = stack.forward(x, dropout=dropout)
+        loss = F.cross_entropy(logits.reshape(48, 3), y.reshape(48), reduction="none")
+        optimizer.zero_grad()
+        stack.backward(loss.view(3, 16).mean(1).sum())
+        optimizer.step()
+    w0, w1, w2 = stack.weights
+    b0, b1, _ = stack.biases
+    # Member 0 is 4 then 6 wide in a stack 16 then 12 wide.
+    assert torch.count_nonzero(w0[0, :, 4:]) == 0
+    assert torch.count_nonzero(b0[0, :, 4:]) == 0
+    assert torch.count_nonzero(w1[0, 4:, :]) == 0
+    assert torch.count_nonzero(w1[0, :, 6:]) == 0
+    assert torch.count_nonzero(b1[0, :, 6:]) == 0
+    assert torch.count_nonzero(w2[0, 6:, :]) == 0
+    assert torch.count_nonzero(w1[1, :, 3:]) == 0  # member 1's second layer is 3 wide
+    assert torch.count_nonzero(w0[0, :, :4]) > 0  # its own units did train
+
+
+def test_a_member_starts_with_its_solo_weights():
+    members = [genome((8,)), genome((20,), "tanh")]
+    stack = DenseStack(members, 5, 3, [11, 12], CPU)
+    for row, (member, seed) in enumerate(zip(members, [11, 12], strict=True)):
+        expected = build_model(member, 5, 3, seed=seed).state_dict()
+        got = stack.member_model(member, stack.params[row]).state_dict()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+def config(seed, **kwargs):
+    kwargs.setdefault("max_epochs", 6)
+    kwargs.setdefault("patience", None)
+    return TrainConfig(device="cpu", seed=seed, **kwargs)
+
+
+def test_members_without_dropout_follow_their_solo_runs(blobs):
+    members = [genome((8,), "relu"), genome((24,), "tanh", optimizer="sgd", lr=0.05)]
+    members += [genome((12,), "silu", optimizer="rmsprop", lr=1e-3, wd=1e-3)]
+    configs = [config(seed) for seed in (3, 4, 5)]
+    stacked = train_population(members, *blobs, n_classes=3, configs=configs)
+    for member, cfg, result in zip(members, configs, stacked, strict=True):
+        alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
+        assert isinstance(result, TrainResult)
+        assert result.epochs_run == alone.epochs_run
+        got = [r["val_loss"] for r in result.history]
+        want = [r["val_loss"] for r in alone.history]
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+        assert result.best_epoch == alone.best_epoch
+
+
+def test_single_member_stack_matches_solo_with_dropout(blobs):
+    member = genome((32, 16), "relu", 0.3)
+    cfg = config(9)
+    alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
+    (result,) = train_population([member], *blobs, n_classes=3, configs=[cfg], min_stack=1)
+    assert isinstance(result, TrainResult)
+    np.testing.assert_allclose(
+        [r["val_loss"] for r in result.history],
+        [r["val_loss"] for r in alone.history],
+        rtol=1e-4,
+    )
+
+
+def test_compaction_leaves_the_other_members_unchanged(blobs):
+    quick = genome((8,), lr=1e-4)  # barely learns: patience 1 stops it early
+    steady = [genome((16,), "tanh"), genome((12,), "gelu", optimizer="adamw", wd=1e-2)]
+    configs = [config(1, patience=1, max_epochs=12), config(2, max_epochs=12)]
+    configs.append(config(3, max_epochs=12))
+    together = train_population([quick, *steady], *blobs, n_classes=3, configs=configs)
+    without = train_population(steady, *blobs, n_classes=3, configs=configs[1:])
+    first = together[0]
+    assert isinstance(first, TrainResult)
+    assert first.stop_reason == "early_stopping"
+    assert first.epochs_run < 12
+    for a, b in zip(together[1:], without, strict=True):
+        assert isinstance(a, TrainResult)
+        assert isinstance(b, TrainResult)
+        assert a.epochs_run == b.epochs_run == 12
+        for key, value in a.model.state_dict().items():
+            torch.testing.assert_close(value, b.model.state_dict()[key], rtol=1e-5, atol=1e-6)
+
+
+def test_each_member_has_its_own_early_stopping_and_max_epochs(blobs):
+    members = [genome((8,)), genome((8,)), genome((8,))]
+    configs = [config(0, max_epochs=3), config(1, max_epochs=7), config(2, patience=2)]
+    results = train_population(members, *blobs, n_classes=3, configs=configs)
+    reasons = [r.stop_reason for r in results if isinstance(r, TrainResult)]
+    runs = [r.epochs_run for r in results if isinstance(r, TrainResult)]
+    assert reasons[:2] == ["max_epochs", "max_epochs"]
+    assert runs[:2] == [3, 7]
+    alone = train_classifier(members[2], *blobs, n_classes=3, config=configs[2])
+    assert (reasons[2], runs[2]) == (alone.stop_reason, alone.epochs_run)
+
+
+def test_a_diverging_member_stops_alone(blobs):
+    members = [genome((8,), optimizer="sgd", lr=1.0e6), genome((8,))]
+    results = train_population(members, *blobs, n_classes=3, configs=[config(0), config(1)])
+    bad, good = results
+    assert isinstance(bad, TrainResult)
+    assert isinstance(good, TrainResult)
+    assert bad.stop_reason == "diverged"
+    assert "loss became" in (bad.diverged_reason or "")
+    assert good.stop_reason == "max_epochs"
+    assert good.best_score > 0.8
+
+
+def test_a_callback_error_ends_only_its_member(blobs):
+    seen: list[tuple[int, int]] = []
+
+    def on_epoch_end(member: int, epoch: int, score: float) -> None:
+        seen.append((member, epoch))
+        if member == 1 and epoch == 2:
+            raise KeyError("pruned")
+
+    members = [genome((8,)), genome((10,)), genome((12,))]
+    results = train_population(
+        members,
+        *blobs,
+        n_classes=3,
+        configs=[config(s) for s in range(3)],
+        on_epoch_end=on_epoch_end,
+    )
+    assert isinstance(results[1], KeyError)
+    assert all(isinstance(results[i], TrainResult) for i in (0, 2))
+    assert max(epoch for member, epoch in seen if member == 1) == 2
+    assert max(epoch for member, epoch in seen if member == 0) == 6
+
+
+def test_conv_genomes_and_lone_genomes_train_alone(blobs):
+    conv = genome((8,)).replace(blocks=(BlockGene(4, 3, 1, "none", False, False, "relu", 0.0),))
+    members = [conv, genome((8,)), genome((8,), bs=64), genome((8, 8))]
+    plan = plan_stacks(members, 180, 6, 3, max_stack=16)
+    assert sorted(plan) == [[0], [1], [2], [3]]
+    results = train_population(
+        members, *blobs, n_classes=3, configs=[config(s) for s in range(4)], input_shape=(1, 6)
+    )
+    assert all(isinstance(r, TrainResult) for r in results)
+
+
+def test_plan_groups_by_depth_and_batch_size_and_caps_the_stack():
+    members = [genome((8,)), genome((64,)), genome((8, 8)), genome((8,), bs=64)] * 3
+    plan = plan_stacks(members, 1000, 10, 3, max_stack=2)
+    for stack in plan:
+        assert len(stack) <= 2
+        assert len({(len(members[i].layers), members[i].batch_size) for i in stack}) == 1
+    assert sorted(i for stack in plan for i in stack) == list(range(12))
+
+
+def test_plan_splits_large_networks_that_would_pad_badly():
+    narrow = genome((32, 32))
+    wide = genome((1024, 1024))
+    plan = plan_stacks([wide, narrow, narrow], 1000, 64, 10, max_stack=16)
+    assert plan == [[0], [1, 2]]  # a 32-wide member padded to 1024 would waste the stack
+    small = plan_stacks([genome((16,)), genome((64,))], 1000, 64, 10, max_stack=16)
+    assert small == [[0, 1]]  # small networks: the fixed cost dominates, padding is cheap
+
+
+def test_configs_must_share_device_and_time_budget(blobs):
+    members = [genome((8,)), genome((8,))]
+    with pytest.raises(InvalidParameterError, match="configs"):
+        train_population(
+            members,
+            *blobs,
+            n_classes=3,
+            configs=[config(0), TrainConfig(device="cpu", max_train_time=3.0)],
+        )
+    with pytest.raises(InvalidParameterError, match="configs"):
+        train_population(members, *blobs, n_classes=3, configs=[config(0)])
+
+
+def test_time_budget_cuts_every_member(blobs):
+    members = [genome((8,)), genome((8,))]
+    configs = [config(s, max_epochs=100_000, max_train_time=0.5) for s in range(2)]
+    results = train_population(members, *blobs, n_classes=3, configs=configs)
+    assert all(isinstance(r, TrainResult) and r.stop_reason == "time_limit" for r in results)
+
+
+def _final_losses(runs: list[TrainResult]) -> list[float]:
+    return [r.history[-1]["val_loss"] for r in runs]
+
+
+def test_a_member_trains_like_it_would_alone_in_distribution(blobs):
+    """With dropout, masks differ from the solo run's; the outcome's distribution must not."""
+    member = genome((16,), "relu", 0.4, lr=5e-3)
+    seeds = range(48)
+    cfgs = [config(1000 + s, max_epochs=4) for s in seeds]
+    alone = [train_classifier(member, *blobs, n_classes=3, config=c) for c in cfgs]
+    partners = [genome((24,), "tanh", 0.2), genome((8,), "gelu", 0.1, "sgd", lr=0.05)]
+    stacked: list[TrainResult] = []
+    for c in cfgs:
+        others = [config(c.seed + 1, max_epochs=4), config(c.seed + 2, max_epochs=4)]
+        result = train_population([member, *partners], *blobs, n_classes=3, configs=[c, *others])
+        assert isinstance(result[0], TrainResult)
+        stacked.append(result[0])
+    same = stats.ks_2samp(_final_losses(alone), _final_losses(stacked))
+    assert same.pvalue > 0.01, same
+    # The test has the power to see a real difference: twice the learning rate.
+    faster = member.replace(learning_rate=1e-2)
+    other = [train_classifier(faster, *blobs, n_classes=3, config=c) for c in cfgs]
+    assert stats.ks_2samp(_final_losses(alone), _final_losses(other)).pvalue < 0.01
