@@ -15,7 +15,12 @@ from evohpo.training.loop import train_classifier
 from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer
 from evohpo.training.population import plan_stacks, train_population
 from evohpo.training.stack_model import DenseStack
-from evohpo.training.stack_optimizer import StackOptimizer
+from evohpo.training.stack_optimizer import (
+    ROW_STEP_THRESHOLD,
+    RowOptimizer,
+    StackOptimizer,
+    stack_optimizer,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,15 +52,16 @@ def solo_grads_and_step(g, x, y, steps):
     return model.state_dict()
 
 
+@pytest.mark.parametrize("kind", [StackOptimizer, RowOptimizer])
 @pytest.mark.parametrize("name", OPTIMIZERS)
 @pytest.mark.parametrize("wd", [0.0, 1e-2])
-def test_one_optimizer_per_member_matches_torch(name, wd):
+def test_one_optimizer_per_member_matches_torch(kind, name, wd):
     torch.manual_seed(0)
     x = torch.randn(20, 5)
     y = torch.randint(0, 3, (20,))
     members = [genome((8,), optimizer=name, lr=3e-2, wd=wd), genome((12,), "tanh", wd=wd)]
     stack = DenseStack(members, 5, 3, [7, 7], CPU)
-    optimizer = StackOptimizer(
+    optimizer = kind(
         stack.params,
         stack.grads,
         [m.optimizer for m in members],
@@ -108,6 +114,38 @@ def test_padded_units_stay_exactly_zero():
     assert torch.count_nonzero(w0[0, :, :4]) > 0  # its own units did train
 
 
+@pytest.mark.parametrize("kind", [StackOptimizer, RowOptimizer])
+def test_compacting_the_optimizer_keeps_the_others_state(kind):
+    torch.manual_seed(2)
+    names = ["adam", "sgd", "rmsprop", "adamw"]
+    params = torch.randn(4, 6)
+    kept = params[[0, 2, 3]].clone()
+    grads = torch.zeros_like(params)
+    full = kind(params, grads, names, [0.01] * 4, [0.1] * 4)
+    small = kind(kept, torch.zeros_like(kept), [names[i] for i in (0, 2, 3)], [0.01] * 3, [0.1] * 3)
+    for step in range(6):
+        draw = torch.randn(4, 6)
+        if step == 3:  # member 1 leaves the full stack
+            rows = torch.tensor([0, 2, 3])
+            params = params.index_select(0, rows)
+            grads = torch.zeros_like(params)
+            full.keep(rows, params, grads)
+        g = draw if full.size == 4 else draw[[0, 2, 3]]
+        full.grads.copy_(g)
+        small.grads.copy_(draw[[0, 2, 3]])
+        full.step()
+        small.step()
+    torch.testing.assert_close(full.params, small.params)
+
+
+def test_the_optimizer_follows_the_row_size():
+    small = torch.zeros(2, ROW_STEP_THRESHOLD)
+    large = torch.zeros(2, ROW_STEP_THRESHOLD + 1)
+    args = (["adam", "sgd"], [0.1, 0.1], [0.0, 0.0])
+    assert isinstance(stack_optimizer(small, torch.zeros_like(small), *args), StackOptimizer)
+    assert isinstance(stack_optimizer(large, torch.zeros_like(large), *args), RowOptimizer)
+
+
 def test_a_member_starts_with_its_solo_weights():
     members = [genome((8,)), genome((20,), "tanh")]
     stack = DenseStack(members, 5, 3, [11, 12], CPU)
@@ -137,6 +175,20 @@ def test_members_without_dropout_follow_their_solo_runs(blobs):
         want = [r["val_loss"] for r in alone.history]
         np.testing.assert_allclose(got, want, rtol=1e-4)
         assert result.best_epoch == alone.best_epoch
+
+
+def test_wide_members_stepped_row_by_row_follow_their_solo_runs(blobs):
+    members = [genome((128, 96), "relu", optimizer=o, lr=1e-3) for o in OPTIMIZERS]
+    configs = [config(seed, max_epochs=3) for seed in range(4)]
+    stacked = train_population(members, *blobs, n_classes=3, configs=configs)
+    for member, cfg, result in zip(members, configs, stacked, strict=True):
+        alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
+        assert isinstance(result, TrainResult)
+        np.testing.assert_allclose(
+            [r["val_loss"] for r in result.history],
+            [r["val_loss"] for r in alone.history],
+            rtol=1e-4,
+        )
 
 
 def test_single_member_stack_matches_solo_with_dropout(blobs):

@@ -61,7 +61,7 @@ from evohpo.training.loop import train_classifier
 from evohpo.training.nn import build_model, count_parameters, resolve_device
 from evohpo.training.spec import NetworkSpec, check_network, network_blocks
 from evohpo.training.stack_model import DenseStack, stack_widths
-from evohpo.training.stack_optimizer import StackOptimizer
+from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
 
 __all__ = ["MemberCallback", "MemberOutcome", "plan_stacks", "train_population"]
 
@@ -391,7 +391,7 @@ def _train_stack(
     )
     for member in members:
         member.stack = stack
-    optimizer = StackOptimizer(
+    optimizer = stack_optimizer(
         stack.params,
         stack.grads,
         [m.genome.optimizer for m in members],
@@ -438,7 +438,7 @@ def _train_stack(
 
 def _train_epoch(
     stack: DenseStack,
-    optimizer: StackOptimizer,
+    optimizer: StackOptimizer | RowOptimizer,
     live: list[_Member],
     data: TrainingData,
     batches: Batches,

@@ -28,18 +28,31 @@ no dampening), Adam (L2 added to the gradient), AdamW (weights decayed before
 the step) and RMSprop (alpha 0.99, eps after the square root, no momentum,
 not centred), with their default betas and eps. ``bc2 = 1 - 0.999^t``.
 Members whose optimizer does not use a moment carry zeros there.
+
+For members with many parameters, :class:`RowOptimizer` steps each member's
+row with ``torch.optim`` itself (one parameter group per member, the fused
+kernels where torch has them): k kernel calls, each one pass over a row that
+fits in the cache, against a dozen passes over all k rows for the rule above.
+:func:`stack_optimizer` picks one by the row size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from evohpo._validation import raise_invalid
 from evohpo.training.nn import OPTIMIZERS, SGD_MOMENTUM
 
-__all__ = ["StackOptimizer"]
+__all__ = ["ROW_STEP_THRESHOLD", "RowOptimizer", "StackOptimizer", "stack_optimizer"]
+
+#: Parameters per member above which :func:`stack_optimizer` steps each member's row
+#: with torch's own (fused) optimizer instead of the coefficient rule: a row then
+#: stays in the CPU's cache for its one fused pass, while the element-wise rule
+#: makes a dozen passes over the whole stack (see docs/benchmarks.md).
+ROW_STEP_THRESHOLD = 8192
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -163,3 +176,105 @@ class StackOptimizer:
         self.first_moment = self.first_moment.index_select(0, rows)
         self.second_moment = self.second_moment.index_select(0, rows)
         self._coef = {name: column.index_select(0, rows) for name, column in self._coef.items()}
+
+
+class RowOptimizer:
+    """Each member's row stepped by ``torch.optim``, one parameter group per member.
+
+    The rows of ``params`` are views that the optimizers update in place, with
+    the rows of ``grads`` as their gradients. Same interface as
+    :class:`StackOptimizer`.
+    """
+
+    def __init__(
+        self,
+        params: torch.Tensor,
+        grads: torch.Tensor,
+        optimizers: Sequence[str],
+        learning_rates: Sequence[float],
+        weight_decays: Sequence[float],
+    ) -> None:
+        k = params.shape[0]
+        if not (len(optimizers) == len(learning_rates) == len(weight_decays) == k):
+            raise_invalid(
+                "optimizers", "RowOptimizer", f"{k} settings, one per row of params", optimizers
+            )
+        for name in optimizers:
+            if name not in OPTIMIZERS:
+                raise_invalid("optimizer", "RowOptimizer", f"one of {OPTIMIZERS}", name)
+        self.settings = [
+            (name, float(lr), float(wd))
+            for name, lr, wd in zip(optimizers, learning_rates, weight_decays, strict=True)
+        ]
+        self._bind(params, grads)
+
+    def _bind(self, params: torch.Tensor, grads: torch.Tensor) -> None:
+        self.params = params
+        self.grads = grads
+        self.rows: list[torch.Tensor] = []
+        for row in range(params.shape[0]):
+            view = params[row].requires_grad_()
+            view.grad = grads[row]
+            self.rows.append(view)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        for name in dict.fromkeys(setting[0] for setting in self.settings):
+            groups = [
+                {"params": [row], "lr": lr, "weight_decay": wd}
+                for row, (kind, lr, wd) in zip(self.rows, self.settings, strict=True)
+                if kind == name
+            ]
+            self.optimizers[name] = _torch_optimizer(name, groups, params.device)
+
+    @property
+    def size(self) -> int:
+        """Number of members (rows)."""
+        return len(self.rows)
+
+    def zero_grad(self) -> None:
+        """Clear the gradients before the next backward pass."""
+        self.grads.zero_()
+
+    def step(self) -> None:
+        """One update of every member."""
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+
+    def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
+        """Keep only the members at ``rows``, their optimizer state carried over."""
+        states = [self._state(row) for row in rows.tolist()]
+        self.settings = [self.settings[row] for row in rows.tolist()]
+        self._bind(params, grads)
+        for new, state in enumerate(states):
+            name = self.settings[new][0]
+            self.optimizers[name].state[self.rows[new]] = state
+
+    def _state(self, row: int) -> dict[str, Any]:
+        name = self.settings[row][0]
+        return dict(self.optimizers[name].state.get(self.rows[row], {}))
+
+
+def _torch_optimizer(
+    name: str, groups: list[dict[str, Any]], device: torch.device
+) -> torch.optim.Optimizer:
+    """torch's optimizer ``name`` with the trainer's settings (as ``build_optimizer``)."""
+    fused = True if device.type in ("cpu", "cuda") else None
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=SGD_MOMENTUM, nesterov=True, fused=fused)
+    if name == "adam":
+        return torch.optim.Adam(groups, fused=fused)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, fused=fused)
+    return torch.optim.RMSprop(groups)
+
+
+def stack_optimizer(
+    params: torch.Tensor,
+    grads: torch.Tensor,
+    optimizers: Sequence[str],
+    learning_rates: Sequence[float],
+    weight_decays: Sequence[float],
+) -> StackOptimizer | RowOptimizer:
+    """The faster of :class:`StackOptimizer` and :class:`RowOptimizer` for rows this long."""
+    if params.shape[1] > ROW_STEP_THRESHOLD:
+        return RowOptimizer(params, grads, optimizers, learning_rates, weight_decays)
+    return StackOptimizer(params, grads, optimizers, learning_rates, weight_decays)

@@ -1,0 +1,108 @@
+"""A 20-trial digits search one trial at a time and k trials at a time.
+
+``EvoSearchClassifier(n_trials=20, random_state=seed, batch_trials=k)`` on
+scikit-learn's digits (a stratified 75/25 train/test split per seed; the
+search holds out 20% of the training rows for validation; default search
+space, GA sampler, max_epochs 100, patience 20, the five-member ensemble
+refit), for each ``k`` in ``--batches`` and each seed. The runs of one seed
+go back to back (k in turn), so that a change in the machine's load hits
+every setting alike. Reported per run: the whole ``fit`` (search and refit),
+the refit alone, the test accuracy of the ensemble and the best validation
+score; then per setting the medians over seeds and the wall-time ratio to
+``batch_trials=1``.
+
+Usage::
+
+    python bench/batched_search.py                      # 3 seeds, k = 1, 4, 8, auto
+    python bench/batched_search.py --seeds 0 --batches 1 8 --trials 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, markdown_table, write_csv
+
+from evohpo import EvoSearchClassifier
+
+
+def parse_batch(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def one_run(seed: int, batch: int | str, n_trials: int) -> dict[str, Any]:
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, stratify=y, random_state=seed
+    )
+    clf = EvoSearchClassifier(
+        n_trials=n_trials, random_state=seed, batch_trials=batch, device="cpu"
+    )
+    started = time.perf_counter()
+    clf.fit(X_train, y_train)
+    seconds = time.perf_counter() - started
+    return {
+        "batch_trials": str(batch),
+        "seed": seed,
+        "fit_s": round(seconds, 1),
+        "refit_s": round(clf.refit_time_, 1),
+        "test_accuracy": round(float(clf.score(X_test, y_test)), 4),
+        "best_val": round(float(clf.best_score_), 4),
+        "trials": clf.n_trials_,
+    }
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_batch: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_batch.setdefault(run["batch_trials"], []).append(run)
+    base = statistics.median(r["fit_s"] for r in by_batch.get("1", runs))
+    rows = []
+    for batch, group in by_batch.items():
+        fit = statistics.median(r["fit_s"] for r in group)
+        rows.append(
+            {
+                "batch_trials": batch,
+                "median fit s": round(fit, 1),
+                "median refit s": round(statistics.median(r["refit_s"] for r in group), 1),
+                "wall time vs 1": round(fit / base, 2),
+                "median test acc": round(statistics.median(r["test_accuracy"] for r in group), 4),
+                "test acc per seed": " / ".join(f"{r['test_accuracy']:.4f}" for r in group),
+                "median best val": round(statistics.median(r["best_val"] for r in group), 4),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batches", type=parse_batch, nargs="+", default=[1, 4, 8, "auto"])
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    print(f"# batched search, {date.today()}, {machine()}")
+    runs = []
+    for seed in args.seeds:
+        for batch in args.batches:
+            run = one_run(seed, batch, args.trials)
+            print(run, flush=True)
+            runs.append(run)
+    write_csv("batched_search_runs.csv", runs)
+    rows = summary(runs)
+    write_csv("batched_search.csv", rows)
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
