@@ -83,10 +83,11 @@ def test_a_batched_search_prunes_and_resumes(data, tmp_path):
     # finished before them.
     lineages = [Lineage.from_attr(t.user_attrs.get(LINEAGE_ATTR)) for t in resumed.trials]
     assert all(lineage is not None for lineage in lineages)
-    bred = [(t, lin) for t, lin in zip(resumed.trials, lineages, strict=True) if lin and lin.parents]
+    trials = resumed.trials
+    bred = [(t, lin) for t, lin in zip(trials, lineages, strict=True) if lin and lin.parents]
     assert bred
     for trial, lineage in bred:
-        assert all(resumed.trials[p].datetime_complete < trial.datetime_start for p in lineage.parents)
+        assert all(trials[p].datetime_complete < trial.datetime_start for p in lineage.parents)
 
 
 def test_batched_search_is_reproducible_and_seeds_each_trial(data):

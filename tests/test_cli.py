@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,10 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 import evohpo.cli.output
+import evohpo.search.batched
 from evohpo import Genome
 from evohpo.cli import main
 from evohpo.studies.config import load_study_config
@@ -128,6 +130,8 @@ def test_unknown_sampler_in_a_list(study_file: Path, capsys: pytest.CaptureFixtu
         (["--n-trials", "0"], "expected an integer >= 1, got '0'"),
         (["--seed", "-1"], "expected an integer >= 0, got '-1'"),
         (["--timeout", "soon"], "expected a number > 0, got 'soon'"),
+        (["--batch-trials", "0"], "expected an integer >= 1 or 'auto', got '0'"),
+        (["--batch-trials", "many"], "expected an integer >= 1 or 'auto', got 'many'"),
     ],
 )
 def test_bad_numbers_are_usage_errors(
@@ -365,6 +369,104 @@ def test_run_with_sampler_seed_and_storage(
     study = optuna.load_study(study_name="tiny/random/seed7", storage=storage)
     assert len(study.trials) == 2
     assert study.user_attrs[STUDY_ATTR]["seed"] == 7
+    assert not (study_file.parent / "evohpo.db").exists()
+
+
+def batch_sizes(trials: list[FrozenTrial]) -> list[int]:
+    """How many trials trained together, batch by batch, from their start and end times.
+
+    The trials of a batch are all asked before the first of them is told.
+    """
+    sizes: list[int] = []
+    first_end = None
+    for trial in sorted(trials, key=lambda t: t.number):
+        assert trial.datetime_start is not None
+        assert trial.datetime_complete is not None
+        if first_end is not None and trial.datetime_start < first_end:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+            first_end = trial.datetime_complete
+    return sizes
+
+
+def test_batch_trials_of_the_file_and_a_resume_with_another(
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rewrite(train={"batch_trials": 3}, budget={"n_trials": 5})
+    assert main(["run", str(study_file)]) == 0
+    assert "finished trials: 5 of 5 (5 run now)" in capsys.readouterr().out
+    assert batch_sizes(load(study_file, "tiny/ga/seed0").trials) == [3, 2]
+
+    # batch_trials is not part of the study's identity: the same study resumes.
+    rewrite(train={"batch_trials": 2}, budget={"n_trials": 9})
+    assert main(["run", str(study_file)]) == 0
+    assert "finished trials: 9 of 9 (4 run now)" in capsys.readouterr().out
+    assert optuna.get_all_study_names(db_url(study_file)) == ["tiny/ga/seed0"]
+    study = load(study_file, "tiny/ga/seed0")
+    assert [t.number for t in study.trials] == list(range(9))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert batch_sizes(study.trials) == [3, 2, 2, 2]
+    for trial in study.trials:
+        assert Genome.from_json(trial.user_attrs["genome"]).depth == trial.params["n_layers"]
+
+
+def test_batch_trials_flag_overrides_the_file(
+    study_file: Path, rewrite: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rewrite(train={"batch_trials": 1})
+    asked: list[int] = []
+    real = evohpo.search.batched.optimize
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        asked.append(kwargs["batch_trials"])
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(evohpo.search.batched, "optimize", spy)
+    assert main(["run", str(study_file), "--n-trials", "1"]) == 0
+    assert main(["run", str(study_file), "--n-trials", "4", "--batch-trials", "3"]) == 0
+    assert main(["run", str(study_file), "--n-trials", "5", "--batch-trials", "auto"]) == 0
+    # auto on the CPU: at most the GA's population of 2; one trial was left to run.
+    assert asked == [1, 3, 2]
+    assert batch_sizes(load(study_file, "tiny/ga/seed0").trials) == [1, 3, 1]
+    # compare: the GA study holds its 3 trials already; TPE runs 3 in batches of 2.
+    args = ["compare", str(study_file), "--seeds", "0", "--no-test", "--batch-trials", "2"]
+    assert main(args) == 0
+    assert asked == [1, 3, 2, 2]
+    assert batch_sizes(load(study_file, "tiny/tpe/seed0").trials) == [2, 1]
+
+
+def test_workers_take_batch_trials(
+    study_file: Path, rewrite: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs: list[Any] = []
+
+    def one_worker(spec: Any, guard: Any) -> Any:
+        specs.append(spec)
+        return types.SimpleNamespace(completed=())
+
+    def workers(spec: Any, n: int, **kwargs: Any) -> None:
+        specs.append(spec)
+
+    monkeypatch.setattr("evohpo.cli.commands.run_worker", one_worker)
+    monkeypatch.setattr("evohpo.cli.commands.run_workers", workers)
+    rewrite(train={"batch_trials": 3})
+    assert main(["worker", str(study_file)]) == 0
+    assert main(["worker", str(study_file), "--batch-trials", "5"]) == 0
+    assert main(["worker", str(study_file), "--batch-trials", "auto"]) == 0
+    assert main(["run", str(study_file), "--workers", "2"]) == 0
+    assert main(["run", str(study_file), "--workers", "2", "--batch-trials", "4"]) == 0
+    # auto: at most the GA's population of 2
+    assert [spec.batch_trials for spec in specs] == [3, 5, 2, 3, 4]
+
+
+def test_a_bad_batch_trials_in_the_file_is_named(
+    study_file: Path, rewrite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rewrite(train={"batch_trials": 0})
+    assert main(["run", str(study_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"{study_file}: [train] 'batch_trials' must be an int >= 1 or 'auto'. Got 0" in err
     assert not (study_file.parent / "evohpo.db").exists()
 
 
@@ -811,7 +913,7 @@ def test_signal_stops_compare_cleanly_and_it_resumes(
         TINY,
         filename="resume.toml",
         space={"units": [32, 64], "batch_sizes": [8]},
-        train={"max_epochs": 15, "patience": 15},
+        train={"max_epochs": 15, "patience": 15, "batch_trials": 2},
         budget={"n_trials": 8},
         compare={"seeds": [0]},
     )
@@ -824,7 +926,7 @@ def test_signal_stops_compare_cleanly_and_it_resumes(
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 counts = _count_trials(db, "tiny/ga/seed0")
-                if counts.get("COMPLETE", 0) >= 4 and counts.get("RUNNING", 0) == 1:
+                if counts.get("COMPLETE", 0) >= 4 and counts.get("RUNNING", 0) >= 1:
                     break
                 if process.poll() is not None:
                     pytest.fail(f"compare ended early: {process.communicate()}")
@@ -847,7 +949,8 @@ def test_signal_stops_compare_cleanly_and_it_resumes(
     assert all(state != TrialState.RUNNING for state, _, _ in before.values())
     n_before = sum(state == TrialState.COMPLETE for state, _, _ in before.values())
     assert 4 <= n_before < 8
-    assert sum(state == TrialState.FAIL for state, _, _ in before.values()) <= 1
+    # The trials training together when the signal came (a batch of 2) failed, no other.
+    assert sum(state == TrialState.FAIL for state, _, _ in before.values()) <= 2
 
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr

@@ -323,8 +323,17 @@ def test_trials_train_in_batches(data):
     assert one_by_one.best_params_.keys() == clf.best_params_.keys()
 
 
+def test_a_study_resumes_with_another_batch_size(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    tiny(n_trials=3, batch_trials=1, storage=url, study_name="b").fit(X, y)
+    clf = tiny(n_trials=6, batch_trials=3, storage=url, study_name="b").fit(X, y)
+    assert clf.n_trials_ == 6
+    assert [t.number for t in clf.study_.trials] == list(range(6))
+
+
 def test_auto_batch_follows_the_population_and_the_budget():
-    from evohpo.estimator.session import resolve_batch_trials
+    from evohpo.estimator.session import study_batch_trials as resolve_batch_trials
     from evohpo.evolution.sampler import EvoSampler
 
     settings = tiny(n_trials=30)._check_settings()
@@ -334,6 +343,8 @@ def test_auto_batch_follows_the_population_and_the_budget():
     assert resolve_batch_trials(small, optuna.samplers.TPESampler()) == 3
     fixed = tiny(n_trials=30, batch_trials=12)._check_settings()
     assert resolve_batch_trials(fixed, EvoSampler(population_size=5)) == 12
+    workers = tiny(n_trials=30, n_jobs=2)._check_settings()
+    assert resolve_batch_trials(workers, EvoSampler(population_size=6)) == 3
 
 
 def test_timeout_bounds_the_whole_fit_refit_included(data):

@@ -197,8 +197,9 @@ def fully_asked(trial: FrozenTrial) -> bool:
     return bool(lineage) and trial.params == lineage["params"]
 
 
-def kill_mid_trial(study_file: Path, url: str) -> tuple[list[FrozenTrial], FrozenTrial]:
-    """Run the study in a process, SIGKILL it while a trial trains; trials finished, the killed."""
+def kill_mid_trial(study_file: Path, url: str) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+    """Run the study in a process, SIGKILL it while trials train (a batch of them, with
+    ``batch_trials``); the trials finished, and the killed ones."""
     env = dict(os.environ, EVOHPO_NO_PROGRESS="1", OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "evohpo", "run", str(study_file), "--storage", url]
     log = study_file.with_suffix(".err")
@@ -222,9 +223,10 @@ def kill_mid_trial(study_file: Path, url: str) -> tuple[list[FrozenTrial], Froze
     assert process.returncode == -signal.SIGKILL, log.read_text(errors="replace")
     trials = read_trials(url)
     assert trials is not None
-    (killed,) = [t for t in trials if t.state == TrialState.RUNNING]
+    killed = [t for t in trials if t.state == TrialState.RUNNING]
     finished = [t for t in trials if t.state in COUNTED_STATES]
     assert finished
+    assert killed
     return finished, killed
 
 
@@ -242,7 +244,7 @@ def test_a_killed_run_resumes_with_its_trial_retried(
     else:
         url = f"journal://{tmp_path / 'killed.log'}"
     finished, killed = kill_mid_trial(study_file, url)
-    assert killed.system_attrs[OWNER_ATTR]["pid"] != os.getpid()
+    assert all(k.system_attrs[OWNER_ATTR]["pid"] != os.getpid() for k in killed)
 
     assert main(["run", str(study_file), "--storage", url]) == 0
     assert f"finished trials: {N_TRIALS} of {N_TRIALS}" in capsys.readouterr().out
@@ -259,12 +261,13 @@ def test_a_killed_run_resumes_with_its_trial_retried(
         )
         assert after.user_attrs == before.user_attrs
         assert after.datetime_complete == before.datetime_complete
-    dead = by_number[killed.number]
-    assert dead.state == TrialState.FAIL
-    assert dead.system_attrs[FAIL_REASON_ATTR].startswith("WorkerLost: its process")
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert retry.state in COUNTED_STATES
-    assert retry.params == killed.params
-    assert retry.user_attrs[LINEAGE_ATTR] == killed.user_attrs[LINEAGE_ATTR]
-    assert retry.system_attrs[OWNER_ATTR]["pid"] == os.getpid()
+    for lost in killed:
+        dead = by_number[lost.number]
+        assert dead.state == TrialState.FAIL
+        assert dead.system_attrs[FAIL_REASON_ATTR].startswith("WorkerLost: its process")
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+        assert retry.state in COUNTED_STATES
+        assert retry.params == lost.params
+        assert retry.user_attrs[LINEAGE_ATTR] == lost.user_attrs[LINEAGE_ATTR]
+        assert retry.system_attrs[OWNER_ATTR]["pid"] == os.getpid()
     assert sum(t.state in COUNTED_STATES for t in trials) == N_TRIALS

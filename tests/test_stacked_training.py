@@ -296,6 +296,9 @@ def test_plan_splits_large_networks_that_would_pad_badly():
     assert plan == [[0], [1, 2]]  # a 32-wide member padded to 1024 would waste the stack
     small = plan_stacks([genome((16,)), genome((64,))], 1000, 64, 10, max_stack=16)
     assert small == [[0, 1]]  # small networks: the fixed cost dominates, padding is cheap
+    # A cap on the arithmetic per row (the CPU's) leaves networks above it alone.
+    capped = plan_stacks([genome((512, 512))] * 2 + [genome((8,))] * 2, 1000, 64, 10, 16, 1 << 16)
+    assert capped == [[0], [1], [2, 3]]
 
 
 def test_configs_must_share_device_and_time_budget(blobs):

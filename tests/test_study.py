@@ -3,29 +3,38 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from evohpo import EvoSampler, Genome, SearchSpace, suggest_genome
 from evohpo._interrupt import GracefulStop, raise_if_stop_requested, stop_requested
 from evohpo.exceptions import (
+    InvalidParameterError,
     StopRequested,
     StorageError,
     StudyConfigError,
     StudyMismatchError,
 )
+from evohpo.search.batch_size import (
+    AUTO_BATCH_TRIALS,
+    auto_batch_trials,
+    check_batch_trials,
+    resolve_batch_trials,
+)
 from evohpo.search.samplers import build_pruner, build_sampler
-from evohpo.storage import describe_storage, open_storage, resolve_storage_url
+from evohpo.storage import OWNER_ATTR, describe_storage, open_storage, resolve_storage_url
 from evohpo.studies.config import Budget, load_study_config, parse_study_config
 from evohpo.studies.data import prepare_data
 from evohpo.studies.group import (
@@ -35,7 +44,16 @@ from evohpo.studies.group import (
     study_identity,
     study_name,
 )
-from evohpo.studies.run import finished_trials, make_objective, run_study
+from evohpo.studies.run import (
+    finished_trials,
+    make_objective,
+    remaining_budget,
+    run_study,
+    study_batch_trials,
+    trial_seconds,
+    trial_time_shares,
+)
+from evohpo.studies.workers import study_file_spec
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -97,6 +115,17 @@ def test_tiny_config_parses(tmp_path: Path, write_study: WriteStudy) -> None:
     assert config.base_dir == tmp_path.resolve()
     assert config.storage_url == f"sqlite:///{tmp_path.resolve() / 'evohpo.db'}"
     assert config.output_dir == tmp_path.resolve() / "runs" / "tiny"
+
+
+def test_batch_trials_is_a_train_setting_apart_from_the_train_config(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    assert load_study_config(write_study(tmp_path)).batch_trials == "auto"
+    config = load_study_config(write_study(tmp_path, train={"batch_trials": 3}))
+    assert config.batch_trials == 3
+    assert config.train == {"max_epochs": 2}  # what TrainConfig takes
+    explicit = load_study_config(write_study(tmp_path, train={"batch_trials": "auto"}))
+    assert explicit.batch_trials == "auto"
 
 
 def test_name_defaults_to_the_file_stem(tmp_path: Path, write_study: WriteStudy) -> None:
@@ -216,6 +245,14 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
             r"Got 'cuda:7' instead\. Use 'auto'",
         ),
         ({"train": {"device": "gpu"}}, r"\[train\]: The 'device' parameter"),
+        *(
+            (
+                {"train": {"batch_trials": value}},
+                rf"study\.toml: \[train\] 'batch_trials' must be an int >= 1 or 'auto'\. "
+                rf"Got {re.escape(repr(value))} instead",
+            )
+            for value in (0, -2, "x", "Auto", 2.5, True)
+        ),
         ({"samplers": ["ga"]}, r"unknown setting 'samplers' in the top level"),
     ],
 )
@@ -438,6 +475,16 @@ def test_device_and_eval_batch_size_are_not_part_of_the_identity(
         write_study(tmp_path, train={"device": "auto", "eval_batch_size": 512})
     )
     assert open_study(storage, moved, "ga", 0)._study_id == study._study_id
+
+
+def test_batch_trials_is_not_part_of_the_identity(tmp_path: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(tmp_path, train={"batch_trials": 1}))
+    other = load_study_config(write_study(tmp_path, train={"batch_trials": 5}))
+    assert study_identity(config, "ga", 0) == study_identity(other, "ga", 0)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    run_study(study, cheap_objective(config.space), Budget(n_trials=2))
+    assert open_study(storage, other, "ga", 0)._study_id == study._study_id
 
 
 def test_studies_stored_with_a_device_in_their_identity_still_resume(
@@ -680,6 +727,153 @@ def test_timeout_counts_time_already_spent(tmp_path: Path, write_study: WriteStu
     assert 1 <= counts[0] <= 3
     assert counts[-1] <= 3
     assert counts[-1] == counts[-2]  # the time is spent: a later run adds nothing
+
+
+def test_auto_batch_trials_is_capped_by_the_population_and_the_trials() -> None:
+    cpu, cuda = AUTO_BATCH_TRIALS["cpu"], AUTO_BATCH_TRIALS["cuda"]
+    assert auto_batch_trials("cpu") == cpu
+    assert auto_batch_trials("cuda") == cuda
+    assert auto_batch_trials("mps") == cpu  # other devices: the CPU's choice
+    assert auto_batch_trials("cuda", population_size=3) == 3
+    assert auto_batch_trials("cuda", population_size=cuda + 5, n_trials=2) == 2
+    assert auto_batch_trials("cpu", n_trials=0) == 1
+    assert resolve_batch_trials("auto", "cpu", EvoSampler(population_size=3)) == 3
+    assert resolve_batch_trials("auto", "cpu", optuna.samplers.TPESampler()) == cpu
+    assert resolve_batch_trials(cpu + 1, "cpu", EvoSampler(population_size=3)) == cpu + 1
+    assert check_batch_trials("auto", "batch_trials", "f") == "auto"
+    assert check_batch_trials(4, "batch_trials", "f") == 4
+    for bad in (0, True, 2.5, "x", None):
+        with pytest.raises(
+            InvalidParameterError,
+            match=r"The 'batch_trials' parameter of f must be an int >= 1 or 'auto'",
+        ):
+            check_batch_trials(bad, "batch_trials", "f")
+
+
+def test_study_batch_trials_resolves_the_file_setting(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path, train={"device": "cpu"}))
+    ga = build_sampler("ga", seed=0, options=config.sampler_options["ga"], space=config.space)
+    tpe = build_sampler("tpe", seed=0, options={}, space=config.space)
+    assert study_batch_trials(config, ga, 20) == 2  # the GA's population
+    assert study_batch_trials(config, tpe, None) == AUTO_BATCH_TRIALS["cpu"]
+    assert study_batch_trials(config, tpe, 3) == 3
+    assert study_batch_trials(config, ga, 20, 5) == 5  # --batch-trials
+    fixed = load_study_config(write_study(tmp_path, train={"device": "cpu", "batch_trials": 6}))
+    assert study_batch_trials(fixed, ga, 20) == 6
+    assert study_batch_trials(fixed, ga, 20, "auto") == 2
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert study_file_spec(fixed, "ga", 0, url, n_trials=20).batch_trials == 6
+    assert study_file_spec(config, "ga", 0, url, n_trials=20).batch_trials == 2
+    assert study_file_spec(config, "tpe", 0, url, n_trials=3, batch_trials=4).batch_trials == 4
+
+
+def _timed_trial(number: int, start: float, end: float | None, pid: int | None) -> FrozenTrial:
+    origin = datetime(2026, 1, 1)
+    return FrozenTrial(
+        number=number,
+        state=TrialState.RUNNING if end is None else TrialState.COMPLETE,
+        value=None if end is None else 0.5,
+        datetime_start=origin + timedelta(seconds=start),
+        datetime_complete=None if end is None else origin + timedelta(seconds=end),
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={} if pid is None else {OWNER_ATTR: {"host": "h", "pid": pid}},
+        intermediate_values={},
+        trial_id=number,
+    )
+
+
+def test_trials_trained_together_share_their_time() -> None:
+    trials = [
+        _timed_trial(0, 0, 4, pid=1),  # a batch of three in process 1
+        _timed_trial(1, 0, 4, pid=1),
+        _timed_trial(2, 0, 2, pid=1),
+        _timed_trial(3, 4, 5, pid=1),  # then one alone
+        _timed_trial(4, 1, 3, pid=2),  # another process: its own time
+        _timed_trial(5, 1, 2, pid=None),  # no owner known: each on its own
+        _timed_trial(6, 1, 2, pid=None),
+        _timed_trial(7, 6, None, pid=1),  # still running
+    ]
+    shares = trial_time_shares(trials)
+    assert shares == pytest.approx(
+        {0: 2 / 3 + 1, 1: 2 / 3 + 1, 2: 2 / 3, 3: 1, 4: 2, 5: 1, 6: 1, 7: 0}
+    )
+    assert sum(shares[n] for n in range(4)) == pytest.approx(5)  # process 1's wall time
+    # Trials one after another keep their durations.
+    alone = [_timed_trial(n, 2 * n, 2 * n + 1.5, pid=1) for n in range(3)]
+    assert trial_time_shares(alone) == pytest.approx({n: 1.5 for n in range(3)})
+
+
+def test_run_study_trains_batches_and_counts_their_time_once(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path, train={"device": "cpu"}))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "tpe", 0)
+    objective = make_objective(config, prepare_data(config), 0)
+    run = run_study(study, objective, Budget(n_trials=5), batch_trials=3)
+    assert (run.n_before, run.n_after) == (0, 5)
+    trials = finished_trials(study)
+    assert [t.number for t in study.trials] == list(range(5))
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials]
+    assert all(start is not None and end is not None for start, end in spans)
+    starts = [start.timestamp() for start, _ in spans if start is not None]
+    ends = [end.timestamp() for _, end in spans if end is not None]
+    batches = [range(3), range(3, 5)]
+    for batch in batches:  # every trial of a batch was asked before the first was told
+        assert max(starts[i] for i in batch) < min(ends[i] for i in batch)
+    assert starts[3] >= max(ends[:3])
+    for trial in trials:
+        assert Genome.from_json(trial.user_attrs["genome"]).depth == trial.params["n_layers"]
+    # The budget's trial time counts each batch's wall time once, not once per trial.
+    _, left = remaining_budget(study, Budget(timeout=1e6))
+    assert left is not None
+    walls = [max(ends[i] for i in b) - min(starts[i] for i in b) for b in batches]
+    assert 1e6 - left == pytest.approx(sum(walls), abs=1e-3)
+    assert 1e6 - left < sum(trial_seconds(t) for t in trials)
+
+
+def test_a_stop_before_a_batch_trains_fails_it_untrained(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path, train={"device": "cpu"}))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    objective = make_objective(config, prepare_data(config), 0)
+    trained: list[int] = []
+
+    class Spy:
+        def __call__(self, trial: optuna.Trial) -> float:
+            return objective(trial)
+
+        def train_trials(self, trials: list[optuna.Trial]) -> list[float | Exception]:
+            trained.append(len(trials))
+            return objective.train_trials(trials)
+
+    guard = GracefulStop()
+    guard.requested = True  # as a signal that came while the batch was being asked
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, Spy(), Budget(n_trials=4), guard=guard, batch_trials=2)
+    assert trained == []
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    # Resumed without a stop, the study fills its budget in batches.
+    run_study(study, Spy(), Budget(n_trials=4), batch_trials=2)
+    assert trained == [2, 2]
+    assert len(finished_trials(study)) == 4
+
+
+def test_batches_need_an_objective_that_trains_several_trials(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    config = load_study_config(write_study(tmp_path))
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(storage, config, "ga", 0)
+    with pytest.raises(InvalidParameterError, match="without a train_trials method"):
+        run_study(study, cheap_objective(config.space), Budget(n_trials=2), batch_trials=2)
+    assert study.trials == []
 
 
 def _train_until_stopped(trial: optuna.Trial) -> None:

@@ -28,7 +28,13 @@ from evohpo.studies.group import open_study
 from evohpo.studies.plots import default_plot_path, plot_histories
 from evohpo.studies.refit import best_genome
 from evohpo.studies.report import format_table
-from evohpo.studies.run import finished_trials, make_objective, remaining_budget, run_study
+from evohpo.studies.run import (
+    finished_trials,
+    make_objective,
+    remaining_budget,
+    run_study,
+    study_batch_trials,
+)
 from evohpo.studies.workers import study_file_spec
 from evohpo.workers import run_worker, run_workers
 
@@ -87,11 +93,21 @@ def run_command(args: argparse.Namespace, guard: GracefulStop) -> int:
             n_before, n_after = _run_in_workers(args, guard, config, url, study, budget, seed)
         else:
             objective = make_objective(config, data, seed)
+            batch_trials = study_batch_trials(
+                config, study.sampler, budget.n_trials, args.batch_trials
+            )
             with trial_progress() as progress:
                 n_left, _ = remaining_budget(study, budget)
                 progress.plan(n_left)
                 progress.describe(study.study_name)
-                result = run_study(study, objective, budget, guard=guard, callbacks=[progress])
+                result = run_study(
+                    study,
+                    objective,
+                    budget,
+                    guard=guard,
+                    callbacks=[progress],
+                    batch_trials=batch_trials,
+                )
             n_before, n_after = result.n_before, result.n_after
         out(f"study {study.study_name} in {describe_storage(url)}")
         out(_finished(n_after, budget.n_trials, f"{n_after - n_before} run now"))
@@ -122,7 +138,13 @@ def _run_in_workers(
     # The budget's timeout counts trial time, which n workers spend n times as fast.
     timeout = None if time_left is None else time_left / args.workers
     spec = study_file_spec(
-        config, args.sampler, seed, url, n_trials=budget.n_trials, timeout=timeout
+        config,
+        args.sampler,
+        seed,
+        url,
+        n_trials=budget.n_trials,
+        timeout=timeout,
+        batch_trials=args.batch_trials,
     )
     with guard.interruptible():
         run_workers(spec, args.workers, threads_per_worker=args.threads)
@@ -149,6 +171,7 @@ def worker_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 n_trials=budget.n_trials,
                 timeout=timeout,
                 stale_after=args.stale_after,
+                batch_trials=args.batch_trials,
             )
             completed = len(run_worker(spec, guard=guard).completed)
         n_after = len(finished_trials(study))
@@ -180,6 +203,7 @@ def compare_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 on_plan=progress.plan,
                 on_study=progress.describe,
                 evaluate_test=not args.no_test,
+                batch_trials=args.batch_trials,
             )
         out(format_table(comparison))
         plot = Path(args.plot) if args.plot else default_plot_path(config)

@@ -34,6 +34,8 @@ examples:
   evohpo dashboard --storage studies/evohpo.db
   evohpo run studies/wine.toml --sampler ga --seed 1 --n-trials 40
   evohpo run studies/digits.toml --workers 2  two worker processes on one study
+  evohpo run studies/digits.toml --batch-trials 1
+                                            one trial at a time (no stacked training)
   evohpo worker studies/digits.toml --storage postgresql://user@host/db
                                             one worker of many (run it on each machine)
   evohpo best studies/digits.toml --sampler ga
@@ -66,6 +68,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def _batch_trials(text: str) -> int | str:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 or 'auto', got {text!r}"
+        ) from None
 
 
 def _positive_float(text: str) -> float:
@@ -138,6 +151,17 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: %(default)s; the networks searched here are "
         "small, and one thread trains them faster than several; run several processes "
         "on one storage to use more cores)",
+    )
+
+
+def _add_batch_trials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-trials",
+        type=_batch_trials,
+        metavar="N|auto",
+        help="trials asked and trained together, their dense networks as one stack "
+        "(default: the study file's [train] batch_trials, else auto: 8 on the CPU, 16 on "
+        "CUDA, at most the GA's population and the trials to run)",
     )
 
 
@@ -229,6 +253,7 @@ def _add_run(commands: _Commands) -> None:
         metavar="SECONDS",
         help="total trial time of the study (default: the study file's budget)",
     )
+    _add_batch_trials(run)
     _add_threads(run)
     run.add_argument(
         "--workers",
@@ -273,6 +298,7 @@ def _add_worker(commands: _Commands) -> None:
         help="when starting, also fail and re-run trials running for longer than this "
         "(workers lost on other machines; journal files have no heartbeat)",
     )
+    _add_batch_trials(worker)
     _add_threads(worker)
 
 
@@ -326,6 +352,7 @@ def _add_compare(commands: _Commands) -> None:
         action="store_true",
         help="skip the refit of each study's best genome and its test accuracy",
     )
+    _add_batch_trials(compare)
     _add_threads(compare)
 
 

@@ -408,9 +408,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Train the ensemble's genomes on all the rows."""
         objective = search.objective
         left = None
-        if objective.deadline is not None:
+        if search.deadline is not None:
             # The refit takes what the search left, and at least a moment.
-            left = max(objective.deadline - time.monotonic(), _MIN_REFIT_SECONDS)
+            left = max(search.deadline - time.monotonic(), _MIN_REFIT_SECONDS)
         ensemble = refit_ensemble(
             objective, self.ensemble_genomes_, self.refit_epochs_, search.root, max_train_time=left
         )

@@ -19,6 +19,7 @@ from optuna.samplers import BaseSampler
 from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
+from evohpo.search.batch_size import check_batch_trials
 from evohpo.search.samplers import SAMPLERS
 from evohpo.search.scoring import Scorer, resolve_scoring
 from evohpo.training.nn import resolve_device
@@ -129,12 +130,8 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
     resolve_scoring(p["scoring"], OWNER)
     pruner = _check_study_params(p)
     n_jobs = _check_n_jobs(p["n_jobs"])
-    batch_trials = None
-    if not (isinstance(p["batch_trials"], str) and p["batch_trials"] == "auto"):
-        try:
-            batch_trials = check_int(p["batch_trials"], "batch_trials", OWNER, low=1)
-        except InvalidParameterError:
-            raise_invalid("batch_trials", OWNER, "an int >= 1 or 'auto'", p["batch_trials"])
+    checked = check_batch_trials(p["batch_trials"], "batch_trials", OWNER)
+    batch_trials = None if checked == "auto" else checked
     _check_random_state(p["random_state"])
     verbose = p["verbose"]
     if not isinstance(verbose, bool):

@@ -35,6 +35,7 @@ from evohpo.estimator.refit import ensemble_members, refit_epochs
 from evohpo.estimator.results import FINISHED
 from evohpo.exceptions import StorageError
 from evohpo.search import batched
+from evohpo.search.batch_size import BatchTrials, resolve_batch_trials
 from evohpo.search.objective import GenomeObjective
 from evohpo.search.samplers import build_sampler
 from evohpo.storage import JOURNAL_PREFIX, close_storage, open_storage, recover_orphaned_trials
@@ -57,6 +58,7 @@ class Search:
     trials: list[FrozenTrial]
     objective: GenomeObjective
     root: int
+    deadline: float | None = None  # time.monotonic() at which the whole fit ends
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ def run_search(
             input_shape=settings.input_shape,
         )
         objective = objective_factory()
-        if settings.timeout is not None:
-            objective.deadline = started + settings.timeout
+        fit_deadline = None if settings.timeout is None else started + settings.timeout
+        objective.deadline = fit_deadline
         record = search_record(settings, classes, X, y, root)
         if existing is not None:
             check_resumable(existing, record)
@@ -122,7 +124,7 @@ def run_search(
         if storage.temporary:
             study = _in_memory_copy(study)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return Search(study, trials, objective, root)
+    return Search(study, trials, objective, root, fit_deadline)
 
 
 @contextmanager
@@ -294,19 +296,38 @@ def _copy_sampler(sampler: BaseSampler) -> BaseSampler:
 
 
 # -- running the trials ------------------------------------------------------------------------
-class RefitReserve:
-    """Stops the search when the time left would not cover the refit.
+def study_batch_trials(settings: Settings, sampler: BaseSampler) -> int:
+    """The trials each process trains together: the setting, or the ``"auto"`` choice
+    (:func:`evohpo.search.batch_size.resolve_batch_trials`)."""
+    setting: BatchTrials = "auto" if settings.batch_trials is None else settings.batch_trials
+    return resolve_batch_trials(
+        setting, settings.device.type, sampler, settings.n_trials, workers=settings.n_jobs
+    )
 
-    After each trial, the refit of the current ensemble is estimated from its
-    members' own trials: their training seconds scaled by the refit's epochs
-    over theirs (all the rows, no early stopping). Members train together at
-    the refit as they did in the search, so the shares of time that
-    ``train_seconds`` holds add up to the refit's wall time.
+
+class RefitReserve:
+    """Keeps the end of a timed fit for the refit.
+
+    Trials train until the objective's deadline: ``fit_deadline`` less the
+    refit's estimated time. Until a trial completes that estimate is
+    :data:`FIRST_RESERVE` of the timeout; after each trial it is the refit of
+    the current ensemble as its members' own trials predict it: their
+    training seconds scaled by the refit's epochs over theirs (all the rows,
+    no early stopping). Members train together at the refit as in the search,
+    so the shares of time that ``train_seconds`` holds add up to the refit's
+    wall time. The search stops once the deadline has passed.
     """
 
-    def __init__(self, objective: GenomeObjective, ensemble_size: int) -> None:
+    #: Share of the timeout kept for the refit before any estimate exists.
+    FIRST_RESERVE = 0.2
+
+    def __init__(
+        self, objective: GenomeObjective, ensemble_size: int, fit_deadline: float, timeout: float
+    ) -> None:
         self.objective = objective
         self.ensemble_size = ensemble_size
+        self.fit_deadline = fit_deadline
+        objective.deadline = fit_deadline - self.FIRST_RESERVE * timeout
 
     def estimate(self, study: optuna.Study) -> float:
         """Seconds the refit of the current ensemble would take."""
@@ -319,32 +340,12 @@ class RefitReserve:
         return seconds
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+            self.objective.deadline = self.fit_deadline - self.estimate(study)
         deadline = self.objective.deadline
-        if deadline is not None and time.monotonic() + self.estimate(study) >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             logger.info("Stopping the search to leave its time to the refit.")
             study.stop()
-
-
-#: ``batch_trials="auto"`` on the CPU and on CUDA (see docs/benchmarks.md).
-AUTO_BATCH_TRIALS = {"cpu": 8, "cuda": 16}
-
-
-def resolve_batch_trials(settings: Settings, sampler: BaseSampler) -> int:
-    """The trials trained together: the setting, or the ``"auto"`` choice.
-
-    ``"auto"`` takes the device's measured choice, at most the GA's population
-    (a batch larger than the population would breed children of parents that
-    have not finished yet), and at most the trials left to run.
-    """
-    if settings.batch_trials is not None:
-        return settings.batch_trials
-    size = AUTO_BATCH_TRIALS.get(settings.device.type, AUTO_BATCH_TRIALS["cpu"])
-    population = getattr(sampler, "population_size", None)
-    if isinstance(population, int):
-        size = min(size, population)
-    if settings.n_trials is not None:
-        size = min(size, max(1, settings.n_trials))
-    return size
 
 
 def _optimize(
@@ -386,11 +387,16 @@ def _optimize(
             if settings.n_trials is not None:
                 callbacks.append(MaxTrialsCallback(settings.n_trials, states=FINISHED))
             if objective.deadline is not None and settings.refit:
-                callbacks.append(RefitReserve(objective, settings.ensemble_size))
+                assert settings.timeout is not None
+                callbacks.append(
+                    RefitReserve(
+                        objective, settings.ensemble_size, objective.deadline, settings.timeout
+                    )
+                )
             batched.optimize(
                 study,
                 objective,
-                batch_trials=resolve_batch_trials(settings, study.sampler),
+                batch_trials=study_batch_trials(settings, study.sampler),
                 n_trials=remaining,
                 timeout=settings.timeout,
                 callbacks=callbacks,
@@ -441,7 +447,7 @@ def _run_workers(
         timeout=settings.timeout,
         heartbeat=None if storage.temporary else Heartbeat(),
         counted_states=FINISHED,
-        batch_trials=resolve_batch_trials(settings, study.sampler),
+        batch_trials=study_batch_trials(settings, study.sampler),
     )
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 

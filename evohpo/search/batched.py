@@ -37,6 +37,9 @@ logger = logging.getLogger("evohpo")
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
+#: Seconds between two looks at a study whose total others' running trials may reach.
+_WAIT_FOR_OTHERS = 0.5
+
 
 class BatchObjective(Protocol):
     """An objective that can also train several running trials at once."""
@@ -100,7 +103,15 @@ def optimize(
             fail_stale_trials(study)
             size = batch_trials if n_trials is None else min(batch_trials, n_trials - asked)
             if study_total is not None:
-                size = min(size, max(1, _missing(study, *study_total)))
+                missing, reached = _missing(study, *study_total)
+                if reached:
+                    break
+                if missing <= 0:
+                    # Others' running trials would reach the total: wait for them, in
+                    # case some fail and leave trials to run.
+                    time.sleep(_WAIT_FOR_OTHERS)
+                    continue
+                size = min(size, missing)
             trials = [study.ask() for _ in range(size)]
             asked += size
             outcomes = _train(study, objective, trials)
@@ -109,10 +120,12 @@ def optimize(
                 raise raised
 
 
-def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) -> int:
-    """Trials the study still needs to reach ``total``, counting running ones as done."""
-    counted = study.get_trials(deepcopy=False, states=(*states, TrialState.RUNNING))
-    return total - len(counted)
+def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) -> tuple[int, bool]:
+    """Trials still to start to reach ``total`` (running ones count), and whether the
+    counted trials reach it already."""
+    trials = study.get_trials(deepcopy=False, states=(*states, TrialState.RUNNING))
+    counted = sum(t.state != TrialState.RUNNING for t in trials)
+    return total - len(trials), counted >= total
 
 
 def _train(

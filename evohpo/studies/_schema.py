@@ -12,7 +12,7 @@ import inspect
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from evohpo.exceptions import InvalidParameterError, StudyConfigError
 from evohpo.search.samplers import pruner_class, sampler_class
@@ -23,6 +23,7 @@ __all__ = [
     "DATA_KEYS",
     "TOP_KEYS",
     "TRAIN_KEYS",
+    "batch_trials",
     "check_keys",
     "check_pruner_keys",
     "check_sampler_keys",
@@ -58,6 +59,7 @@ DATA_KEYS = (
     "grayscale",
     "download",
 )
+#: ``[train]``: :class:`~evohpo.training.config.TrainConfig`'s settings, and ``batch_trials``.
 TRAIN_KEYS = (
     "max_epochs",
     "patience",
@@ -65,6 +67,7 @@ TRAIN_KEYS = (
     "device",
     "eval_batch_size",
     "max_train_time",
+    "batch_trials",
 )
 BUDGET_KEYS = ("n_trials", "timeout")
 COMPARE_KEYS = ("samplers", "seeds", "target")
@@ -143,6 +146,15 @@ def positive(value: Any, key: str, table: str, source: str) -> float:
     ):
         config_error(source, table, key, "a number > 0", value)
     return float(value)
+
+
+def batch_trials(value: Any, table: str, source: str) -> int | Literal["auto"]:
+    """``value`` as the ``batch_trials`` setting: an int >= 1 (not a bool) or ``"auto"``."""
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        config_error(source, table, "batch_trials", "an int >= 1 or 'auto'", value)
+    return int(value)
 
 
 def fraction(value: Any, key: str, table: str, source: str, *, allow_one: bool = False) -> float:

@@ -19,6 +19,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
+from evohpo.search.batch_size import BatchTrials
 from evohpo.storage.records import COUNTED_STATES
 from evohpo.studies.config import Budget, StudyConfig
 from evohpo.studies.data import PreparedData, prepare_data
@@ -29,7 +30,8 @@ from evohpo.studies.run import (
     finished_trials,
     make_objective,
     run_study,
-    trial_seconds,
+    study_batch_trials,
+    trial_time_shares,
 )
 
 __all__ = ["Comparison", "StudyResult", "run_comparison", "summarize_study"]
@@ -57,7 +59,9 @@ class StudyResult:
     history : list of float
         Best validation accuracy so far after each finished trial.
     seconds : float
-        Trial time spent (sum of trial durations).
+        Trial time spent (sum of trial durations; trials trained together
+        share the time they overlapped, see
+        :func:`~evohpo.studies.run.trial_time_shares`).
     trials_to_target, seconds_to_target : int or float or None
         Finished trials and trial seconds until the target was first reached.
     """
@@ -102,6 +106,7 @@ def summarize_study(
 ) -> StudyResult:
     """Summarise ``study`` (no training)."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    shares = trial_time_shares(trials)
     finished = finished_trials(study)
     history: list[float] = []
     best = -math.inf
@@ -111,7 +116,7 @@ def summarize_study(
     reached_seconds: float | None = None
     done = 0
     for trial in trials:
-        seconds += trial_seconds(trial)
+        seconds += shares[trial.number]
         if trial.state not in COUNTED_STATES:
             continue
         done += 1
@@ -153,6 +158,7 @@ def run_comparison(
     on_plan: Callable[[int | None], None] | None = None,
     on_study: Callable[[str], None] | None = None,
     evaluate_test: bool = True,
+    batch_trials: BatchTrials | None = None,
 ) -> Comparison:
     """Run (or resume) every study of the comparison and summarise them.
 
@@ -184,6 +190,8 @@ def run_comparison(
         Called with each study's name before it runs.
     evaluate_test : bool
         Refit each study's best genome and measure its test accuracy.
+    batch_trials : int or "auto", optional
+        Override the study file's ``batch_trials`` (trials trained together).
 
     Raises
     ------
@@ -224,7 +232,16 @@ def run_comparison(
             study = studies[sampler, seed]
             if on_study is not None:
                 on_study(study.study_name)
-            run_study(study, objective, budget, guard=guard, callbacks=callbacks)
+            run_study(
+                study,
+                objective,
+                budget,
+                guard=guard,
+                callbacks=callbacks,
+                batch_trials=study_batch_trials(
+                    config, study.sampler, budget.n_trials, batch_trials
+                ),
+            )
             if evaluate_test:
                 measure_test_accuracy(study, objective, data, guard=guard)
 

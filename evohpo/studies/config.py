@@ -7,6 +7,17 @@ compare and their seeds. Each (sampler, seed) pair is one Optuna study (see
 
 Budgets are totals: a study that holds 7 finished trials of a 10-trial
 budget runs 3 more, and a timeout counts the training time already spent.
+
+``[train]`` holds the keyword arguments of
+:class:`~evohpo.training.config.TrainConfig` and one more setting,
+``batch_trials``: how many trials are asked and trained together (their dense
+networks as one stack, see :func:`evohpo.search.batched.optimize`), an int
+>= 1 or ``"auto"`` (the default: 8 on the CPU, 16 on CUDA, at most the GA's
+``population_size`` and the trials to run; see
+:mod:`evohpo.search.batch_size`). ``evohpo run``, ``worker`` and ``compare``
+take ``--batch-trials`` to override it. Like ``device`` and
+``eval_batch_size``, it is not part of a study's identity: a study resumes
+with another ``batch_trials``.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from typing import Any
 
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, StudyConfigError
+from evohpo.search.batch_size import BatchTrials
 from evohpo.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
@@ -82,6 +94,9 @@ class StudyConfig:
         The search space.
     train : dict
         Keyword arguments of :class:`evohpo.training.config.TrainConfig` (no seed).
+    batch_trials : int or "auto"
+        ``[train] batch_trials``: trials asked and trained together; not part
+        of a study's identity.
     budget : Budget
         Per-study budget.
     samplers : tuple of str
@@ -124,6 +139,7 @@ class StudyConfig:
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<study>"
     images: ImageSource | None = None
+    batch_trials: BatchTrials = "auto"
 
     @property
     def output_dir(self) -> Path:
@@ -262,6 +278,7 @@ def parse_study_config(
         space = image_space(space, rows["dataset"], rows["images"], base, source)
     train = dict(schema.get_table(data, "train", source))
     schema.check_keys(train, schema.TRAIN_KEYS, "train", source)
+    batch_trials = schema.batch_trials(train.pop("batch_trials", "auto"), "train", source)
     schema.check_train(train, source, check_device=check_device)
     budget = _parse_budget(data, source)
     compare = _parse_compare(data, source)
@@ -277,6 +294,7 @@ def parse_study_config(
         description=description,
         space=space,
         train=train,
+        batch_trials=batch_trials,
         budget=budget,
         **rows,
         **compare,

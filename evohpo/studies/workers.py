@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 
+from evohpo.search.batch_size import BatchTrials
 from evohpo.search.samplers import build_pruner, build_sampler
 from evohpo.studies.config import StudyConfig
 from evohpo.studies.data import prepare_data
 from evohpo.studies.group import study_name
-from evohpo.studies.run import make_objective
+from evohpo.studies.run import make_objective, study_batch_trials
 from evohpo.workers import Backoff, Heartbeat, WorkerSpec
 from evohpo.workers.spec import Objective
 
@@ -40,6 +41,7 @@ def study_file_spec(
     heartbeat: Heartbeat | None = None,
     backoff: Backoff | None = None,
     stale_after: float | None = None,
+    batch_trials: BatchTrials | None = None,
 ) -> WorkerSpec:
     """The :class:`~evohpo.workers.WorkerSpec` of the study ``(sampler, seed)`` of a study file.
 
@@ -63,22 +65,28 @@ def study_file_spec(
     backoff : Backoff, optional
     stale_after : float, optional
         See :class:`~evohpo.workers.WorkerSpec`.
+    batch_trials : int or "auto", optional
+        Trials each worker trains together; the study file's ``batch_trials``
+        by default. ``"auto"`` is resolved here, for the file's device, the
+        GA's population and ``n_trials``.
     """
+    sampler_factory = functools.partial(
+        build_sampler,
+        sampler,
+        seed=seed,
+        options=dict(config.sampler_options.get(sampler, {})),
+        space=config.space,
+    )
     return WorkerSpec(
         study_name=study_name(config.name, sampler, seed),
         storage_url=storage_url,
         objective_factory=functools.partial(study_file_objective, config, seed),
-        sampler_factory=functools.partial(
-            build_sampler,
-            sampler,
-            seed=seed,
-            options=dict(config.sampler_options.get(sampler, {})),
-            space=config.space,
-        ),
+        sampler_factory=sampler_factory,
         pruner_factory=functools.partial(build_pruner, dict(config.pruner)),
         n_trials=n_trials,
         timeout=timeout,
         heartbeat=heartbeat if heartbeat is not None else Heartbeat(),
         backoff=backoff if backoff is not None else Backoff(),
         stale_after=stale_after,
+        batch_trials=study_batch_trials(config, sampler_factory(), n_trials, batch_trials),
     )

@@ -27,7 +27,8 @@ so the results, are the same for the same genomes and seeds).
 Which genomes stack (:func:`plan_stacks`): dense genomes of the same depth and
 batch size, at most ``max_stack`` at a time, and not when padding to the widest
 member would more than double the arithmetic of large networks. Genomes with a
-convolutional body, and a genome alone in its group, train alone with
+convolutional body, a genome alone in its group, and on the CPU networks whose
+steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
 :func:`~evohpo.training.loop.train_classifier`.
 """
 
@@ -63,7 +64,13 @@ from evohpo.training.spec import NetworkSpec, check_network, network_blocks
 from evohpo.training.stack_model import DenseStack, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
 
-__all__ = ["MemberCallback", "MemberOutcome", "plan_stacks", "train_population"]
+__all__ = [
+    "CPU_STACK_MAX_MACS",
+    "MemberCallback",
+    "MemberOutcome",
+    "plan_stacks",
+    "train_population",
+]
 
 #: ``callback(member, epoch, val_score)``: what ``on_epoch_end`` is called with.
 MemberCallback = Callable[[int, int, float], None]
@@ -74,6 +81,11 @@ MemberOutcome = TrainResult | Exception
 
 #: Above this many multiply-adds per row and member, padding costs real arithmetic.
 _SMALL_NETWORK_MACS = 1 << 15
+#: On the CPU, a network with more multiply-adds per row than this trains alone: its
+#: steps are bound by arithmetic, which a stack does not share (measured on digits
+#: with one thread: 2x161 1.8x faster in stacks of 8, 385+97 1.3x, 2x256 0.8-1.0x;
+#: docs/benchmarks.md).
+CPU_STACK_MAX_MACS = 1 << 16
 #: Largest padded/own arithmetic ratio accepted for a stack of large networks.
 _MAX_PADDING_OVERHEAD = 2.0
 
@@ -163,7 +175,9 @@ def train_population(
 
     outcomes: list[MemberOutcome | None] = [None] * len(genomes)
     n_rows = int(data.x_train.shape[0])
-    for stack in plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack):
+    max_macs = CPU_STACK_MAX_MACS if device.type == "cpu" else None
+    plan = plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack, max_macs)
+    for stack in plan:
         if len(stack) == 1:
             index = stack[0]
             outcomes[index] = _train_alone(
@@ -191,6 +205,7 @@ def plan_stacks(
     n_features: int,
     n_outputs: int,
     max_stack: int,
+    max_macs: int | None = None,
 ) -> list[list[int]]:
     """Which genomes train together: lists of indices into ``genomes``.
 
@@ -198,12 +213,14 @@ def plan_stacks(
     steps per epoch); in a group, the largest first, a stack takes members until
     it holds ``max_stack``, or, for networks large enough that arithmetic
     dominates, until padding would more than double it. A genome with a
-    convolutional body stands alone.
+    convolutional body, or with more than ``max_macs`` multiply-adds per row,
+    stands alone.
     """
     groups: dict[tuple[int, int], list[int]] = {}
     plan: list[list[int]] = []
     for index, genome in enumerate(genomes):
-        if network_blocks(genome) is not None:
+        too_large = max_macs is not None and _macs(genome, n_features, n_outputs) > max_macs
+        if network_blocks(genome) is not None or too_large:
             plan.append([index])
             continue
         key = (len(genome.layers), min(int(genome.batch_size), n_rows))

@@ -1,0 +1,110 @@
+"""How many trials train together: the ``batch_trials`` setting and its ``"auto"`` choice.
+
+:func:`evohpo.search.batched.optimize` asks ``batch_trials`` trials at once and
+trains their dense networks as one stack. ``"auto"`` takes the size measured
+best on the device (:data:`AUTO_BATCH_TRIALS`, see docs/benchmarks.md), at
+most the GA's population (a batch larger than the population would breed
+children of parents that have not finished yet) and at most the trials to run.
+The estimator and study files resolve the setting here, so both choose alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from evohpo._validation import raise_invalid
+
+__all__ = [
+    "AUTO_BATCH_TRIALS",
+    "BatchTrials",
+    "auto_batch_trials",
+    "check_batch_trials",
+    "resolve_batch_trials",
+]
+
+#: ``batch_trials="auto"`` per device type; other device types take the CPU's.
+AUTO_BATCH_TRIALS: dict[str, int] = {"cpu": 8, "cuda": 16}
+
+#: The setting: trials trained together, or ``"auto"``.
+BatchTrials = int | Literal["auto"]
+
+
+def check_batch_trials(value: Any, name: str, owner: str) -> BatchTrials:
+    """``value`` if it is an int >= 1 (not a bool) or ``"auto"``; else raise.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming ``name`` and ``owner``.
+
+    Examples
+    --------
+    >>> check_batch_trials("auto", "batch_trials", "demo"), check_batch_trials(4, "b", "demo")
+    ('auto', 4)
+    """
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise_invalid(name, owner, "an int >= 1 or 'auto'", value)
+    return int(value)
+
+
+def auto_batch_trials(
+    device_type: str,
+    population_size: int | None = None,
+    n_trials: int | None = None,
+    workers: int = 1,
+) -> int:
+    """The ``"auto"`` choice: the device's size, capped by the population and the trials.
+
+    Parameters
+    ----------
+    device_type : str
+        ``torch.device(...).type``: ``"cpu"``, ``"cuda"``, ...
+    population_size : int, optional
+        The GA's population; ``None`` for samplers without one.
+    n_trials : int, optional
+        Trials to run; ``None`` when only a timeout bounds the search.
+    workers : int, default=1
+        Processes that run trials of the study at once: together they keep
+        at most a population of trials running.
+
+    Examples
+    --------
+    >>> auto_batch_trials("cpu"), auto_batch_trials("cuda", 10), auto_batch_trials("cpu", None, 3)
+    (8, 10, 3)
+    """
+    size = AUTO_BATCH_TRIALS.get(device_type, AUTO_BATCH_TRIALS["cpu"])
+    if population_size is not None:
+        size = min(size, max(1, population_size // max(1, workers)))
+    if n_trials is not None:
+        size = min(size, n_trials)
+    return max(1, size)
+
+
+def resolve_batch_trials(
+    setting: BatchTrials,
+    device_type: str,
+    sampler: object = None,
+    n_trials: int | None = None,
+    workers: int = 1,
+) -> int:
+    """``setting`` if it is a number, else :func:`auto_batch_trials` for ``sampler``.
+
+    ``sampler``'s ``population_size`` attribute (an :class:`~evohpo.EvoSampler`'s)
+    caps the ``"auto"`` choice; other samplers have none.
+
+    Examples
+    --------
+    >>> from evohpo import EvoSampler
+    >>> resolve_batch_trials("auto", "cpu", EvoSampler(population_size=4))
+    4
+    >>> resolve_batch_trials(3, "cuda")
+    3
+    """
+    if setting != "auto":
+        return int(setting)
+    population = getattr(sampler, "population_size", None)
+    if not isinstance(population, int) or isinstance(population, bool):
+        population = None
+    return auto_batch_trials(device_type, population, n_trials, workers)
