@@ -63,11 +63,42 @@ def test_peers_resume_skips_runs_already_done(tmp_path: Path) -> None:
 
 def test_throughput_fast_mode_reports_rates_and_the_trial_split(tmp_path: Path) -> None:
     out = run_bench("throughput.py", "--fast", results=tmp_path)
-    for name in ("matmul", "training", "trial", "storage"):
+    for name in ("matmul", "training", "trial", "storage", "stacked"):
         assert read_rows(tmp_path / f"throughput_{name}.csv"), name
     assert "time per trial" in out
     training = read_rows(tmp_path / "throughput_training.csv")
     assert all(float(r["trainer GFLOP/s"]) > 0 for r in training)
+    # The trial split of a study trained one trial at a time and one trained two at a time.
+    trial = read_rows(tmp_path / "throughput_trial.csv")
+    assert {"ms/trial (1)", "ms/trial (2)"} <= set(trial[0])
+    assert trial[0]["part"].startswith("training")
+    assert float(trial[0]["ms/trial (2)"]) > 0
+    assert "2 of 2 trials trained in stacks (1 stack of 2)" in out  # batch_trials=2
+    # Section 4: every population at every k, stacked against one genome at a time.
+    columns = [
+        "population",
+        "k",
+        "stacks",
+        "solo trials/s",
+        "stacked trials/s",
+        "speed-up",
+        "stacked GFLOP/s",
+        "% of peak (stacked)",
+        "useful % of peak",
+        "solo % of peak",
+    ]
+    assert "| " + " | ".join(columns) + " |" in out
+    stacked = read_rows(tmp_path / "throughput_stacked.csv")
+    assert list(stacked[0]) == columns
+    populations = ("1x64, batch 32", "2x256, batch 128", "mixed")
+    assert [(r["population"], r["k"]) for r in stacked] == [
+        (population, k) for population in populations for k in ("1", "4")
+    ]
+    for row in stacked:
+        for column in ("solo trials/s", "stacked trials/s", "stacked GFLOP/s"):
+            assert float(row[column]) > 0, row
+        assert sum(int(size) for size in row["stacks"].split("+")) == int(row["k"]), row
+    assert [r["stacks"] for r in stacked[:4]] == ["1", "4", "1", "4"]
 
 
 def test_sampler_overhead_fast(tmp_path: Path) -> None:

@@ -332,19 +332,25 @@ def test_a_study_resumes_with_another_batch_size(data, tmp_path):
     assert [t.number for t in clf.study_.trials] == list(range(6))
 
 
-def test_auto_batch_follows_the_population_and_the_budget():
-    from evohpo.estimator.session import study_batch_trials as resolve_batch_trials
+def test_auto_batch_follows_the_population_the_budget_and_the_network_size(data):
+    from evohpo.estimator.session import study_batch_trials
     from evohpo.evolution.sampler import EvoSampler
+    from evohpo.search.objective import GenomeObjective
 
+    X, y = data
+    small = GenomeObjective(X, y, space=SearchSpace(**TINY))
+    wide = GenomeObjective(X, y, space=SearchSpace(max_layers=3, units=(32, 512)))
     settings = tiny(n_trials=30)._check_settings()
-    assert resolve_batch_trials(settings, EvoSampler(population_size=5)) == 5
-    assert resolve_batch_trials(settings, optuna.samplers.TPESampler()) == 8
-    small = tiny(n_trials=3)._check_settings()
-    assert resolve_batch_trials(small, optuna.samplers.TPESampler()) == 3
+    assert study_batch_trials(settings, EvoSampler(population_size=5), small) == 5
+    assert study_batch_trials(settings, optuna.samplers.TPESampler(), small) == 8
+    # On the CPU, arithmetic-bound networks gain nothing from stacks: one at a time.
+    assert study_batch_trials(settings, optuna.samplers.TPESampler(), wide) == 1
+    few = tiny(n_trials=3)._check_settings()
+    assert study_batch_trials(few, optuna.samplers.TPESampler(), small) == 3
     fixed = tiny(n_trials=30, batch_trials=12)._check_settings()
-    assert resolve_batch_trials(fixed, EvoSampler(population_size=5)) == 12
+    assert study_batch_trials(fixed, EvoSampler(population_size=5), wide) == 12
     workers = tiny(n_trials=30, n_jobs=2)._check_settings()
-    assert resolve_batch_trials(workers, EvoSampler(population_size=6)) == 3
+    assert study_batch_trials(workers, EvoSampler(population_size=6), small) == 3
 
 
 def test_timeout_bounds_the_whole_fit_refit_included(data):

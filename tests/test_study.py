@@ -31,6 +31,7 @@ from evohpo.search.batch_size import (
     AUTO_BATCH_TRIALS,
     auto_batch_trials,
     check_batch_trials,
+    largest_network_macs,
     resolve_batch_trials,
 )
 from evohpo.search.samplers import build_pruner, build_sampler
@@ -54,6 +55,7 @@ from evohpo.studies.run import (
     trial_time_shares,
 )
 from evohpo.studies.workers import study_file_spec
+from evohpo.training.population import CPU_STACK_MAX_MACS
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -737,6 +739,13 @@ def test_auto_batch_trials_is_capped_by_the_population_and_the_trials() -> None:
     assert auto_batch_trials("cuda", population_size=3) == 3
     assert auto_batch_trials("cuda", population_size=cuda + 5, n_trials=2) == 2
     assert auto_batch_trials("cpu", n_trials=0) == 1
+    # Arithmetic-bound networks train no faster in stacks on the CPU; conv spaces train alone.
+    assert auto_batch_trials("cpu", largest_macs=CPU_STACK_MAX_MACS) == cpu
+    assert auto_batch_trials("cpu", largest_macs=CPU_STACK_MAX_MACS + 1) == 1
+    assert auto_batch_trials("cuda", largest_macs=CPU_STACK_MAX_MACS + 1) == cuda
+    assert auto_batch_trials("cuda", largest_macs=None) == 1
+    assert largest_network_macs(SearchSpace(max_layers=1, units=(4, 8)), 5, 2) == 56
+    assert largest_network_macs(SearchSpace(input_shape=(1, 10)), 10, 2) is None
     assert resolve_batch_trials("auto", "cpu", EvoSampler(population_size=3)) == 3
     assert resolve_batch_trials("auto", "cpu", optuna.samplers.TPESampler()) == cpu
     assert resolve_batch_trials(cpu + 1, "cpu", EvoSampler(population_size=3)) == cpu + 1

@@ -94,7 +94,7 @@ def run_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         else:
             objective = make_objective(config, data, seed)
             batch_trials = study_batch_trials(
-                config, study.sampler, budget.n_trials, args.batch_trials
+                config, study.sampler, budget.n_trials, args.batch_trials, objective=objective
             )
             with trial_progress() as progress:
                 n_left, _ = remaining_budget(study, budget)

@@ -296,12 +296,17 @@ def _copy_sampler(sampler: BaseSampler) -> BaseSampler:
 
 
 # -- running the trials ------------------------------------------------------------------------
-def study_batch_trials(settings: Settings, sampler: BaseSampler) -> int:
+def study_batch_trials(settings: Settings, sampler: BaseSampler, objective: GenomeObjective) -> int:
     """The trials each process trains together: the setting, or the ``"auto"`` choice
     (:func:`evohpo.search.batch_size.resolve_batch_trials`)."""
     setting: BatchTrials = "auto" if settings.batch_trials is None else settings.batch_trials
     return resolve_batch_trials(
-        setting, settings.device.type, sampler, settings.n_trials, workers=settings.n_jobs
+        setting,
+        settings.device.type,
+        sampler,
+        settings.n_trials,
+        workers=settings.n_jobs,
+        largest_macs=objective.largest_network_macs(),
     )
 
 
@@ -396,13 +401,13 @@ def _optimize(
             batched.optimize(
                 study,
                 objective,
-                batch_trials=study_batch_trials(settings, study.sampler),
+                batch_trials=study_batch_trials(settings, study.sampler, objective),
                 n_trials=remaining,
                 timeout=settings.timeout,
                 callbacks=callbacks,
             )
         else:
-            _run_workers(study, storage, objective_factory, settings, progress)
+            _run_workers(study, storage, objective, objective_factory, settings, progress)
     finally:
         progress.close()
 
@@ -424,6 +429,7 @@ def _log_start(study: optuna.Study, settings: Settings, remaining: int | None, d
 def _run_workers(
     study: optuna.Study,
     storage: _SearchStorage,
+    objective: GenomeObjective,
     objective_factory: Callable[[], GenomeObjective],
     settings: Settings,
     progress: SearchProgress,
@@ -447,7 +453,7 @@ def _run_workers(
         timeout=settings.timeout,
         heartbeat=None if storage.temporary else Heartbeat(),
         counted_states=FINISHED,
-        batch_trials=study_batch_trials(settings, study.sampler),
+        batch_trials=study_batch_trials(settings, study.sampler, objective),
     )
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from evohpo._validation import raise_invalid
+from evohpo.evolution.space import SearchSpace
+from evohpo.training.population import CPU_STACK_MAX_MACS
 
 __all__ = [
     "AUTO_BATCH_TRIALS",
     "BatchTrials",
     "auto_batch_trials",
     "check_batch_trials",
+    "largest_network_macs",
     "resolve_batch_trials",
 ]
 
@@ -49,11 +52,29 @@ def check_batch_trials(value: Any, name: str, owner: str) -> BatchTrials:
     return int(value)
 
 
+def largest_network_macs(space: SearchSpace, n_features: int, n_outputs: int) -> int | None:
+    """Multiply-adds per row of the widest, deepest dense network ``space`` builds.
+
+    ``None`` for a space with an input shape (its genomes may have a
+    convolutional body, and those train one by one).
+
+    Examples
+    --------
+    >>> largest_network_macs(SearchSpace(max_layers=2, units=(8, 64)), 10, 3)
+    4928
+    """
+    if space.input_shape is not None:
+        return None
+    units = space.units[1]
+    return n_features * units + (space.max_layers - 1) * units * units + units * n_outputs
+
+
 def auto_batch_trials(
     device_type: str,
     population_size: int | None = None,
     n_trials: int | None = None,
     workers: int = 1,
+    largest_macs: int | None = 0,
 ) -> int:
     """The ``"auto"`` choice: the device's size, capped by the population and the trials.
 
@@ -68,12 +89,22 @@ def auto_batch_trials(
     workers : int, default=1
         Processes that run trials of the study at once: together they keep
         at most a population of trials running.
+    largest_macs : int or None, default=0
+        :func:`largest_network_macs` of the search space. On the CPU, a space
+        whose networks can exceed
+        :data:`~evohpo.training.population.CPU_STACK_MAX_MACS` (arithmetic-bound
+        steps, measured no faster in stacks), or with convolutional bodies
+        (``None``), gets 1.
 
     Examples
     --------
     >>> auto_batch_trials("cpu"), auto_batch_trials("cuda", 10), auto_batch_trials("cpu", None, 3)
     (8, 10, 3)
     """
+    if largest_macs is None:
+        return 1
+    if device_type != "cuda" and largest_macs > CPU_STACK_MAX_MACS:
+        return 1
     size = AUTO_BATCH_TRIALS.get(device_type, AUTO_BATCH_TRIALS["cpu"])
     if population_size is not None:
         size = min(size, max(1, population_size // max(1, workers)))
@@ -88,6 +119,7 @@ def resolve_batch_trials(
     sampler: object = None,
     n_trials: int | None = None,
     workers: int = 1,
+    largest_macs: int | None = 0,
 ) -> int:
     """``setting`` if it is a number, else :func:`auto_batch_trials` for ``sampler``.
 
@@ -107,4 +139,4 @@ def resolve_batch_trials(
     population = getattr(sampler, "population_size", None)
     if not isinstance(population, int) or isinstance(population, bool):
         population = None
-    return auto_batch_trials(device_type, population, n_trials, workers)
+    return auto_batch_trials(device_type, population, n_trials, workers, largest_macs)

@@ -29,6 +29,7 @@ from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
+from evohpo.search.batch_size import largest_network_macs
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
 from evohpo.search.scoring import ScoredNetwork, Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, IntArray, Split, Standardizer, make_splits
@@ -233,6 +234,13 @@ class GenomeObjective:
     def n_samples(self) -> int:
         """Number of rows :meth:`fit_genome` trains on."""
         return len(self._all_data()[1])
+
+    def largest_network_macs(self) -> int | None:
+        """Multiply-adds per row of the largest dense network of the space
+        (:func:`evohpo.search.batch_size.largest_network_macs`)."""
+        if self.input_shape is not None:
+            return None
+        return largest_network_macs(self.space, self.n_features, self.n_classes)
 
     def standardizer(self) -> Standardizer:
         """Statistics of all the data :meth:`fit_genome` trains on.

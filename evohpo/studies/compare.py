@@ -239,7 +239,7 @@ def run_comparison(
                 guard=guard,
                 callbacks=callbacks,
                 batch_trials=study_batch_trials(
-                    config, study.sampler, budget.n_trials, batch_trials
+                    config, study.sampler, budget.n_trials, batch_trials, objective=objective
                 ),
             )
             if evaluate_test:

@@ -154,6 +154,9 @@ def study_batch_trials(
     sampler: BaseSampler | None,
     n_trials: int | None,
     setting: BatchTrials | None = None,
+    *,
+    workers: int = 1,
+    objective: GenomeObjective | None = None,
 ) -> int:
     """The trials a run of a study file's study trains together.
 
@@ -166,6 +169,11 @@ def study_batch_trials(
         The study's total of trials, which caps ``"auto"``.
     setting : int or "auto", optional
         Overrides ``config.batch_trials`` (``--batch-trials``).
+    workers : int, default=1
+        Processes running the study at once.
+    objective : GenomeObjective, optional
+        The study's objective, which knows the width of the data (the study
+        file's data are loaded when it is not given).
 
     Returns
     -------
@@ -180,7 +188,18 @@ def study_batch_trials(
     from evohpo.training.nn import resolve_device  # torch: only when a study trains
 
     device_type = resolve_device(config.train.get("device", "auto")).type
-    return resolve_batch_trials("auto", device_type, sampler, n_trials)
+    if objective is None:
+        from evohpo.studies.data import prepare_data
+
+        objective = make_objective(config, prepare_data(config), 0)
+    return resolve_batch_trials(
+        "auto",
+        device_type,
+        sampler,
+        n_trials,
+        workers=workers,
+        largest_macs=objective.largest_network_macs(),
+    )
 
 
 class _Guarded:
