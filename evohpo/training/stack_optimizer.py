@@ -134,6 +134,7 @@ class StackOptimizer:
         self._any_decay = bool((self._coef["decay"] != 1.0).any())
         self._any_l2 = bool((self._coef["l2"] != 0.0).any())
         self._any_second = bool((self._coef["c2"] != 0.0).any())
+        self._all_adam = bool((self._coef["is_adam"] == 1.0).all())
 
     @property
     def size(self) -> int:
@@ -154,10 +155,13 @@ class StackOptimizer:
         g = torch.addcmul(self.grads, c["l2"], p) if self._any_l2 else self.grads
         if self._any_decay:
             p.mul_(c["decay"])
+        beta1, beta2 = _ADAM_BETAS
+        if self._all_adam:
+            self._adam_step(g, t)
+            return
         m = self.first_moment
         m.mul_(c["beta1"]).addcmul_(c["c1"], g)
         # Adam's bias corrections change with t; sgd's and rmsprop's terms do not.
-        beta1, beta2 = _ADAM_BETAS
         a = torch.add(c["a0"], c["is_adam"], alpha=1 / (1 - beta1**t))
         numerator = torch.addcmul(g * c["b"], a, m)
         if self._any_second:
@@ -168,6 +172,17 @@ class StackOptimizer:
             p.addcdiv_(numerator.mul_(c["lr"]), denominator, value=-1.0)
         else:  # every member is sgd: the denominator is 1
             p.sub_(numerator.mul_(c["lr"]))
+
+    def _adam_step(self, g: torch.Tensor, t: int) -> None:
+        """The rule when every member is adam or adamw: their betas and eps are shared,
+        so only the step size is a column (a third fewer passes over the stack)."""
+        beta1, beta2 = _ADAM_BETAS
+        m, v = self.first_moment, self.second_moment
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denominator = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(_ADAM_EPS)
+        step = self._coef["lr"] / (1 - beta1**t)
+        self.params.addcdiv_(m * step, denominator, value=-1.0)
 
     def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (a compacted stack), on new flat tensors."""
