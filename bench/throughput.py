@@ -1,6 +1,6 @@
 """How close evohpo's trainer gets to the hardware, and where a trial's time goes.
 
-Three measurements, all in float32 on one device (``--device``, the CPU by
+Four measurements, all in float32 on one device (``--device``, the CPU by
 default) with ``--threads`` torch threads (1 by default, as
 EvoSearchClassifier trains on the CPU, and so that a second job on a small
 machine disturbs the numbers little):
@@ -23,52 +23,82 @@ machine disturbs the numbers little):
    than O(rows x in x out): bias adds, activations, the loss, the optimizer
    step, gathering the batch rows and the validation pass. Training seconds per
    epoch are the median of the trainer's per-epoch ``history`` seconds, which
-   include that epoch's validation pass, minus a separately timed validation
-   pass (as under 3). The reference rate "at shape" is that of the same matrix
-   products (per layer: forward, weight gradient, input gradient) run back to
-   back with ``torch.mm`` at the genome's shapes and batch size: what this
-   machine gives for exactly the work counted.
+   include that epoch's validation pass, minus a separately timed pass that
+   repeats the trainer's own (as many rows, ``eval_batch_size`` chunks,
+   cross-entropy and accuracy, one read back). The reference rate "at shape"
+   is that of the same matrix products (per layer: forward, weight gradient,
+   input gradient) run back to back with ``torch.mm`` at the genome's shapes
+   and batch size: what this machine gives for exactly the work counted.
 
 3. **Time per trial.** An Optuna study on a SQLite file, set up as
-   EvoSearchClassifier sets up its own (EvoSampler with its population size, the
-   default SearchSpace, ``GenomeObjective`` with a 0.2 holdout and accuracy
-   scoring, NopPruner, max_epochs 100 and patience 20 unless changed), runs
-   ``--trials`` trials on digits. Its wall time is split exclusively (each part
-   is charged its time minus that of the parts nested in it):
+   EvoSearchClassifier sets up its own (EvoSampler with its population size,
+   the estimator's default search space, ``GenomeObjective`` with a 0.2
+   holdout and accuracy scoring, NopPruner, max_epochs 100 and patience 20
+   unless changed, ``evohpo.search.batched.optimize`` stopping at ``--trials``
+   finished trials), runs ``--trials`` trials (24: a population of 8) on
+   digits twice: with ``batch_trials=1`` (one trial trained at a time) and with
+   the estimator's ``batch_trials="auto"`` (8 on the CPU here; ``--batch-trials``
+   changes it), where the trials of a batch train together with
+   ``train_population`` (those of the same depth and batch size as one stack).
+   Each run's wall time is split exclusively (each part is charged its time
+   minus that of the parts nested in it):
 
    * sampler: the sampler's hooks, wrapped with timers as in
      ``bench/sampler_overhead.py``, less the storage calls they make;
    * storage: every call on the storage object the study uses (RDBStorage behind
      Optuna's cache, as a SQLite URL gives), split into calls from the sampler's
-     hooks and all others (trial creation, parameters, user attributes, the
-     per-epoch ``trial.report``, the final state). Sampler time plus its storage
-     calls is what ``sampler_overhead.py`` reports;
-   * trainer: the ``train_classifier`` call GenomeObjective makes, observed by
-     wrapping that function in ``evohpo.search.objective`` (the objective keeps no
-     timings of its own). It splits into *training* (the per-epoch history
-     seconds minus validation), *validation* and *setup* (the rest of the call:
-     input checks, moving data, building the model, copies of the best weights).
-     The trainer records no separate validation time, so *validation* is
-     estimated: after the study, each trial's final model is timed on a pass
-     that repeats the trainer's own (as many standardised rows,
-     ``eval_batch_size`` chunks, cross-entropy and accuracy, one read back),
-     times its validated epochs. With accuracy scoring the objective makes no
-     other scoring pass;
-   * rest: Optuna's trial loop, ``suggest_genome`` and the objective's glue.
+     hooks and all others (asking and telling trials, parameters, user
+     attributes, the epoch reports, which GenomeObjective writes in one commit
+     when the trial ends under a NopPruner). Sampler time plus its storage calls
+     is what ``sampler_overhead.py`` reports;
+   * trainer: the ``train_population`` calls GenomeObjective makes (one per
+     batch), observed by wrapping that function in ``evohpo.search.objective``
+     (the objective keeps no timings of its own). Inside it, the epoch passes
+     over the training batches (*training*) and the validation passes after
+     each epoch (*validation*) are timed directly, by wrapping the functions
+     that run them, for stacks and for networks trained alone
+     (``train_classifier``) alike; *setup* is the rest of the call (input
+     checks, moving data, building the models or the stack, copies of the best
+     weights, per-epoch bookkeeping). A stack's epoch pass trains all its
+     members: the count is of passes, not of member epochs;
+   * rest: the trial loop (``study.ask``/``tell``), ``suggest_genome`` and the
+     objective's glue.
 
-   A second table lists the storage calls by method (calls and milliseconds per
+   The caption says how many trials trained in stacks of which sizes, and the
+   work per trial: member epochs, training GFLOP (counted as in 2) and the
+   rate of the training passes, useful and as done (with the stacks'
+   padding). The two studies train different genomes after the first
+   generation (the GA breeds a batch's children before any of them is told),
+   so compare times per trial with the work per trial in view. A second
+   table lists the storage calls by method (calls and milliseconds per
    trial), the costliest first.
+
+4. **Stacked trainer.** Trials per second of ``train_population`` against
+   ``train_classifier`` called for the same genomes one after the other, on
+   digits (the split of 2), 10 epochs, early stopping off, member ``i`` seeded
+   ``i``, for populations of k = 1, 4, 8 and 16 genomes: all ``1x64`` (relu,
+   adam, batch 32), all ``2x256`` (batch 128), or mixed (drawn at random, seed
+   0, from a space of 1 to 3 layers of 32 to 512 units, every activation and
+   optimizer, dropout up to 0.5, batches of 32, 64 or 128: they stack by depth
+   and batch size, the column *stacks* gives the sizes). k = 1 runs with
+   ``min_stack=1``: a stack of one against the solo trainer. The two ways
+   alternate which runs first in each of 5 repeats (after a warm-up), so that a
+   busy spell of the machine hits both; the rates are the medians, the
+   speed-up their ratio. GFLOP/s and the fractions of section 1's peak count
+   training FLOPs as section 2 does, over the whole call (validation and setup
+   included): *% of peak (stacked)* for the padded stack shapes, the work done;
+   *useful* and *solo* for the members' own shapes.
 
 Usage::
 
-    python bench/throughput.py                  # full: about a minute on 2 CPU cores
+    python bench/throughput.py                  # full: several minutes on 2 CPU cores
     python bench/throughput.py --fast           # smoke run (CI): seconds
     python bench/throughput.py --device cuda    # the same on a GPU
-    python bench/throughput.py --threads 2 --trials 40
+    python bench/throughput.py --threads 2 --trials 40 --batch-trials 16
 
 Tables are printed and written to ``bench/results/throughput_matmul.csv``,
-``throughput_training.csv``, ``throughput_trial.csv`` and
-``throughput_storage.csv``.
+``throughput_training.csv``, ``throughput_trial.csv``, ``throughput_storage.csv``
+and ``throughput_stacked.csv``.
 """
 
 from __future__ import annotations
@@ -84,8 +114,8 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -96,14 +126,25 @@ import torch
 import torch.nn.functional as F
 from _common import WrappedSampler, machine, markdown_table, write_csv
 from optuna.storages import BaseStorage
+from optuna.study import MaxTrialsCallback
 
 import evohpo.search.objective
 from evohpo import EvoSampler, Genome, LayerGene, SearchSpace
+from evohpo.estimator.params import DEFAULT_SEARCH_SPACE
+from evohpo.evolution.suggest import suggest_genome
+from evohpo.search import batched
+from evohpo.search.batch_size import auto_batch_trials
 from evohpo.search.objective import GenomeObjective
 from evohpo.search.splits import Standardizer
+from evohpo.storage import COUNTED_STATES
+from evohpo.training import loop as training_loop
+from evohpo.training import population
 from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.datasets import load_dataset
+from evohpo.training.epochs import evaluate
 from evohpo.training.loop import train_classifier
+from evohpo.training.population import MemberOutcome, plan_stacks, train_population
+from evohpo.training.stack_model import stack_widths
 
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
 
@@ -124,13 +165,19 @@ class Settings:
     train_batches: tuple[int, ...]
     train_epochs: int
     trials: int
+    trial_batches: tuple[int, ...]  # batch_trials of the studies compared
     trial_max_epochs: int
     trial_patience: int | None
     trial_space: SearchSpace
+    trial_space_name: str
+    stack_ks: tuple[int, ...]
+    stack_epochs: int
+    stack_repeats: int
 
 
-def settings_for(args: argparse.Namespace) -> Settings:
+def settings_for(args: argparse.Namespace, device: torch.device) -> Settings:
     if args.fast:
+        trials = args.trials or 2
         return Settings(
             batches=(32,),
             in_widths=(64,),
@@ -141,11 +188,22 @@ def settings_for(args: argparse.Namespace) -> Settings:
             genomes=((64,),),
             train_batches=(128,),
             train_epochs=2,
-            trials=args.trials or 2,
+            trials=trials,
+            trial_batches=(
+                1,
+                args.batch_trials
+                or auto_batch_trials(device.type, trial_population(trials), trials),
+            ),
             trial_max_epochs=2,
             trial_patience=None,
-            trial_space=SearchSpace(max_layers=2, units=(16, 64)),
+            # One depth and batch size: the trials of a batch train as one stack.
+            trial_space=SearchSpace(max_layers=1, units=(16, 64), batch_sizes=(128,)),
+            trial_space_name="a one-layer space",
+            stack_ks=(1, 4),
+            stack_epochs=1,
+            stack_repeats=1,
         )
+    trials = args.trials or 24
     return Settings(
         batches=(32, 128, 512),
         in_widths=(40, 64, 256, 512),
@@ -156,10 +214,18 @@ def settings_for(args: argparse.Namespace) -> Settings:
         genomes=((64,), (256, 256), (512, 512, 512)),
         train_batches=(32, 128, 512),
         train_epochs=15,
-        trials=args.trials or 20,
+        trials=trials,
+        trial_batches=(
+            1,
+            args.batch_trials or auto_batch_trials(device.type, trial_population(trials), trials),
+        ),
         trial_max_epochs=args.max_epochs,
         trial_patience=args.patience or None,
-        trial_space=SearchSpace(),
+        trial_space=DEFAULT_SEARCH_SPACE,
+        trial_space_name="the estimator's default search space",
+        stack_ks=(1, 4, 8, 16),
+        stack_epochs=10,
+        stack_repeats=5,
     )
 
 
@@ -365,6 +431,8 @@ SAMPLER = "sampler"
 SAMPLER_STORAGE = "storage (sampler)"
 STORAGE = "storage (study, trial)"
 TRAINER = "trainer"
+TRAINING = "training"
+VALIDATION = "validation"
 REST = "rest"
 
 
@@ -461,28 +529,220 @@ def timed_storage(url: str, clock: Clock) -> tuple[BaseStorage, StorageLog]:
 
 
 @dataclass
-class TrainerCall:
-    result: TrainResult
-    eval_batch_size: int
+class TrainerLog:
+    """What the objective handed the trainer, and the training work it got done.
+
+    ``calls``: members per ``train_population`` call; ``stacks``: members per
+    stack; ``epochs``: member epochs; ``useful_flops``: the members' training
+    FLOPs (as section 2 counts them); ``padded_flops``: what stacks spent on
+    padding on top.
+    """
+
+    calls: list[int] = field(default_factory=list)
+    stacks: list[int] = field(default_factory=list)
+    epochs: int = 0
+    useful_flops: float = 0.0
+    padded_flops: float = 0.0
+
+
+def member_flops(shapes: Sequence[Shape], n_rows: int, epochs: int) -> float:
+    """Training FLOPs of ``epochs`` epochs over ``n_rows`` rows at ``shapes`` (section 2)."""
+    return float(n_rows * epochs * training_flops_per_row(shapes))
 
 
 @contextmanager
-def observed_trainer(clock: Clock, calls: list[TrainerCall]) -> Iterator[None]:
-    """Time every ``train_classifier`` call GenomeObjective makes and keep its result.
+def observed_trainer(clock: Clock, log: TrainerLog) -> Iterator[None]:
+    """Time every ``train_population`` call GenomeObjective makes, and its parts.
 
-    The objective returns only the trial's value, so the function it calls is
-    wrapped where the objective looks it up.
+    The objective returns only the trials' values, so the function it calls is
+    wrapped where the objective looks it up. Inside it, the epoch passes over
+    the training batches and the validation passes, of stacks and of networks
+    trained alone (``train_classifier``), are charged to parts of their own;
+    what is left of the call is setup and bookkeeping.
     """
 
-    def train(*args: Any, **kwargs: Any) -> TrainResult:
+    def train(genomes: Sequence[Any], *args: Any, **kwargs: Any) -> list[MemberOutcome]:
         with clock.section(TRAINER):
-            result = train_classifier(*args, **kwargs)
-        config = kwargs.get("config") or TrainConfig()
-        calls.append(TrainerCall(result, config.eval_batch_size))
-        return result
+            outcomes = train_population(genomes, *args, **kwargs)
+        log.calls.append(len(outcomes))
+        n_rows, n_features = np.shape(args[0])
+        for genome, outcome in zip(genomes, outcomes, strict=True):
+            epochs = outcome.epochs_run if isinstance(outcome, TrainResult) else 0
+            shapes = layer_shapes(genome, n_features, kwargs["n_classes"])
+            log.epochs += epochs
+            log.useful_flops += member_flops(shapes, n_rows, epochs)
+        return outcomes
 
-    with mock.patch.object(evohpo.search.objective, "train_classifier", train):
+    train_stack = population._train_stack
+
+    def stack(members: list[Any], data: Any, n_classes: int, *args: Any) -> None:
+        log.stacks.append(len(members))
+        train_stack(members, data, n_classes, *args)
+        n_rows, n_features = data.x_train.shape
+        genomes = [member.genome for member in members]
+        padded = list(itertools.pairwise(stack_widths(genomes, n_features, n_classes)))
+        for member in members:
+            own = layer_shapes(member.genome, n_features, n_classes)
+            epochs = member.epochs_run
+            log.padded_flops += member_flops(padded, n_rows, epochs) - member_flops(
+                own, n_rows, epochs
+            )
+
+    patches = (
+        (evohpo.search.objective, "train_population", train),
+        (population, "_train_stack", stack),
+        (population, "_train_epoch", clock.timed(TRAINING, population._train_epoch)),
+        (population, "_evaluate_stack", clock.timed(VALIDATION, population._evaluate_stack)),
+        (training_loop, "_train_epoch", clock.timed(TRAINING, training_loop._train_epoch)),
+        (training_loop, "evaluate", clock.timed(VALIDATION, evaluate)),
+    )
+    with ExitStack() as patched:
+        for module, name, replacement in patches:
+            patched.enter_context(mock.patch.object(module, name, replacement))
         yield
+
+
+@dataclass
+class StudyRun:
+    """One study's measurements (section 3) with ``batch_trials`` trials trained together."""
+
+    batch_trials: int
+    n_trials: int
+    parts: dict[str, float]
+    entries: Counter[str]
+    storage_calls: Counter[tuple[str, str]]
+    storage_seconds: dict[tuple[str, str], float]
+    trainer: TrainerLog
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    def per_trial(self, count: float) -> str:
+        return f"{count / self.n_trials:.2f}"
+
+    def storage_count(self, part: str) -> str:
+        return self.per_trial(sum(n for (p, _), n in self.storage_calls.items() if p == part))
+
+    def split(self) -> list[tuple[str, float, str]]:
+        """(part, seconds, count per trial) in the order of the table."""
+        parts = defaultdict(float, self.parts)
+        return [
+            (
+                "training (epoch passes: forward, backward, optimizer)",
+                parts[TRAINING],
+                self.per_trial(self.entries[TRAINING]),
+            ),
+            ("validation passes", parts[VALIDATION], self.per_trial(self.entries[VALIDATION])),
+            (
+                "trainer setup and bookkeeping",
+                parts[TRAINER],
+                self.per_trial(len(self.trainer.calls)),
+            ),
+            ("sampler hooks (own work)", parts[SAMPLER], self.per_trial(self.entries[SAMPLER])),
+            (
+                "storage calls from the sampler",
+                parts[SAMPLER_STORAGE],
+                self.storage_count(SAMPLER_STORAGE),
+            ),
+            (
+                "storage calls of study, trials, objective",
+                parts[STORAGE],
+                self.storage_count(STORAGE),
+            ),
+            ("rest (Optuna loop, suggest_genome, glue)", parts[REST], ""),
+            ("total (optimize wall time)", self.total, ""),
+        ]
+
+    def describe(self) -> str:
+        sizes = Counter(self.trainer.stacks)
+        shown = ", ".join(
+            f"{n} stack{'s' if n > 1 else ''} of {size}" for size, n in sorted(sizes.items())[::-1]
+        )
+        trainer = self.trainer
+        training = self.parts.get(TRAINING, 0.0)
+        done = trainer.useful_flops + trainer.padded_flops
+        return (
+            f"batch_trials={self.batch_trials}: {self.total:.1f} s, {len(trainer.calls)} "
+            f"train_population calls, {sum(trainer.stacks)} of {self.n_trials} trials "
+            f"trained in stacks ({shown or 'none'}), the others alone; "
+            f"{trainer.epochs / self.n_trials:.1f} epochs and "
+            f"{trainer.useful_flops / self.n_trials / 1e9:.2f} training GFLOP per trial, "
+            f"training passes at {trainer.useful_flops / training / 1e9:.1f} GFLOP/s useful, "
+            f"{done / training / 1e9:.1f} done"
+        )
+
+
+def trial_objective(device: torch.device, settings: Settings) -> GenomeObjective:
+    """GenomeObjective as EvoSearchClassifier builds it (0.2 holdout, accuracy)."""
+    data = load_dataset("digits")
+    return GenomeObjective(
+        data.X,
+        data.y,
+        space=settings.trial_space,
+        train_config=TrainConfig(
+            max_epochs=settings.trial_max_epochs, patience=settings.trial_patience, device=device
+        ),
+        seed=0,
+    )
+
+
+def trial_population(n_trials: int) -> int:
+    """EvoSearchClassifier's population size for this many trials."""
+    return min(20, max(4, n_trials // 3))
+
+
+def run_study(device: torch.device, settings: Settings, batch_trials: int) -> StudyRun:
+    objective = trial_objective(device, settings)
+    clock = Clock(device)
+    sampler = WrappedSampler(
+        EvoSampler(
+            population_size=trial_population(settings.trials),
+            search_space=settings.trial_space,
+            seed=0,
+        ),
+        lambda hook: clock.timed(SAMPLER, hook),
+    )
+    trainer = TrainerLog()
+    with tempfile.TemporaryDirectory() as tmp:
+        storage, log = timed_storage(f"sqlite:///{Path(tmp) / 'throughput.db'}", clock)
+        study = optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            pruner=optuna.pruners.NopPruner(),
+            direction="maximize",
+        )
+        # As EvoSearchClassifier runs it: batched.optimize, stopping at n_trials finished.
+        stop = MaxTrialsCallback(settings.trials, states=COUNTED_STATES)
+        with observed_trainer(clock, trainer):
+            clock.restart()
+            log.clear()
+            batched.optimize(
+                study,
+                objective,
+                batch_trials=batch_trials,
+                n_trials=settings.trials,
+                callbacks=[stop],
+            )
+            clock.stop()
+        # Copies taken before the calls below add to them.
+        run = StudyRun(
+            batch_trials=batch_trials,
+            n_trials=len(study.trials),
+            parts=dict(clock.seconds),
+            entries=Counter(clock.entries),
+            storage_calls=Counter(log.calls),
+            storage_seconds=dict(log.seconds),
+            trainer=trainer,
+        )
+        storage.remove_session()
+    if sum(trainer.calls) != run.n_trials or not run.entries[TRAINING]:
+        raise RuntimeError(
+            f"Saw {sum(trainer.calls)} trainer members in {len(trainer.calls)} calls and "
+            f"{run.entries[TRAINING]} epoch passes for {run.n_trials} trials."
+        )
+    print(f"  {run.describe()}", flush=True)
+    return run
 
 
 @dataclass
@@ -493,108 +753,192 @@ class TrialReport:
 
 
 def measure_trials(device: torch.device, settings: Settings) -> TrialReport:
-    data = load_dataset("digits")
-    space = settings.trial_space
-    objective = GenomeObjective(
-        data.X,
-        data.y,
-        space=space,
-        train_config=TrainConfig(
-            max_epochs=settings.trial_max_epochs, patience=settings.trial_patience, device=device
-        ),
-        seed=0,
+    """The study run once per ``settings.trial_batches``; one column group per run."""
+    runs = [run_study(device, settings, batch) for batch in settings.trial_batches]
+    part_rows: list[dict[str, Any]] = []
+    for index, (name, _, _) in enumerate(runs[0].split()):
+        row: dict[str, Any] = {"part": name}
+        for run in runs:
+            _, seconds, count = run.split()[index]
+            tag = f"({run.batch_trials})"
+            row[f"ms/trial {tag}"] = round(seconds / run.n_trials * 1e3, 2)
+            row[f"share {tag}"] = f"{seconds / run.total:.1%}"
+            row[f"count/trial {tag}"] = count
+        part_rows.append(row)
+
+    keys = sorted(
+        {key for run in runs for key in run.storage_seconds},
+        key=lambda key: [-run.storage_seconds.get(key, 0.0) for run in runs],
     )
-    clock = Clock(device)
-    # EvoSearchClassifier's population size for this many trials.
-    population = min(20, max(4, settings.trials // 3))
-    sampler = WrappedSampler(
-        EvoSampler(population_size=population, search_space=space, seed=0),
-        lambda hook: clock.timed(SAMPLER, hook),
-    )
-    calls: list[TrainerCall] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        storage, log = timed_storage(f"sqlite:///{Path(tmp) / 'throughput.db'}", clock)
-        study = optuna.create_study(
-            storage=storage,
-            sampler=sampler,
-            pruner=optuna.pruners.NopPruner(),
-            direction="maximize",
-        )
-        with observed_trainer(clock, calls):
-            clock.restart()
-            log.clear()
-            study.optimize(objective, n_trials=settings.trials)
-            clock.stop()
-        # Copies taken before the calls below add to them.
-        parts, hook_calls = dict(clock.seconds), clock.entries[SAMPLER]
-        storage_calls, storage_seconds = Counter(log.calls), dict(log.seconds)
-        n_trials = len(study.trials)
-        storage.remove_session()
-    if len(calls) != n_trials:
-        raise RuntimeError(f"Saw {len(calls)} trainer calls for {n_trials} trials.")
-
-    # Validation passes, timed now with each trial's model on the validation rows' shape.
-    n_val = objective.n_samples - round(objective.train_size)
-    scaled = Standardizer.fit(data.X).transform(data.X[:n_val])
-    xv = torch.from_numpy(scaled).to(device)
-    yv = torch.from_numpy(data.y[:n_val]).to(device)
-    epochs = sum(len(call.result.history) for call in calls)
-    epoch_seconds = sum(r["seconds"] for call in calls for r in call.result.history)
-    val_seconds = sum(
-        len(call.result.history)
-        * validation_pass_seconds(call.result.model, xv, yv, call.eval_batch_size, device, settings)
-        for call in calls
-    )
-    total = sum(parts.values())
-
-    def per_trial(count: float) -> str:
-        return f"{count / n_trials:.1f}"
-
-    def storage_count(part: str) -> str:
-        return per_trial(sum(n for (p, _), n in storage_calls.items() if p == part))
-
-    attributed = [
-        (
-            "training (batches: forward, backward, optimizer)",
-            epoch_seconds - val_seconds,
-            per_trial(epochs),
-        ),
-        ("validation passes (estimated)", val_seconds, per_trial(epochs)),
-        ("trainer setup and bookkeeping", parts[TRAINER] - epoch_seconds, per_trial(len(calls))),
-        ("sampler hooks (own work)", parts[SAMPLER], per_trial(hook_calls)),
-        ("storage calls from the sampler", parts[SAMPLER_STORAGE], storage_count(SAMPLER_STORAGE)),
-        ("storage calls of study, trials, objective", parts[STORAGE], storage_count(STORAGE)),
-        ("rest (Optuna loop, suggest_genome, glue)", parts[REST], ""),
-        ("total (study.optimize wall time)", total, ""),
-    ]
-    part_rows = [
-        {
-            "part": name,
-            "ms/trial": round(seconds / n_trials * 1e3, 2),
-            "share": f"{seconds / total:.1%}",
-            "count/trial": count,
-        }
-        for name, seconds, count in attributed
-    ]
-    storage_rows = [
-        {
+    storage_rows: list[dict[str, Any]] = []
+    for part, method in keys:
+        row = {
             "caller": "sampler" if part == SAMPLER_STORAGE else "study, trial, objective",
             "method": method,
-            "calls/trial": per_trial(storage_calls[part, method]),
-            "ms/call": round(seconds / storage_calls[part, method] * 1e3, 3),
-            "ms/trial": round(seconds / n_trials * 1e3, 2),
-            "share of trial": f"{seconds / total:.1%}",
         }
-        for (part, method), seconds in sorted(storage_seconds.items(), key=lambda kv: -kv[1])
-    ]
+        for run in runs:
+            tag = f"({run.batch_trials})"
+            calls = run.storage_calls.get((part, method), 0)
+            seconds = run.storage_seconds.get((part, method), 0.0)
+            row[f"calls/trial {tag}"] = run.per_trial(calls)
+            row[f"ms/call {tag}"] = round(seconds / calls * 1e3, 3) if calls else ""
+            row[f"ms/trial {tag}"] = round(seconds / run.n_trials * 1e3, 2)
+        storage_rows.append(row)
+
+    objective = trial_objective(device, settings)
+    n_train = round(objective.train_size)
     caption = (
-        f"{n_trials} trials on digits ({round(objective.train_size)} training, {n_val} "
-        f"validation rows), SQLite, EvoSampler(population_size={population}), max_epochs "
-        f"{settings.trial_max_epochs}, patience {settings.trial_patience}; "
-        f"{total:.1f} s in all. Count: epochs, validation passes, trainer calls, sampler "
-        "hook calls, storage calls"
+        f"{runs[0].n_trials} trials on digits ({n_train} training, "
+        f"{objective.n_samples - n_train} validation rows), SQLite, "
+        f"EvoSampler(population_size={trial_population(settings.trials)}), "
+        f"{settings.trial_space_name}, max_epochs {settings.trial_max_epochs}, patience "
+        f"{settings.trial_patience}, NopPruner; (n) = batch_trials, trials trained together. "
+        + "; ".join(run.describe() for run in runs)
+        + ". Count: epoch passes (one per stack and epoch), validation passes, "
+        "train_population calls, sampler hook calls, storage calls"
     )
     return TrialReport(part_rows, storage_rows, caption)
+
+
+# -- 4. stacked trainer ----------------------------------------------------------------------
+#: Most members per stack (train_population's default); k = 16 is one stack.
+MAX_STACK = 16
+
+#: The mixed population's space: every optimizer and activation, dropout, three batch sizes.
+MIXED_SPACE = SearchSpace(
+    min_layers=1,
+    max_layers=3,
+    units=(32, 512),
+    dropout=(0.0, 0.5),
+    optimizers=("sgd", "adam", "adamw", "rmsprop"),
+    learning_rate=(1e-4, 1e-2),
+    batch_sizes=(32, 64, 128),
+)
+
+
+def drawn_genomes(space: SearchSpace, n: int, seed: int) -> list[Genome]:
+    """``n`` genomes drawn at random from ``space`` (as a search's first trials are)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [suggest_genome(study.ask(), space) for _ in range(n)]
+
+
+def stacked_populations(n: int) -> dict[str, list[Genome]]:
+    """The populations of section 4, ``n`` genomes each; a k-member run takes the first k."""
+    small = Genome((LayerGene(64, "relu", 0.0),), "adam", 1e-3, 0.0, 32)
+    wide = Genome(
+        (LayerGene(256, "relu", 0.0), LayerGene(256, "relu", 0.0)), "adam", 1e-3, 0.0, 128
+    )
+    return {
+        "1x64, batch 32": [small] * n,
+        "2x256, batch 128": [wide] * n,
+        "mixed": drawn_genomes(MIXED_SPACE, n, seed=0),
+    }
+
+
+def stack_flops(
+    genomes: Sequence[Genome],
+    outcomes: Sequence[MemberOutcome],
+    n_train: int,
+    n_features: int,
+    n_classes: int,
+) -> tuple[float, float]:
+    """Training FLOPs of a ``train_population`` run: as done (padded stacks) and useful.
+
+    Counted as in section 2, per member and epoch run: a member of a stack does
+    the work of the stack's padded widths (a stack of one: its own widths).
+    """
+    done = useful = 0.0
+    for stack in plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK):
+        widths = stack_widths([genomes[i] for i in stack], n_features, n_classes)
+        padded = training_flops_per_row(list(itertools.pairwise(widths)))
+        for index in stack:
+            outcome = outcomes[index]
+            epochs = outcome.epochs_run if isinstance(outcome, TrainResult) else 0
+            own = training_flops_per_row(layer_shapes(genomes[index], n_features, n_classes))
+            useful += n_train * epochs * own
+            done += n_train * epochs * padded
+    return done, useful
+
+
+def measure_stacked(device: torch.device, settings: Settings, peak: float) -> list[dict[str, Any]]:
+    """Trials per second of train_population against train_classifier one genome at a time."""
+    X_train, y_train, X_val, y_val, n_classes = digits_split()
+    n_train, n_features = X_train.shape
+    data = (X_train, y_train, X_val, y_val)
+
+    def configs(k: int, epochs: int) -> list[TrainConfig]:
+        return [
+            TrainConfig(max_epochs=epochs, patience=None, device=device, seed=seed)
+            for seed in range(k)
+        ]
+
+    def stacked(genomes: Sequence[Genome], epochs: int) -> tuple[float, list[MemberOutcome]]:
+        min_stack = 1 if len(genomes) == 1 else 2  # k = 1: a stack of one against solo
+        synchronize(device)
+        start = time.perf_counter()
+        outcomes = train_population(
+            genomes,
+            *data,
+            n_classes=n_classes,
+            configs=configs(len(genomes), epochs),
+            max_stack=MAX_STACK,
+            min_stack=min_stack,
+        )
+        synchronize(device)
+        return time.perf_counter() - start, outcomes
+
+    def solo(genomes: Sequence[Genome], epochs: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        for genome, config in zip(genomes, configs(len(genomes), epochs), strict=True):
+            train_classifier(genome, *data, n_classes=n_classes, config=config)
+        synchronize(device)
+        return time.perf_counter() - start
+
+    populations = stacked_populations(max(settings.stack_ks))
+    for genomes in populations.values():  # warm-up: allocations, kernel selection
+        stacked(genomes[:2], 1)
+        solo(genomes[:1], 1)
+
+    rows = []
+    for name, genomes_all in populations.items():
+        for k in settings.stack_ks:
+            genomes = genomes_all[:k]
+            stacked_seconds: list[float] = []
+            solo_seconds: list[float] = []
+            outcomes: list[MemberOutcome] = []
+            for repeat in range(settings.stack_repeats):
+                # Alternate the order, so that a slow spell of the machine hits both.
+                if repeat % 2:
+                    solo_seconds.append(solo(genomes, settings.stack_epochs))
+                seconds, outcomes = stacked(genomes, settings.stack_epochs)
+                stacked_seconds.append(seconds)
+                if not repeat % 2:
+                    solo_seconds.append(solo(genomes, settings.stack_epochs))
+            failed = [o for o in outcomes if not isinstance(o, TrainResult)]
+            if failed:
+                raise RuntimeError(f"{name}, k={k}: train_population returned {failed[0]!r}")
+            plan = plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK)
+            sizes = sorted(map(len, plan), reverse=True)
+            done, useful = stack_flops(genomes, outcomes, n_train, n_features, n_classes)
+            stacked_s = statistics.median(stacked_seconds)
+            solo_s = statistics.median(solo_seconds)
+            rows.append(
+                {
+                    "population": name,
+                    "k": k,
+                    "stacks": "+".join(map(str, sizes)),
+                    "solo trials/s": round(k / solo_s, 2),
+                    "stacked trials/s": round(k / stacked_s, 2),
+                    "speed-up": f"{solo_s / stacked_s:.2f}x",
+                    "stacked GFLOP/s": round(done / stacked_s / 1e9, 2),
+                    "% of peak (stacked)": f"{done / stacked_s / 1e9 / peak:.1%}",
+                    "useful % of peak": f"{useful / stacked_s / 1e9 / peak:.1%}",
+                    "solo % of peak": f"{useful / solo_s / 1e9 / peak:.1%}",
+                }
+            )
+            print(f"  stacked {rows[-1]}", flush=True)
+    return rows
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -619,7 +963,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
-        "--trials", type=int, default=None, help="study trials (default 20; fast 2)"
+        "--trials", type=int, default=None, help="study trials (default 24; fast 2)"
+    )
+    parser.add_argument(
+        "--batch-trials",
+        type=int,
+        default=None,
+        help="trials trained together in the second study (default: as the estimator's 'auto')",
     )
     parser.add_argument(
         "--max-epochs", type=int, default=100, help="per study trial, full mode (default 100)"
@@ -632,7 +982,7 @@ def main() -> None:
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    settings = settings_for(args)
+    settings = settings_for(args, device)
     started = time.perf_counter()
 
     print(describe_setup(device))
@@ -644,6 +994,8 @@ def main() -> None:
     training = measure_training(device, settings, peak)
     print("\n3. time per trial", flush=True)
     trials = measure_trials(device, settings)
+    print("\n4. stacked trainer", flush=True)
+    stacked = measure_stacked(device, settings, peak)
 
     print(f"\n{describe_setup(device)}")
     print(f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
@@ -665,12 +1017,21 @@ def main() -> None:
     shown = 8
     print(f"\nstorage calls by method, the {shown} costliest\n")
     print(markdown_table(trials.storage[:shown]))
+    print(
+        f"\nstacked trainer: train_population against train_classifier one genome after the "
+        f"other, the same k genomes (seeds 0..k-1) on digits, {settings.stack_epochs} epochs, "
+        f"early stopping off; median of {settings.stack_repeats} alternating repeats; "
+        "% of peak over the whole call (validation and setup included), counting the padded "
+        "stacks' work, useful % only the members' own\n"
+    )
+    print(markdown_table(stacked))
     print()
     for name, rows in (
         ("throughput_matmul.csv", matmul_csv),
         ("throughput_training.csv", training),
         ("throughput_trial.csv", trials.parts),
         ("throughput_storage.csv", trials.storage),
+        ("throughput_stacked.csv", stacked),
     ):
         print(f"CSV: {write_csv(name, rows)}")
 
