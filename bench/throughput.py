@@ -143,7 +143,12 @@ from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.datasets import load_dataset
 from evohpo.training.epochs import evaluate
 from evohpo.training.loop import train_classifier
-from evohpo.training.population import MemberOutcome, plan_stacks, train_population
+from evohpo.training.population import (
+    CPU_STACK_MAX_MACS,
+    MemberOutcome,
+    plan_stacks,
+    train_population,
+)
 from evohpo.training.stack_model import stack_widths
 
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
@@ -841,6 +846,7 @@ def stack_flops(
     n_train: int,
     n_features: int,
     n_classes: int,
+    cap: int | None,
 ) -> tuple[float, float]:
     """Training FLOPs of a ``train_population`` run: as done (padded stacks) and useful.
 
@@ -848,7 +854,7 @@ def stack_flops(
     the work of the stack's padded widths (a stack of one: its own widths).
     """
     done = useful = 0.0
-    for stack in plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK):
+    for stack in plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK, cap):
         widths = stack_widths([genomes[i] for i in stack], n_features, n_classes)
         padded = training_flops_per_row(list(itertools.pairwise(widths)))
         for index in stack:
@@ -862,6 +868,8 @@ def stack_flops(
 
 def measure_stacked(device: torch.device, settings: Settings, peak: float) -> list[dict[str, Any]]:
     """Trials per second of train_population against train_classifier one genome at a time."""
+    # What train_population plans on this device: on the CPU, large networks train alone.
+    cap = CPU_STACK_MAX_MACS if device.type == "cpu" else None
     X_train, y_train, X_val, y_val, n_classes = digits_split()
     n_train, n_features = X_train.shape
     data = (X_train, y_train, X_val, y_val)
@@ -918,9 +926,9 @@ def measure_stacked(device: torch.device, settings: Settings, peak: float) -> li
             failed = [o for o in outcomes if not isinstance(o, TrainResult)]
             if failed:
                 raise RuntimeError(f"{name}, k={k}: train_population returned {failed[0]!r}")
-            plan = plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK)
+            plan = plan_stacks(genomes, n_train, n_features, n_classes, MAX_STACK, cap)
             sizes = sorted(map(len, plan), reverse=True)
-            done, useful = stack_flops(genomes, outcomes, n_train, n_features, n_classes)
+            done, useful = stack_flops(genomes, outcomes, n_train, n_features, n_classes, cap)
             stacked_s = statistics.median(stacked_seconds)
             solo_s = statistics.median(solo_seconds)
             rows.append(
