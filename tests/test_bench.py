@@ -98,7 +98,8 @@ def test_throughput_fast_mode_reports_rates_and_the_trial_split(tmp_path: Path) 
         for column in ("solo trials/s", "stacked trials/s", "stacked GFLOP/s"):
             assert float(row[column]) > 0, row
         assert sum(int(size) for size in row["stacks"].split("+")) == int(row["k"]), row
-    assert [r["stacks"] for r in stacked[:4]] == ["1", "4", "1", "4"]
+    # 1x64 stacks; on the CPU, 2x256 (arithmetic-bound) trains one by one.
+    assert [r["stacks"] for r in stacked[:4]] == ["1", "4", "1", "1+1+1+1"]
 
 
 def test_sampler_overhead_fast(tmp_path: Path) -> None:

@@ -267,7 +267,11 @@ def test_a_killed_run_resumes_with_its_trial_retried(
         assert dead.system_attrs[FAIL_REASON_ATTR].startswith("WorkerLost: its process")
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
         assert retry.state in COUNTED_STATES
-        assert retry.params == lost.params
+        # A trial of the batch may die while it is being asked: the retry keeps the
+        # parameters it had and draws the others.
+        assert lost.params.items() <= retry.params.items()
+        if fully_asked(lost):
+            assert retry.params == lost.params
         assert retry.user_attrs[LINEAGE_ATTR] == lost.user_attrs[LINEAGE_ATTR]
         assert retry.system_attrs[OWNER_ATTR]["pid"] == os.getpid()
     assert sum(t.state in COUNTED_STATES for t in trials) == N_TRIALS
