@@ -237,3 +237,51 @@ def test_a_trial_whose_genome_fails_does_not_stop_its_batch(data, monkeypatch):
         TrialState.FAIL,
         TrialState.COMPLETE,
     ]
+
+
+class ConstantObjective:
+    def __call__(self, trial):  # pragma: no cover
+        raise AssertionError
+
+    def train_trials(self, trials):
+        return [0.5 for _ in trials]
+
+
+def test_a_study_total_counts_other_workers_running_trials():
+    study = optuna.create_study(direction="maximize")
+    others = [study.ask() for _ in range(3)]  # another worker's running trials
+    total = (5, (TrialState.COMPLETE,))
+    sizes = []
+
+    class Recording(ConstantObjective):
+        def train_trials(self, trials):
+            sizes.append(len(trials))
+            if len(sizes) == 1:  # the other worker finishes one trial, fails two
+                study.tell(others[0], 0.5)
+                for trial in others[1:]:
+                    study.tell(trial, state=TrialState.FAIL)
+            return super().train_trials(trials)
+
+    batched.optimize(study, Recording(), batch_trials=4, study_total=total)
+    # Room for two at first; the two failed trials leave room for two more.
+    assert sizes == [2, 2]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+    assert batched._ask_within_total(study, 4, *total) is None
+
+
+def test_the_room_left_is_looked_at_before_each_ask(monkeypatch):
+    """A trial another worker asks between two of ours takes our place."""
+    study = optuna.create_study(direction="maximize")
+    other = optuna.load_study(study_name=study.study_name, storage=study._storage)
+    ask = study.ask
+
+    def ask_while_another_worker_asks(*args, **kwargs):
+        trial = ask(*args, **kwargs)
+        other.ask()
+        return trial
+
+    monkeypatch.setattr(study, "ask", ask_while_another_worker_asks)
+    trials = batched._ask_within_total(study, 4, 3, (TrialState.COMPLETE,))
+    assert trials is not None
+    assert len(trials) == 2  # ours, theirs, ours, theirs
+    assert len(study.trials) == 4

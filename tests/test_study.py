@@ -775,6 +775,9 @@ def test_study_batch_trials_resolves_the_file_setting(
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert study_file_spec(fixed, "ga", 0, url, n_trials=20).batch_trials == 6
     assert study_file_spec(config, "ga", 0, url, n_trials=20).batch_trials == 2
+    # Two workers share one population: each takes half of it.
+    assert study_file_spec(config, "ga", 0, url, n_trials=20, workers=2).batch_trials == 1
+    assert study_file_spec(config, "tpe", 0, url, n_trials=20, workers=2).batch_trials == 8
     assert study_file_spec(config, "tpe", 0, url, n_trials=3, batch_trials=4).batch_trials == 4
 
 

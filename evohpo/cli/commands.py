@@ -145,6 +145,7 @@ def _run_in_workers(
         n_trials=budget.n_trials,
         timeout=timeout,
         batch_trials=args.batch_trials,
+        workers=args.workers,
     )
     with guard.interruptible():
         run_workers(spec, args.workers, threads_per_worker=args.threads)

@@ -102,22 +102,45 @@ def optimize(
                 break
             fail_stale_trials(study)
             size = batch_trials if n_trials is None else min(batch_trials, n_trials - asked)
-            if study_total is not None:
-                missing, reached = _missing(study, *study_total)
-                if reached:
+            if study_total is None:
+                trials = [study.ask() for _ in range(size)]
+            else:
+                asked_within = _ask_within_total(study, size, *study_total)
+                if asked_within is None:
                     break
-                if missing <= 0:
+                if not asked_within:
                     # Others' running trials would reach the total: wait for them, in
                     # case some fail and leave trials to run.
                     time.sleep(_WAIT_FOR_OTHERS)
                     continue
-                size = min(size, missing)
-            trials = [study.ask() for _ in range(size)]
-            asked += size
+                trials = asked_within
+            asked += len(trials)
             outcomes = _train(study, objective, trials)
             raised = _tell_all(study, trials, outcomes, callbacks, catch)
             if raised is not None:
                 raise raised
+
+
+def _ask_within_total(
+    study: optuna.Study, size: int, total: int, states: tuple[TrialState, ...]
+) -> list[optuna.Trial] | None:
+    """Up to ``size`` new trials, as many as the study's total leaves room for;
+    ``None`` once the counted trials reach it.
+
+    The room is looked at again before each ask, so that workers asking at the
+    same moment see each other's trials: two workers can still both take the
+    last place (storages have no atomic "ask if below"), but only one trial
+    each, not a whole batch.
+    """
+    trials: list[optuna.Trial] = []
+    while len(trials) < size:
+        missing, reached = _missing(study, total, states)
+        if reached and not trials:
+            return None
+        if missing <= 0:
+            break
+        trials.append(study.ask())
+    return trials
 
 
 def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) -> tuple[int, bool]:

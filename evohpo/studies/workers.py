@@ -42,6 +42,7 @@ def study_file_spec(
     backoff: Backoff | None = None,
     stale_after: float | None = None,
     batch_trials: BatchTrials | None = None,
+    workers: int = 1,
 ) -> WorkerSpec:
     """The :class:`~evohpo.workers.WorkerSpec` of the study ``(sampler, seed)`` of a study file.
 
@@ -69,6 +70,9 @@ def study_file_spec(
         Trials each worker trains together; the study file's ``batch_trials``
         by default. ``"auto"`` is resolved here, for the file's device, the
         GA's population and ``n_trials``.
+    workers : int, default=1
+        Workers that will run the study at once: ``"auto"`` keeps their
+        batches together within one population.
     """
     sampler_factory = functools.partial(
         build_sampler,
@@ -88,5 +92,7 @@ def study_file_spec(
         heartbeat=heartbeat if heartbeat is not None else Heartbeat(),
         backoff=backoff if backoff is not None else Backoff(),
         stale_after=stale_after,
-        batch_trials=study_batch_trials(config, sampler_factory(), n_trials, batch_trials),
+        batch_trials=study_batch_trials(
+            config, sampler_factory(), n_trials, batch_trials, workers=workers
+        ),
     )
