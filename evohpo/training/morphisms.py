@@ -42,12 +42,9 @@ def _hidden_names(model: nn.Sequential) -> list[str]:
     return [name for name in names if name.startswith("hidden")]
 
 
-def _following_linear(model: nn.Sequential, index: int) -> nn.Linear:
-    children = dict(model.named_children())
-    name = hidden_layer_name(index + 1)
-    following = children.get(name, children["output"])
-    assert isinstance(following, nn.Linear)
-    return following
+def _following_name(hidden: list[str], index: int) -> str:
+    """The layer that reads hidden layer ``index``'s output."""
+    return hidden_layer_name(index + 1) if index + 1 < len(hidden) else "output"
 
 
 def widen_layer(
@@ -74,7 +71,9 @@ def widen_layer(
     assert isinstance(layer, nn.Linear)
     width = layer.out_features
     units = check_int(units, "units", owner, low=width)
-    following = _following_linear(child, index)
+    following_name = _following_name(hidden, index)
+    following = getattr(child, following_name)
+    assert isinstance(following, nn.Linear)
     # Unit j of the wider layer copies unit source[j]; the first `width` are themselves.
     extra = torch.randint(width, (units - width,), generator=generator)
     source = torch.cat([torch.arange(width), extra])
@@ -87,7 +86,6 @@ def widen_layer(
         grown.weight.copy_(following.weight[:, source] / copies[source])
         grown.bias.copy_(following.bias)
     setattr(child, hidden_layer_name(index), wider)
-    following_name = hidden_layer_name(index + 1) if index + 1 < len(hidden) else "output"
     setattr(child, following_name, grown)
     return child
 
@@ -116,13 +114,15 @@ def insert_identity_layer(model: nn.Sequential, index: int, activation: str) -> 
         inserted.weight.copy_(torch.eye(width, dtype=source.weight.dtype))
         inserted.bias.zero_()
     act = layers.activation(activation, "activation", owner)
+    # The new layer goes after layer index's last module: its dropout, if any.
+    last = f"dropout{index}" if hasattr(model, f"dropout{index}") else f"act{index}"
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     for name, module in copy.deepcopy(model).named_children():
         layer_index = _layer_index(name)
         if layer_index is not None and layer_index > index:
             name = _renumber(name, layer_index + 1)
         modules[name] = module
-        if name in (f"act{index}", f"dropout{index}") and _ends_layer(model, name, index):
+        if name == last:
             modules[hidden_layer_name(index + 1)] = inserted
             modules[f"act{index + 1}"] = act
     if hidden_layer_name(index + 1) not in modules:  # pragma: no cover - build_model layout
@@ -140,11 +140,3 @@ def _layer_index(name: str) -> int | None:
 def _renumber(name: str, new_index: int) -> str:
     prefix = name.rstrip("0123456789")
     return f"{prefix}{new_index}"
-
-
-def _ends_layer(model: nn.Sequential, name: str, index: int) -> bool:
-    """Whether ``name`` is the last module of hidden layer ``index``."""
-    names = [n for n, _ in model.named_children()]
-    if f"dropout{index}" in names:
-        return name == f"dropout{index}"
-    return name == f"act{index}"
