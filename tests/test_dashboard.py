@@ -216,3 +216,50 @@ def test_server_in_process_on_a_free_port(filled: Path) -> None:
     assert compare_url(server.url, group.ids()).endswith(
         f"compare-studies?ids={','.join(map(str, group.ids()))}"
     )
+
+
+def _study_ids(filled: Path) -> dict[str, int]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{filled.parent / 'evohpo.db'}")
+    return {name: storage.get_study_id_from_name(name) for name in (GA, TPE)}
+
+
+def test_api_lists_the_figures_compare_attached_to_the_ga_study(
+    filled: Path, dashboard: dict[str, Any]
+) -> None:
+    assert (
+        f"study artifacts (attached files) from {filled.parent / 'evohpo.db.artifacts'}"
+        in (dashboard["printed"])
+    )
+    ids = _study_ids(filled)
+    study = _get_json(f"{dashboard['base']}/api/studies/{ids[GA]}")
+    artifacts = {a["filename"]: a for a in study["artifacts"]}
+    assert set(artifacts) == {"lineage-seed0.png", "history.png"}
+    for artifact in artifacts.values():
+        assert artifact["mimetype"] == "image/png"
+        url = f"{dashboard['base']}/artifacts/{ids[GA]}/{artifact['artifact_id']}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "image/png"
+            assert response.read()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Only GA studies have a family tree; the others get no figures.
+    assert _get_json(f"{dashboard['base']}/api/studies/{ids[TPE]}")["artifacts"] == []
+
+
+@pytest.mark.browser
+def test_chromium_shows_the_ga_studys_artifacts(
+    filled: Path, dashboard: dict[str, Any], tmp_path: Path
+) -> None:
+    study_id = _study_ids(filled)[GA]
+    study = _get_json(f"{dashboard['base']}/api/studies/{study_id}")
+    page = _chromium(
+        "--dump-dom",
+        f"{dashboard['base']}/dashboard/studies/{study_id}",
+        profile=tmp_path / "profile-artifacts",
+    )
+    assert page.returncode == 0, page.stderr[-2000:]
+    dom = page.stdout
+    assert "Study Artifacts" in dom
+    for artifact in study["artifacts"]:
+        assert artifact["filename"] in dom, f"{artifact['filename']} is not listed"
+        # Previewed: an <img> whose source is the artifact.
+        assert f'src="/artifacts/{study_id}/{artifact["artifact_id"]}"' in dom

@@ -19,12 +19,18 @@ from evohpo.cli.output import out, trial_progress
 from evohpo.cli.parser import PROG
 from evohpo.exceptions import EvohpoError, InvalidParameterError
 from evohpo.storage import close_storage, describe_storage, open_storage, resolve_storage_url
-from evohpo.studies.compare import run_comparison
+from evohpo.storage.artifacts import (
+    default_artifact_dir,
+    open_artifact_store,
+    replace_study_artifact,
+)
+from evohpo.studies.compare import Comparison, run_comparison
 from evohpo.studies.config import DEFAULT_STORAGE_NAME, Budget, StudyConfig, load_study_config
 from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
 from evohpo.studies.data import prepare_data
 from evohpo.studies.export import describe_genome, export_best, find_best
-from evohpo.studies.group import open_study
+from evohpo.studies.group import open_study, study_name
+from evohpo.studies.lineage_plot import default_lineage_path, study_lineage, write_lineage
 from evohpo.studies.plots import default_plot_path, plot_histories
 from evohpo.studies.refit import best_genome
 from evohpo.studies.report import format_table
@@ -209,14 +215,90 @@ def compare_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         out(format_table(comparison))
         plot = Path(args.plot) if args.plot else default_plot_path(config)
         written = plot_histories(comparison, plot)
+        lineages = _draw_lineages(comparison, storage)
         out("")
         out(f"plot: {written}")
+        for path in lineages.values():
+            out(f"lineage: {path}")
+        artifacts = _attach_figures(storage, url, lineages, written)
+        if artifacts is not None:
+            out(f"figures attached to the GA studies (optuna-dashboard artifacts): {artifacts}")
         out(f"storage: {describe_storage(url)}")
         out(f"wall time: {comparison.wall_seconds:.1f} s")
         hint = [PROG, "dashboard", args.study_file]
         if args.storage:
             hint += ["--storage", redact_url(args.storage)]
         out(f"side by side in optuna-dashboard: {shlex.join(hint)}")
+        return 0
+
+
+#: The y axis of the figures of evohpo's studies.
+_VALUE_LABEL = "validation accuracy"
+
+
+def _draw_lineages(comparison: Comparison, storage: BaseStorage) -> dict[str, Path]:
+    """Write the lineage PNG of each GA study of ``comparison``: study name -> file."""
+    written: dict[str, Path] = {}
+    for result in comparison.results.get("ga", []):
+        study = optuna.load_study(study_name=result.name, storage=storage)
+        try:
+            graph = study_lineage(study)
+        except InvalidParameterError:  # no trial yet (a budget spent before the first)
+            continue
+        path = default_lineage_path(comparison.config, result.seed)
+        written[result.name] = write_lineage(graph, path, value_label=_VALUE_LABEL)
+    return written
+
+
+def _attach_figures(
+    storage: BaseStorage, url: str, lineages: dict[str, Path], history: Path
+) -> Path | None:
+    """Attach each GA study's lineage and the history plot to it as Optuna artifacts.
+
+    Only where the storage has a folder for them (a SQLite or journal file);
+    returns that folder, or ``None`` when nothing was attached. Figures of an
+    earlier run are replaced, not added again.
+    """
+    folder = default_artifact_dir(url)
+    if folder is None or not lineages:
+        return None
+    store = open_artifact_store(folder)
+    for name, lineage in lineages.items():
+        study = optuna.load_study(study_name=name, storage=storage)
+        for path in (lineage, history):
+            replace_study_artifact(store, study, path, mimetype="image/png")
+    return folder
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def lineage_command(args: argparse.Namespace, guard: GracefulStop) -> int:
+    """``evohpo lineage``: draw one GA study's family tree."""
+    config, url = _load(args, trains=False)
+    seed = args.seed if args.seed is not None else config.seeds[0]
+    name = study_name(config.name, "ga", seed)
+    with _opened(url, create=False) as storage:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise InvalidParameterError(
+                f"No study {name!r} in {describe_storage(url)}: run "
+                f"'{PROG} run {args.study_file} --sampler ga --seed {seed}' or "
+                f"'{PROG} compare {args.study_file}' first."
+            ) from None
+        graph = study_lineage(study)
+        path = Path(args.out) if args.out else default_lineage_path(config, seed)
+        written = write_lineage(graph, path, value_label=_VALUE_LABEL)
+        out(f"lineage of {name}: {len(graph.nodes)} trials over {graph.generations} generations")
+        if graph.best is not None:
+            best = graph.nodes[graph.best]
+            out(
+                f"best trial {best.number} ({_VALUE_LABEL} {best.value:.4f}, generation "
+                f"{best.generation}) has {_count(len(graph.ancestry) - 1, 'ancestor')}"
+            )
+        out(f"wrote {written}")
         return 0
 
 
@@ -237,10 +319,16 @@ def dashboard_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 "--storage URL or a study file."
             )
         url = resolve_storage_url(str(default))
+    artifact_dir = Path(args.artifact_dir) if args.artifact_dir else default_artifact_dir(url)
+    # The default folder is only used once something made it: a dashboard creates no files
+    # next to a storage unless asked to.
+    if artifact_dir is not None and not (args.artifact_dir or artifact_dir.is_dir()):
+        artifact_dir = None
     with _opened(url, create=False) as storage:
         groups = study_groups(storage, group)
+        store = open_artifact_store(artifact_dir) if artifact_dir is not None else None
         try:
-            server = DashboardServer(storage, host=args.host, port=args.port)
+            server = DashboardServer(storage, host=args.host, port=args.port, artifact_store=store)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -249,6 +337,8 @@ def dashboard_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 "pass --port N with a free port, or --port 0 to pick one."
             ) from exc
         out(f"optuna-dashboard for {describe_storage(url)}: {server.url}/dashboard/")
+        if artifact_dir is not None:
+            out(f"study artifacts (attached files) from {artifact_dir}")
         if not groups:
             what = f"of {group!r} " if group else ""
             out(f"no evohpo studies {what}in this storage yet: run 'evohpo compare STUDY.toml'")
@@ -303,4 +393,5 @@ COMMANDS: dict[str, Command] = {
     "dashboard": dashboard_command,
     "best": best_command,
     "export": export_command,
+    "lineage": lineage_command,
 }

@@ -39,13 +39,14 @@ examples:
   evohpo worker studies/digits.toml --storage postgresql://user@host/db
                                             one worker of many (run it on each machine)
   evohpo best studies/digits.toml --sampler ga
+  evohpo lineage studies/digits.toml --seed 1  the GA study's family tree as a PNG
   evohpo export studies/digits.toml --output model-dir
 
 storage URLs: sqlite:///path.db, postgresql://user:pw@host/db (pip install
 'evohpo[postgres]'), mysql+pymysql://user:pw@host/db (pip install 'evohpo[mysql]'),
 journal:///path/file.log (Optuna journal file), or a bare path ending in
 .db/.sqlite/.sqlite3 (SQLite) or .log/.jsonl/.journal (journal file). best,
-export and dashboard never create a SQLite or journal file.
+export, lineage and dashboard never create a SQLite or journal file.
 
 environment: EVOHPO_NO_PROGRESS=1 turns the progress bar off (it is also off
 when stderr is not a terminal).
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(commands)
     _add_dashboard(commands)
     _add_best_and_export(commands)
+    _add_lineage(commands)
     return parser
 
 
@@ -313,8 +315,10 @@ def _add_compare(commands: _Commands) -> None:
         same train/validation/test split), the same budget and one storage; then
         print a table (best validation accuracy, test accuracy of the best trial's
         refit, mean and spread over seeds, trials and time to reach the target) and
-        write a PNG of the optimisation histories. Interrupted, it resumes where it
-        stopped when run again.""",
+        write a PNG of the optimisation histories and one of each GA study's lineage.
+        On a SQLite or journal file these PNGs are also attached to the GA studies
+        (in the folder <storage file>.artifacts), where 'evohpo dashboard' shows
+        them. Interrupted, it resumes where it stopped when run again.""",
     )
     compare.add_argument("study_file", metavar="STUDY.toml", help="the study file")
     _add_storage(compare, what="shared by all studies")
@@ -365,7 +369,8 @@ def _add_dashboard(commands: _Commands) -> None:
         """\
         Start optuna-dashboard on a storage and print the URL of its study-comparison
         page (/dashboard/compare-studies?ids=...) for the GA and TPE studies of each
-        study file found in the storage. Stop it with Ctrl-C.""",
+        study file found in the storage. The figures 'evohpo compare' attached to a
+        study are listed under Study Artifacts on its page. Stop it with Ctrl-C.""",
     )
     dashboard.add_argument(
         "study_file",
@@ -387,6 +392,13 @@ def _add_dashboard(commands: _Commands) -> None:
         type=_port,
         default=8080,
         help="port to listen on; 0 picks a free one (default: %(default)s)",
+    )
+    dashboard.add_argument(
+        "--artifact-dir",
+        metavar="DIR",
+        help="folder of the studies' artifacts (files attached to them), created if "
+        "missing (default: <storage file>.artifacts next to a SQLite or journal file, "
+        "when it exists)",
     )
     dashboard.set_defaults(interrupted="dashboard stopped.")
 
@@ -430,3 +442,32 @@ def _add_best_and_export(commands: _Commands) -> None:
                 "--force", action="store_true", help="replace the files of an earlier export"
             )
             _add_threads(sub)
+
+
+def _add_lineage(commands: _Commands) -> None:
+    """The ``lineage`` command: a GA study's family tree."""
+    lineage = _command(
+        commands,
+        "lineage",
+        "draw a GA study's family tree (trials, parents, operators)",
+        """\
+        Draw the lineage of one GA study of a study file: every trial at its generation
+        (x) and validation accuracy (y), joined to its parents, with the variation
+        operators that made it; the best trial and its ancestors in red; random,
+        bred, repeated and enqueued trials with their own markers. A .png, .svg or
+        .pdf file is drawn with matplotlib; an .html file is an interactive plotly
+        figure (hover a trial for its parents and operators). No training.""",
+    )
+    lineage.add_argument("study_file", metavar="STUDY.toml", help="the study file")
+    lineage.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="the GA study's seed (default: the first of the study file's seeds)",
+    )
+    _add_storage(lineage, what="")
+    lineage.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write the figure: .png, .svg, .pdf or .html (default: "
+        "runs/<name>/lineage-seed<seed>.png next to the study file)",
+    )

@@ -9,6 +9,11 @@ The comparison page of optuna-dashboard is
 ``/dashboard/compare-studies?ids=<study id>,<study id>,...`` (the route
 ``url_prefix + "/compare-studies"`` of its frontend, ``url_prefix`` being
 ``/dashboard``); the ids are Optuna's study ids, as in ``/api/studies``.
+
+Given an artifact store, the dashboard also lists and previews the files
+attached to each study (its "Study Artifacts" card, and ``artifacts`` in
+``/api/studies/<id>``); ``evohpo compare`` attaches its figures to the GA
+studies in :func:`~evohpo.storage.artifacts.default_artifact_dir`.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna.storages import BaseStorage
 
 from evohpo.studies.group import group_studies
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 __all__ = [
     "DashboardServer",
@@ -97,7 +105,9 @@ class _QuietHandler(WSGIRequestHandler):
 class DashboardServer:
     """optuna-dashboard serving ``storage`` on ``host:port`` (``port=0``: a free port).
 
-    The socket is bound on construction, so :attr:`url` is valid at once.
+    The socket is bound on construction, so :attr:`url` is valid at once. With
+    an ``artifact_store`` (see :func:`~evohpo.storage.artifacts.open_artifact_store`)
+    the studies' attached files are served and shown too.
 
     Examples
     --------
@@ -109,10 +119,17 @@ class DashboardServer:
     >>> server.stop()
     """
 
-    def __init__(self, storage: BaseStorage, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(
+        self,
+        storage: BaseStorage,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        artifact_store: ArtifactStore | None = None,
+    ) -> None:
         import optuna_dashboard
 
-        app = optuna_dashboard.wsgi(storage)
+        app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store)
         self._server = make_server(
             host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
         )
