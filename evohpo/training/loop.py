@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ from evohpo.training.nn import (
     build_optimizer,
     count_parameters,
     resolve_device,
+    start_model,
 )
 from evohpo.training.spec import NetworkSpec, check_network
 
@@ -86,6 +87,7 @@ def train_classifier(
     config: TrainConfig | None = None,
     on_epoch_end: EpochCallback | None = None,
     input_shape: Sequence[int] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train the network ``genome`` describes as a classifier.
 
@@ -114,6 +116,11 @@ def train_classifier(
         product is ``n_features``), for a genome with a convolutional body; see
         :func:`~evohpo.training.nn.build_model`. The rows stay flat: the model
         reshapes them.
+    initial_state : mapping of str to Tensor, optional
+        Weights to start from instead of the seed's (a state dict of the
+        genome's model, such as inherited weights; see
+        :func:`~evohpo.training.nn.start_model`). The optimizer state starts
+        afresh either way.
 
     Returns
     -------
@@ -167,7 +174,7 @@ def train_classifier(
     data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
     deadline = None if config.max_train_time is None else started + config.max_train_time
 
-    run = _Run.start(genome, data, n_classes, config, input_shape)
+    run = _Run.start(genome, data, n_classes, config, input_shape, initial_state)
     _train_epochs(run, config, deadline, on_epoch_end)
     run.restore_best(genome, n_classes, config)
     if run.diverged_reason is not None:
@@ -213,6 +220,9 @@ class _Run:
     batches: Batches
     init_seed: int
     input_shape: Sequence[int] | None
+    #: The weights training started from, if not the seed's (the fallback of a
+    #: run that diverges before its first validated epoch).
+    initial_state: Mapping[str, torch.Tensor] | None = None
     best: _BestWeights = field(default_factory=_BestWeights)
     history: list[EpochRecord] = field(default_factory=list)
     epochs_run: int = 0
@@ -227,13 +237,20 @@ class _Run:
         n_classes: int,
         config: TrainConfig,
         input_shape: Sequence[int] | None,
+        initial_state: Mapping[str, torch.Tensor] | None = None,
     ) -> _Run:
         """A fresh model, its optimizer and the seeded generators of the run."""
         device = data.x_train.device
         init_seed = derive_seed(config.seed, "init")
         n_features = data.x_train.shape[1]
-        model = build_model(
-            genome, n_features, n_classes, seed=init_seed, input_shape=input_shape
+        model = start_model(
+            genome,
+            n_features,
+            n_classes,
+            seed=init_seed,
+            input_shape=input_shape,
+            initial_state=initial_state,
+            owner="train_classifier",
         ).to(device)
         optimizer = build_optimizer(genome, model.parameters())
         shuffle = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "shuffle"))
@@ -241,7 +258,7 @@ class _Run:
         _set_dropout_generator(model, dropout)
         has_norm = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
         batches = Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
-        return cls(model, optimizer, shuffle, data, batches, init_seed, input_shape)
+        return cls(model, optimizer, shuffle, data, batches, init_seed, input_shape, initial_state)
 
     def restore_best(self, genome: NetworkSpec, n_classes: int, config: TrainConfig) -> None:
         """Leave the best epoch's weights in ``model``, in eval mode."""
@@ -255,6 +272,8 @@ class _Run:
             model = build_model(
                 genome, n_features, n_classes, seed=self.init_seed, input_shape=self.input_shape
             )
+            if self.initial_state is not None:
+                model.load_state_dict(self.initial_state)
             self.model = model.to(data.x_train.device)
             loss, score = evaluate(self.model, data.x_val, data.y_val, config.eval_batch_size)
             self.best.val_loss = loss

@@ -19,7 +19,7 @@ This module never imports optuna.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ __all__ = [
     "SeededDropout",
     "build_model",
     "build_optimizer",
+    "start_model",
     "count_parameters",
     "hidden_layer_name",
     "model_device",
@@ -150,6 +151,35 @@ def build_model(
         width = layer.units
     modules["output"] = layers.linear(width, n_outputs, generator)
     return nn.Sequential(modules)
+
+
+def start_model(
+    genome: NetworkSpec,
+    n_features: int,
+    n_outputs: int,
+    *,
+    seed: int,
+    input_shape: Sequence[int] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    owner: str = "build_model",
+) -> nn.Sequential:
+    """The model a training starts from: :func:`build_model`, then ``initial_state``.
+
+    ``initial_state`` (a state dict of the same architecture, such as inherited
+    weights) replaces every tensor; without it the model keeps the weights the
+    seed gives. A state of another architecture is an
+    :class:`~evohpo.exceptions.InvalidParameterError` naming ``initial_state``.
+    """
+    model = build_model(genome, n_features, n_outputs, seed=seed, input_shape=input_shape)
+    if initial_state is not None:
+        if not isinstance(initial_state, Mapping):
+            raise_invalid("initial_state", owner, "a state dict or None", initial_state)
+        try:
+            model.load_state_dict(initial_state)
+        except (RuntimeError, TypeError, KeyError) as exc:
+            expected = "a state dict of the genome's model (same names and shapes)"
+            raise_invalid("initial_state", owner, expected, f"one that fails to load: {exc}")
+    return model
 
 
 def build_optimizer(genome: NetworkSpec, parameters: ParamsT) -> torch.optim.Optimizer:

@@ -38,7 +38,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ from evohpo.training.epochs import (
     stop_reason_after,
 )
 from evohpo.training.loop import train_classifier
-from evohpo.training.nn import build_model, count_parameters, resolve_device
+from evohpo.training.nn import count_parameters, resolve_device, start_model
 from evohpo.training.spec import NetworkSpec, check_network, network_blocks
 from evohpo.training.stack_model import DenseStack, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
@@ -105,6 +105,7 @@ def train_population(
     input_shape: Sequence[int] | None = None,
     max_stack: int = 16,
     min_stack: int = 2,
+    initial_states: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
 ) -> list[MemberOutcome]:
     """Train every genome on the same data, stacking those that can share a step.
 
@@ -128,6 +129,10 @@ def train_population(
     min_stack : int, default=2
         Fewest members of a stack: a smaller group trains one by one with
         ``train_classifier`` (1 stacks even a lone genome, as benchmarks do).
+    initial_states : sequence of state dicts or None, optional
+        One per member: the weights it starts from instead of its seed's
+        (inherited weights), or ``None`` for the seed's; as
+        ``train_classifier(initial_state=...)``.
 
     Returns
     -------
@@ -167,6 +172,11 @@ def train_population(
     min_stack = check_int(min_stack, "min_stack", _OWNER, low=1, high=max_stack)
     if not genomes:
         return []
+    if initial_states is None:
+        initial_states = [None] * len(genomes)
+    elif isinstance(initial_states, Mapping) or len(initial_states) != len(genomes):
+        expected = f"a sequence of {len(genomes)} state dicts or None"
+        raise_invalid("initial_states", _OWNER, expected, type(initial_states).__name__)
     arrays = check_data(X_train, y_train, X_val, y_val, n_classes, _OWNER)
     config = configs[0]
     device = resolve_device(config.device)
@@ -189,9 +199,10 @@ def train_population(
                 on_epoch_end,
                 input_shape,
                 deadline,
+                initial_states[index],
             )
             continue
-        members = [_Member(i, genomes[i], configs[i], device) for i in stack]
+        members = [_Member(i, genomes[i], configs[i], device, initial_states[i]) for i in stack]
         _train_stack(members, data, n_classes, config, deadline, on_epoch_end)
         for member in members:
             outcomes[member.index] = member.outcome(data, n_classes, config)
@@ -292,6 +303,7 @@ def _train_alone(
     on_epoch_end: MemberCallback | None,
     input_shape: Sequence[int] | None,
     deadline: float | None,
+    initial_state: Mapping[str, torch.Tensor] | None,
 ) -> MemberOutcome:
     callback = None
     if on_epoch_end is not None:
@@ -315,6 +327,7 @@ def _train_alone(
             config=config,
             on_epoch_end=callback,
             input_shape=input_shape,
+            initial_state=initial_state,
         )
     except _CallbackRaised as raised:
         return raised.error
@@ -329,6 +342,7 @@ class _Member:
     genome: NetworkSpec
     config: TrainConfig
     device: torch.device
+    initial_state: Mapping[str, torch.Tensor] | None = None
     stopping: EarlyStopping = field(init=False)
     shuffle: torch.Generator = field(init=False)
     history: list[EpochRecord] = field(default_factory=list)
@@ -369,7 +383,14 @@ class _Member:
         else:
             # Diverged before any epoch was validated: the initial weights, as alone.
             n_features = int(data.x_train.shape[1])
-            model = build_model(self.genome, n_features, n_classes, seed=self.init_seed)
+            model = start_model(
+                self.genome,
+                n_features,
+                n_classes,
+                seed=self.init_seed,
+                initial_state=self.initial_state,
+                owner=_OWNER,
+            )
             model = model.to(data.x_train.device)
             val_loss, score = evaluate(model, data.x_val, data.y_val, config.eval_batch_size)
             score = score if math.isfinite(val_loss) else 0.0
@@ -405,6 +426,7 @@ def _train_stack(
         n_classes,
         [m.init_seed for m in members],
         device,
+        initial_states=[m.initial_state for m in members],
     )
     for member in members:
         member.stack = stack

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +37,7 @@ from torch import nn
 
 from evohpo._validation import raise_invalid
 from evohpo.training import layers
-from evohpo.training.nn import build_model, hidden_layer_name
+from evohpo.training.nn import build_model, hidden_layer_name, start_model
 from evohpo.training.spec import NetworkSpec, network_blocks
 
 __all__ = ["DenseStack", "stack_widths"]
@@ -101,6 +101,9 @@ class DenseStack:
         Each member's weight-initialisation seed (as ``build_model(seed=...)``).
     device : torch.device
         Where the stack lives.
+    initial_states : sequence of state dicts or None, optional
+        Weights a member starts from instead of its seed's (see
+        :func:`~evohpo.training.nn.start_model`).
     """
 
     def __init__(
@@ -110,6 +113,8 @@ class DenseStack:
         n_outputs: int,
         seeds: Sequence[int],
         device: torch.device,
+        *,
+        initial_states: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
     ) -> None:
         if not genomes:
             raise_invalid("genomes", _OWNER, "at least one genome", genomes)
@@ -134,9 +139,12 @@ class DenseStack:
         self.n_flat = offset
         self.params = torch.zeros(len(genomes), offset, device=device)
         self.grads = torch.zeros_like(self.params)
+        states = initial_states if initial_states is not None else [None] * len(genomes)
         with torch.no_grad():
-            for row, (genome, seed) in enumerate(zip(genomes, seeds, strict=True)):
-                model = build_model(genome, n_features, n_outputs, seed=seed)
+            for row, (genome, seed, state) in enumerate(zip(genomes, seeds, states, strict=True)):
+                model = start_model(
+                    genome, n_features, n_outputs, seed=seed, initial_state=state, owner=_OWNER
+                )
                 self._load_member(row, model)
         self._bind()
         self._configure(self.genomes)
