@@ -98,7 +98,7 @@ def run_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         if args.workers > 1:
             n_before, n_after = _run_in_workers(args, guard, config, url, study, budget, seed)
         else:
-            objective = make_objective(config, data, seed)
+            objective = make_objective(config, data, seed, url)
             batch_trials = study_batch_trials(
                 config, study.sampler, budget.n_trials, args.batch_trials, objective=objective
             )

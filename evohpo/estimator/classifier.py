@@ -170,6 +170,18 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         see as many workers' trials. ``"auto"``: 8 on the CPU, 16 on CUDA
         (see ``docs/benchmarks.md``), at most the GA's population. ``1`` runs
         one trial at a time. Combines with ``n_jobs``.
+    inherit_weights : bool, default=False
+        Lamarckian weight inheritance (:mod:`evohpo.search.inheritance`): every
+        trial's trained weights are kept, and a GA child starts from its
+        parents' (copied gene by gene, widened or deepened without changing
+        their function where it can) instead of from scratch. Off by default:
+        ``docs/benchmarks.md`` ("Weight inheritance") measures when it pays.
+    weights_dir : str, optional
+        Where the weights are kept with ``inherit_weights``: a folder (or any
+        ``optuna.artifacts`` store object) every worker can reach. By default a
+        folder next to a SQLite or journal ``storage`` (``<file>.artifacts``),
+        else a temporary folder removed after ``fit``; a database server needs
+        one.
     random_state : int, RandomState instance or None, default=None
         Root of every random choice (splits, samplers, weight initialisation,
         batch order, dropout). An int makes ``fit`` reproducible on the CPU.
@@ -292,6 +304,8 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         pruner: BasePruner | None = None,
         n_jobs: int | None = 1,
         batch_trials: int | str = "auto",
+        inherit_weights: bool = False,
+        weights_dir: Any = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         refit: bool = True,
@@ -314,6 +328,8 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.pruner = pruner
         self.n_jobs = n_jobs
         self.batch_trials = batch_trials
+        self.inherit_weights = inherit_weights
+        self.weights_dir = weights_dir
         self.random_state = random_state
         self.verbose = verbose
         self.refit = refit

@@ -20,6 +20,7 @@ from evohpo._validation import check_float, check_input_shape, check_int, raise_
 from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, SearchSpaceError
 from evohpo.search.batch_size import check_batch_trials
+from evohpo.search.inheritance import is_weight_store
 from evohpo.search.samplers import SAMPLERS
 from evohpo.search.scoring import Scorer, resolve_scoring
 from evohpo.training.nn import resolve_device
@@ -78,6 +79,8 @@ class Settings:
     pruner: BasePruner
     n_jobs: int
     batch_trials: int | None  # None: "auto", resolved once the sampler is known
+    inherit_weights: bool
+    weights_dir: Any
     random_state: int | np.random.RandomState | None
     verbose: int
     refit: bool
@@ -132,6 +135,11 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
     n_jobs = _check_n_jobs(p["n_jobs"])
     checked = check_batch_trials(p["batch_trials"], "batch_trials", OWNER)
     batch_trials = None if checked == "auto" else checked
+    if not isinstance(p["inherit_weights"], bool):
+        raise_invalid("inherit_weights", OWNER, "True or False", p["inherit_weights"])
+    if p["weights_dir"] is not None and not is_weight_store(p["weights_dir"]):
+        expected = "None, a folder path or an optuna artifact store"
+        raise_invalid("weights_dir", OWNER, expected, p["weights_dir"])
     _check_random_state(p["random_state"])
     verbose = p["verbose"]
     if not isinstance(verbose, bool):
@@ -158,6 +166,8 @@ def check_settings(params: Mapping[str, Any]) -> Settings:
         pruner=pruner,
         n_jobs=n_jobs,
         batch_trials=batch_trials,
+        inherit_weights=p["inherit_weights"],
+        weights_dir=p["weights_dir"],
         random_state=p["random_state"],
         verbose=int(verbose),
         refit=p["refit"],

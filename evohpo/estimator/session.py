@@ -29,6 +29,7 @@ from sklearn.utils import check_random_state
 from evohpo._progress import SearchProgress, progress_disabled
 from evohpo._random import derive_seed, fresh_root_seed
 from evohpo._redact import redact_text, redact_url
+from evohpo._validation import raise_invalid
 from evohpo.estimator.params import OWNER, Settings
 from evohpo.estimator.record import SEARCH_ATTR, check_resumable, search_record
 from evohpo.estimator.refit import ensemble_members, refit_epochs
@@ -36,9 +37,11 @@ from evohpo.estimator.results import FINISHED
 from evohpo.exceptions import StorageError
 from evohpo.search import batched
 from evohpo.search.batch_size import BatchTrials, resolve_batch_trials
+from evohpo.search.inheritance import WeightInheritance
 from evohpo.search.objective import GenomeObjective
 from evohpo.search.samplers import build_sampler
 from evohpo.storage import JOURNAL_PREFIX, close_storage, open_storage, recover_orphaned_trials
+from evohpo.storage.artifacts import default_artifact_dir
 from evohpo.storage.drivers import missing_driver
 from evohpo.training.config import TrainConfig
 
@@ -87,7 +90,7 @@ def run_search(
     (:class:`RefitReserve`), and no trial trains past the deadline.
     """
     started = time.monotonic() if started is None else started
-    with _search_storage(settings) as storage:
+    with _search_storage(settings) as storage, _weight_inheritance(settings, storage) as inherit:
         existing = _load_existing_study(storage, settings)
         stored = existing.user_attrs.get(SEARCH_ATTR) if existing is not None else None
         root = _root_seed(settings.random_state, stored if isinstance(stored, Mapping) else None)
@@ -105,6 +108,7 @@ def run_search(
             scoring=settings.scoring,
             n_classes=len(classes),
             input_shape=settings.input_shape,
+            inheritance=inherit,
         )
         objective = objective_factory()
         fit_deadline = None if settings.timeout is None else started + settings.timeout
@@ -174,6 +178,36 @@ def _search_storage(settings: Settings) -> Iterator[_SearchStorage]:
         opened = open_storage(url)
         stack.callback(close_storage, opened)
         yield _SearchStorage(url=url, storage=opened, temporary=settings.storage is None)
+
+
+@contextmanager
+def _weight_inheritance(
+    settings: Settings, storage: _SearchStorage
+) -> Iterator[WeightInheritance | None]:
+    """Where this fit keeps trained weights with ``inherit_weights`` (``None``: off).
+
+    ``weights_dir``, else the folder next to the storage's file, else (in
+    memory, or a temporary journal) a temporary folder removed after the fit.
+    """
+    if not settings.inherit_weights:
+        yield None
+        return
+    # Keep at least two populations' worth: every possible parent keeps its weights.
+    keep = max(20, 2 * int(getattr(settings.sampler, "population_size", 10)))
+    store = settings.weights_dir
+    if store is None and storage.url is not None and not storage.temporary:
+        store = default_artifact_dir(storage.url)
+        if store is None:
+            raise_invalid(
+                "weights_dir",
+                OWNER,
+                "a folder or artifact store every worker reaches, with a database server",
+                None,
+            )
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = stack.enter_context(tempfile.TemporaryDirectory(prefix="evohpo-weights-"))
+        yield WeightInheritance(store, keep_best=keep, keep_recent=keep)
 
 
 def _storage_error(storage: Any, exc: BaseException) -> StorageError:

@@ -30,6 +30,7 @@ from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
 from evohpo.search.batch_size import largest_network_macs
+from evohpo.search.inheritance import WARNING_ATTR, WEIGHTS_ATTR, WeightBank, WeightInheritance
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
 from evohpo.search.scoring import ScoredNetwork, Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, IntArray, Split, Standardizer, make_splits
@@ -97,6 +98,10 @@ class GenomeObjective:
         ends, if the study's pruner is a ``NopPruner`` (nothing decides on
         them); otherwise every ``max(1, min(5, max_epochs // 10))`` epochs, and
         every fold.
+    inheritance : WeightInheritance, optional
+        Keep every trial's trained weights and start bred trials from their
+        parents' (:mod:`evohpo.search.inheritance`). ``None``: every trial
+        trains from scratch.
 
     Notes
     -----
@@ -153,7 +158,12 @@ class GenomeObjective:
         n_classes: int | None = None,
         input_shape: Sequence[int] | None = None,
         report_every: int | str = "auto",
+        inheritance: WeightInheritance | None = None,
     ) -> None:
+        if inheritance is not None and not isinstance(inheritance, WeightInheritance):
+            raise_invalid("inheritance", _OWNER, "a WeightInheritance or None", inheritance)
+        self.inheritance = inheritance
+        self._bank = WeightBank(inheritance) if inheritance is not None else None
         self.report_every: int | str = "auto"
         if not (isinstance(report_every, str) and report_every == "auto"):
             try:
@@ -295,6 +305,7 @@ class GenomeObjective:
             self._holdout(started)
         else:
             self._kfold(started)
+        self._retain_weights(started)
         return [run if isinstance(run, Exception) else run.outcome() for run in runs]
 
     def _time_left(self) -> float | None:
@@ -324,8 +335,56 @@ class GenomeObjective:
             "genome": genome.to_json(),
             "n_parameters": genome.n_parameters(self._inputs, self.n_classes),
         }
+        initial_state = None
+        if self._bank is not None:
+            initial_state, inherited = self._inherited_start(trial, genome, config.seed)
+            attrs.update(inherited)
         internals.write_running_trial_records(trial, user_attrs=attrs)
-        return _TrialRun(trial, genome, config, EpochReports(trial, every=every))
+        run = _TrialRun(trial, genome, config, EpochReports(trial, every=every))
+        run.initial_state = initial_state
+        return run
+
+    def _inherited_start(
+        self, trial: optuna.Trial, genome: Genome, seed: int
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The weights ``trial`` inherits and the attributes that record it; a
+        failure to inherit is a warning, never the trial's failure."""
+        assert self._bank is not None
+        try:
+            return self._bank.start_state(
+                trial,
+                genome,
+                n_features=self.n_features,
+                n_outputs=self.n_classes,
+                seed=seed,
+                input_shape=self.input_shape,
+            )
+        except Exception as exc:
+            logger.warning("Trial %d starts fresh: inheriting failed: %s", trial.number, exc)
+            return None, {WARNING_ATTR: f"inheriting failed, started fresh: {exc!r}"}
+
+    def _keep_weights(self, run: _TrialRun, model: Any) -> None:
+        """Store the trial's trained weights (a failure is a warning on the trial)."""
+        if self._bank is None:
+            return
+        try:
+            run.extra_attrs.update(self._bank.save(run.trial, run.genome, model))
+        except Exception as exc:
+            logger.warning("Trial %d: its weights were not stored: %s", run.trial.number, exc)
+            run.extra_attrs[WARNING_ATTR] = f"weights not stored: {exc!r}"
+
+    def _retain_weights(self, runs: Sequence[_TrialRun]) -> None:
+        if self._bank is None or not runs:
+            return
+        saved = {
+            run.trial.number: run.extra_attrs[WEIGHTS_ATTR]
+            for run in runs
+            if WEIGHTS_ATTR in run.extra_attrs
+        }
+        try:
+            self._bank.retain(runs[0].trial.study, saved)
+        except Exception as exc:  # retention is housekeeping: the trials stand
+            logger.warning("Removing old weights failed: %s", exc)
 
     def _holdout(self, runs: list[_TrialRun]) -> None:
         split = self._splits[0]
@@ -339,6 +398,7 @@ class GenomeObjective:
                 run.error = result
                 continue
             run.value = self._score(result, split)
+            self._keep_weights(run, result.model)
             run.finish(
                 n_parameters=result.n_parameters,
                 train_seconds=result.train_seconds,
@@ -360,6 +420,8 @@ class GenomeObjective:
                     runs[index].error = result
                     continue
                 folds[index].add(result, self._score(result, split))
+                if fold == 1:
+                    self._keep_weights(runs[index], result.model)
                 running = statistics.fmean(folds[index].scores)
                 last = fold == len(self._splits)
                 if runs[index].report_fold(fold, running, last=last):
@@ -391,6 +453,7 @@ class GenomeObjective:
             configs=[run.config for run in runs],
             on_epoch_end=on_epoch_end,
             input_shape=self.input_shape,
+            initial_states=[run.initial_state for run in runs],
         )
         for result in results:
             if isinstance(result, TrainResult) and result.diverged:
@@ -538,6 +601,10 @@ class _TrialRun:
     best_accuracy: float = -math.inf
     value: float | None = None
     error: Exception | None = None
+    #: Inherited weights it starts from (``None``: its seed's).
+    initial_state: dict[str, Any] | None = None
+    #: Attributes written with its final ones (its stored weights' record).
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
 
     def report_epoch(self, epoch: int, accuracy: float) -> None:
         """After an epoch of a holdout: report; raise ``TrialPruned`` if the pruner says so."""
@@ -566,7 +633,7 @@ class _TrialRun:
 
     def finish(self, **attrs: Any) -> None:
         """Write what is left and the final attributes of a trial that ran to its end."""
-        self.reports.flush(attrs)
+        self.reports.flush({**self.extra_attrs, **attrs})
 
     def outcome(self) -> float | Exception:
         if self.error is not None:

@@ -44,6 +44,7 @@ __all__ = [
     "study_id",
     "study_storage",
     "trial_id",
+    "trial_id_of_number",
     "trial_user_attrs",
     "write_running_trial_records",
     "write_trial_records",
@@ -66,6 +67,11 @@ def study_id(study: optuna.Study | FrozenStudy) -> int:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The storage id of a trial (not its number, which counts within its study)."""
     return trial._trial_id
+
+
+def trial_id_of_number(study: optuna.Study, number: int) -> int:
+    """The storage id of the study's trial ``number`` (KeyError if there is none)."""
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
 
 
 def get_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:

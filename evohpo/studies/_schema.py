@@ -59,7 +59,8 @@ DATA_KEYS = (
     "grayscale",
     "download",
 )
-#: ``[train]``: :class:`~evohpo.training.config.TrainConfig`'s settings, and ``batch_trials``.
+#: ``[train]``: :class:`~evohpo.training.config.TrainConfig`'s settings, ``batch_trials``
+#: and the weight-inheritance settings.
 TRAIN_KEYS = (
     "max_epochs",
     "patience",
@@ -68,6 +69,8 @@ TRAIN_KEYS = (
     "eval_batch_size",
     "max_train_time",
     "batch_trials",
+    "inherit_weights",
+    "weights_dir",
 )
 BUDGET_KEYS = ("n_trials", "timeout")
 COMPARE_KEYS = ("samplers", "seeds", "target")

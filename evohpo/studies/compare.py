@@ -227,7 +227,7 @@ def run_comparison(
             on_plan(left)
 
     for seed in seeds:
-        objective = make_objective(config, data, seed)
+        objective = make_objective(config, data, seed, storage_url or None)
         for sampler in samplers:
             study = studies[sampler, seed]
             if on_study is not None:

@@ -18,6 +18,12 @@ networks as one stack, see :func:`evohpo.search.batched.optimize`), an int
 take ``--batch-trials`` to override it. Like ``device`` and
 ``eval_batch_size``, it is not part of a study's identity: a study resumes
 with another ``batch_trials``.
+
+``[train] inherit_weights = true`` starts GA children from their parents'
+trained weights (:mod:`evohpo.search.inheritance`), kept in ``weights_dir``
+(relative to the file): by default the folder next to a SQLite or journal
+storage (``<file>.artifacts``), else ``runs/<name>/weights``. It changes what
+trials compute, so give a study the same setting when it resumes.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from evohpo.evolution.space import SearchSpace
 from evohpo.exceptions import InvalidParameterError, StudyConfigError
 from evohpo.search.batch_size import BatchTrials
 from evohpo.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from evohpo.storage.artifacts import default_artifact_dir
 from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
 from evohpo.studies.sources import ImageSource, check_dataset_name, image_space, parse_image_source
@@ -97,6 +104,10 @@ class StudyConfig:
     batch_trials : int or "auto"
         ``[train] batch_trials``: trials asked and trained together; not part
         of a study's identity.
+    inherit_weights : bool
+        ``[train] inherit_weights``: GA children start from their parents' weights.
+    weights_dir : Path or None
+        ``[train] weights_dir``, resolved against the file's directory.
     budget : Budget
         Per-study budget.
     samplers : tuple of str
@@ -140,6 +151,15 @@ class StudyConfig:
     source: str = "<study>"
     images: ImageSource | None = None
     batch_trials: BatchTrials = "auto"
+    inherit_weights: bool = False
+    weights_dir: Path | None = None
+
+    def weights_store(self, storage_url: str | None = None) -> Path:
+        """Where trained weights are kept for the study at ``storage_url``."""
+        if self.weights_dir is not None:
+            return self.weights_dir
+        folder = default_artifact_dir(storage_url or self.storage_url)
+        return folder if folder is not None else self.output_dir / "weights"
 
     @property
     def output_dir(self) -> Path:
@@ -279,6 +299,14 @@ def parse_study_config(
     train = dict(schema.get_table(data, "train", source))
     schema.check_keys(train, schema.TRAIN_KEYS, "train", source)
     batch_trials = schema.batch_trials(train.pop("batch_trials", "auto"), "train", source)
+    inherit_weights = train.pop("inherit_weights", False)
+    if not isinstance(inherit_weights, bool):
+        schema.config_error(source, "train", "inherit_weights", "true or false", inherit_weights)
+    weights_dir = train.pop("weights_dir", None)
+    if weights_dir is not None:
+        if not isinstance(weights_dir, str) or not weights_dir:
+            schema.config_error(source, "train", "weights_dir", "a folder path", weights_dir)
+        weights_dir = base / Path(weights_dir).expanduser()
     schema.check_train(train, source, check_device=check_device)
     budget = _parse_budget(data, source)
     compare = _parse_compare(data, source)
@@ -295,6 +323,8 @@ def parse_study_config(
         space=space,
         train=train,
         batch_trials=batch_trials,
+        inherit_weights=inherit_weights,
+        weights_dir=weights_dir,
         budget=budget,
         **rows,
         **compare,

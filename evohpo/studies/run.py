@@ -284,18 +284,29 @@ def run_study(
     return StudyRun(study, n_before, len(finished_trials(study)), total)
 
 
-def make_objective(config: StudyConfig, data: PreparedData, seed: int) -> GenomeObjective:
+def make_objective(
+    config: StudyConfig, data: PreparedData, seed: int, storage_url: str | None = None
+) -> GenomeObjective:
     """The :class:`evohpo.search.objective.GenomeObjective` of this study file and seed.
 
     Every sampler gets the same rows: the objective trains on the training
     split (standardised with its own statistics) and scores each trial on the
     validation split. Trial ``n`` trains with a seed derived from ``(seed, n)``.
     With ``[space] input_shape`` every row is folded to that shape inside the
-    network (:mod:`evohpo.training.nn`).
+    network (:mod:`evohpo.training.nn`). With ``[train] inherit_weights``, trained
+    weights are kept in :meth:`StudyConfig.weights_store` of ``storage_url``
+    (the file's storage by default).
     """
+    from evohpo.search.inheritance import WeightInheritance
     from evohpo.search.objective import GenomeObjective
     from evohpo.training.config import TrainConfig
 
+    inheritance = None
+    if config.inherit_weights:
+        population = int(config.sampler_options.get("ga", {}).get("population_size", 10))
+        keep = max(20, 2 * population)  # every possible parent keeps its weights
+        store = config.weights_store(storage_url)
+        inheritance = WeightInheritance(store, keep_best=keep, keep_recent=keep)
     return GenomeObjective(
         data.X_train,
         data.y_train,
@@ -304,4 +315,5 @@ def make_objective(config: StudyConfig, data: PreparedData, seed: int) -> Genome
         validation_data=(data.X_val, data.y_val),
         seed=seed,
         input_shape=config.space.input_shape,
+        inheritance=inheritance,
     )

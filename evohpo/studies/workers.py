@@ -21,13 +21,15 @@ from evohpo.workers.spec import Objective
 __all__ = ["study_file_objective", "study_file_spec"]
 
 
-def study_file_objective(config: StudyConfig, seed: int) -> Objective:
+def study_file_objective(
+    config: StudyConfig, seed: int, storage_url: str | None = None
+) -> Objective:
     """The objective of a study file's study, built in the worker (a picklable factory).
 
     Use it as ``functools.partial(study_file_objective, config, seed)``: each
     worker loads (from its cache) and splits the data set itself.
     """
-    return make_objective(config, prepare_data(config), seed)
+    return make_objective(config, prepare_data(config), seed, storage_url)
 
 
 def study_file_spec(
@@ -84,7 +86,7 @@ def study_file_spec(
     return WorkerSpec(
         study_name=study_name(config.name, sampler, seed),
         storage_url=storage_url,
-        objective_factory=functools.partial(study_file_objective, config, seed),
+        objective_factory=functools.partial(study_file_objective, config, seed, storage_url),
         sampler_factory=sampler_factory,
         pruner_factory=functools.partial(build_pruner, dict(config.pruner)),
         n_trials=n_trials,
