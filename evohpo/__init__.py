@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from evohpo.evolution.mutation import MutationRates
     from evohpo.evolution.sampler import EvoSampler
     from evohpo.evolution.suggest import suggest_genome
+    from evohpo.search.inheritance import WeightBank, WeightInheritance
 
 __all__ = [
     "EvoSampler",
@@ -30,6 +31,8 @@ __all__ = [
     "Lineage",
     "MutationRates",
     "SearchSpace",
+    "WeightBank",
+    "WeightInheritance",
     "__version__",
     "suggest_genome",
 ]
@@ -39,6 +42,8 @@ _LAZY = {
     "EvoSearchClassifier": "evohpo.estimator.classifier",
     "MutationRates": "evohpo.evolution.mutation",
     "suggest_genome": "evohpo.evolution.suggest",
+    "WeightBank": "evohpo.search.inheritance",
+    "WeightInheritance": "evohpo.search.inheritance",
 }
 
 

@@ -291,3 +291,39 @@ def test_workers_on_postgres_share_one_weight_store(tmp_path: Path) -> None:
     # Every parent's weights were found, whichever worker trained it.
     assert not [t.number for t in complete if WARNING_ATTR in t.user_attrs]
     assert {t.system_attrs[OWNER_ATTR]["worker"] for t in complete} == {0, 1}
+
+
+def test_an_objective_of_ones_own_warm_starts_from_the_parents(tmp_path: Path) -> None:
+    """``warm_start`` loads exactly the stored parent tensors of every copied gene."""
+    bank = evohpo.WeightBank(evohpo.WeightInheritance(tmp_path / "w"))
+    loaded: dict[int, dict[str, torch.Tensor]] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        genome = evohpo.suggest_genome(trial, SPACE)
+        model = build_model(genome, 6, 2, seed=trial.number)
+        if bank.warm_start(trial, genome, model):
+            loaded[trial.number] = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():  # "training": every weight moves
+            for parameter in model.parameters():
+                parameter.add_(0.01 * (trial.number + 1))
+        bank.keep(trial, genome, model)
+        return -float(sum(p.detach().abs().sum() for p in model.parameters()))
+
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=8)
+    assert loaded
+    checked = 0
+    for number, state in loaded.items():
+        record = study.trials[number].user_attrs[INHERITED_ATTR]
+        genome = evohpo.Genome.from_json(study.trials[number].user_attrs[LINEAGE_ATTR]["genome"])
+        for index, layer in enumerate(genome.layers):
+            how = record["genes"][layer.id]
+            if how.startswith("copy:#"):
+                parent = int(how.split("#")[1])
+                parent_genome, parent_state = bank.load(study, parent)
+                source = next(i for i, g in enumerate(parent_genome.layers) if g.id == layer.id)
+                torch.testing.assert_close(
+                    state[f"hidden{index}.weight"], parent_state[f"hidden{source}.weight"]
+                )
+                checked += 1
+    assert checked

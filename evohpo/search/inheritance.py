@@ -25,6 +25,29 @@ finished trial that is neither among the ``keep_best`` best nor the
 ``keep_recent`` latest, nor a parent of a running trial, are removed. The
 bytes still held are written to the study's user attribute
 ``"weights_bytes"``.
+
+:class:`~evohpo.search.objective.GenomeObjective` (so the estimator, study
+files and workers) does all this when given a :class:`WeightInheritance`; an
+objective of one's own calls :meth:`WeightBank.warm_start` before training
+and :meth:`WeightBank.keep` after it.
+
+Examples
+--------
+>>> import optuna, tempfile, torch, evohpo
+>>> from evohpo.training.nn import build_model
+>>> space = evohpo.SearchSpace(max_layers=2, units=(4, 8))
+>>> bank = WeightBank(WeightInheritance(tempfile.mkdtemp()))
+>>> def objective(trial):
+...     genome = evohpo.suggest_genome(trial, space)
+...     model = build_model(genome, 3, 2, seed=trial.number)
+...     bank.warm_start(trial, genome, model)
+...     # ... train the model here ...
+...     bank.keep(trial, genome, model)
+...     return float(sum(p.detach().sum() for p in model.parameters()))
+>>> study = optuna.create_study(sampler=evohpo.EvoSampler(population_size=2, seed=0))
+>>> study.optimize(objective, n_trials=4)
+>>> sorted(k for k in study.trials[-1].user_attrs if k in ("inherited", "weights"))
+['inherited', 'weights']
 """
 
 from __future__ import annotations
@@ -157,6 +180,55 @@ class WeightBank:
         if self._store is None:
             self._store = self.settings.artifact_store()
         return self._store
+
+    # -- for objectives of one's own -------------------------------------------------------
+    def warm_start(
+        self,
+        trial: optuna.Trial,
+        genome: Genome,
+        model: nn.Module,
+        *,
+        input_shape: Sequence[int] | None = None,
+        seed: int = 0,
+    ) -> bool:
+        """Load into ``model`` what the running ``trial`` inherits; whether it inherited.
+
+        For an objective that builds its own model with
+        :func:`~evohpo.training.nn.build_model` from the genome
+        :func:`~evohpo.suggest_genome` gave (an ``EvoSampler`` study). The
+        trial's user attributes record what was inherited, or why not.
+        ``seed`` initialises what no parent gives; the model's own weights are
+        kept where nothing is inherited.
+        """
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise_invalid("model", "WeightBank.warm_start", "a model of build_model", model)
+        n_features = int(math.prod(input_shape)) if input_shape else linears[0].in_features
+        state, attrs = self.start_state(
+            trial,
+            genome,
+            n_features=n_features,
+            n_outputs=linears[-1].out_features,
+            seed=seed,
+            input_shape=input_shape,
+        )
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if state is None:
+            return False
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            expected = "the model build_model gives for the genome"
+            raise_invalid("model", "WeightBank.warm_start", expected, f"another model ({exc})")
+        return True
+
+    def keep(self, trial: optuna.Trial, genome: Genome, model: nn.Module) -> None:
+        """Store the trained ``model`` of the running ``trial`` (then apply retention)."""
+        record = self.save(trial, genome, model)
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        self.retain(trial.study, {trial.number: record[WEIGHTS_ATTR]})
 
     # -- a child's start -------------------------------------------------------------------
     def start_state(
