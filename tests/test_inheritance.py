@@ -229,13 +229,16 @@ def test_the_estimators_bad_settings_name_the_parameter(name: str, value: Any) -
         evohpo.EvoSearchClassifier(n_trials=1, **{name: value}).fit(X, y)
 
 
-def test_a_study_file_turns_inheritance_on(tmp_path: Path, write_study: Any) -> None:
+def test_a_study_file_turns_inheritance_on(
+    tmp_path: Path, write_study: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from evohpo.cli import main
 
     path = write_study(
         tmp_path, train={"inherit_weights": True, "max_epochs": 2}, budget={"n_trials": 6}
     )
     assert main(["run", str(path)]) == 0
+    assert "trained weights kept: " in capsys.readouterr().out
     study = optuna.load_study(
         study_name="tiny/ga/seed0", storage=f"sqlite:///{tmp_path / 'evohpo.db'}"
     )

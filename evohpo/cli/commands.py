@@ -18,6 +18,7 @@ from evohpo._redact import redact_url
 from evohpo.cli.output import out, trial_progress
 from evohpo.cli.parser import PROG
 from evohpo.exceptions import EvohpoError, InvalidParameterError
+from evohpo.search.inheritance import STUDY_BYTES_ATTR
 from evohpo.storage import close_storage, describe_storage, open_storage, resolve_storage_url
 from evohpo.storage.artifacts import (
     default_artifact_dir,
@@ -124,6 +125,9 @@ def run_command(args: argparse.Namespace, guard: GracefulStop) -> int:
             return 0
         out(f"best validation accuracy: {best.value:.4f} (trial {best.number})")
         out(f"best genome: {describe_genome(best_genome(best))}")
+        kept = study.user_attrs.get(STUDY_BYTES_ATTR) if config.inherit_weights else None
+        if isinstance(kept, int):
+            out(f"trained weights kept: {kept / 1e6:.1f} MB in {config.weights_store(url)}")
         return 0
 
 
