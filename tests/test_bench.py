@@ -192,3 +192,21 @@ def test_ensemble_fast_mode_scores_every_size(tmp_path: Path) -> None:
         "ensemble.py", "--summarize", str(tmp_path / "ensemble_runs_fast.csv"), results=tmp_path
     )
     assert "| wine | 3 | 1 |" in summary
+
+
+def test_inheritance_quick_mode_compares_both_arms(tmp_path: Path) -> None:
+    out = run_bench("inheritance.py", "--quick", results=tmp_path)
+    rows = read_rows(tmp_path / "inheritance_quick.csv")
+    assert [(r["data"], r["arm"]) for r in rows] == [("digits", "scratch"), ("digits", "inherit")]
+    scratch, inherit = read_rows(tmp_path / "inheritance_runs_quick.csv")
+    for run in (scratch, inherit):
+        assert 0.0 <= float(run["test"]) <= 1.0, run
+        assert int(run["steps"]) > 0, run
+    # Both arms breed; only the inheriting one starts its bred trials from weights.
+    assert int(scratch["bred"]) >= 1
+    assert int(scratch["inherited_starts"]) == 0
+    assert int(inherit["inherited_starts"]) == int(inherit["bred"]) >= 1
+    assert int(inherit["warnings"]) == 0
+    assert float(scratch["steps_to_match"]) <= 1.0  # the scratch arm reaches its own best
+    assert "Median over seeds" in out
+    assert "Per seed" in out
