@@ -1,9 +1,17 @@
-"""EvoSearchClassifier against the peers, at the same wall-clock budget per run.
+"""EvoSearchClassifier and EvoSearchRegressor against the peers, at the same wall clock.
 
 On scikit-learn's digits, wine and breast_cancer (a fixed stratified 75/25
 split) and mnist1d (generated offline, its canonical 1000-row test split),
 every method searches on the training part for ``--budget`` seconds and its
-refitted best model is scored on the test part:
+refitted best model is scored on the test part (accuracy). The regression
+data sets, scikit-learn's diabetes and Friedman #1 (``make_friedman1``, 2000
+rows, generated offline; a fixed shuffled 75/25 split), run the same methods
+for regression and score test R2 (``--datasets diabetes friedman1``):
+``EvoSearchRegressor``, and the peers over ``MLPRegressor`` (their targets
+standardised as evohpo does inside, candidates scored by R2 on a shuffled
+80/20 hold-out), and ``MLPRegressor()`` with its default settings (inputs and
+targets standardised); ``--methods MLPClassifier`` names that row too.
+
 
 * ``EvoSearchClassifier`` with the GA (``"ga"``), TPE (``"tpe"``) and random
   (``"random"``) samplers, default settings, ``n_trials=None, timeout=budget``;
@@ -31,9 +39,11 @@ Usage::
     python bench/peers.py --resume                 # skip runs already in the run file
     python bench/peers.py --summarize bench/results/peers_runs.csv
 
-Every run is one row of ``bench/results/<--out>`` (default ``peers_runs.csv``);
-the summary table (median test accuracy with the range over seeds, median
-trials and wall time) is printed and written to ``peers.csv``.
+Every run is one row of ``bench/results/<--out>`` (default ``peers_runs.csv``;
+its ``test_accuracy`` column holds the test R2 of regression runs); the
+summary table (median test accuracy with the range over seeds, median trials
+and wall time) is printed and written to ``peers.csv``, and for regression
+data sets a second one (median test R2) to ``peers_regression.csv``.
 """
 
 from __future__ import annotations
@@ -50,9 +60,10 @@ from typing import Any
 
 import numpy as np
 from _common import RESULTS, machine, markdown_table, read_runs, write_csv
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
-from sklearn.neural_network import MLPClassifier
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit, train_test_split
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -62,6 +73,8 @@ Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 RUN_FIELDS = ("dataset", "method", "seed", "test_accuracy", "trials", "wall_seconds", "detail")
 EVO_METHODS = {"ga": "evohpo GA", "tpe": "evohpo TPE", "random": "evohpo random"}
 PEER_METHODS = ("GASearchCV", "OptunaSearchCV", "MLPClassifier")
+#: The labels of the peers' rows (the default MLP is an MLPRegressor on regression data).
+PEER_LABELS = (*PEER_METHODS, "MLPRegressor")
 METHODS = (*EVO_METHODS, *PEER_METHODS)
 #: The evohpo methods whose median is held against every peer's.
 CHALLENGER = "ga"
@@ -76,18 +89,25 @@ def load_split(name: str) -> Data:
         test = np.zeros(len(data.y), dtype=bool)
         test[data.test_index] = True
         return data.X[~test], data.X[test], data.y[~test], data.y[test]
+    stratify = None if is_regression(name) else data.y
     X_train, X_test, y_train, y_test = train_test_split(
-        data.X, data.y, test_size=0.25, stratify=data.y, random_state=0
+        data.X, data.y, test_size=0.25, stratify=stratify, random_state=0
     )
     return X_train, X_test, y_train, y_test
 
 
-DATASETS = ("digits", "wine", "breast_cancer", "mnist1d")
+CLASSIFICATION_DATASETS = ("digits", "wine", "breast_cancer", "mnist1d")
+REGRESSION_DATASETS = ("diabetes", "friedman1")
+DATASETS = (*CLASSIFICATION_DATASETS, *REGRESSION_DATASETS)
+
+
+def is_regression(name: str) -> bool:
+    return name in REGRESSION_DATASETS
 
 
 # -- the peers' search space -----------------------------------------------------------
-class LayeredMLP(ClassifierMixin, BaseEstimator):
-    """``MLPClassifier`` with depth and per-layer widths as separate parameters.
+class _Layered(BaseEstimator):
+    """A scikit-learn MLP with depth and per-layer widths as separate parameters.
 
     Search libraries sample flat parameters, not tuples: ``n_layers`` picks how
     many of ``log2_units_1..3`` are used, each a width on a log2 scale, which
@@ -122,30 +142,56 @@ class LayeredMLP(ClassifierMixin, BaseEstimator):
         widths = (self.log2_units_1, self.log2_units_2, self.log2_units_3)
         return tuple(round(2.0**w) for w in widths[: int(self.n_layers)])
 
-    def fit(self, X: Any, y: Any) -> LayeredMLP:
+    def _mlp(self) -> Any:
+        raise NotImplementedError
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "hidden_layer_sizes": self.hidden_layer_sizes(),
+            "activation": self.activation,
+            "alpha": self.alpha,
+            "learning_rate_init": self.learning_rate_init,
+            "batch_size": int(self.batch_size),
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+        }
+
+    def fit(self, X: Any, y: Any) -> Any:
         from sklearn.exceptions import ConvergenceWarning
 
-        mlp = MLPClassifier(
-            hidden_layer_sizes=self.hidden_layer_sizes(),
-            activation=self.activation,
-            alpha=self.alpha,
-            learning_rate_init=self.learning_rate_init,
-            batch_size=int(self.batch_size),
-            max_iter=self.max_iter,
-            random_state=self.random_state,
-        )
-        self.pipeline_ = make_pipeline(StandardScaler(), mlp)
+        self.pipeline_ = make_pipeline(StandardScaler(), self._mlp())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.pipeline_.fit(X, y)
-        self.classes_ = self.pipeline_.classes_
         return self
 
     def predict(self, X: Any) -> np.ndarray:
         return self.pipeline_.predict(X)
 
+
+class LayeredMLP(ClassifierMixin, _Layered):
+    """``MLPClassifier`` searched layer by layer (see :class:`_Layered`)."""
+
+    def _mlp(self) -> Any:
+        return MLPClassifier(**self._settings())
+
+    def fit(self, X: Any, y: Any) -> LayeredMLP:
+        super().fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
     def predict_proba(self, X: Any) -> np.ndarray:
         return self.pipeline_.predict_proba(X)
+
+
+class LayeredMLPRegressor(RegressorMixin, _Layered):
+    """``MLPRegressor`` searched layer by layer, its targets standardised (as
+    EvoSearchRegressor does inside), predictions mapped back."""
+
+    def _mlp(self) -> Any:
+        return TransformedTargetRegressor(
+            MLPRegressor(**self._settings()), transformer=StandardScaler()
+        )
 
 
 # Ranges copied from evohpo's DEFAULT_SEARCH_SPACE (units, weight decay as alpha,
@@ -158,19 +204,31 @@ LEARNING_RATE = (1e-4, 1e-2)
 BATCH_SIZES = [32, 64, 128]
 
 
-def holdout(seed: int) -> StratifiedShuffleSplit:
+def holdout(seed: int, regression: bool = False) -> StratifiedShuffleSplit | ShuffleSplit:
+    if regression:
+        return ShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
     return StratifiedShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+
+
+def peer_estimator(data: Data, seed: int, fast: bool) -> tuple[_Layered, str, bool]:
+    """The peers' estimator, scoring and task for ``data``: regression on float targets."""
+    regression = np.asarray(data[2]).dtype.kind == "f"
+    estimator_class = LayeredMLPRegressor if regression else LayeredMLP
+    estimator = estimator_class(random_state=seed, max_iter=3 if fast else 100)
+    return estimator, "r2" if regression else "accuracy", regression
 
 
 # -- methods ---------------------------------------------------------------------------
 def fit_evo(data: Data, sampler: str, seed: int, budget: float, fast: bool) -> dict[str, Any]:
-    from evohpo import EvoSearchClassifier
+    from evohpo import EvoSearchClassifier, EvoSearchRegressor
 
     X_train, X_test, y_train, y_test = data
     settings: dict[str, Any] = {}
     if fast:
         settings = {"max_epochs": 3, "search_space": {"max_layers": 1, "units": (8, 32)}}
-    clf = EvoSearchClassifier(
+    regression = np.asarray(y_train).dtype.kind == "f"
+    estimator = EvoSearchRegressor if regression else EvoSearchClassifier
+    clf = estimator(
         n_trials=None,  # the budget is the timeout
         timeout=budget,
         sampler=sampler,
@@ -195,6 +253,7 @@ def fit_gasearchcv(data: Data, seed: int, budget: float, fast: bool) -> dict[str
     from sklearn_genetic.space import Categorical, Continuous, Integer
 
     X_train, X_test, y_train, y_test = data
+    estimator, scoring, regression = peer_estimator(data, seed, fast)
     space = {
         "n_layers": Integer(*N_LAYERS),
         "log2_units_1": Continuous(*LOG2_UNITS),
@@ -206,10 +265,10 @@ def fit_gasearchcv(data: Data, seed: int, budget: float, fast: bool) -> dict[str
         "batch_size": Categorical(BATCH_SIZES),
     }
     search = GASearchCV(
-        LayeredMLP(random_state=seed, max_iter=3 if fast else 100),
-        cv=holdout(seed),
+        estimator,
+        cv=holdout(seed, regression),
         param_grid=space,
-        scoring="accuracy",
+        scoring=scoring,
         population_size=4 if fast else 10,
         generations=10_000,  # the budget is the timer
         n_jobs=1,
@@ -240,6 +299,7 @@ def fit_optunasearchcv(data: Data, seed: int, budget: float, fast: bool) -> dict
     from optuna_integration import OptunaSearchCV
 
     X_train, X_test, y_train, y_test = data
+    estimator, scoring, regression = peer_estimator(data, seed, fast)
     space = {
         "n_layers": IntDistribution(*N_LAYERS),
         "log2_units_1": FloatDistribution(*LOG2_UNITS),
@@ -251,13 +311,13 @@ def fit_optunasearchcv(data: Data, seed: int, budget: float, fast: bool) -> dict
         "batch_size": CategoricalDistribution(BATCH_SIZES),
     }
     search = OptunaSearchCV(
-        LayeredMLP(random_state=seed, max_iter=3 if fast else 100),
+        estimator,
         space,
-        cv=holdout(seed),
+        cv=holdout(seed, regression),
         n_trials=None,  # the budget is the timeout
         timeout=budget,
         random_state=seed,
-        scoring="accuracy",
+        scoring=scoring,
         verbose=0,
     )
     started = time.perf_counter()
@@ -277,9 +337,14 @@ def fit_default_mlp(data: Data, seed: int, budget: float, fast: bool) -> dict[st
     from sklearn.exceptions import ConvergenceWarning
 
     X_train, X_test, y_train, y_test = data
-    model = make_pipeline(
-        StandardScaler(), MLPClassifier(random_state=seed, **({"max_iter": 3} if fast else {}))
-    )
+    settings: dict[str, Any] = {"random_state": seed, **({"max_iter": 3} if fast else {})}
+    if np.asarray(y_train).dtype.kind == "f":  # regression: targets standardised too
+        mlp: Any = TransformedTargetRegressor(
+            MLPRegressor(**settings), transformer=StandardScaler()
+        )
+    else:
+        mlp = MLPClassifier(**settings)
+    model = make_pipeline(StandardScaler(), mlp)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -289,7 +354,7 @@ def fit_default_mlp(data: Data, seed: int, budget: float, fast: bool) -> dict[st
         "test_accuracy": float(model.score(X_test, y_test)),
         "trials": 1,
         "wall_seconds": wall,
-        "detail": f"n_iter {model[-1].n_iter_}",
+        "detail": f"n_iter {getattr(model[-1], 'regressor_', model[-1]).n_iter_}",
     }
 
 
@@ -304,7 +369,9 @@ def method_runner(method: str) -> Callable[[Data, int, float, bool], dict[str, A
     return runners[method]
 
 
-def label(method: str) -> str:
+def label(method: str, dataset: str | None = None) -> str:
+    if method == "MLPClassifier" and dataset is not None and is_regression(dataset):
+        return "MLPRegressor"
     return EVO_METHODS.get(method, method)
 
 
@@ -343,15 +410,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             # falls on every method rather than on one.
             for seed in args.seeds:
                 for method in args.methods:
-                    if (name, label(method), seed) in seen:
+                    if (name, label(method, name), seed) in seen:
                         continue
                     result = method_runner(method)(data, seed, args.budget, args.fast)
-                    row = {"dataset": name, "method": label(method), "seed": seed, **result}
+                    row = {"dataset": name, "method": label(method, name), "seed": seed, **result}
                     writer.writerow(row)
                     fh.flush()
                     runs.append(row)
                     print(
-                        f"{name:13s} {label(method):15s} seed {seed}: "
+                        f"{name:13s} {label(method, name):15s} seed {seed}: "
                         f"test {row['test_accuracy']:.4f}, {row['trials']} trials, "
                         f"{row['wall_seconds']:.1f}s",
                         flush=True,
@@ -364,9 +431,9 @@ def median_range(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(runs: Sequence[dict[str, Any]], metric: str = "accuracy") -> list[dict[str, Any]]:
     rows = []
-    order = {name: i for i, name in enumerate([*DATASETS, *map(label, METHODS)])}
+    order = {name: i for i, name in enumerate([*DATASETS, *map(label, METHODS), "MLPRegressor"])}
     keys = dict.fromkeys((r["dataset"], r["method"]) for r in runs)
     for dataset, method in sorted(keys, key=lambda k: (order.get(k[0], 99), order.get(k[1], 99))):
         group = [r for r in runs if r["dataset"] == dataset and r["method"] == method]
@@ -375,7 +442,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "dataset": dataset,
                 "method": method,
                 "seeds": len(group),
-                "test accuracy median [min, max]": median_range(
+                f"test {metric} median [min, max]": median_range(
                     [float(r["test_accuracy"]) for r in group]
                 ),
                 "trials (median)": f"{statistics.median(int(r['trials']) for r in group):g}",
@@ -403,7 +470,7 @@ def verdicts(runs: Sequence[dict[str, Any]]) -> list[str]:
         if challenger not in medians:
             continue
         ours = medians.pop(challenger)
-        peers = {m: v for m, v in medians.items() if m in PEER_METHODS}
+        peers = {m: v for m, v in medians.items() if m in PEER_LABELS}
         behind = [f"{m} {v:.4f}" for m, v in peers.items() if v > ours]
         verdict = "at or above every peer" if not behind else "behind " + ", ".join(behind)
         lines.append(f"{dataset}: {challenger} median {ours:.4f}: {verdict}")
@@ -446,12 +513,21 @@ def main() -> None:
     print(f"\npeers at the same wall-clock budget ({mode}), {machine()}, {args.threads} thread(s)")
     print(f"load average at the end: {load}")
     print(f"torch {__import__('torch').__version__}\n")
-    print(markdown_table(summarize(runs)))
-    print()
-    for line in verdicts(runs):
-        print(line)
-    name = "peers_fast.csv" if args.fast else "peers.csv"
-    print(f"\nCSV: {write_csv(name, summarize(runs))}")
+    classification = [r for r in runs if not is_regression(r["dataset"])]
+    regression = [r for r in runs if is_regression(r["dataset"])]
+    suffix = "_fast" if args.fast else ""
+    for part, metric, name in (
+        (classification, "accuracy", f"peers{suffix}.csv"),
+        (regression, "R2", f"peers_regression{suffix}.csv"),
+    ):
+        if not part:
+            continue
+        rows = summarize(part, metric)
+        print(markdown_table(rows))
+        print()
+        for line in verdicts(part):
+            print(line)
+        print(f"\nCSV: {write_csv(name, rows)}\n")
 
 
 if __name__ == "__main__":

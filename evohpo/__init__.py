@@ -18,6 +18,7 @@ from evohpo.evolution.space import SearchSpace
 
 if TYPE_CHECKING:
     from evohpo.estimator.classifier import EvoSearchClassifier
+    from evohpo.estimator.regressor import EvoSearchRegressor
     from evohpo.evolution.mutation import MutationRates
     from evohpo.evolution.sampler import EvoSampler
     from evohpo.evolution.suggest import suggest_genome
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EvoSampler",
     "EvoSearchClassifier",
+    "EvoSearchRegressor",
     "Genome",
     "LayerGene",
     "Lineage",
@@ -40,6 +42,7 @@ __all__ = [
 _LAZY = {
     "EvoSampler": "evohpo.evolution.sampler",
     "EvoSearchClassifier": "evohpo.estimator.classifier",
+    "EvoSearchRegressor": "evohpo.estimator.regressor",
     "MutationRates": "evohpo.evolution.mutation",
     "suggest_genome": "evohpo.evolution.suggest",
     "WeightBank": "evohpo.search.inheritance",

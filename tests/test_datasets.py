@@ -63,7 +63,8 @@ def test_bad_cache_dir_is_refused() -> None:
 
 
 def test_every_registered_set_has_a_loader() -> None:
-    assert sorted(DATASETS) == ["breast_cancer", "digits", "iris", "mnist1d", "wine"]
+    classification = ["breast_cancer", "digits", "iris", "mnist1d", "wine"]
+    assert sorted(DATASETS) == sorted([*classification, "diabetes", "friedman1"])
 
 
 @pytest.mark.slow

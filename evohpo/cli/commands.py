@@ -63,13 +63,14 @@ def _load(args: argparse.Namespace, *, trains: bool = True) -> tuple[StudyConfig
 
 
 @contextlib.contextmanager
-def _opened(url: str, *, create: bool = True) -> Iterator[BaseStorage]:
+def _opened(url: str, *, create: bool = True, track: bool = True) -> Iterator[BaseStorage]:
     """The storage at ``url``, its connections closed when the command ends.
 
     Commands that only look at existing studies (best, export, dashboard) pass
     ``create=False``: a mistyped path is then an error, not a new empty file.
+    ``track=False``: a plain Optuna storage (what the proxy serves).
     """
-    storage = open_storage(url, create=create)
+    storage = open_storage(url, create=create, track=track)
     try:
         yield storage
     finally:
@@ -123,7 +124,7 @@ def run_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         except ValueError:
             out("no completed trial yet")
             return 0
-        out(f"best validation accuracy: {best.value:.4f} (trial {best.number})")
+        out(f"best validation {config.score_label}: {best.value:.4f} (trial {best.number})")
         out(f"best genome: {describe_genome(best_genome(best))}")
         kept = study.user_attrs.get(STUDY_BYTES_ATTR) if config.inherit_weights else None
         if isinstance(kept, int):
@@ -236,8 +237,9 @@ def compare_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         return 0
 
 
-#: The y axis of the figures of evohpo's studies.
-_VALUE_LABEL = "validation accuracy"
+def _value_label(config: StudyConfig) -> str:
+    """The y axis of the figures of a study file's studies."""
+    return f"validation {config.score_label}"
 
 
 def _draw_lineages(comparison: Comparison, storage: BaseStorage) -> dict[str, Path]:
@@ -250,7 +252,8 @@ def _draw_lineages(comparison: Comparison, storage: BaseStorage) -> dict[str, Pa
         except InvalidParameterError:  # no trial yet (a budget spent before the first)
             continue
         path = default_lineage_path(comparison.config, result.seed)
-        written[result.name] = write_lineage(graph, path, value_label=_VALUE_LABEL)
+        label = _value_label(comparison.config)
+        written[result.name] = write_lineage(graph, path, value_label=label)
     return written
 
 
@@ -294,12 +297,12 @@ def lineage_command(args: argparse.Namespace, guard: GracefulStop) -> int:
             ) from None
         graph = study_lineage(study)
         path = Path(args.out) if args.out else default_lineage_path(config, seed)
-        written = write_lineage(graph, path, value_label=_VALUE_LABEL)
+        written = write_lineage(graph, path, value_label=_value_label(config))
         out(f"lineage of {name}: {len(graph.nodes)} trials over {graph.generations} generations")
         if graph.best is not None:
             best = graph.nodes[graph.best]
             out(
-                f"best trial {best.number} ({_VALUE_LABEL} {best.value:.4f}, generation "
+                f"best trial {best.number} ({_value_label(config)} {best.value:.4f}, generation "
                 f"{best.generation}) has {_count(len(graph.ancestry) - 1, 'ancestor')}"
             )
         out(f"wrote {written}")
@@ -380,13 +383,38 @@ def export_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         result = export_best(best, config, data, directory, overwrite=args.force, guard=guard)
         out(
             f"best trial: {best.study.study_name} #{best.trial.number}, "
-            f"validation accuracy {best.value:.4f}"
+            f"validation {config.score_label} {best.value:.4f}"
         )
         if result.test_accuracy is not None:
-            out(f"test accuracy of the refit: {result.test_accuracy:.4f}")
+            out(f"test {config.score_label} of the refit: {result.test_accuracy:.4f}")
         for path in result.files:
             out(f"wrote {path}")
         return 0
+
+
+def proxy_command(args: argparse.Namespace, guard: GracefulStop) -> int:
+    """``evohpo proxy``: Optuna's gRPC storage proxy in front of a storage, until interrupted."""
+    import socket
+
+    from evohpo.storage.grpc import check_port_free, require_grpc, servable, serve_storage
+
+    url = resolve_storage_url(args.storage)
+    servable(url)
+    require_grpc()
+    if args.port == 0:
+        raise InvalidParameterError("The proxy needs a fixed port for its clients: pass --port N.")
+    check_port_free(args.host, args.port)
+    # Listening on every interface: clients reach it by this machine's name.
+    reach = socket.gethostname() if args.host in ("0.0.0.0", "::", "") else args.host
+    with _opened(url, track=False) as storage:
+        out(
+            f"gRPC storage proxy for {describe_storage(url)}: storage URL "
+            f"grpc://{reach}:{args.port}"
+        )
+        out("press Ctrl-C to stop")
+        with guard.interruptible():
+            serve_storage(storage, host=args.host, port=args.port)
+    return 0
 
 
 #: The commands by name, as ``build_parser`` names them.
@@ -398,4 +426,5 @@ COMMANDS: dict[str, Command] = {
     "best": best_command,
     "export": export_command,
     "lineage": lineage_command,
+    "proxy": proxy_command,
 }

@@ -41,10 +41,13 @@ examples:
   evohpo best studies/digits.toml --sampler ga
   evohpo lineage studies/digits.toml --seed 1  the GA study's family tree as a PNG
   evohpo export studies/digits.toml --output model-dir
+  evohpo proxy --storage postgresql://user@host/db --host 0.0.0.0 --port 13000
+                                            a gRPC storage proxy; workers use grpc://host:13000
 
 storage URLs: sqlite:///path.db, postgresql://user:pw@host/db (pip install
 'evohpo[postgres]'), mysql+pymysql://user:pw@host/db (pip install 'evohpo[mysql]'),
-journal:///path/file.log (Optuna journal file), or a bare path ending in
+journal:///path/file.log (Optuna journal file), grpc://host:port (a gRPC storage
+proxy, 'evohpo proxy'; pip install 'evohpo[grpc]'), or a bare path ending in
 .db/.sqlite/.sqlite3 (SQLite) or .log/.jsonl/.journal (journal file). best,
 export, lineage and dashboard never create a SQLite or journal file.
 
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dashboard(commands)
     _add_best_and_export(commands)
     _add_lineage(commands)
+    _add_proxy(commands)
     return parser
 
 
@@ -278,12 +282,12 @@ def _add_worker(commands: _Commands) -> None:
         on one or many machines, sharing one storage (PostgreSQL for many machines).
         The study is created if missing; every worker stops when the study holds
         its total of finished trials (a few more may finish: one per other worker
-        at most). On PostgreSQL, MySQL and SQLite the trial of a killed worker is
-        failed after the heartbeat's grace period (2 minutes) and run again, with
-        the same genome, by another worker; on a journal file, when a worker
-        starts. A database that goes away is waited for (up to 10 minutes).
-        Keep passwords out of the command line: leave them out of the URL and set
-        PGPASSWORD.""",
+        at most). On PostgreSQL, MySQL, SQLite and a gRPC proxy (grpc://, see
+        'evohpo proxy') the trial of a killed worker is failed after the heartbeat's
+        grace period (2 minutes) and run again, with the same genome, by another
+        worker; on a journal file, when a worker starts. A database that goes away is
+        waited for (up to 10 minutes). Keep passwords out of the command line: leave
+        them out of the URL and set PGPASSWORD.""",
     )
     _add_one_study(worker, storage_what="shared by the workers")
     worker.add_argument(
@@ -471,3 +475,35 @@ def _add_lineage(commands: _Commands) -> None:
         help="where to write the figure: .png, .svg, .pdf or .html (default: "
         "runs/<name>/lineage-seed<seed>.png next to the study file)",
     )
+
+
+def _add_proxy(commands: _Commands) -> None:
+    """The ``proxy`` command: Optuna's gRPC storage proxy in front of a storage."""
+    proxy = _command(
+        commands,
+        "proxy",
+        "serve a storage to many workers through Optuna's gRPC storage proxy",
+        """\
+        Serve a storage (PostgreSQL, MySQL or SQLite; not a journal file) with Optuna's
+        gRPC storage proxy, so that many workers share the proxy's database connections.
+        Workers, study files and the estimator then use the storage URL
+        grpc://HOST:PORT. Their trials keep owners and heartbeats through the proxy: a
+        killed worker's trial is run again, with the same genome, by another worker.
+        The proxy has no authentication or encryption: listen on a trusted network
+        only. Needs pip install 'evohpo[grpc]'. Stop it with Ctrl-C.""",
+    )
+    proxy.add_argument(
+        "--storage",
+        metavar="URL",
+        required=True,
+        help="the storage to serve: postgresql://..., mysql+pymysql://..., sqlite:///file.db",
+    )
+    proxy.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)",
+    )
+    proxy.add_argument(
+        "--port", type=_port, default=13000, help="port to listen on (default: %(default)s)"
+    )
+    proxy.set_defaults(interrupted="proxy stopped.")

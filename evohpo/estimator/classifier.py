@@ -2,65 +2,30 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-import optuna
-from optuna.pruners import BasePruner
-from optuna.samplers import BaseSampler
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
-from evohpo._progress import quiet_optuna
+from evohpo.estimator.base import _EvoSearchBase
 from evohpo.estimator.params import (
     DEFAULT_SEARCH_SPACE,
-    OWNER,
     Settings,
     check_input_width,
     check_n_classes,
-    check_settings,
     encode_labels,
 )
-from evohpo.estimator.refit import (
-    ensemble_members,
-    mean_log_proba,
-    mean_proba,
-    refit_ensemble,
-    refit_epochs,
-)
-from evohpo.estimator.results import FINISHED, complete_trials, cv_results, rank_key, trial_value
-from evohpo.estimator.session import (
-    Search,
-    rebuild_study,
-    run_search,
-    study_ref,
-    verbose_logging,
-)
-from evohpo.evolution.genome import Genome
-from evohpo.evolution.space import SearchSpace
-from evohpo.search.scoring import Scorer
-from evohpo.search.splits import Standardizer
-from evohpo.training.nn import build_model
-from evohpo.training.threads import torch_threads
+from evohpo.estimator.refit import mean_log_proba, mean_proba
+from evohpo.training.task import TaskName
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "EvoSearchClassifier"]
 
-logger = logging.getLogger("evohpo")
 
-#: What a refit sets, removed by a fit with ``refit=False``.
-#: The least training time the refit gets when the search spent the whole timeout.
-_MIN_REFIT_SECONDS = 1.0
-
-_REFIT_ATTRS = ("best_model_", "ensemble_models_", "_scaler", "refit_time_")
-
-
-class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc]
     """Neural-architecture and hyperparameter search for a neural network classifier.
 
     ``fit`` runs an Optuna study whose trials each train one network (a
@@ -120,8 +85,9 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     cv : int, optional
         Score every trial by stratified ``cv``-fold cross-validation instead
         (``cv`` trainings per trial).
-    scoring : str or callable, default="accuracy"
-        The trials' value: any name of :func:`sklearn.metrics.get_scorer_names`
+    scoring : str or callable, optional
+        The trials' value (``None``: ``"accuracy"``): any name of
+        :func:`sklearn.metrics.get_scorer_names`
         (``"accuracy"``, ``"balanced_accuracy"``, ``"f1_macro"``,
         ``"neg_log_loss"``, ...) or a scorer ``scorer(estimator, X, y)``. Scorers
         see labels encoded as ``0 .. n_classes - 1``. Early stopping and pruning
@@ -285,201 +251,29 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     (3,)
     """
 
-    def __init__(
-        self,
-        *,
-        n_trials: int | None = 20,
-        timeout: float | None = None,
-        sampler: str | BaseSampler = "ga",
-        search_space: SearchSpace | Mapping[str, Any] | None = None,
-        input_shape: tuple[int, ...] | None = None,
-        max_epochs: int = 100,
-        patience: int | None = 20,
-        validation_fraction: float = 0.2,
-        cv: int | None = None,
-        scoring: str | Scorer = "accuracy",
-        storage: str | None = None,
-        study_name: str | None = None,
-        resume: bool = True,
-        pruner: BasePruner | None = None,
-        n_jobs: int | None = 1,
-        batch_trials: int | str = "auto",
-        inherit_weights: bool = False,
-        weights_dir: Any = None,
-        random_state: int | np.random.RandomState | None = None,
-        verbose: int = 0,
-        refit: bool = True,
-        ensemble_size: int = 5,
-        device: str = "auto",
-    ) -> None:
-        self.n_trials = n_trials
-        self.timeout = timeout
-        self.sampler = sampler
-        self.search_space = search_space
-        self.input_shape = input_shape
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.cv = cv
-        self.scoring = scoring
-        self.storage = storage
-        self.study_name = study_name
-        self.resume = resume
-        self.pruner = pruner
-        self.n_jobs = n_jobs
-        self.batch_trials = batch_trials
-        self.inherit_weights = inherit_weights
-        self.weights_dir = weights_dir
-        self.random_state = random_state
-        self.verbose = verbose
-        self.refit = refit
-        self.ensemble_size = ensemble_size
-        self.device = device
+    _task: ClassVar[TaskName] = "classification"
 
-    # -- scikit-learn plumbing -------------------------------------------------------------
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        # Parallel trials finish in a varying order, which changes what the samplers see.
-        tags.non_deterministic = self.n_jobs not in (1, None)
-        return tags
-
-    def _check_refit(self) -> bool:
-        if not self.refit:
-            raise AttributeError(
-                f"This {OWNER} was initialized with refit=False: predictions need the "
-                "best genome refitted on all the data. Set refit=True, or train "
-                "best_genome_ yourself."
-            )
-        return True
-
-    # -- fit -------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> EvoSearchClassifier:
-        """Search genomes on ``(X, y)``, then refit the best ones on all the data.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Finite numeric features.
-        y : array-like of shape (n_samples,)
-            Class labels of any type (strings, ints, bools), at least two classes.
-
-        Returns
-        -------
-        self : EvoSearchClassifier
-            The fitted estimator.
-        """
-        started = time.monotonic()  # timeout counts from here, the refit included
-        settings = self._check_settings()
-        X, y_encoded, classes = self._check_data(X, y, settings)
-        # One torch thread per training on the CPU: small networks, parallel trials.
-        threads = 1 if settings.device.type == "cpu" else None
-        with quiet_optuna(), torch_threads(threads), verbose_logging(settings.verbose):
-            search = run_search(settings, X, y_encoded, classes, started=started)
-            self._select(search, classes, settings)
-            if settings.refit:
-                self._refit(search)
-            else:  # no stale model of an earlier fit
-                for name in _REFIT_ATTRS:
-                    self.__dict__.pop(name, None)
-            if settings.verbose >= 1:
-                self._log_result(search)
-        return self
-
-    def _check_settings(self) -> Settings:
-        """The parameters, checked (:func:`evohpo.estimator.params.check_settings`)."""
-        return check_settings(self.get_params(deep=False))
-
+    # -- the targets -----------------------------------------------------------------------
     def _check_data(
         self, X: Any, y: Any, settings: Settings
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[Any]]:
         """``X`` as floats, ``y`` encoded as indices of the sorted classes, the classes."""
         X, y = validate_data(self, X, y, dtype=np.float64)
-        check_input_width(settings.input_shape, X.shape[1])
+        check_input_width(settings.input_shape, X.shape[1], settings.owner)
         classes, y_encoded = encode_labels(y)  # first: it names labels that do not sort
         check_classification_targets(y)
         check_n_classes(classes, len(y_encoded), settings.cv)
         return X, y_encoded, classes
 
-    def _select(self, search: Search, classes: npt.NDArray[Any], settings: Settings) -> None:
-        """Set the best trial's attributes, ``cv_results_`` and the ensemble's members."""
-        trials = search.trials
-        complete = complete_trials(search.study.study_name, trials, settings.timeout)
-        best = max(complete, key=rank_key)
-        self.classes_ = classes
-        self._input_shape = settings.input_shape  # how the members fold a row
-        self._study: optuna.Study | None = search.study
-        self._study_ref: dict[str, Any] | None = None
-        self.cv_results_ = cv_results(trials, settings.cv)
-        self.best_index_ = trials.index(best)
-        self.best_params_ = dict(best.params)
-        self.best_score_ = trial_value(best)
-        self.best_genome_ = Genome.from_json(best.user_attrs["genome"])
-        self.n_trials_ = sum(t.state in FINISHED for t in trials)
-        members = ensemble_members(complete, settings.ensemble_size)
-        self.ensemble_trials_ = [t.number for t in members]
-        self.ensemble_genomes_ = [Genome.from_json(t.user_attrs["genome"]) for t in members]
-        self.refit_epochs_ = [refit_epochs(t, search.objective) for t in members]
+    def _set_targets(self, classes: npt.NDArray[Any] | None, y: npt.NDArray[Any]) -> None:
+        assert classes is not None  # what _check_data returned
+        self.classes_: npt.NDArray[Any] = classes
 
-    def _refit(self, search: Search) -> None:
-        """Train the ensemble's genomes on all the rows."""
-        objective = search.objective
-        left = None
-        if search.deadline is not None:
-            # The refit takes what the search left, and at least a moment.
-            left = max(search.deadline - time.monotonic(), _MIN_REFIT_SECONDS)
-        ensemble = refit_ensemble(
-            objective, self.ensemble_genomes_, self.refit_epochs_, search.root, max_train_time=left
-        )
-        self.ensemble_models_ = ensemble.models
-        self.best_model_ = ensemble.models[0]
-        self._scaler = ensemble.scaler
-        self.refit_time_ = ensemble.seconds
-
-    def _log_result(self, search: Search) -> None:
-        logger.info(
-            "Best of %d trials: #%d, score %.4f, genome %s.",
-            self.n_trials_,
-            search.trials[self.best_index_].number,
-            self.best_score_,
-            self.best_genome_.to_json(),
-        )
-        if self.refit:
-            logger.info(
-                "Refit %d of them (trials %s) on all %d rows in %.1f s.",
-                len(self.ensemble_models_),
-                ", ".join(f"#{n}" for n in self.ensemble_trials_),
-                search.objective.n_samples,
-                self.refit_time_,
-            )
-
-    # -- fitted study ----------------------------------------------------------------------
-    @property
-    def study_(self) -> optuna.Study:
-        """The fitted search's study (rebuilt on first access after unpickling)."""
-        study: optuna.Study | None = self.__dict__.get("_study")
-        if study is not None:
-            return study
-        ref = self.__dict__.get("_study_ref")
-        if ref is None:
-            raise AttributeError(f"This {OWNER} has no study_: call fit first.")
-        with quiet_optuna():
-            study = rebuild_study(ref)
-        self._study = study
-        return study
-
-    def trials_dataframe(self, **kwargs: Any) -> Any:
-        """The study's trials as a pandas DataFrame (:meth:`optuna.Study.trials_dataframe`)."""
-        check_is_fitted(self)
-        return self.study_.trials_dataframe(**kwargs)
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
 
     # -- prediction ------------------------------------------------------------------------
-    def _scaled(self, X: Any) -> npt.NDArray[np.float32]:
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        scaler: Standardizer = self._scaler
-        return scaler.transform(X)
-
-    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    @available_if(_EvoSearchBase._check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
     def predict_proba(self, X: Any) -> npt.NDArray[np.float64]:
         """Class probabilities, columns in the order of ``classes_``.
 
@@ -495,46 +289,15 @@ class EvoSearchClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         X = self._scaled(X)  # first: it checks that the estimator is fitted
         return mean_proba(self.ensemble_models_, X)
 
-    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    @available_if(_EvoSearchBase._check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
     def predict_log_proba(self, X: Any) -> npt.NDArray[np.float64]:
         """Logarithm of :meth:`predict_proba`, computed stably from the logits."""
         X = self._scaled(X)
         return mean_log_proba(self.ensemble_models_, X)
 
-    @available_if(_check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
+    @available_if(_EvoSearchBase._check_refit)  # type: ignore[untyped-decorator]  # sklearn is untyped
     def predict(self, X: Any) -> npt.NDArray[Any]:
         """Most probable class of every row, a label of ``classes_``."""
         proba = self.predict_proba(X)
         labels: npt.NDArray[Any] = self.classes_[proba.argmax(axis=1)]
         return labels
-
-    # -- pickling --------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = dict(super().__getstate__())
-        state.pop("best_model_", None)  # the first member
-        models = state.pop("ensemble_models_", None)
-        if models is not None:
-            state["_ensemble_states"] = [
-                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                for model in models
-            ]
-        study = state.pop("_study", None)
-        if study is not None:
-            state["_study_ref"] = study_ref(study, self.storage)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        weights = state.pop("_ensemble_states", None)
-        super().__setstate__(state)
-        if weights is not None:
-            models = []
-            shape = self.__dict__.get("_input_shape")
-            for genome, member_weights in zip(self.ensemble_genomes_, weights, strict=True):
-                model = build_model(
-                    genome, self.n_features_in_, len(self.classes_), seed=0, input_shape=shape
-                )
-                model.load_state_dict(member_weights)
-                models.append(model.eval())
-            self.ensemble_models_ = models
-            self.best_model_ = models[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import optuna
 
-from evohpo.estimator.params import OWNER, Settings
+from evohpo.estimator.params import Settings
 from evohpo.search.identity import Difference, IdentityCheck
 
 __all__ = ["SEARCH_ATTR", "check_resumable", "search_record"]
@@ -21,21 +22,29 @@ SEARCH_ATTR = "evohpo.search"
 
 def search_record(
     settings: Settings,
-    classes: npt.NDArray[Any],
+    classes: npt.NDArray[Any] | None,
     X: npt.NDArray[np.float64],
-    y: npt.NDArray[np.int64],
+    y: npt.NDArray[Any],
     root: int,
 ) -> dict[str, Any]:
     """What makes stored trials comparable: a resumed study must match it.
 
-    ``input_shape`` is recorded only when set, so that dense searches stored
-    before it existed keep their record and resume.
+    ``classes`` is ``None`` for regression, whose record holds the task and
+    the number of targets instead. ``input_shape`` (and the task) are
+    recorded only when set, so that dense classification searches stored
+    before they existed keep their record and resume.
     """
     record: dict[str, Any] = {
-        "estimator": OWNER,
+        "estimator": settings.owner,
         "scoring": _describe_scoring(settings.scoring),
         "space": settings.space.to_dict(),
-        "n_classes": len(classes),
+    }
+    if classes is None:
+        record["task"] = settings.task
+        record["n_targets"] = int(y.shape[1])
+    else:
+        record["n_classes"] = len(classes)
+    record |= {
         "n_features": int(X.shape[1]),
         "validation": settings.describe_validation(),
         "training": {"max_epochs": settings.max_epochs, "patience": settings.patience},
@@ -57,7 +66,7 @@ def check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
         differs from ``record`` (every key but ``"estimator"``).
     """
     subject = f"The stored study {study.study_name!r}"
-    if not _IDENTITY.check_study(study, record, subject=subject):
+    if not _identity(str(record["estimator"])).check_study(study, record, subject=subject):
         study.set_user_attr(SEARCH_ATTR, record)
 
 
@@ -74,14 +83,18 @@ def _describe_scoring(scoring: Any) -> str:
 
 
 def _fingerprint(
-    X: npt.NDArray[np.float64], y: npt.NDArray[np.int64], classes: npt.NDArray[Any]
+    X: npt.NDArray[np.float64], y: npt.NDArray[Any], classes: npt.NDArray[Any] | None
 ) -> str:
     """A digest of the data, so that a study is resumed only on the data it searched."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(X.shape).encode())
     digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
-    digest.update(repr(classes.tolist()).encode())
+    if classes is None:  # regression targets
+        digest.update(repr(y.shape).encode())
+        digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    else:
+        digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+        digest.update(repr(classes.tolist()).encode())
     return digest.hexdigest()
 
 
@@ -94,14 +107,17 @@ def _describe(difference: Difference) -> str:
     return f"{key}: stored {stored!r}, now {now!r}"
 
 
-#: How a stored search is recognised, and the messages that refuse another one.
-_IDENTITY = IdentityCheck(
-    attr=SEARCH_ATTR,
-    direction=f"{{study}} minimizes; {OWNER} maximizes its score. Choose another study_name.",
-    foreign=f"{{study}} holds trials that {OWNER} did not make. Choose another study_name.",
-    different="{study} was made for another search ({details}). Resume it with the same "
-    "settings and data, or choose another study_name.",
-    ignore=("estimator",),
-    depth=1,
-    describe=_describe,
-)
+@functools.cache
+def _identity(owner: str) -> IdentityCheck:
+    """How a stored search is recognised, and the messages (naming ``owner``) that
+    refuse another one."""
+    return IdentityCheck(
+        attr=SEARCH_ATTR,
+        direction=f"{{study}} minimizes; {owner} maximizes its score. Choose another study_name.",
+        foreign=f"{{study}} holds trials that {owner} did not make. Choose another study_name.",
+        different="{study} was made for another search ({details}). Resume it with the same "
+        "settings and data, or choose another study_name.",
+        ignore=("estimator",),
+        depth=1,
+        describe=_describe,
+    )

@@ -24,6 +24,7 @@ __all__ = [
     "Ensemble",
     "ensemble_members",
     "mean_log_proba",
+    "mean_prediction",
     "mean_proba",
     "refit_ensemble",
     "refit_epochs",
@@ -33,11 +34,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Ensemble:
-    """The refitted members, best first, and the scaler their inputs need."""
+    """The refitted members, best first, the scaler their inputs need and, for
+    regression, the one that maps their outputs back to the targets."""
 
     models: list[nn.Sequential]
     scaler: Standardizer
     seconds: float
+    target: Standardizer | None = None
 
 
 def ensemble_members(complete: list[FrozenTrial], size: int) -> list[FrozenTrial]:
@@ -90,7 +93,8 @@ def refit_ensemble(
         genomes, seeds=seeds, epochs=epochs, max_train_time=max_train_time
     )
     models = [result.model for result in results]
-    return Ensemble(models, objective.standardizer(), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Ensemble(models, objective.standardizer(), seconds, objective.target_standardizer())
 
 
 def mean_proba(models: Sequence[nn.Module], X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -100,6 +104,18 @@ def mean_proba(models: Sequence[nn.Module], X: npt.NDArray[np.float32]) -> npt.N
         proba += predict_proba(model, X)
     proba /= len(models)
     return proba
+
+
+def mean_prediction(
+    models: Sequence[nn.Module], X: npt.NDArray[np.float32], target: Standardizer
+) -> npt.NDArray[np.float64]:
+    """The members' regression outputs, averaged, on the targets' scale
+    (``[rows, n_targets]``)."""
+    outputs = predict_logits(models[0], X).astype(np.float64)
+    for model in models[1:]:
+        outputs += predict_logits(model, X)
+    outputs /= len(models)
+    return target.inverse_transform(outputs)
 
 
 def mean_log_proba(

@@ -67,8 +67,14 @@ def complete_trials(
     return complete
 
 
-def cv_results(trials: list[FrozenTrial], cv: int | None) -> dict[str, Any]:
-    """One column per key, one row per trial (sorted by number)."""
+def cv_results(
+    trials: list[FrozenTrial], cv: int | None, score_attr: str = "val_accuracy"
+) -> dict[str, Any]:
+    """One column per key, one row per trial (sorted by number).
+
+    ``score_attr`` is the trials' attribute of the trainer's validation score
+    (:attr:`evohpo.training.task.Task.score_attr`), a column of that name.
+    """
     scores = np.array(
         [trial_value(t) if t.state == TrialState.COMPLETE else math.nan for t in trials],
         dtype=np.float64,
@@ -98,6 +104,8 @@ def cv_results(trials: list[FrozenTrial], cv: int | None) -> dict[str, Any]:
     )
     results["rank_test_score"] = _ranks(scores)
     for key, attr in _ATTR_COLUMNS.items():
+        if attr == "val_accuracy":
+            key = attr = score_attr
         results[key] = [t.user_attrs.get(attr) for t in trials]
     return results
 

@@ -30,7 +30,7 @@ from evohpo._progress import SearchProgress, progress_disabled
 from evohpo._random import derive_seed, fresh_root_seed
 from evohpo._redact import redact_text, redact_url
 from evohpo._validation import raise_invalid
-from evohpo.estimator.params import OWNER, Settings
+from evohpo.estimator.params import Settings
 from evohpo.estimator.record import SEARCH_ATTR, check_resumable, search_record
 from evohpo.estimator.refit import ensemble_members, refit_epochs
 from evohpo.estimator.results import FINISHED
@@ -76,14 +76,16 @@ class _SearchStorage:
 def run_search(
     settings: Settings,
     X: npt.NDArray[np.float64],
-    y: npt.NDArray[np.int64],
-    classes: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    classes: npt.NDArray[Any] | None,
     *,
     started: float | None = None,
 ) -> Search:
     """Load or create the study, check that it belongs to this search, run its missing trials.
 
-    ``y`` holds labels encoded as indices of ``classes``. ``timeout`` counts
+    ``y`` holds labels encoded as indices of ``classes``, or with
+    ``settings.task == "regression"`` (``classes`` ``None``) the targets, one
+    column per output. ``timeout`` counts
     from ``started`` (``time.monotonic()``; now by default): the time spent
     opening the study and checking it is spent. With ``refit``, the search
     stops early enough to leave the refit its estimated time
@@ -100,13 +102,16 @@ def run_search(
             y,
             space=settings.space,
             train_config=TrainConfig(
-                max_epochs=settings.max_epochs, patience=settings.patience, device=settings.device
+                max_epochs=settings.max_epochs,
+                patience=settings.patience,
+                device=settings.device,
+                task=settings.task,
             ),
             validation_fraction=settings.validation_fraction,
             cv=settings.cv,
             seed=derive_seed(root, "objective"),
             scoring=settings.scoring,
-            n_classes=len(classes),
+            n_classes=None if classes is None else len(classes),
             input_shape=settings.input_shape,
             inheritance=inherit,
         )
@@ -200,7 +205,7 @@ def _weight_inheritance(
         if store is None:
             raise_invalid(
                 "weights_dir",
-                OWNER,
+                settings.owner,
                 "a folder or artifact store every worker reaches, with a database server",
                 None,
             )
@@ -417,7 +422,7 @@ def _optimize(
         remaining,
         bar=settings.verbose >= 1 and not progress_disabled(),
         log_trials=settings.verbose >= 2,
-        desc=OWNER,
+        desc=settings.owner,
     )
     try:
         if settings.n_jobs == 1:

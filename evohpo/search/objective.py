@@ -1,10 +1,12 @@
-"""The Optuna objective for a classification data set ``(X, y)``.
+"""The Optuna objective for a classification or regression data set ``(X, y)``.
 
 This is where an Optuna trial meets a torch model: a trial asks for a genome
 through :func:`~evohpo.suggest_genome` (so any sampler can answer), the genome
 is trained by :func:`~evohpo.training.loop.train_classifier` and the trial's
 value is the validation score (:mod:`evohpo.search.scoring`), to be maximised.
-The training/validation splits come from :mod:`evohpo.search.splits`.
+The training/validation splits come from :mod:`evohpo.search.splits`. The
+task (:mod:`evohpo.training.task`) is the ``train_config``'s: classes, or
+float targets standardised per split.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from evohpo.exceptions import InvalidParameterError
 from evohpo.search.batch_size import largest_network_macs
 from evohpo.search.inheritance import WARNING_ATTR, WEIGHTS_ATTR, WeightBank, WeightInheritance
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
-from evohpo.search.scoring import ScoredNetwork, Scorer, resolve_scoring
-from evohpo.search.splits import FloatArray, IntArray, Split, Standardizer, make_splits
+from evohpo.search.scoring import ScoredNetwork, ScoredRegressor, Scorer, resolve_scoring
+from evohpo.search.splits import FloatArray, Split, Standardizer, make_splits
 from evohpo.storage import internals
 from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.loop import train_classifier
 from evohpo.training.population import MemberCallback, MemberOutcome, train_population
+from evohpo.training.task import Task, get_task
 
 __all__ = ["GenomeObjective"]
 
@@ -54,17 +57,24 @@ class GenomeObjective:
     The value of a trial is to be maximised: the validation accuracy, or the
     ``scoring`` metric of the best epoch's weights.
 
+    With ``train_config.task == "regression"`` the targets are numbers: the
+    splits are shuffled (not stratified), every split standardises its
+    targets with its training rows' statistics, networks train on mean squared
+    error (early stopping and pruning follow the validation MSE) and
+    ``scoring`` (R2 by default) sees predictions on the targets' own scale.
+
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
         Finite numeric features.
-    y : array-like of shape (n_samples,)
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
         Integer class indices ``0 .. n_classes - 1`` (encoding labels is the
-        caller's job, as :class:`~evohpo.EvoSearchClassifier` does).
+        caller's job, as :class:`~evohpo.EvoSearchClassifier` does); for
+        regression finite numbers, one column per target.
     space : SearchSpace, optional
         Ranges and choices of the genome; ``SearchSpace()`` by default.
     train_config : TrainConfig, optional
-        Epochs, patience and device; its ``seed`` is replaced per trial.
+        Epochs, patience, device and task; its ``seed`` is replaced per trial.
     validation_fraction : float, default=0.2
         Share of the rows of every class held out for validation, in ``(0, 1)``.
         The split is stratified and drawn from ``seed``.
@@ -77,12 +87,15 @@ class GenomeObjective:
         result does not depend on which trials ran before it.
     validation_data : (X_val, y_val), optional
         An explicit validation set; overrides ``validation_fraction`` and ``cv``.
-    scoring : str or callable, default="accuracy"
-        See :func:`~evohpo.search.scoring.resolve_scoring`. Early stopping, the
+    scoring : str or callable, optional
+        See :func:`~evohpo.search.scoring.resolve_scoring`; ``None``:
+        ``"accuracy"``, or ``"r2"`` for regression. Early stopping, the
         choice of the best epoch and the per-epoch reports to the pruner always
-        use validation accuracy; ``scoring`` decides the trial's value.
+        use the trainer's validation score (accuracy, or negative MSE);
+        ``scoring`` decides the trial's value.
     n_classes : int, optional
-        Number of classes; ``max(y) + 1`` (at least 2) by default.
+        Number of classes; ``max(y) + 1`` (at least 2) by default. Leave it
+        ``None`` for regression: the outputs are the columns of ``y``.
     input_shape : tuple of int, optional
         ``(channels, length)`` or ``(channels, height, width)`` of the rows of
         ``X``, which stay flat (the model reshapes them); its product must be
@@ -154,7 +167,7 @@ class GenomeObjective:
         cv: int | None = None,
         seed: int = 0,
         validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
-        scoring: str | Scorer = "accuracy",
+        scoring: str | Scorer | None = None,
         n_classes: int | None = None,
         input_shape: Sequence[int] | None = None,
         report_every: int | str = "auto",
@@ -192,24 +205,38 @@ class GenomeObjective:
             cv = check_int(cv, "cv", _OWNER, low=2)
         self.cv = cv
         self.seed = check_int(seed, "seed", _OWNER)
+        self.task: Task = get_task(self.train_config.task)
+        regression = self.task.name == "regression"
+        if scoring is None:
+            scoring = "r2" if regression else "accuracy"
         self.scoring = scoring
-        self._scorer = resolve_scoring(scoring, _OWNER)
+        self._scorer = resolve_scoring(scoring, _OWNER, regression=regression)
 
         self.X: FloatArray = check_features(X, "X", _OWNER, dtype=np.float64)
-        self.y = check_labels(y, "y", _OWNER, n_rows=self.X.shape[0])
-        self.validation_data = _validation_data(validation_data, self.X.shape[1])
+        self.y: npt.NDArray[Any] = _targets(y, "y", self.X.shape[0], regression)
+        self.validation_data = _validation_data(validation_data, self.X.shape[1], regression)
         self.input_shape = _input_shape(input_shape, self.space, self.X.shape[1])
         val = self.validation_data
         if cv is not None and val is None and cv > len(self.y):
             expected = f"an int <= the number of samples ({len(self.y)})"
             raise_invalid("cv", _OWNER, expected, cv)
 
-        highest = int(self.y.max())
-        if val is not None:
-            highest = max(highest, int(val[1].max()))
-        if n_classes is None:
-            n_classes = max(2, highest + 1)
-        self.n_classes = check_int(n_classes, "n_classes", _OWNER, low=max(2, highest + 1))
+        if regression:
+            if n_classes is not None:
+                raise_invalid("n_classes", _OWNER, "None for regression", n_classes)
+            n_targets = self.y.shape[1]
+            if val is not None and val[1].shape[1] != n_targets:
+                expected = f"{n_targets} target column(s), as y"
+                raise_invalid("validation_data[1]", _OWNER, expected, val[1].shape)
+            #: Outputs of the networks: the number of classes, or of targets.
+            self.n_classes = n_targets
+        else:
+            highest = int(self.y.max())
+            if val is not None:
+                highest = max(highest, int(val[1].max()))
+            if n_classes is None:
+                n_classes = max(2, highest + 1)
+            self.n_classes = check_int(n_classes, "n_classes", _OWNER, low=max(2, highest + 1))
         self._splits = make_splits(
             self.X,
             self.y,
@@ -217,6 +244,7 @@ class GenomeObjective:
             validation_fraction=self.validation_fraction,
             cv=self.cv,
             validation_data=val,
+            regression=regression,
         )
 
     # -- data ----------------------------------------------------------------------------
@@ -260,7 +288,22 @@ class GenomeObjective:
         """
         return Standardizer.fit(self._all_data()[0])
 
-    def _all_data(self) -> tuple[FloatArray, IntArray]:
+    def target_standardizer(self) -> Standardizer | None:
+        """Statistics of all the targets :meth:`fit_genome` trains on (regression;
+        ``None`` for classification): the model :meth:`fit_genome` returns
+        predicts ``target_standardizer().transform(y)``, and ``inverse_transform``
+        maps its outputs back."""
+        if self.task.name != "regression":
+            return None
+        return Standardizer.fit(self._all_data()[1])
+
+    def _all_training_data(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any]]:
+        """All the rows, standardised as the refit trains on them (targets too)."""
+        X, y = self._all_data()
+        target = self.target_standardizer()
+        return self.standardizer().transform(X), y if target is None else target.transform(y)
+
+    def _all_data(self) -> tuple[FloatArray, npt.NDArray[Any]]:
         if self.validation_data is None:
             return self.X, self.y
         X_val, y_val = self.validation_data
@@ -341,6 +384,7 @@ class GenomeObjective:
             attrs.update(inherited)
         internals.write_running_trial_records(trial, user_attrs=attrs)
         run = _TrialRun(trial, genome, config, EpochReports(trial, every=every))
+        run.score_attr = self.task.score_attr
         run.initial_state = initial_state
         return run
 
@@ -405,12 +449,12 @@ class GenomeObjective:
                 best_epoch=result.best_epoch,
                 epochs_run=result.epochs_run,
                 stop_reason=result.stop_reason,
-                val_accuracy=result.best_score,
                 val_loss=_finite_or_none(result.best_val_loss),
+                **{self.task.score_attr: result.best_score},
             )
 
     def _kfold(self, runs: list[_TrialRun]) -> None:
-        folds = [_Folds() for _ in runs]
+        folds = [_Folds(score_attr=self.task.score_attr) for _ in runs]
         live = list(range(len(runs)))
         for fold, split in enumerate(self._splits, start=1):
             results = self._train([runs[i] for i in live], split, None)
@@ -467,6 +511,12 @@ class GenomeObjective:
     def _score(self, result: TrainResult, split: Split) -> float:
         if self._scorer is None:
             return float(result.best_score)
+        if split.target is not None:  # regression: scored on the targets' own scale
+            assert split.y_val_raw is not None
+            y_val = split.y_val_raw
+            truth = y_val[:, 0] if y_val.shape[1] == 1 else y_val
+            regressor = ScoredRegressor(result.model, split.target)
+            return float(self._scorer(regressor, split.X_val, truth))
         network = ScoredNetwork(result.model, self.n_classes)
         try:
             return float(self._scorer(network, split.X_val, split.y_val))
@@ -525,8 +575,7 @@ class GenomeObjective:
             )
             epochs = max(1, probe.best_epoch)
         epochs = check_int(epochs, "epochs", "GenomeObjective.fit_genome", low=1)
-        X, y = self._all_data()
-        scaled = self.standardizer().transform(X)
+        scaled, y = self._all_training_data()
         config = replace(self.train_config, seed=seed, max_epochs=epochs, patience=None)
         return train_classifier(
             genome,
@@ -560,8 +609,7 @@ class GenomeObjective:
                 raise_invalid(f"genomes[{index}]", owner, "a Genome", genome)
         if not (len(seeds) == len(epochs) == len(genomes)):
             raise_invalid("seeds", owner, f"{len(genomes)} seeds and epochs", (seeds, epochs))
-        X, y = self._all_data()
-        scaled = self.standardizer().transform(X)
+        scaled, y = self._all_training_data()
         configs = [
             replace(
                 self.train_config,
@@ -605,19 +653,22 @@ class _TrialRun:
     initial_state: dict[str, Any] | None = None
     #: Attributes written with its final ones (its stored weights' record).
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    #: The attribute of its best validation score (:attr:`Task.score_attr`).
+    score_attr: str = "val_accuracy"
 
     def report_epoch(self, epoch: int, accuracy: float) -> None:
-        """After an epoch of a holdout: report; raise ``TrialPruned`` if the pruner says so."""
+        """After an epoch of a holdout: report the trainer's validation score
+        (accuracy, or negative MSE); raise ``TrialPruned`` if the pruner says so."""
         if accuracy > self.best_accuracy:
             self.best_epoch, self.best_accuracy = epoch, accuracy
         if self.reports.report(epoch, accuracy):
             raise self.prune(
-                f"Pruned after epoch {epoch} (accuracy {accuracy:.4f}).",
+                f"Pruned after epoch {epoch} (validation score {accuracy:.4f}).",
                 train_seconds=(time.perf_counter() - self.started) / self.sharing,
                 best_epoch=int(self.best_epoch),
                 epochs_run=epoch,
                 stop_reason="pruned",
-                val_accuracy=float(self.best_accuracy),
+                **{self.score_attr: float(self.best_accuracy)},
             )
 
     def report_fold(self, fold: int, running: float, *, last: bool) -> bool:
@@ -646,6 +697,7 @@ class _TrialRun:
 class _Folds:
     """The per-fold results of one trial under cross-validation."""
 
+    score_attr: str = "val_accuracy"
     scores: list[float] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
@@ -677,7 +729,7 @@ class _Folds:
             "best_epoch": int(statistics.median_low(self.epochs)),
             "epochs_run": self.epochs_run,
             "stop_reason": reason,
-            "val_accuracy": statistics.fmean(self.accuracies),
+            self.score_attr: statistics.fmean(self.accuracies),
             "val_loss": _finite_or_none(statistics.fmean(self.losses)),
             "fold_scores": list(self.scores),
             "fold_best_epochs": list(self.epochs),
@@ -689,7 +741,26 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _validation_data(value: Any, n_features: int) -> tuple[FloatArray, IntArray] | None:
+def _targets(y: Any, name: str, n_rows: int, regression: bool) -> npt.NDArray[Any]:
+    """Class indices (int64), or for regression a float64 matrix of finite targets."""
+    if not regression:
+        return check_labels(y, name, _OWNER, n_rows=n_rows)
+    try:
+        array = np.asarray(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise_invalid(name, _OWNER, "an array of numbers", y)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    targets = check_features(array, name, _OWNER, dtype=np.float64)
+    if targets.shape[0] != n_rows:
+        expected = f"an array of {n_rows} rows"
+        raise_invalid(name, _OWNER, expected, f"an array of shape {np.shape(y)}")
+    return targets
+
+
+def _validation_data(
+    value: Any, n_features: int, regression: bool = False
+) -> tuple[FloatArray, npt.NDArray[Any]] | None:
     """``validation_data`` as checked arrays, or ``None``."""
     if value is None:
         return None
@@ -698,7 +769,7 @@ def _validation_data(value: Any, n_features: int) -> tuple[FloatArray, IntArray]
     X_val = check_features(
         value[0], "validation_data[0]", _OWNER, n_features=n_features, dtype=np.float64
     )
-    y_val = check_labels(value[1], "validation_data[1]", _OWNER, n_rows=X_val.shape[0])
+    y_val = _targets(value[1], "validation_data[1]", X_val.shape[0], regression)
     return X_val, y_val
 
 

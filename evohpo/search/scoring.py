@@ -1,4 +1,9 @@
-"""The trial's score: a scikit-learn scorer by name or callable, or plain accuracy."""
+"""The trial's score: a scikit-learn scorer by name or callable, or plain accuracy.
+
+Scorers see a trained network as a fitted estimator: :class:`ScoredNetwork`
+(a classifier over the encoded classes) or :class:`ScoredRegressor` (a
+regressor whose predictions are mapped back to the targets' own scale).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer, get_scorer_names
 
 from evohpo._validation import raise_invalid
-from evohpo.training.predict import predict_proba
+from evohpo.search.splits import Standardizer
+from evohpo.training.predict import predict_logits, predict_proba
 
-__all__ = ["ScoredNetwork", "Scorer", "resolve_scoring"]
+__all__ = ["ScoredNetwork", "ScoredRegressor", "Scorer", "resolve_scoring"]
+
+#: Where scikit-learn's regression metrics live: a scorer name for a regressor must
+#: score with one of them.
+_REGRESSION_METRICS = "sklearn.metrics._regression"
 
 #: A scikit-learn scorer: ``scorer(estimator, X, y) -> float``, larger is better.
 Scorer = Callable[[Any, Any, Any], float]
 
 
-def resolve_scoring(scoring: Any, owner: str = "GenomeObjective") -> Scorer | None:
+def resolve_scoring(
+    scoring: Any, owner: str = "GenomeObjective", *, regression: bool = False
+) -> Scorer | None:
     """The scorer that ``scoring`` names; ``None`` stands for plain accuracy.
 
     Parameters
@@ -32,6 +44,10 @@ def resolve_scoring(scoring: Any, owner: str = "GenomeObjective") -> Scorer | No
         :func:`sklearn.metrics.make_scorer` returns.
     owner : str
         Named in the error message.
+    regression : bool, default=False
+        Score regressors: a name must be one of scikit-learn's regression
+        scorers (``"r2"``, ``"neg_mean_squared_error"``, ...), and no name
+        stands for the trainer's own score.
 
     Returns
     -------
@@ -47,12 +63,26 @@ def resolve_scoring(scoring: Any, owner: str = "GenomeObjective") -> Scorer | No
     make_scorer(f1_score, ...average=macro)
     """
     if isinstance(scoring, str):
-        if scoring == "accuracy":
+        if scoring == "accuracy" and not regression:
             return None
         try:
-            return get_scorer(scoring)  # type: ignore[no-any-return]
+            scorer = get_scorer(scoring)
         except ValueError:
-            pass
+            scorer = None
+        if scorer is not None and not regression:
+            return scorer  # type: ignore[no-any-return]
+        metric = getattr(getattr(scorer, "_score_func", None), "__module__", None)
+        if scorer is not None and metric == _REGRESSION_METRICS:
+            return scorer  # type: ignore[no-any-return]
+        if regression:
+            names = [n for n in get_scorer_names() if _is_regression_scorer(n)]
+            raise_invalid(
+                "scoring",
+                owner,
+                f"a regression scorer name of sklearn.metrics.get_scorer_names() "
+                f"({', '.join(map(repr, names))}) or a callable scorer(estimator, X, y)",
+                scoring,
+            )
         examples = ", ".join(
             repr(n)
             for n in ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss", "roc_auc_ovr")
@@ -67,6 +97,11 @@ def resolve_scoring(scoring: Any, owner: str = "GenomeObjective") -> Scorer | No
     if callable(scoring):
         return scoring  # type: ignore[no-any-return]
     raise_invalid("scoring", owner, "a str or a callable scorer(estimator, X, y)", scoring)
+
+
+def _is_regression_scorer(name: str) -> bool:
+    metric = getattr(get_scorer(name), "_score_func", None)
+    return getattr(metric, "__module__", None) == _REGRESSION_METRICS
 
 
 class ScoredNetwork(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -94,3 +129,27 @@ class ScoredNetwork(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> npt.NDArray[np.int64]:
         labels: npt.NDArray[np.int64] = self.predict_proba(X).argmax(axis=1).astype(np.int64)
         return labels
+
+
+class ScoredRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """A trained regression network seen as a fitted regressor.
+
+    ``predict`` maps the network's (standardised) outputs back with ``target``,
+    to the scale of the targets it was trained on: a vector for one target, a
+    matrix for several. Only for handing to scikit-learn scorers.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module | None = None, target: Standardizer | None = None
+    ) -> None:
+        self.model = model
+        self.target = target
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict(self, X: Any) -> npt.NDArray[np.float64]:
+        assert self.model is not None
+        assert self.target is not None
+        outputs = self.target.inverse_transform(predict_logits(self.model, X))
+        return outputs[:, 0] if outputs.shape[1] == 1 else outputs

@@ -3,12 +3,15 @@
 A stratified holdout split, stratified k-fold, or the caller's own
 validation set; features are standardised (mean and standard deviation) with
 statistics of each training split only, so no validation row leaks into
-training.
+training. Regression targets have no classes to stratify: their rows are
+shuffled and cut (holdout or k-fold), and the targets standardised like the
+features, with the training rows' statistics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +20,15 @@ from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
 from evohpo.exceptions import InvalidParameterError
 
-__all__ = ["Split", "Standardizer", "make_splits", "stratified_holdout", "stratified_kfold"]
+__all__ = [
+    "Split",
+    "Standardizer",
+    "make_splits",
+    "shuffled_holdout",
+    "shuffled_kfold",
+    "stratified_holdout",
+    "stratified_kfold",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -70,37 +81,59 @@ class Standardizer:
         np.clip(out, -limit, limit, out=out)
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def inverse_transform(self, Z: npt.ArrayLike) -> FloatArray:
+        """``Z * scale + mean`` in float64: standardised values mapped back."""
+        data = np.asarray(Z, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            out: FloatArray = data * self.scale + self.mean
+        return out
+
 
 @dataclass(frozen=True)
 class Split:
-    """One training/validation pair, standardised with its training statistics."""
+    """One training/validation pair, standardised with its training statistics.
+
+    Regression splits also hold the statistics of the training targets
+    (``target``): ``y_train`` and ``y_val`` are standardised with them, and
+    ``y_val_raw`` holds the validation targets as given, for scorers.
+    """
 
     X_train: npt.NDArray[np.float32]
-    y_train: IntArray
+    y_train: npt.NDArray[Any]
     X_val: npt.NDArray[np.float32]
-    y_val: IntArray
+    y_val: npt.NDArray[Any]
+    target: Standardizer | None = None
+    y_val_raw: FloatArray | None = None
 
 
 def make_splits(
     X: FloatArray,
-    y: IntArray,
+    y: npt.NDArray[Any],
     *,
     seed: int,
     validation_fraction: float,
     cv: int | None,
-    validation_data: tuple[FloatArray, IntArray] | None,
+    validation_data: tuple[FloatArray, npt.NDArray[Any]] | None,
+    regression: bool = False,
 ) -> list[Split]:
     """The standardised training/validation pairs a trial trains on.
 
     ``validation_data`` when given (one pair: all of ``X`` trains), else a
     stratified k-fold split when ``cv`` is given, else a stratified holdout
-    of ``validation_fraction``; the split is drawn from ``seed``.
+    of ``validation_fraction``; the split is drawn from ``seed``. With
+    ``regression`` (``y`` a float matrix, one column per target) the rows are
+    shuffled instead of stratified, and the targets standardised too.
     """
     if validation_data is not None:
         pairs = [(X, y, *validation_data)]
     else:
         rng = np.random.default_rng(derive_seed(seed, "split"))
-        if cv is None:
+        if regression:
+            if cv is None:
+                index_pairs = [shuffled_holdout(len(y), validation_fraction, rng)]
+            else:
+                index_pairs = shuffled_kfold(len(y), cv, rng)
+        elif cv is None:
             train, val = stratified_holdout(y, validation_fraction, rng)
             index_pairs = [(train, val)]
         else:
@@ -109,8 +142,59 @@ def make_splits(
     splits = []
     for X_train, y_train, X_val, y_val in pairs:
         scaler = Standardizer.fit(X_train)
-        splits.append(Split(scaler.transform(X_train), y_train, scaler.transform(X_val), y_val))
+        X_train_scaled, X_val_scaled = scaler.transform(X_train), scaler.transform(X_val)
+        if not regression:
+            splits.append(Split(X_train_scaled, y_train, X_val_scaled, y_val))
+            continue
+        target = Standardizer.fit(y_train)
+        splits.append(
+            Split(
+                X_train_scaled,
+                target.transform(y_train),
+                X_val_scaled,
+                target.transform(y_val),
+                target=target,
+                y_val_raw=np.asarray(y_val, dtype=np.float64),
+            )
+        )
     return splits
+
+
+def shuffled_holdout(
+    n_rows: int, fraction: float, rng: np.random.Generator
+) -> tuple[IntArray, IntArray]:
+    """Training and validation row indices: ``fraction`` of the rows, shuffled, validate.
+
+    At least one row validates and one trains.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> train, val = shuffled_holdout(10, 0.2, np.random.default_rng(0))
+    >>> len(train), len(val)
+    (8, 2)
+    """
+    if n_rows < 2:
+        raise InvalidParameterError(
+            f"A validation split needs at least 2 samples; got {n_rows} sample."
+        )
+    order = rng.permutation(n_rows)
+    n_val = min(max(1, round(fraction * n_rows)), n_rows - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def shuffled_kfold(
+    n_rows: int, n_folds: int, rng: np.random.Generator
+) -> list[tuple[IntArray, IntArray]]:
+    """``n_folds`` (train, validation) index pairs of shuffled rows; fold sizes
+    differ by at most one."""
+    n_folds = check_int(n_folds, "n_folds", "shuffled_kfold", low=2)
+    if n_folds > n_rows:
+        expected = f"an int in the range [2, {n_rows}] (the number of samples)"
+        raise_invalid("n_folds", "shuffled_kfold", expected, n_folds)
+    fold_of = np.empty(n_rows, dtype=np.int64)
+    fold_of[rng.permutation(n_rows)] = np.arange(n_rows) % n_folds
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(n_folds)]
 
 
 def stratified_holdout(

@@ -40,6 +40,7 @@ __all__ = [
 TOP_KEYS = (
     "name",
     "description",
+    "task",
     "storage",
     "data",
     "space",

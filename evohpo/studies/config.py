@@ -19,6 +19,11 @@ take ``--batch-trials`` to override it. Like ``device`` and
 ``eval_batch_size``, it is not part of a study's identity: a study resumes
 with another ``batch_trials``.
 
+``task = "regression"`` (top level) searches networks for numeric targets
+(:mod:`evohpo.training.task`): mean squared error training, trials scored by
+validation R2, test R2 reported; the data set must have numeric targets
+(``"diabetes"``, ``"friedman1"``), and is then regression by default.
+
 ``[train] inherit_weights = true`` starts GA children from their parents'
 trained weights (:mod:`evohpo.search.inheritance`), kept in ``weights_dir``
 (relative to the file): by default the folder next to a SQLite or journal
@@ -43,6 +48,7 @@ from evohpo.storage.artifacts import default_artifact_dir
 from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
 from evohpo.studies.sources import ImageSource, check_dataset_name, image_space, parse_image_source
+from evohpo.training.task import TASKS, TaskName
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,6 +93,8 @@ class StudyConfig:
         Group name; studies are called ``<name>/<sampler>/seed<seed>``.
     description : str
         Free text.
+    task : {"classification", "regression"}
+        What the networks learn; trials maximise validation accuracy, or R2.
     dataset : str
         A name from :data:`evohpo.training.datasets.DATASETS`, ``"imagefolder"``
         or ``"torchvision:<Name>"`` (see :mod:`evohpo.studies.sources`).
@@ -115,7 +123,8 @@ class StudyConfig:
     seeds : tuple of int
         Seeds compared by ``evohpo compare``.
     target : float or None
-        Validation accuracy whose first reach is timed by ``compare``.
+        Validation accuracy (R2 for regression) whose first reach is timed by
+        ``compare``.
     sampler_options : dict
         Keyword arguments per sampler name (``[sampler.ga]`` ...).
     pruner : dict
@@ -153,6 +162,12 @@ class StudyConfig:
     batch_trials: BatchTrials = "auto"
     inherit_weights: bool = False
     weights_dir: Path | None = None
+    task: TaskName = "classification"
+
+    @property
+    def score_label(self) -> str:
+        """The trials' value in words: ``"accuracy"`` or ``"R2"``."""
+        return "R2" if self.task == "regression" else "accuracy"
 
     def weights_store(self, storage_url: str | None = None) -> Path:
         """Where trained weights are kept for the study at ``storage_url``."""
@@ -289,6 +304,7 @@ def parse_study_config(
     if not isinstance(description, str):
         schema.config_error(source, "", "description", "a str", description)
     rows = _parse_data(data, source)
+    task = _parse_task(data, rows["dataset"], source)
     space_table = schema.get_table(data, "space", source)
     try:
         space = SearchSpace.from_dict(space_table)
@@ -325,6 +341,7 @@ def parse_study_config(
         batch_trials=batch_trials,
         inherit_weights=inherit_weights,
         weights_dir=weights_dir,
+        task=task,
         budget=budget,
         **rows,
         **compare,
@@ -356,6 +373,35 @@ def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             table.get("split_seed", 0), "split_seed", "data", source, low=0
         ),
     }
+
+
+def _parse_task(data: Mapping[str, Any], dataset: str, source: str) -> TaskName:
+    """The top-level ``task``: the data set's own by default, and only that one."""
+    from evohpo.training.datasets import REGRESSION_DATASETS
+
+    own: TaskName = "regression" if dataset in REGRESSION_DATASETS else "classification"
+    task = data.get("task", own)
+    if task not in TASKS:
+        listed = ", ".join(repr(t) for t in TASKS)
+        schema.config_error(
+            source, "", "task", f"one of {{{listed}}}", task, hint=schema.did_you_mean(task, TASKS)
+        )
+    if task != own:
+        raise StudyConfigError(
+            f"{source}: 'task' = {task!r}, but the data set {dataset!r} is for {own}: "
+            f"its targets are {'numbers' if own == 'regression' else 'classes'}. Leave "
+            "'task' out to take the data set's own, or choose a data set for "
+            f"{task} ({_datasets_for(task)})."
+        )
+    checked: TaskName = task
+    return checked
+
+
+def _datasets_for(task: str) -> str:
+    from evohpo.training.datasets import DATASETS, REGRESSION_DATASETS
+
+    names = [n for n in sorted(DATASETS) if (n in REGRESSION_DATASETS) == (task == "regression")]
+    return ", ".join(repr(n) for n in names)
 
 
 def _parse_budget(data: Mapping[str, Any], source: str) -> Budget:

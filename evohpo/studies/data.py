@@ -1,7 +1,8 @@
 """The rows of a study file: its train, validation and test splits.
 
 Every sampler and seed of a study file sees the same rows: the splits are
-stratified and depend on the data set and ``[data]`` settings only.
+stratified (shuffled for regression) and depend on the data set and
+``[data]`` settings only.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class PreparedData:
     X_test, y_test : ndarray
         Rows held out until the best trial of a study is refit and tested.
     class_names : list of str
+        Empty for regression.
+    task : {"classification", "regression"}
+        What ``y`` holds: class indices, or numeric targets.
     """
 
     X_train: np.ndarray = field(repr=False)
@@ -47,6 +51,7 @@ class PreparedData:
     X_test: np.ndarray = field(repr=False)
     y_test: np.ndarray = field(repr=False)
     class_names: list[str]
+    task: str = "classification"
 
     @property
     def n_classes(self) -> int:
@@ -107,6 +112,7 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         X_test=X[test],
         y_test=data.y[test],
         class_names=list(data.class_names),
+        task=data.task,
     )
 
 
@@ -139,12 +145,14 @@ def _split(
     key: str,
     parts: tuple[str, str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified ``(rest, held out)`` split of ``rows``; a too small part is a config error."""
+    """Stratified ``(rest, held out)`` split of ``rows`` (shuffled for regression); a too
+    small part is a config error."""
     from sklearn.model_selection import train_test_split
 
+    stratify = None if config.task == "regression" else labels
     try:
         kept, held = train_test_split(
-            rows, test_size=fraction, stratify=labels, random_state=config.split_seed
+            rows, test_size=fraction, stratify=stratify, random_state=config.split_seed
         )
     except ValueError as exc:
         n_rows, n_classes = len(rows), len(np.unique(labels))

@@ -197,6 +197,8 @@ def export_best(
     result = refit(objective, best.trial)  # stops at a training step on a signal
     model = result.model.cpu()
     standardizer = objective.standardizer()
+    scaler = objective.target_standardizer()
+    score = "accuracy" if scaler is None else "r2"  # the trials' value
     test_accuracy = measure_test_accuracy(best.study, objective, data, guard=guard)
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
     shape = config.space.input_shape
@@ -208,10 +210,10 @@ def export_best(
         "sampler": best.sampler,
         "seed": best.seed,
         "trial": best.trial.number,
-        "validation_accuracy": best.value,
-        "test_accuracy": test_accuracy,
+        f"validation_{score}": best.value,
+        f"test_{score}": test_accuracy,
         "n_features": int(data.X_train.shape[1]),
-        "n_classes": data.n_classes,
+        "n_classes": data.n_classes if scaler is None else len(scaler.mean),
         "standardize": {
             "mean": [float(v) for v in standardizer.mean],
             "scale": [float(v) for v in standardizer.scale],
@@ -225,6 +227,12 @@ def export_best(
     }
     if shape is not None:  # rows are folded to this shape inside the model
         metadata["input_shape"] = list(shape)
+    if scaler is not None:  # the model predicts standardised targets: outputs * scale + mean
+        metadata["task"] = "regression"
+        metadata["target_standardize"] = {
+            "mean": [float(v) for v in scaler.mean],
+            "scale": [float(v) for v in scaler.scale],
+        }
     out.mkdir(parents=True, exist_ok=True)
     _write_atomically(out, "model.pt", lambda handle: torch.save(state, handle))
     _write_text(out, "genome.json", best.genome.to_json() + "\n")

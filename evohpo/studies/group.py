@@ -40,7 +40,7 @@ __all__ = [
     "study_sort_key",
 ]
 
-#: Every study maximises validation accuracy.
+#: Every study maximises its validation score (accuracy, or R2 for regression).
 DIRECTION: Literal["maximize"] = "maximize"
 #: Study user attribute that holds the study's identity (a JSON object).
 STUDY_ATTR = "evohpo.study"
@@ -86,7 +86,7 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
     (:data:`RUNTIME_TRAIN_KEYS`: the device, the evaluation batch size) are
     left out, so a study started on one machine resumes on another.
     """
-    return {
+    identity = {
         "format": _IDENTITY_FORMAT,
         "group": config.name,
         "dataset": config.dataset,
@@ -100,6 +100,9 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
         "direction": DIRECTION,
         "evohpo_version": __version__,
     }
+    if config.task != "classification":  # only then: classification studies keep theirs
+        identity["task"] = config.task
+    return identity
 
 
 def _train_identity(train: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ __all__ = ["default_plot_path", "history_figure", "plot_histories"]
 
 
 def plot_histories(comparison: Comparison, path: str | Path) -> Path:
-    """Write a PNG of the best validation accuracy so far against the trial count.
+    """Write a PNG of the best validation accuracy (R2) so far against the trial count.
 
     One line per sampler (the mean over seeds) with a band from the lowest to
     the highest seed. Uses matplotlib's Agg canvas; pyplot's global state is
@@ -67,7 +67,7 @@ def history_figure(comparison: Comparison) -> Any:
         axes.axhline(comparison.config.target, color="grey", linestyle="--", linewidth=1)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("finished trials")
-    axes.set_ylabel("best validation accuracy so far")
+    axes.set_ylabel(f"best validation {comparison.config.score_label} so far")
     axes.set_title(f"{comparison.config.name}: optimisation histories (band: min-max over seeds)")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")

@@ -1,4 +1,4 @@
-"""Refit a study's best genome and measure its test accuracy.
+"""Refit a study's best genome and measure its test accuracy (R2 for regression).
 
 The test rows stay unseen during the search: the best trial's genome is
 trained again on the training and validation rows together and scored on
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TEST_ATTR", "best_genome", "cached_test_accuracy", "measure_test_accuracy", "refit"]
 
-#: Study user attribute caching the test accuracy of the best trial's refit.
+#: Study user attribute caching the test score of the best trial's refit: ``"accuracy"``,
+#: or ``"r2"`` for regression.
 TEST_ATTR = "evohpo.test"
 
 
@@ -54,7 +55,7 @@ def refit(objective: GenomeObjective, trial: FrozenTrial) -> TrainResult:
 
 
 def cached_test_accuracy(user_attrs: Mapping[str, Any], trial: int) -> float | None:
-    """The test accuracy :data:`TEST_ATTR` holds for trial number ``trial``, if any.
+    """The test accuracy (or R2) :data:`TEST_ATTR` holds for trial number ``trial``, if any.
 
     Examples
     --------
@@ -66,7 +67,7 @@ def cached_test_accuracy(user_attrs: Mapping[str, Any], trial: int) -> float | N
     cached = user_attrs.get(TEST_ATTR)
     if not isinstance(cached, Mapping) or cached.get("trial") != trial:
         return None
-    value = cached.get("accuracy")
+    value = cached.get("accuracy", cached.get("r2"))
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -77,7 +78,9 @@ def measure_test_accuracy(
     *,
     guard: GracefulStop | None = None,
 ) -> float | None:
-    """Refit the best trial's genome (see :func:`refit`), score it on the test rows.
+    """Refit the best trial's genome (see :func:`refit`), score it on the test rows:
+    its accuracy, or for regression its R2 (predictions mapped back to the
+    targets' scale).
 
     The result is cached in the study user attribute :data:`TEST_ATTR` for
     the best trial's number, so it is measured once.
@@ -97,9 +100,17 @@ def measure_test_accuracy(
     guard.check()
     result = refit(objective, trial)  # stops at a training step on a signal
     logits = predict_logits(result.model, objective.standardizer().transform(data.X_test))
-    accuracy = float(np.mean(logits.argmax(axis=1) == data.y_test))
+    target = objective.target_standardizer()
+    if target is not None:
+        from sklearn.metrics import r2_score
+
+        predictions = target.inverse_transform(logits)
+        y_test = np.asarray(data.y_test, dtype=np.float64).reshape(len(predictions), -1)
+        score, key = float(r2_score(y_test, predictions)), "r2"
+    else:
+        score, key = float(np.mean(logits.argmax(axis=1) == data.y_test)), "accuracy"
     study.set_user_attr(
         TEST_ATTR,
-        {"trial": trial.number, "accuracy": accuracy, "n_test": len(data.y_test)},
+        {"trial": trial.number, key: score, "n_test": len(data.y_test)},
     )
-    return accuracy
+    return score

@@ -23,18 +23,19 @@ def format_table(comparison: Comparison) -> str:
     """The comparison as a plain-text table (one row per sampler).
 
     Columns: seeds, finished trials per study, best validation accuracy and
-    test accuracy of the best trial's refit (mean ± standard deviation over
+    test accuracy (R2 for regression) of the best trial's refit (mean ± standard deviation over
     seeds), how many seeds reached the target, and the mean trials and trial
     seconds they needed, and the trial seconds per study.
     """
     config = comparison.config
     target = config.target
+    short = "R2" if config.task == "regression" else "acc"
     headers = [
         "sampler",
         "seeds",
         "trials",
-        "best val acc",
-        "test acc",
+        f"best val {short}",
+        f"test {short}",
         "reached",
         "trials to target",
         "time to target",
@@ -85,10 +86,11 @@ def format_table(comparison: Comparison) -> str:
         f"budget {' / '.join(parts)} per study"
     )
     if target is not None:
-        title += f", target validation accuracy {target:g}"
+        title += f", target validation {config.score_label} {target:g}"
     notes = [
-        "best val acc / test acc: mean ± sd over seeds; test acc: the best trial's genome "
-        "refit on the training + validation rows, scored on the held-out test rows.",
+        f"best val {short} / test {short}: mean ± sd over seeds; test {short}: the best "
+        "trial's genome refit on the training + validation rows, scored on the held-out "
+        "test rows.",
     ]
     if target is not None:
         notes.append(

@@ -291,7 +291,9 @@ def make_objective(
 
     Every sampler gets the same rows: the objective trains on the training
     split (standardised with its own statistics) and scores each trial on the
-    validation split. Trial ``n`` trains with a seed derived from ``(seed, n)``.
+    validation split: its accuracy, or for ``task = "regression"`` its R2
+    (targets standardised inside). Trial ``n`` trains with a seed derived from
+    ``(seed, n)``.
     With ``[space] input_shape`` every row is folded to that shape inside the
     network (:mod:`evohpo.training.nn`). With ``[train] inherit_weights``, trained
     weights are kept in :meth:`StudyConfig.weights_store` of ``storage_url``
@@ -311,7 +313,7 @@ def make_objective(
         data.X_train,
         data.y_train,
         space=config.space,
-        train_config=TrainConfig(**config.train),
+        train_config=TrainConfig(**config.train, task=config.task),
         validation_data=(data.X_val, data.y_val),
         seed=seed,
         input_shape=config.space.input_shape,

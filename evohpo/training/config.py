@@ -10,6 +10,7 @@ from torch import nn
 
 from evohpo._validation import check_float, check_int, raise_invalid
 from evohpo.exceptions import InvalidParameterError, TrainingDivergedError
+from evohpo.training.task import TASKS, TaskName
 
 __all__ = ["EpochRecord", "StopReason", "TrainConfig", "TrainResult"]
 
@@ -58,6 +59,11 @@ class TrainConfig:
         Wall-clock budget in seconds (> 0). It is checked after every batch; when it
         runs out mid-epoch, that partial epoch is still validated and recorded, and
         training stops with ``stop_reason == "time_limit"``. ``None``: no limit.
+    task : {"classification", "regression"}
+        What the network learns (:mod:`evohpo.training.task`): class indices with
+        cross-entropy, the validation score being the accuracy; or float targets
+        with mean squared error, the score being the negative mean squared error.
+        ``patience``, ``min_delta`` and the best weights follow that score.
 
     Examples
     --------
@@ -76,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 4096
     max_train_time: float | None = None
+    task: TaskName = "classification"
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
@@ -106,6 +113,8 @@ class TrainConfig:
             except InvalidParameterError:
                 raise_invalid("max_train_time", owner, "a float > 0.0 or None", self.max_train_time)
             object.__setattr__(self, "max_train_time", limit)
+        if not isinstance(self.task, str) or self.task not in TASKS:
+            raise_invalid("task", owner, f"one of {TASKS}", self.task)
 
 
 def _check_device_spec(device: Any, owner: str) -> None:
@@ -136,11 +145,12 @@ class TrainResult:
         a finite loss (training diverged at once): ``model`` then holds the initial
         weights.
     best_score : float
-        Validation accuracy of ``model``, in ``[0, 1]``. With ``best_epoch == 0``
+        Validation score of ``model``: its accuracy, in ``[0, 1]`` (the negative
+        mean squared error with ``task="regression"``). With ``best_epoch == 0``
         it is the accuracy of the initial weights (0.0 if even their validation
         loss is not finite).
     best_val_loss : float
-        Mean validation cross-entropy of ``model``.
+        Mean validation loss of ``model`` (cross-entropy, or mean squared error).
     epochs_run : int
         Epochs in which training happened, a diverged or time-cut one included.
     history : list of EpochRecord

@@ -14,13 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from evohpo.training.arrays import check_features, check_labels
+from evohpo.training.arrays import check_features
 from evohpo.training.config import StopReason, TrainConfig
+from evohpo.training.task import Task, get_task
+
+#: The task of a trainer called without one.
+CLASSIFICATION = get_task("classification")
 
 __all__ = [
+    "CLASSIFICATION",
     "Batches",
     "EarlyStopping",
     "TrainingData",
@@ -33,15 +37,24 @@ __all__ = [
 
 
 def check_data(
-    X_train: Any, y_train: Any, X_val: Any, y_val: Any, n_classes: int, owner: str
+    X_train: Any,
+    y_train: Any,
+    X_val: Any,
+    y_val: Any,
+    n_classes: int,
+    owner: str,
+    task: Task = CLASSIFICATION,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The four arrays as float32 features and int64 labels, checked."""
+    """The four arrays as float32 features and the task's targets (int64 class
+    indices, or float32 target matrices of ``n_classes`` columns), checked."""
     x_train = check_features(X_train, "X_train", owner)
     x_val = check_features(X_val, "X_val", owner, n_features=x_train.shape[1])
-    labels_train = check_labels(
-        y_train, "y_train", owner, n_rows=x_train.shape[0], n_classes=n_classes
+    labels_train = task.check_targets(
+        y_train, "y_train", owner, n_rows=x_train.shape[0], n_outputs=n_classes
     )
-    labels_val = check_labels(y_val, "y_val", owner, n_rows=x_val.shape[0], n_classes=n_classes)
+    labels_val = task.check_targets(
+        y_val, "y_val", owner, n_rows=x_val.shape[0], n_outputs=n_classes
+    )
     return x_train, labels_train, x_val, labels_val
 
 
@@ -129,24 +142,15 @@ def stop_reason_after(
 
 
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    task: Task = CLASSIFICATION,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, one host sync."""
-    model.eval()
-    n_rows = x.shape[0]
-    with torch.inference_mode():
-        loss = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.int64)
-        for start in range(0, n_rows, batch_size):
-            logits = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
-            # Chunk means weighted by chunk shares: no float32 overflow from a sum of
-            # large but finite losses.
-            loss += F.cross_entropy(logits, target) * (target.shape[0] / n_rows)
-            correct += (logits.argmax(dim=1) == target).sum()
-        mean_loss = loss.item()  # the one wait for the device; the next read is free
-        n_correct = correct.item()
-    return mean_loss, n_correct / n_rows
+    """Mean validation loss and score of ``model`` on ``(x, y)`` (cross-entropy and
+    accuracy by default; see :class:`~evohpo.training.task.Task`), one host sync."""
+    return task.evaluate(model, x, y, batch_size)
 
 
 def training_divergence(losses: torch.Tensor, epoch: int, n_batches: int) -> str:

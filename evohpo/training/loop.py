@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from evohpo._interrupt import raise_if_stop_requested
@@ -68,6 +67,7 @@ from evohpo.training.nn import (
     start_model,
 )
 from evohpo.training.spec import NetworkSpec, check_network
+from evohpo.training.task import Task, get_task
 
 __all__ = ["train_classifier"]
 
@@ -98,10 +98,12 @@ def train_classifier(
         decay, batch size).
     X_train, X_val : array of shape (n_samples, n_features)
         Finite numeric features, converted to float32.
-    y_train, y_val : array of shape (n_samples,)
-        Integer class indices in ``[0, n_classes)``.
+    y_train, y_val : array of shape (n_samples,) or (n_samples, n_classes)
+        Integer class indices in ``[0, n_classes)``; with ``config.task ==
+        "regression"`` finite targets, one column per output (a vector for one).
     n_classes : int
-        Number of classes (output logits), at least 2.
+        Number of classes (output logits), at least 2; with ``config.task ==
+        "regression"`` the number of targets (outputs), at least 1.
     config : TrainConfig, optional
         Epochs, early stopping, device, seed and time budget; ``TrainConfig()`` by
         default.
@@ -135,7 +137,8 @@ def train_classifier(
 
     Notes
     -----
-    The loss is minimised with cross-entropy on mini-batches of
+    The loss is minimised with cross-entropy (mean squared error for
+    ``task="regression"``, :mod:`evohpo.training.task`) on mini-batches of
     ``genome.batch_size`` rows (the last one may be smaller), in an order drawn
     afresh every epoch. Finiteness of the training loss is checked once per epoch
     from losses kept on the device; an epoch whose loss or validation loss is not
@@ -168,8 +171,9 @@ def train_classifier(
         raise_invalid("config", owner, "a TrainConfig or None", config)
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise_invalid("on_epoch_end", owner, "a callable or None", on_epoch_end)
-    n_classes = check_int(n_classes, "n_classes", owner, low=2)
-    arrays = check_data(X_train, y_train, X_val, y_val, n_classes, owner)
+    task = get_task(config.task)
+    n_classes = check_int(n_classes, "n_classes", owner, low=task.min_outputs)
+    arrays = check_data(X_train, y_train, X_val, y_val, n_classes, owner, task)
     device = resolve_device(config.device)
     data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
     deadline = None if config.max_train_time is None else started + config.max_train_time
@@ -220,6 +224,7 @@ class _Run:
     batches: Batches
     init_seed: int
     input_shape: Sequence[int] | None
+    task: Task
     #: The weights training started from, if not the seed's (the fallback of a
     #: run that diverges before its first validated epoch).
     initial_state: Mapping[str, torch.Tensor] | None = None
@@ -258,7 +263,10 @@ class _Run:
         _set_dropout_generator(model, dropout)
         has_norm = any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
         batches = Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
-        return cls(model, optimizer, shuffle, data, batches, init_seed, input_shape, initial_state)
+        task = get_task(config.task)
+        return cls(
+            model, optimizer, shuffle, data, batches, init_seed, input_shape, task, initial_state
+        )
 
     def restore_best(self, genome: NetworkSpec, n_classes: int, config: TrainConfig) -> None:
         """Leave the best epoch's weights in ``model``, in eval mode."""
@@ -275,7 +283,9 @@ class _Run:
             if self.initial_state is not None:
                 model.load_state_dict(self.initial_state)
             self.model = model.to(data.x_train.device)
-            loss, score = evaluate(self.model, data.x_val, data.y_val, config.eval_batch_size)
+            loss, score = evaluate(
+                self.model, data.x_val, data.y_val, config.eval_batch_size, self.task
+            )
             self.best.val_loss = loss
             self.best.score = score if math.isfinite(loss) else 0.0
         self.model.eval()
@@ -296,7 +306,9 @@ def _train_epochs(
             run.stop_reason = "diverged"
             run.diverged_reason = training_divergence(batches.losses[:done], epoch, batches.count)
             return
-        val_loss, val_score = evaluate(run.model, data.x_val, data.y_val, config.eval_batch_size)
+        val_loss, val_score = evaluate(
+            run.model, data.x_val, data.y_val, config.eval_batch_size, run.task
+        )
         if not math.isfinite(val_loss):
             run.stop_reason = "diverged"
             run.diverged_reason = (
@@ -335,7 +347,7 @@ def _train_epoch(run: _Run, deadline: float | None) -> int:
     for batch in range(batches.count):
         rows = order[batches.slice(batch)]
         logits = model(data.x_train.index_select(0, rows))
-        loss = F.cross_entropy(logits, data.y_train.index_select(0, rows))
+        loss = run.task.loss(logits, data.y_train.index_select(0, rows))
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         optimizer.step()

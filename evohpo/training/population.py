@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
@@ -63,6 +62,7 @@ from evohpo.training.nn import count_parameters, resolve_device, start_model
 from evohpo.training.spec import NetworkSpec, check_network, network_blocks
 from evohpo.training.stack_model import DenseStack, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
+from evohpo.training.task import Task, get_task
 
 __all__ = [
     "CPU_STACK_MAX_MACS",
@@ -167,7 +167,8 @@ def train_population(
     configs = _check_configs(configs, len(genomes))
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise_invalid("on_epoch_end", _OWNER, "a callable or None", on_epoch_end)
-    n_classes = check_int(n_classes, "n_classes", _OWNER, low=2)
+    task = get_task(configs[0].task) if configs else get_task("classification")
+    n_classes = check_int(n_classes, "n_classes", _OWNER, low=task.min_outputs)
     max_stack = check_int(max_stack, "max_stack", _OWNER, low=1)
     min_stack = check_int(min_stack, "min_stack", _OWNER, low=1, high=max_stack)
     if not genomes:
@@ -177,7 +178,7 @@ def train_population(
     elif isinstance(initial_states, Mapping) or len(initial_states) != len(genomes):
         expected = f"a sequence of {len(genomes)} state dicts or None"
         raise_invalid("initial_states", _OWNER, expected, type(initial_states).__name__)
-    arrays = check_data(X_train, y_train, X_val, y_val, n_classes, _OWNER)
+    arrays = check_data(X_train, y_train, X_val, y_val, n_classes, _OWNER, task)
     config = configs[0]
     device = resolve_device(config.device)
     data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
@@ -277,7 +278,7 @@ def _check_configs(configs: Any, n_genomes: int) -> list[TrainConfig]:
     for index, config in enumerate(configs):
         if not isinstance(config, TrainConfig):
             raise_invalid(f"configs[{index}]", _OWNER, "a TrainConfig", config)
-    shared = ("device", "eval_batch_size", "max_train_time")
+    shared = ("device", "eval_batch_size", "max_train_time", "task")
     for name in shared:
         values = {str(getattr(c, name)) for c in configs}
         if len(values) > 1:
@@ -392,7 +393,8 @@ class _Member:
                 owner=_OWNER,
             )
             model = model.to(data.x_train.device)
-            val_loss, score = evaluate(model, data.x_val, data.y_val, config.eval_batch_size)
+            task = get_task(config.task)
+            val_loss, score = evaluate(model, data.x_val, data.y_val, config.eval_batch_size, task)
             score = score if math.isfinite(val_loss) else 0.0
         model.eval()
         return TrainResult(
@@ -440,14 +442,15 @@ def _train_stack(
     dropout_seed = derive_seed(*(m.config.seed for m in members), "dropout")
     dropout = torch.Generator(device=device).manual_seed(dropout_seed)
     batches = Batches(int(data.x_train.shape[0]), int(members[0].genome.batch_size), device)
+    task = get_task(config.task)
     live = list(members)
     epoch = 0
     while live:
         epoch += 1
         epoch_started = time.perf_counter()
-        losses, done = _train_epoch(stack, optimizer, live, data, batches, dropout, deadline)
+        losses, done = _train_epoch(stack, optimizer, live, data, batches, dropout, deadline, task)
         train_losses = _mean_losses(losses, batches, done)
-        val_losses, val_scores = _evaluate_stack(stack, data, config.eval_batch_size)
+        val_losses, val_scores = _evaluate_stack(stack, data, config.eval_batch_size, task)
         share = (time.perf_counter() - epoch_started) / len(live)
         for row, member in enumerate(live):
             member.epochs_run = epoch
@@ -483,6 +486,7 @@ def _train_epoch(
     batches: Batches,
     dropout: torch.Generator,
     deadline: float | None,
+    task: Task,
 ) -> tuple[torch.Tensor, int]:
     """One pass over the training rows, each member in its own order.
 
@@ -498,9 +502,8 @@ def _train_epoch(
         rows = order[:, batches.slice(batch)].reshape(-1)
         x = data.x_train.index_select(0, rows).view(k, -1, n_features)
         y = data.y_train.index_select(0, rows)
-        logits = stack.forward(x, dropout=dropout)
-        per_row = F.cross_entropy(logits.reshape(y.shape[0], -1), y, reduction="none")
-        member_losses = per_row.view(k, -1).mean(dim=1)
+        outputs = stack.forward(x, dropout=dropout)
+        member_losses = task.member_losses(outputs, y, k)
         optimizer.zero_grad()
         # The sum: each member's gradient is that of its own mean loss.
         stack.backward(member_losses.sum())
@@ -518,25 +521,11 @@ def _mean_losses(losses: torch.Tensor, batches: Batches, done: int) -> list[floa
     return (losses[:done] * shares[:, None]).sum(dim=0).tolist()
 
 
-@torch.inference_mode()
 def _evaluate_stack(
-    stack: DenseStack, data: TrainingData, batch_size: int
+    stack: DenseStack, data: TrainingData, batch_size: int, task: Task
 ) -> tuple[list[float], list[float]]:
-    """Each member's mean validation cross-entropy and accuracy (one host sync)."""
-    x, y = data.x_val, data.y_val
-    n_rows = x.shape[0]
-    k = stack.size
-    loss = torch.zeros(k, device=x.device)
-    correct = torch.zeros(k, device=x.device, dtype=torch.int64)
-    for start in range(0, n_rows, batch_size):
-        logits = stack.forward(x[start : start + batch_size])  # [k, rows, classes]
-        target = y[start : start + batch_size]
-        rows = target.shape[0]
-        per_row = F.cross_entropy(logits.reshape(k * rows, -1), target.repeat(k), reduction="none")
-        loss += per_row.view(k, rows).mean(dim=1) * (rows / n_rows)
-        correct += (logits.argmax(dim=2) == target).sum(dim=1)
-    losses = loss.tolist()
-    return losses, [c / n_rows for c in correct.tolist()]
+    """Each member's mean validation loss and score (one host sync)."""
+    return task.evaluate_stack(stack.forward, data.x_val, data.y_val, batch_size, stack.size)
 
 
 def _end_epoch(
