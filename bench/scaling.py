@@ -1,4 +1,4 @@
-"""Trials per second with 1 and 2 worker processes on one study, PostgreSQL and SQLite.
+"""Trials per second with 1 and 2 worker processes on one study: PostgreSQL, gRPC, SQLite.
 
 Each trial trains a real network: a 2-layer MLP (64 units per layer, batch 64,
 a fixed number of epochs, no early stopping) on scikit-learn's digits, asked
@@ -15,9 +15,16 @@ start-up is shown too. Both
 worker counts run in the same invocation, so their ratio is measured under
 the same conditions.
 
+The ``grpc`` storage is Optuna's gRPC storage proxy (``evohpo proxy``, a
+separate process on 127.0.0.1) in front of the same kind of PostgreSQL
+database: its rows against the ``postgresql`` rows give the proxy's cost,
+and its "vs direct" column divides by the direct PostgreSQL rate at the same
+worker count. It needs evohpo's ``grpc`` extra.
+
 Usage::
 
-    python bench/scaling.py                     # PostgreSQL (a throwaway server) and SQLite
+    python bench/scaling.py                     # PostgreSQL (a throwaway server), gRPC, SQLite
+    python bench/scaling.py --storages postgresql,grpc
     python bench/scaling.py --storages sqlite --trials 8
     python bench/scaling.py --postgres-url postgresql://user@host/db
 """
@@ -31,6 +38,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +93,43 @@ def postgres(url: str | None) -> Iterator[str]:
         yield server.create_database()
 
 
+@contextmanager
+def grpc_proxy(postgres_url: str | None) -> Iterator[str]:
+    """``evohpo proxy`` on a free port of 127.0.0.1 in front of a PostgreSQL database."""
+    import socket
+    import subprocess
+
+    from optuna.storages import GrpcStorageProxy
+
+    with postgres(postgres_url) as backing:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "evohpo", "proxy", "--storage", backing, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        try:
+            end = time.monotonic() + 120
+            while True:
+                if process.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError("the gRPC proxy did not start")
+                try:
+                    with warnings.catch_warnings():  # "experimental"
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        probe = GrpcStorageProxy(host="127.0.0.1", port=port)
+                    probe.wait_server_ready(timeout=1.0)
+                    probe.close()
+                    break
+                except ConnectionError:
+                    continue
+            yield f"grpc://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
 def measure(url: str, n_workers: int, n_trials: int, epochs: int) -> dict[str, Any]:
     from evohpo.storage import OWNER_ATTR, close_storage, open_storage
     from evohpo.workers import WorkerSpec, run_workers
@@ -128,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16, help="trials per worker (default 16)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per trial (default 30)")
-    parser.add_argument("--storages", default="postgresql,sqlite", help="comma-separated")
+    parser.add_argument(
+        "--storages",
+        default="postgresql,grpc,sqlite",
+        help="comma-separated: postgresql, grpc (a proxy in front of PostgreSQL), sqlite",
+    )
     parser.add_argument("--postgres-url", help="use this database instead of a throwaway one")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,17 +191,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     rows: list[dict[str, Any]] = []
+    direct: dict[int, float] = {}  # PostgreSQL trials/s by workers, for the gRPC rows
     for kind in [s.strip() for s in args.storages.split(",") if s.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
             context = (
                 postgres(args.postgres_url)
                 if kind == "postgresql"
+                else grpc_proxy(args.postgres_url)
+                if kind == "grpc"
                 else _fixed(f"sqlite:///{Path(tmp) / 'scaling.db'}")
             )
             with context as url:
                 results = {n: measure(url, n, n * args.trials, args.epochs) for n in (1, 2)}
         base = results[1]["rate"]
+        if kind == "postgresql":
+            direct = {n: result["rate"] for n, result in results.items()}
         for n, result in results.items():
+            versus = direct.get(n) if kind == "grpc" else None
             rows.append(
                 {
                     "storage": kind,
@@ -162,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     "wall s (with start-up)": f"{result['wall']:.1f}",
                     "trials/s": f"{result['rate']:.3f}",
                     "vs 1 worker": f"{result['rate'] / base:.2f}x",
+                    "vs direct": "" if versus is None else f"{result['rate'] / versus:.2f}x",
                 }
             )
             print(f"{kind}, {n} worker(s): {result['rate']:.3f} trials/s", file=sys.stderr)

@@ -1,5 +1,8 @@
 """Which database driver a storage URL needs, and how to install it.
 
+``grpc://`` URLs (Optuna's gRPC storage proxy) need grpcio and protobuf,
+evohpo's ``grpc`` extra.
+
 SQLAlchemy imports a driver when a storage is first opened; a missing one
 surfaces as a ``ModuleNotFoundError`` somewhere in the chain of Optuna's or
 SQLAlchemy's own error. Every place that opens a storage (study files, the
@@ -10,7 +13,13 @@ from __future__ import annotations
 
 from evohpo.storage.errors import exception_chain
 
-__all__ = ["missing_driver"]
+__all__ = ["GRPC_HINT", "missing_driver"]
+
+#: What to install for Optuna's gRPC storage proxy (``grpc://`` URLs, ``evohpo proxy``).
+GRPC_HINT = (
+    "Install evohpo's grpc extra (pip install 'evohpo[grpc]'): grpcio and protobuf, which "
+    "Optuna's gRPC storage proxy needs."
+)
 
 
 def missing_driver(url: str, exc: BaseException) -> str | None:
@@ -32,6 +41,8 @@ def _missing_module(exc: BaseException) -> str | None:
 def _driver_hint(url: str) -> str:
     scheme = url.split("://", 1)[0].lower()
     dialect, _, driver = scheme.partition("+")
+    if scheme == "grpc":
+        return GRPC_HINT
     if dialect in ("postgresql", "postgres") and driver in ("", "psycopg"):
         return (
             "Install evohpo's postgres extra (pip install 'evohpo[postgres]'): psycopg 3, "

@@ -12,6 +12,8 @@ workers all open their storage with :func:`open_storage`, so they all get:
   journal files get none unless asked (workers ask, on SQLite): their
   processes share one machine, where the ownership rule below recovers
   trials at once, and Optuna warns about heartbeats outside ``optimize``;
+* ``grpc://host:port``: Optuna's gRPC storage proxy (``evohpo proxy``), with
+  owners and heartbeats written through it (:mod:`evohpo.storage.grpc`);
 * the owner of each trial recorded when it starts, so that the trials of
   killed processes are recovered at the next start
   (:mod:`evohpo.storage.ownership`);
@@ -56,6 +58,7 @@ def open_storage(
     heartbeat: Heartbeat | Literal["auto"] | None = "auto",
     owner_extra: Mapping[str, Any] | None = None,
     listener: TrialStartListener | None = None,
+    track: bool = True,
 ) -> BaseStorage:
     """Open (and create if needed) the storage at ``url``.
 
@@ -63,27 +66,33 @@ def open_storage(
     ----------
     url : str
         A URL as :func:`~evohpo.storage.urls.resolve_storage_url` returns it:
-        ``sqlite:///file.db``, ``journal:///file.log`` or any SQLAlchemy URL
-        that Optuna's ``RDBStorage`` accepts.
+        ``sqlite:///file.db``, ``journal:///file.log``, ``grpc://host:port``
+        (Optuna's gRPC storage proxy, :mod:`evohpo.storage.grpc`) or any
+        SQLAlchemy URL that Optuna's ``RDBStorage`` accepts.
     create : bool, default=True
         Create a SQLite or journal file that does not exist. With ``False``
         (commands that look at existing studies) a missing file is an error
         and nothing is created.
     heartbeat : Heartbeat, "auto" or None, default="auto"
-        Heartbeats of RDB storages (SQLite included); ``None`` turns them off;
-        ``"auto"``: ``Heartbeat()`` on database servers, none on SQLite.
-        Journal files have none.
+        Heartbeats of RDB storages (SQLite included) and gRPC proxies;
+        ``None`` turns them off; ``"auto"``: ``Heartbeat()`` on database
+        servers and gRPC proxies, none on SQLite. Journal files have none.
     owner_extra : mapping, optional
         Keys added to the owner record of every trial this process starts
         (workers add their number).
     listener : callable, optional
         Called with the storage id of every trial that starts in this process.
+    track : bool, default=True
+        ``False`` opens a plain Optuna ``RDBStorage`` (no owner records,
+        heartbeats as asked), for the gRPC proxy to serve; journal files and
+        gRPC URLs are always tracked.
 
     Returns
     -------
     optuna.storages.BaseStorage
-        A :class:`~evohpo.storage.tracked.TrackedJournalStorage` or
-        :class:`~evohpo.storage.tracked.TrackedRDBStorage`.
+        A :class:`~evohpo.storage.tracked.TrackedJournalStorage`,
+        :class:`~evohpo.storage.tracked.TrackedRDBStorage` or
+        :class:`~evohpo.storage.grpc.TrackedGrpcStorage`.
 
     Raises
     ------
@@ -107,7 +116,16 @@ def open_storage(
                 owner_extra=owner_extra,
                 listener=listener,
             )
-        return _open_rdb(url, kind, heartbeat, owner_extra, listener)
+        if kind == "grpc":
+            from evohpo.storage.grpc import open_grpc_storage
+
+            return open_grpc_storage(
+                url,
+                heartbeat=DEFAULT_HEARTBEAT if heartbeat == "auto" else heartbeat,
+                owner_extra=owner_extra,
+                listener=listener,
+            )
+        return _open_rdb(url, kind, heartbeat, owner_extra, listener, track=track)
     except Exception as exc:
         raise _open_error(url, shown, exc) from exc
 
@@ -118,7 +136,9 @@ def _open_rdb(
     heartbeat: Heartbeat | Literal["auto"] | None,
     owner_extra: Mapping[str, Any] | None,
     listener: TrialStartListener | None,
-) -> TrackedRDBStorage:
+    *,
+    track: bool,
+) -> optuna.storages.RDBStorage:
     engine: dict[str, Any] = {"pool_pre_ping": True}  # a restarted server is reconnected to
     if kind == "sqlite":
         engine = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
@@ -134,6 +154,8 @@ def _open_rdb(
     # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
+        if not track:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **options)
         return TrackedRDBStorage(
             url, owner_extra=owner_extra, listener=listener, engine_kwargs=engine, **options
         )
@@ -170,11 +192,17 @@ def _open_error(url: str, shown: str, exc: BaseException) -> StorageError:
 
 
 def close_storage(storage: BaseStorage) -> None:
-    """Close the database connections ``storage`` holds (RDB storages; others: nothing).
+    """Close the connections ``storage`` holds (RDB storages, gRPC proxies; others: nothing).
 
     The storage stays usable (it connects again when asked). Call it when done:
     psycopg 3 warns about a connection that is garbage-collected open.
     """
+    from evohpo.storage.grpc import TrackedGrpcStorage
+
+    if isinstance(storage, TrackedGrpcStorage):
+        with contextlib.suppress(Exception):
+            storage.reconnect()
+        return
     if isinstance(storage, optuna.storages.RDBStorage):
         with contextlib.suppress(Exception):
             storage.scoped_session.remove()

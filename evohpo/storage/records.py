@@ -11,7 +11,14 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["COUNTED_STATES", "FAIL_REASON_ATTR", "OWNER_ATTR", "RUN_ATTRS", "count_trials"]
+__all__ = [
+    "COUNTED_STATES",
+    "FAIL_REASON_ATTR",
+    "HEARTBEAT_ATTR",
+    "OWNER_ATTR",
+    "RUN_ATTRS",
+    "count_trials",
+]
 
 #: Trial states that count towards a budget of ``n_trials``: a failed trial does not.
 COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -20,8 +27,11 @@ COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED
 OWNER_ATTR = "evohpo:worker"
 #: Trial system attribute with the reason a trial failed (``"Type: message"``).
 FAIL_REASON_ATTR = "fail_reason"
+#: Trial system attribute holding the last heartbeat written through a gRPC proxy
+#: (the writer's ``time.time()``; only its changes matter; see :mod:`evohpo.storage.grpc`).
+HEARTBEAT_ATTR = "evohpo:heartbeat"
 #: System attributes that describe one run of a trial, not its parameters: a retry drops them.
-RUN_ATTRS: tuple[str, ...] = (OWNER_ATTR, FAIL_REASON_ATTR)
+RUN_ATTRS: tuple[str, ...] = (OWNER_ATTR, FAIL_REASON_ATTR, HEARTBEAT_ATTR)
 
 
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...] = COUNTED_STATES) -> int:

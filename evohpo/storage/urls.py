@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from evohpo._redact import redact_url
 from evohpo.exceptions import StorageError
 
 __all__ = [
+    "GRPC_PREFIX",
     "JOURNAL_PREFIX",
     "JOURNAL_SUFFIXES",
     "SQLITE_PREFIX",
     "SQLITE_SUFFIXES",
     "describe_storage",
+    "grpc_address",
     "resolve_storage_url",
     "storage_file",
     "storage_kind",
@@ -22,6 +25,10 @@ __all__ = [
 
 #: Scheme of an Optuna journal file: ``journal:///absolute/path.log``.
 JOURNAL_PREFIX = "journal://"
+#: Scheme of an Optuna gRPC storage proxy: ``grpc://host:port`` (see :mod:`evohpo.storage.grpc`).
+GRPC_PREFIX = "grpc://"
+#: Port of a ``grpc://`` URL that gives none: Optuna's default.
+GRPC_DEFAULT_PORT = 13000
 #: Scheme of a SQLite database file: ``sqlite:///path.db``.
 SQLITE_PREFIX = "sqlite:///"
 #: File name endings a bare path may have: journal file, SQLite database.
@@ -39,6 +46,7 @@ def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = N
     * ``journal:///absolute/file.log`` or ``journal://relative/file.log``: an
       Optuna journal file (``JournalFileBackend``), safe for many processes on
       one machine or a shared file system;
+    * ``grpc://host:port``: an Optuna gRPC storage proxy (``evohpo proxy``);
     * a bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (SQLite) or
       ``.log``, ``.jsonl``, ``.journal`` (journal file).
 
@@ -93,18 +101,21 @@ def describe_storage(url: str) -> str:
     return redact_url(url)
 
 
-def storage_kind(url: str) -> Literal["journal", "sqlite", "server"]:
-    """Which kind of storage ``url`` names: a journal file, SQLite, or a database server.
+def storage_kind(url: str) -> Literal["journal", "sqlite", "server", "grpc"]:
+    """Which kind of storage ``url`` names: a journal file, SQLite, a database server,
+    or a gRPC storage proxy.
 
     Examples
     --------
     >>> storage_kind("journal:///data/log.jsonl"), storage_kind("sqlite:///data/evohpo.db")
     ('journal', 'sqlite')
-    >>> storage_kind("postgresql://me@db.example/evohpo")
-    'server'
+    >>> storage_kind("postgresql://me@db.example/evohpo"), storage_kind("grpc://proxy:13000")
+    ('server', 'grpc')
     """
     if url.startswith(JOURNAL_PREFIX):
         return "journal"
+    if url.startswith(GRPC_PREFIX):
+        return "grpc"
     if url.startswith("sqlite:"):
         return "sqlite"
     return "server"
@@ -128,3 +139,29 @@ def storage_file(url: str) -> Path | None:
             return None
         return Path(rest)
     return None
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """Host and port of a ``grpc://host[:port]`` URL (port 13000 if none is given).
+
+    Examples
+    --------
+    >>> grpc_address("grpc://proxy.example:15000")
+    ('proxy.example', 15000)
+    >>> grpc_address("grpc://127.0.0.1"), grpc_address("grpc://[::1]:15000/")
+    (('127.0.0.1', 13000), ('::1', 15000))
+    """
+    if not url.startswith(GRPC_PREFIX):
+        raise StorageError(f"{describe_storage(url)!r} is not a grpc://host:port URL.")
+    rest = url[len(GRPC_PREFIX) :].rstrip("/")
+    try:
+        parsed = urlsplit("//" + rest)
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or parsed.path or parsed.query or parsed.username is not None:
+        raise StorageError(
+            f"Cannot read the gRPC proxy address {describe_storage(url)!r}: write it as "
+            "grpc://host:port (for example grpc://127.0.0.1:13000)."
+        )
+    return host, GRPC_DEFAULT_PORT if port is None else port

@@ -7,7 +7,9 @@
 * :mod:`~evohpo.workers.tracker`: the trials a worker started, settled after
   an outage;
 * :mod:`~evohpo.workers.process`: one worker process, started and run;
-* :mod:`~evohpo.workers.pool`: :class:`WorkerPool` and :func:`run_workers`.
+* :mod:`~evohpo.workers.pool`: :class:`WorkerPool` and :func:`run_workers`;
+* :mod:`~evohpo.workers.dask`: :func:`run_dask_workers`, the workers as
+  tasks on a Dask cluster (evohpo's ``dask`` extra).
 
 Trial ownership and the recovery of dead processes' trials belong to the
 storage layer (:mod:`evohpo.storage.ownership`), which study files and the
@@ -17,6 +19,7 @@ estimator share.
 from __future__ import annotations
 
 from evohpo.storage import Heartbeat
+from evohpo.workers.dask import run_dask_workers
 from evohpo.workers.pool import WorkerPool, run_workers
 from evohpo.workers.spec import Backoff, WorkerReport, WorkerSpec
 from evohpo.workers.worker import run_worker
@@ -27,6 +30,7 @@ __all__ = [
     "WorkerPool",
     "WorkerReport",
     "WorkerSpec",
+    "run_dask_workers",
     "run_worker",
     "run_workers",
 ]

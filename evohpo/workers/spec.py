@@ -62,7 +62,8 @@ class WorkerSpec:
         The study, which must exist in the storage.
     storage_url : str
         A SQLAlchemy URL (``postgresql://user:password@host/db``,
-        ``sqlite:///file.db``...) or ``journal:///path/file.log``. Hidden from
+        ``sqlite:///file.db``...), ``journal:///path/file.log`` or
+        ``grpc://host:port`` (a gRPC storage proxy, ``evohpo proxy``). Hidden from
         ``repr``; shown only through :func:`evohpo._redact.redact_url`.
     objective_factory : callable
         ``objective_factory()`` returns the objective, called once in each
@@ -81,7 +82,8 @@ class WorkerSpec:
     timeout : float or None
         Seconds each worker runs at most (a running trial is not cut).
     heartbeat : Heartbeat or None
-        Heartbeats on RDB storage; ``None`` turns them off.
+        Heartbeats on RDB storage and through a gRPC proxy
+        (:mod:`evohpo.storage.grpc`); ``None`` turns them off.
     backoff : Backoff
         Waiting for a storage that went away.
     stale_after : float or None
