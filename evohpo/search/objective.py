@@ -15,9 +15,8 @@ import logging
 import math
 import statistics
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from evohpo.search.inheritance import WARNING_ATTR, WEIGHTS_ATTR, WeightBank, We
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
 from evohpo.search.scoring import ScoredNetwork, ScoredRegressor, Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, Split, Standardizer, make_splits
+from evohpo.search.trial_runs import Folds, TrialRun, finite_or_none
 from evohpo.storage import internals
 from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import TrainConfig, TrainResult
@@ -332,13 +332,13 @@ class GenomeObjective:
         or an error of its genome. An error of the training itself propagates
         (it concerns every trial of the call).
         """
-        runs: list[_TrialRun | Exception] = []
+        runs: list[TrialRun | Exception] = []
         for trial in trials:
             try:
                 runs.append(self._start(trial))
             except Exception as exc:  # a genome the trainer refuses fails its trial only
                 runs.append(exc)
-        started = [run for run in runs if isinstance(run, _TrialRun)]
+        started = [run for run in runs if isinstance(run, TrialRun)]
         left = self._time_left()
         for run in started:
             run.sharing = len(started)
@@ -370,7 +370,7 @@ class GenomeObjective:
             return 1  # folds are few and long: the pruner judges every one
         return max(1, min(DEFAULT_REPORT_EVERY, steps // 10))
 
-    def _start(self, trial: optuna.Trial) -> _TrialRun:
+    def _start(self, trial: optuna.Trial) -> TrialRun:
         genome = suggest_genome(trial, self.space)
         config = replace(self.train_config, seed=self.trial_seed(trial.number))
         every = self._report_interval(trial)
@@ -383,7 +383,7 @@ class GenomeObjective:
             initial_state, inherited = self._inherited_start(trial, genome, config.seed)
             attrs.update(inherited)
         internals.write_running_trial_records(trial, user_attrs=attrs)
-        run = _TrialRun(trial, genome, config, EpochReports(trial, every=every))
+        run = TrialRun(trial, genome, config, EpochReports(trial, every=every))
         run.score_attr = self.task.score_attr
         run.initial_state = initial_state
         return run
@@ -407,7 +407,7 @@ class GenomeObjective:
             logger.warning("Trial %d starts fresh: inheriting failed: %s", trial.number, exc)
             return None, {WARNING_ATTR: f"inheriting failed, started fresh: {exc!r}"}
 
-    def _keep_weights(self, run: _TrialRun, model: Any) -> None:
+    def _keep_weights(self, run: TrialRun, model: Any) -> None:
         """Store the trial's trained weights (a failure is a warning on the trial)."""
         if self._bank is None:
             return
@@ -417,7 +417,7 @@ class GenomeObjective:
             logger.warning("Trial %d: its weights were not stored: %s", run.trial.number, exc)
             run.extra_attrs[WARNING_ATTR] = f"weights not stored: {exc!r}"
 
-    def _retain_weights(self, runs: Sequence[_TrialRun]) -> None:
+    def _retain_weights(self, runs: Sequence[TrialRun]) -> None:
         if self._bank is None or not runs:
             return
         saved = {
@@ -430,7 +430,7 @@ class GenomeObjective:
         except Exception as exc:  # retention is housekeeping: the trials stand
             logger.warning("Removing old weights failed: %s", exc)
 
-    def _holdout(self, runs: list[_TrialRun]) -> None:
+    def _holdout(self, runs: list[TrialRun]) -> None:
         split = self._splits[0]
 
         def report(member: int, epoch: int, accuracy: float) -> None:
@@ -449,12 +449,12 @@ class GenomeObjective:
                 best_epoch=result.best_epoch,
                 epochs_run=result.epochs_run,
                 stop_reason=result.stop_reason,
-                val_loss=_finite_or_none(result.best_val_loss),
+                val_loss=finite_or_none(result.best_val_loss),
                 **{self.task.score_attr: result.best_score},
             )
 
-    def _kfold(self, runs: list[_TrialRun]) -> None:
-        folds = [_Folds(score_attr=self.task.score_attr) for _ in runs]
+    def _kfold(self, runs: list[TrialRun]) -> None:
+        folds = [Folds(score_attr=self.task.score_attr) for _ in runs]
         live = list(range(len(runs)))
         for fold, split in enumerate(self._splits, start=1):
             results = self._train([runs[i] for i in live], split, None)
@@ -483,7 +483,7 @@ class GenomeObjective:
 
     def _train(
         self,
-        runs: Sequence[_TrialRun],
+        runs: Sequence[TrialRun],
         split: Split,
         on_epoch_end: MemberCallback | None,
     ) -> list[MemberOutcome]:
@@ -634,113 +634,7 @@ class GenomeObjective:
         return [result for result in results if isinstance(result, TrainResult)]
 
 
-# -- one trial's run ------------------------------------------------------------------------
-@dataclass
-class _TrialRun:
-    """What one trial of :meth:`GenomeObjective.train_trials` trains and has reported."""
-
-    trial: optuna.Trial
-    genome: Genome
-    config: TrainConfig
-    reports: EpochReports
-    started: float = field(default_factory=time.perf_counter)
-    sharing: int = 1  # trials trained at the same time, to share the wall time among
-    best_epoch: int = 0
-    best_accuracy: float = -math.inf
-    value: float | None = None
-    error: Exception | None = None
-    #: Inherited weights it starts from (``None``: its seed's).
-    initial_state: dict[str, Any] | None = None
-    #: Attributes written with its final ones (its stored weights' record).
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
-    #: The attribute of its best validation score (:attr:`Task.score_attr`).
-    score_attr: str = "val_accuracy"
-
-    def report_epoch(self, epoch: int, accuracy: float) -> None:
-        """After an epoch of a holdout: report the trainer's validation score
-        (accuracy, or negative MSE); raise ``TrialPruned`` if the pruner says so."""
-        if accuracy > self.best_accuracy:
-            self.best_epoch, self.best_accuracy = epoch, accuracy
-        if self.reports.report(epoch, accuracy):
-            raise self.prune(
-                f"Pruned after epoch {epoch} (validation score {accuracy:.4f}).",
-                train_seconds=(time.perf_counter() - self.started) / self.sharing,
-                best_epoch=int(self.best_epoch),
-                epochs_run=epoch,
-                stop_reason="pruned",
-                **{self.score_attr: float(self.best_accuracy)},
-            )
-
-    def report_fold(self, fold: int, running: float, *, last: bool) -> bool:
-        """After a fold: report the running mean; whether the pruner stops the trial."""
-        prune = self.reports.report(fold, running)
-        return prune and not last
-
-    def prune(self, message: str, **attrs: Any) -> optuna.TrialPruned:
-        """Write what is left and the final attributes; the trial's outcome is pruned."""
-        self.reports.flush(attrs)
-        self.error = optuna.TrialPruned(message)
-        return self.error
-
-    def finish(self, **attrs: Any) -> None:
-        """Write what is left and the final attributes of a trial that ran to its end."""
-        self.reports.flush({**self.extra_attrs, **attrs})
-
-    def outcome(self) -> float | Exception:
-        if self.error is not None:
-            return self.error
-        assert self.value is not None
-        return self.value
-
-
-@dataclass
-class _Folds:
-    """The per-fold results of one trial under cross-validation."""
-
-    score_attr: str = "val_accuracy"
-    scores: list[float] = field(default_factory=list)
-    epochs: list[int] = field(default_factory=list)
-    accuracies: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    epochs_run: int = 0
-    seconds: float = 0.0
-    n_parameters: int = 0
-
-    def add(self, result: TrainResult, score: float) -> None:
-        self.scores.append(score)
-        self.epochs.append(result.best_epoch)
-        self.accuracies.append(result.best_score)
-        self.losses.append(result.best_val_loss)
-        self.reasons.append(result.stop_reason)
-        self.epochs_run += result.epochs_run
-        self.seconds += result.train_seconds
-        self.n_parameters = result.n_parameters
-
-    def attrs(self) -> dict[str, Any]:
-        if "pruned" in self.reasons:
-            reason = "pruned"
-        elif "diverged" in self.reasons:
-            reason = "diverged"
-        else:
-            reason = Counter(self.reasons).most_common(1)[0][0]
-        return {
-            "train_seconds": self.seconds,
-            "best_epoch": int(statistics.median_low(self.epochs)),
-            "epochs_run": self.epochs_run,
-            "stop_reason": reason,
-            self.score_attr: statistics.fmean(self.accuracies),
-            "val_loss": _finite_or_none(statistics.fmean(self.losses)),
-            "fold_scores": list(self.scores),
-            "fold_best_epochs": list(self.epochs),
-        }
-
-
 # -- helpers -------------------------------------------------------------------------------
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _targets(y: Any, name: str, n_rows: int, regression: bool) -> npt.NDArray[Any]:
     """Class indices (int64), or for regression a float64 matrix of finite targets."""
     if not regression:
