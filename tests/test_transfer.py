@@ -91,7 +91,7 @@ def test_a_damaged_file_is_a_format_error(damage) -> None:
         GeneWeights.from_bytes(damage(data))
 
 
-def test_a_file_that_needs_pickle_is_refused(tmp_path) -> None:
+def test_a_file_that_needs_pickle_is_refused() -> None:
     """``weights_only`` loading: an object that would run code on load is refused."""
     import io
 
@@ -186,7 +186,6 @@ def test_a_narrowed_layer_starts_fresh_and_the_rest_is_copied_by_id() -> None:
 
 
 def test_crossover_takes_each_gene_from_the_parent_that_gave_it() -> None:
-    rng = random.Random(0)
     a, b = _dense((8, 8)), _dense((8, 8, 8))
     a_model, b_model = _trained(a, 5), _trained(b, 6)
     # Both share an ancestor's first layer (same id), trained further apart.
@@ -205,7 +204,6 @@ def test_crossover_takes_each_gene_from_the_parent_that_gave_it() -> None:
     torch.testing.assert_close(result.state["output.weight"], b_model.state_dict()["output.weight"])
     assert not result.exact
     assert result.parents == [1, 2]
-    del rng
 
 
 def test_without_parents_the_child_gets_its_own_initialisation() -> None:
