@@ -18,12 +18,19 @@ import numpy.typing as npt
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from evohpo._progress import quiet_optuna
 from evohpo.estimator.params import Settings, check_settings
-from evohpo.estimator.refit import ensemble_members, refit_ensemble, refit_epochs
+from evohpo.estimator.refit import (
+    affordable_members,
+    ensemble_members,
+    kept_members,
+    refit_ensemble,
+    refit_epochs,
+)
 from evohpo.estimator.results import FINISHED, complete_trials, cv_results, rank_key, trial_value
 from evohpo.estimator.session import (
     Search,
@@ -194,22 +201,43 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         self.best_score_ = trial_value(best)
         self.best_genome_ = Genome.from_json(best.user_attrs["genome"])
         self.n_trials_ = sum(t.state in FINISHED for t in trials)
-        members = ensemble_members(complete, settings.ensemble_size)
+        self._set_members(ensemble_members(complete, settings.ensemble_size), search)
+
+    def _set_members(self, members: list[FrozenTrial], search: Search) -> None:
         self.ensemble_trials_ = [t.number for t in members]
         self.ensemble_genomes_ = [Genome.from_json(t.user_attrs["genome"]) for t in members]
         self.refit_epochs_ = [refit_epochs(t, search.objective) for t in members]
 
     def _refit(self, search: Search) -> None:
-        """Train the ensemble's genomes on all the rows."""
+        """Train the ensemble's genomes on all the rows.
+
+        Under a timeout the refit takes what the search left: members whose
+        estimated refits do not fit in it stay out (the best always trains),
+        and a member the deadline still cut to less than
+        :data:`~evohpo.estimator.refit.MIN_TRAINED_SHARE` of its epochs is left
+        out after training.
+        """
         objective = search.objective
         left = None
         if search.deadline is not None:
             # The refit takes what the search left, and at least a moment.
             left = max(search.deadline - time.monotonic(), _MIN_REFIT_SECONDS)
+            by_number = {t.number: t for t in search.trials}
+            members = [by_number[number] for number in self.ensemble_trials_]
+            self._set_members(affordable_members(members, objective, left), search)
         ensemble = refit_ensemble(
             objective, self.ensemble_genomes_, self.refit_epochs_, search.root, max_train_time=left
         )
-        self.ensemble_models_ = ensemble.models
+        kept = kept_members(ensemble.epochs_run, self.refit_epochs_)
+        if len(kept) < len(ensemble.models):
+            logger.info(
+                "The deadline cut %d ensemble members short; they are left out.",
+                len(ensemble.models) - len(kept),
+            )
+            self.ensemble_trials_ = [self.ensemble_trials_[r] for r in kept]
+            self.ensemble_genomes_ = [self.ensemble_genomes_[r] for r in kept]
+            self.refit_epochs_ = [self.refit_epochs_[r] for r in kept]
+        self.ensemble_models_ = [ensemble.models[r] for r in kept]
         self.best_model_ = ensemble.models[0]
         self._scaler = ensemble.scaler
         self._target_scaler = ensemble.target

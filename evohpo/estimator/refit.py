@@ -22,14 +22,21 @@ from evohpo.training.predict import predict_logits, predict_proba
 
 __all__ = [
     "Ensemble",
+    "affordable_members",
     "ensemble_members",
+    "kept_members",
     "mean_log_proba",
     "mean_prediction",
     "mean_proba",
     "refit_ensemble",
     "refit_epochs",
+    "refit_seconds",
     "refit_seed",
 ]
+
+#: A member the deadline cut short keeps its place only with this share of its epochs:
+#: averaging in a barely trained network costs the ensemble more than leaving it out.
+MIN_TRAINED_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Ensemble:
     scaler: Standardizer
     seconds: float
     target: Standardizer | None = None
+    #: Epochs each member trained, in order (fewer than planned when the deadline cut it).
+    epochs_run: tuple[int, ...] = ()
 
 
 def ensemble_members(complete: list[FrozenTrial], size: int) -> list[FrozenTrial]:
@@ -66,6 +75,47 @@ def refit_epochs(trial: FrozenTrial, objective: GenomeObjective) -> int:
     rows: scaled up to the larger data (x1.25 for a 0.2 holdout)."""
     best_epoch = max(1, int(trial.user_attrs.get("best_epoch", 1)))
     return max(1, round(best_epoch * objective.n_samples / objective.train_size))
+
+
+def refit_seconds(trial: FrozenTrial, objective: GenomeObjective) -> float:
+    """Estimated training seconds of ``trial``'s genome at the refit.
+
+    The trial's own seconds per epoch (folds added up under cross-validation),
+    scaled to all the rows (an epoch of the refit passes over
+    ``n_samples / train_size`` times as many) and to :func:`refit_epochs`.
+    """
+    epochs_run = max(1, int(trial.user_attrs.get("epochs_run", 1)))
+    per_epoch = float(trial.user_attrs.get("train_seconds", 0.0)) / epochs_run
+    rows = objective.n_samples / objective.train_size
+    return per_epoch * rows * refit_epochs(trial, objective)
+
+
+def affordable_members(
+    members: Sequence[FrozenTrial], objective: GenomeObjective, seconds: float
+) -> list[FrozenTrial]:
+    """The best members (in the order given) whose refits fit in ``seconds`` together.
+
+    The first member always stays, even when it alone does not fit: a fitted
+    estimator needs a model, and the deadline then cuts its training short.
+    """
+    kept = list(members[:1])
+    spent = sum(refit_seconds(trial, objective) for trial in kept)
+    for trial in members[1:]:
+        spent += refit_seconds(trial, objective)
+        if spent > seconds:
+            break
+        kept.append(trial)
+    return kept
+
+
+def kept_members(epochs_run: Sequence[int], planned: Sequence[int]) -> list[int]:
+    """Ranks of the refitted members to keep: the best, and every other that
+    trained at least :data:`MIN_TRAINED_SHARE` of its ``planned`` epochs."""
+    return [
+        rank
+        for rank, (run, epochs) in enumerate(zip(epochs_run, planned, strict=True))
+        if rank == 0 or run >= MIN_TRAINED_SHARE * epochs
+    ]
 
 
 def refit_seed(root: int, rank: int) -> int:
@@ -94,7 +144,13 @@ def refit_ensemble(
     )
     models = [result.model for result in results]
     seconds = time.perf_counter() - started
-    return Ensemble(models, objective.standardizer(), seconds, objective.target_standardizer())
+    return Ensemble(
+        models,
+        objective.standardizer(),
+        seconds,
+        objective.target_standardizer(),
+        tuple(result.epochs_run for result in results),
+    )
 
 
 def mean_proba(models: Sequence[nn.Module], X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

@@ -32,7 +32,7 @@ from evohpo._redact import redact_text, redact_url
 from evohpo._validation import raise_invalid
 from evohpo.estimator.params import Settings
 from evohpo.estimator.record import SEARCH_ATTR, check_resumable, search_record
-from evohpo.estimator.refit import ensemble_members, refit_epochs
+from evohpo.estimator.refit import ensemble_members, refit_seconds
 from evohpo.estimator.results import FINISHED
 from evohpo.exceptions import StorageError
 from evohpo.search import batched
@@ -355,11 +355,12 @@ class RefitReserve:
     Trials train until the objective's deadline: ``fit_deadline`` less the
     refit's estimated time. Until a trial completes that estimate is
     :data:`FIRST_RESERVE` of the timeout; after each trial it is the refit of
-    the current ensemble as its members' own trials predict it: their
-    training seconds scaled by the refit's epochs over theirs (all the rows,
-    no early stopping). Members train together at the refit as in the search,
-    so the shares of time that ``train_seconds`` holds add up to the refit's
-    wall time. The search stops once the deadline has passed.
+    the current ensemble as its members' own trials predict it
+    (:func:`~evohpo.estimator.refit.refit_seconds`: their seconds per epoch,
+    scaled to all the rows and to the refit's epochs). Members train together
+    at the refit as in the search, so the shares of time that ``train_seconds``
+    holds add up to the refit's wall time. The search stops once the deadline
+    has passed.
     """
 
     #: Share of the timeout kept for the refit before any estimate exists.
@@ -376,12 +377,8 @@ class RefitReserve:
     def estimate(self, study: optuna.Study) -> float:
         """Seconds the refit of the current ensemble would take."""
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        seconds = 0.0
-        for trial in ensemble_members(complete, self.ensemble_size):
-            epochs_run = max(1, int(trial.user_attrs.get("epochs_run", 1)))
-            train_seconds = float(trial.user_attrs.get("train_seconds", 0.0))
-            seconds += train_seconds * refit_epochs(trial, self.objective) / epochs_run
-        return seconds
+        members = ensemble_members(complete, self.ensemble_size)
+        return sum(refit_seconds(trial, self.objective) for trial in members)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
