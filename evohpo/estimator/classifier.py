@@ -49,7 +49,9 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         current ensemble (estimated from its members' trials), no training
         runs past the limit (a trial reaching it stops with ``stop_reason ==
         "time_limit"``), and the refit trains in what is left (at least a
-        second). Checking the data and opening the study count too. With
+        second): the best members whose estimated refits fit in it (the best
+        one always), a member still cut to less than three quarters of its
+        epochs left out. Checking the data and opening the study count too. With
         ``n_jobs > 1`` the workers stop starting trials at the limit, without
         the refit's reserve.
     sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
