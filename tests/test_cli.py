@@ -976,3 +976,24 @@ def test_signal_stops_compare_cleanly_and_it_resumes(
     bred_after = [t for t in after if t.user_attrs["evohpo"]["origin"] == "bred"]
     assert bred_after
     assert any(set(t.user_attrs["evohpo"]["parents"]) & finished_before for t in bred_after)
+
+
+def test_export_of_residual_dense_layers_loads_and_says_so(
+    tmp_path: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.studies.export import describe_genome
+
+    # Only residual layers: whatever trial is best, its model has skips to export.
+    space = {"dense_residual": [True], "max_layers": 2, "units": [4, 16]}
+    path = write_study(tmp_path, TINY, filename="tiny.toml", space=space)
+    assert main(["run", str(path), "--sampler", "ga", "--n-trials", "2"]) == 0
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(path), "--sampler", "ga", "--output", str(out_dir)]) == 0
+    genome = Genome.from_json((out_dir / "genome.json").read_text())
+    assert all(layer.residual for layer in genome.layers)
+    metadata = json.loads((out_dir / "metadata.json").read_text())
+    state = torch.load(out_dir / "model.pt", weights_only=True)
+    assert "hidden0.projection" in state or genome.layers[0].units == metadata["n_features"]
+    model = build_model(genome, metadata["n_features"], metadata["n_classes"])
+    model.load_state_dict(state)
+    assert " res " in describe_genome(genome)

@@ -594,3 +594,58 @@ def test_block_param_names() -> None:
     assert parse_block_param("block12.pool") == (12, "pool")
     for name in ("block.pool", "blockx.pool", "block1.units", "block1", "n_blocks", "readout"):
         assert parse_block_param(name) is None
+
+
+# -- residual dense layers ---------------------------------------------------------------------
+def test_a_residual_layer_round_trips_through_json_and_params() -> None:
+    layers = (LayerGene(8, "tanh", 0.1, residual=True, id="a"), LayerGene(4, "relu", 0.0, id="b"))
+    genome = Genome(layers, "adam", 1e-3, 0.0, 32)
+    data = json.loads(genome.to_json())
+    assert data["layers"][0]["residual"] is True
+    assert "residual" not in data["layers"][1]  # a plain layer's JSON is what it always was
+    assert Genome.from_json(genome.to_json()) == genome
+    assert Genome.from_json(genome.to_json()).layers[0].residual
+    params = genome.to_params()
+    assert params["layer0.residual"] is True
+    assert params["layer1.residual"] is False
+    assert Genome.from_params(params) == genome
+    assert parse_layer_param("layer3.residual") == (3, "residual")
+
+
+def test_residual_is_keyword_only_and_part_of_equality_but_not_of_the_shape() -> None:
+    assert LayerGene(8, "relu", 0.0, "p").id == "p"  # the positional id keeps its place
+    plain, residual = LayerGene(8, "relu", 0.0), LayerGene(8, "relu", 0.0, residual=True)
+    assert plain != residual
+    with pytest.raises(InvalidParameterError, match="'residual' parameter of LayerGene"):
+        LayerGene(8, "relu", 0.0, residual=1)  # type: ignore[arg-type]
+    a = Genome((plain, plain), "adam", 1e-3, 0.0, 32)
+    b = Genome((residual, residual), "adam", 1e-3, 0.0, 32)
+    assert a.weight_shapes() == b.weight_shapes()
+
+
+def test_a_genome_without_residual_layers_has_the_parameters_it_always_had() -> None:
+    genome = Genome((LayerGene(8, "relu", 0.0), LayerGene(4, "relu", 0.0)), "adam", 1e-3, 0.0, 32)
+    assert not any(name.endswith(".residual") for name in genome.to_params())
+    asked = genome.to_params(residual=True)
+    assert [asked[f"layer{i}.residual"] for i in range(2)] == [False, False]
+    assert Genome.from_params(asked) == genome
+
+
+def test_json_written_before_the_flag_reads_as_plain_layers() -> None:
+    old = (
+        '{"batch_size":32,"layers":[{"activation":"relu","dropout":0.0,"id":"a","units":8}],'
+        '"learning_rate":0.001,"optimizer":"adam","schema_version":1,"weight_decay":0.0}'
+    )
+    genome = Genome.from_json(old)
+    assert not genome.layers[0].residual
+    assert genome.to_json() == old
+    with pytest.raises(GenomeFormatError, match="residual"):
+        Genome.from_json(old.replace('"units":8', '"units":8,"residual":"yes"'))
+
+
+def test_parameter_count_includes_the_projection_of_a_width_changing_residual_layer() -> None:
+    layers = (LayerGene(8, "relu", 0.0, residual=True), LayerGene(8, "relu", 0.0, residual=True))
+    genome = Genome(layers, "adam", 1e-3, 0.0, 32)
+    plain = genome.replace(layers=tuple(dataclasses.replace(g, residual=False) for g in layers))
+    # Layer 0 reads 5 features into 8 units: a 5x8 projection; layer 1 is square: identity.
+    assert genome.n_parameters(5, 3) == plain.n_parameters(5, 3) + 5 * 8

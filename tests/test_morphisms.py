@@ -14,12 +14,15 @@ from evohpo.evolution.blocks import BlockGene
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError
 from evohpo.training.conv import ConvBlock
-from evohpo.training.layers import ACTIVATIONS
+from evohpo.training.layers import ACTIVATIONS, ResidualLinear
 from evohpo.training.morphisms import (
     block_insert_exact,
     identity_exact,
     insert_block,
+    insert_copy_layer,
     insert_identity_layer,
+    insert_residual_layer,
+    set_residual,
     widen_block,
     widen_layer,
 )
@@ -335,3 +338,93 @@ def test_block_morphisms_name_the_bad_parameter() -> None:
         InvalidParameterError, match=r"'block.activation' parameter of insert_block"
     ):
         insert_block(parent, 0, spec)
+
+
+# -- residual dense layers ---------------------------------------------------------------------
+def residual_model(*units: int, activation: str = "tanh", seed: int = 0) -> nn.Sequential:
+    layers = tuple(LayerGene(u, activation, 0.2, residual=True) for u in units)
+    genome = Genome(layers, "adam", 1e-3, 0.0, 32)
+    return build_model(genome, n_features=5, n_outputs=3, seed=seed).eval()
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_widening_a_residual_layer_keeps_the_function(activation, index):
+    # Skips: a projection (5 -> 6), the identity (6 -> 6), a projection (6 -> 4).
+    parent = residual_model(6, 6, 4, activation=activation, seed=index)
+    child = widen_layer(parent, index, 9, generator=torch.Generator().manual_seed(2))
+    widened = getattr(child, f"hidden{index}")
+    assert widened.out_features == 9
+    assert widened.projection is not None
+    assert widened.projection.shape == (9, widened.in_features)
+    torch.testing.assert_close(outputs(child), outputs(parent), rtol=1e-5, atol=1e-5)
+
+
+def test_a_widened_reader_whose_widths_match_again_keeps_its_function():
+    parent = residual_model(6, 9)  # layer 1 projects 6 -> 9
+    child = widen_layer(parent, 0, 9, generator=torch.Generator().manual_seed(0))
+    # Layer 1 now reads 9: its projection, divided, would match the identity only
+    # by chance, so it stays (the function is kept either way).
+    torch.testing.assert_close(outputs(child), outputs(parent), rtol=1e-5, atol=1e-5)
+    # Where the widening copies nothing twice, an identity skip stays the identity.
+    same = residual_model(6, 6)
+    kept = widen_layer(same, 1, 6)
+    assert kept.hidden1.projection is None
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_an_inserted_residual_layer_is_the_identity_for_every_activation(activation, position):
+    parent = model_of("tanh", "relu")
+    child = insert_residual_layer(parent, position, activation, dropout=0.3)
+    assert [n for n, _ in child.named_children() if n.startswith("hidden")] == [
+        "hidden0",
+        "hidden1",
+        "hidden2",
+    ]
+    inserted = getattr(child, f"hidden{position}")
+    assert isinstance(inserted, ResidualLinear)
+    assert inserted.projection is None
+    torch.testing.assert_close(outputs(child), outputs(parent))
+    # The zero branch is what makes it exact: the test can fail.
+    with torch.no_grad():
+        inserted.bias.fill_(0.5)
+    assert not torch.allclose(outputs(child), outputs(parent))
+
+
+def test_a_copied_layer_and_flipped_flags():
+    parent = model_of("tanh", "relu", units=6)
+    copied = insert_copy_layer(parent, 1)
+    assert torch.equal(copied.hidden2.weight, parent.hidden1.weight)
+    assert isinstance(copied.act2, nn.ReLU)
+    assert not torch.allclose(outputs(copied), outputs(parent))
+    with pytest.raises(InvalidParameterError, match="'index' parameter of insert_copy_layer"):
+        insert_copy_layer(parent, 0)  # 5 -> 6 is not square
+    projected, exact = set_residual(parent, 0, True)
+    assert exact
+    assert isinstance(projected.hidden0, ResidualLinear)
+    assert not hasattr(projected, "act0")
+    torch.testing.assert_close(outputs(projected), outputs(parent))
+    identity, exact = set_residual(parent, 1, True)
+    assert not exact
+    assert not torch.allclose(outputs(identity), outputs(parent))
+    back, exact = set_residual(projected, 0, False)
+    assert exact  # its projection was still zero
+    torch.testing.assert_close(outputs(back), outputs(parent))
+
+
+@pytest.mark.parametrize("readout", ["avg", "flatten"])
+def test_widening_the_last_block_divides_a_residual_first_layer_and_its_skip(readout):
+    shape = SHAPES[1]
+    blocks = (block(3, activation="tanh"),)
+    features = 3 if readout == "avg" else 36
+    for units in (features, 6):  # an identity skip, then a projection
+        genome = Genome(
+            (LayerGene(units, "tanh", 0.0, residual=True),), "adam", 1e-3, 0.0, 32, blocks, readout
+        )
+        parent = body_model(genome, shape)
+        child = widen_block(parent, 0, 5, generator=torch.Generator().manual_seed(1))
+        assert child.hidden0.projection is not None
+        torch.testing.assert_close(
+            body_outputs(child, shape), body_outputs(parent, shape), rtol=1e-4, atol=1e-5
+        )

@@ -416,3 +416,48 @@ def test_resolve_device_on_cuda() -> None:
     assert resolve_device("cuda") == torch.device("cuda", torch.cuda.current_device())
     with pytest.raises(InvalidParameterError, match=r"a CUDA device index below"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+# -- residual dense layers ---------------------------------------------------------------------
+def _residual_genome() -> Genome:
+    layers = (
+        LayerGene(8, "tanh", 0.2, residual=True),  # 5 -> 8: a projection skip
+        LayerGene(8, "relu", 0.0, residual=True),  # 8 -> 8: the identity skip
+        LayerGene(4, "gelu", 0.0),
+    )
+    return Genome(layers, "adam", 1e-3, 0.0, 32)
+
+
+def test_a_residual_layer_adds_its_skip_to_the_branch() -> None:
+    genome = _residual_genome()
+    model = build_model(genome, 5, 3, seed=0).eval()
+    names = [name for name, _ in model.named_children()]
+    assert names == ["hidden0", "hidden1", "hidden2", "act2", "output"]
+    state = model.state_dict()
+    assert state["hidden0.projection"].shape == (8, 5)
+    assert "hidden1.projection" not in state
+    assert count_parameters(model) == genome.n_parameters(5, 3)
+    x = torch.randn(6, 5)
+    h0 = x @ state["hidden0.projection"].T + torch.tanh(
+        x @ state["hidden0.weight"].T + state["hidden0.bias"]
+    )
+    h1 = h0 + torch.relu(h0 @ state["hidden1.weight"].T + state["hidden1.bias"])
+    h2 = F.gelu(h1 @ state["hidden2.weight"].T + state["hidden2.bias"])
+    expected = h2 @ state["output.weight"].T + state["output.bias"]
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_a_residual_model_is_seeded_and_its_dropout_is_in_the_branch() -> None:
+    genome = _residual_genome()
+    a, b = build_model(genome, 5, 3, seed=4), build_model(genome, 5, 3, seed=4)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    dropouts = [m for m in a.modules() if isinstance(m, SeededDropout)]
+    assert [d.p for d in dropouts] == [0.2]  # found by the trainer, which seeds it
+    # In training mode the skip passes the input through untouched by dropout.
+    layer = a.hidden1.train()
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.fill_(-1.0)  # relu(-1) = 0: the branch adds nothing
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(layer(x), x)

@@ -1599,3 +1599,84 @@ def test_crossover_takes_the_other_offspring_when_one_does_not_fit() -> None:
         assert child.blocks == (gentle, gentle)
         assert _block_ids(child) == ["a0", "b1"]
         assert _fits(child, space)
+
+
+# -- residual dense layers -----------------------------------------------------------------------
+RESIDUAL_SPACE = SearchSpace(max_layers=4, units=(4, 32), dense_residual=(False, True))
+
+
+def test_mutation_flips_the_residual_flag_only_where_the_space_has_both_choices() -> None:
+    flips = 0
+    for seed in range(60):
+        rng = random.Random(seed)
+        parent = RESIDUAL_SPACE.sample(rng)
+        child, ops = mutate(parent, RESIDUAL_SPACE, rng, MutationRates(gene=0.3))
+        assert RESIDUAL_SPACE.contains(child)
+        if "mutate:layer_residual" in ops:
+            flips += 1
+            assert [g.residual for g in child.layers] != [g.residual for g in parent.layers]
+        # The flag does not change a weight shape: a flipped layer keeps its id.
+        kept = {g.id: g for g in parent.layers}
+        for layer in child.layers:
+            old = kept.get(layer.id)
+            if old is not None and old.units == layer.units and old.residual != layer.residual:
+                assert layer.id == old.id
+    assert flips > 5
+    plain = SearchSpace(max_layers=4, units=(4, 32))
+    for seed in range(30):
+        rng = random.Random(seed)
+        _, ops = mutate(plain.sample(rng), plain, rng, MutationRates(gene=0.5))
+        assert "mutate:layer_residual" not in ops
+
+
+def test_a_forced_mutation_can_only_flip_the_residual_flag() -> None:
+    space = SearchSpace(
+        min_layers=1,
+        max_layers=1,
+        units=(8, 8),
+        activations=("relu",),
+        dropout=(0.0, 0.0),
+        optimizers=("adam",),
+        learning_rate=(1e-3, 1e-3),
+        weight_decay=(1e-5, 1e-5),
+        batch_sizes=(32,),
+        dense_residual=(False, True),
+    )
+    parent = space.sample(random.Random(0))
+    child, ops = mutate(parent, space, random.Random(1), MutationRates(gene=0.0))
+    assert ops == ["mutate:layer_residual"]
+    assert child.layers[0].residual != parent.layers[0].residual
+    assert child.layers[0].id == parent.layers[0].id
+
+
+def test_insert_duplicate_and_crossover_carry_the_residual_flag() -> None:
+    structural = MutationRates(gene=0.0, insert_layer=0.5, remove_layer=0.0, duplicate_layer=0.5)
+    inserted, duplicated = set(), 0
+    for seed in range(80):
+        rng = random.Random(seed)
+        parent = RESIDUAL_SPACE.sample(rng)
+        child, ops = mutate(parent, RESIDUAL_SPACE, rng, structural)
+        old = {g.id for g in parent.layers}
+        new = [i for i, g in enumerate(child.layers) if g.id not in old]
+        if ops == ["duplicate_layer"] and len(new) == 1:
+            i = new[0]
+            assert child.layers[i] == child.layers[i - 1]  # residual flag included
+            duplicated += 1
+        if ops == ["insert_layer"]:
+            inserted |= {child.layers[i].residual for i in new}
+    assert inserted == {False, True}
+    assert duplicated > 3
+    a = Genome(
+        tuple(LayerGene(16, "relu", 0.0, residual=True, id=f"a{i}") for i in range(3)),
+        "sgd",
+        1e-3,
+        1e-5,
+        32,
+    )
+    b = Genome(
+        tuple(LayerGene(16, "relu", 0.0, id=f"b{i}") for i in range(3)), "sgd", 1e-3, 1e-5, 32
+    )
+    for seed in range(10):
+        child, _ = crossover(a, b, RESIDUAL_SPACE, random.Random(seed))
+        for layer in child.layers:
+            assert layer.residual == layer.id.startswith("a")

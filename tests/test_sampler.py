@@ -822,3 +822,28 @@ def test_body_genomes_breed_valid_children(given_space: bool) -> None:
     depths = {t.params["n_blocks"] for t, _ in bred}
     assert len(depths) > 1
     assert max(t.value for t, _ in bred) > max(t.value for t in study.trials[:5])  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("given_space", [True, False], ids=["search_space", "from_trials"])
+def test_residual_layers_evolve_through_the_sampler_with_their_ids(given_space: bool) -> None:
+    space = SearchSpace(max_layers=3, units=(4, 32), dense_residual=(False, True))
+
+    def objective(trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, space)
+        trial.set_user_attr("ids", [layer.id for layer in genome.layers])
+        return float(sum(layer.residual for layer in genome.layers)) - genome.depth / 10
+
+    sampler = EvoSampler(population_size=4, seed=3, search_space=space if given_space else None)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective, n_trials=24)
+    bred = [t for t in study.trials if t.user_attrs[LINEAGE_ATTR]["origin"] == "bred"]
+    assert len(bred) > 10
+    for trial in study.trials:
+        depth = trial.params["n_layers"]
+        assert all(f"layer{i}.residual" in trial.params for i in range(depth))
+    for trial in bred:
+        # The sampler answered every parameter (none drawn independently), so the
+        # suggested genome is the bred one and carries its gene ids.
+        record = evohpo.Genome.from_json(trial.user_attrs[LINEAGE_ATTR]["genome"])
+        assert trial.user_attrs["ids"] == [layer.id for layer in record.layers]
+    assert any(p.endswith(".residual") and v for t in bred for p, v in t.params.items())

@@ -795,3 +795,73 @@ def test_suggest_genome_from_any_choices_of_a_fixed_trial_is_inside(
         assert suggested == genome
     else:
         assert suggested == space.repair(genome)
+
+
+# -- residual dense layers ---------------------------------------------------------------------
+RESIDUAL = SearchSpace(max_layers=3, units=(4, 16), dense_residual=(False, True))
+
+
+def test_dense_residual_defaults_to_plain_layers_and_is_validated() -> None:
+    assert SearchSpace().dense_residual == (False,)
+    assert not SearchSpace().has_dense_residual
+    assert "dense_residual" not in SearchSpace().to_dict()  # stored identities unchanged
+    assert RESIDUAL.to_dict()["dense_residual"] == [False, True]
+    assert SearchSpace.from_dict(RESIDUAL.to_dict()) == RESIDUAL
+    assert SearchSpace(dense_residual=(True,)).has_dense_residual
+    for bad in ((), (1,), (True, True), "yes"):
+        with pytest.raises(SearchSpaceError, match="'dense_residual' parameter"):
+            SearchSpace(dense_residual=bad)  # type: ignore[arg-type]
+
+
+def test_the_default_space_draws_exactly_as_before_the_flag() -> None:
+    for seed in range(20):
+        a = SearchSpace().sample(random.Random(seed))
+        b = SearchSpace(dense_residual=(False,)).sample(random.Random(seed))
+        assert a.to_json() == b.to_json()
+        assert not any(layer.residual for layer in a.layers)
+
+
+def test_a_residual_space_draws_both_and_repairs_into_its_choices() -> None:
+    drawn = {
+        layer.residual
+        for seed in range(30)
+        for layer in RESIDUAL.sample(random.Random(seed)).layers
+    }
+    assert drawn == {False, True}
+    genome = Genome((LayerGene(8, "relu", 0.0, residual=True, id="a"),), "adam", 1e-3, 1e-5, 32)
+    assert RESIDUAL.contains(genome)
+    plain = SearchSpace(units=(4, 16))
+    assert plain.violations(genome) == ["layer0.residual True not a choice"]
+    repaired = plain.repair(genome)
+    assert not repaired.layers[0].residual
+    assert repaired.layers[0].id == "a"  # the shape is unchanged: the id too
+    only = SearchSpace(units=(4, 16), dense_residual=(True,))
+    assert only.repair(repaired) == genome
+
+
+def test_residual_distributions_and_suggest_round_trip() -> None:
+    import optuna
+
+    from evohpo.evolution.suggest import (
+        genome_distributions,
+        space_from_distributions,
+        suggest_genome,
+    )
+
+    dists = genome_distributions(RESIDUAL, 2)
+    assert dists["layer1.residual"] == CategoricalDistribution((False, True))
+    assert "layer0.residual" not in genome_distributions(SearchSpace(), 2)
+    assert space_from_distributions(dists) == RESIDUAL
+    assert space_from_distributions(genome_distributions(SearchSpace(), 2)) == SearchSpace()
+    for seed in range(10):
+        genome = RESIDUAL.sample(random.Random(seed))
+        params = genome.to_params(residual=True)
+        assert set(params) == set(genome_distributions(RESIDUAL, genome.depth))
+        suggested = suggest_genome(optuna.trial.FixedTrial(params), RESIDUAL)
+        assert suggested == genome
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: float(suggest_genome(t, RESIDUAL).depth), n_trials=12)
+    assert {p for t in study.trials for p in t.params if p.endswith(".residual")}
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    plain.optimize(lambda t: float(suggest_genome(t, SearchSpace()).depth), n_trials=3)
+    assert not {p for t in plain.trials for p in t.params if p.endswith(".residual")}

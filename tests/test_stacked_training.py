@@ -344,3 +344,99 @@ def test_a_member_trains_like_it_would_alone_in_distribution(blobs):
     faster = member.replace(learning_rate=1e-2)
     other = [train_classifier(faster, *blobs, n_classes=3, config=c) for c in cfgs]
     assert stats.ks_2samp(_final_losses(alone), _final_losses(other)).pvalue < 0.01
+
+
+def residual(units=(8, 8), activation="tanh", dropout=0.0, lr=1e-2, optimizer="adam"):
+    layers = tuple(LayerGene(u, activation, dropout, residual=True) for u in units)
+    return Genome(layers, optimizer, lr, 0.0, 32)
+
+
+def test_residual_members_start_with_their_solo_weights_and_outputs():
+    # Layer by layer: projections (6 -> 8, 6 -> 12), identities (8 -> 8, 12 -> 12),
+    # a plain layer beside them, and a member without any skip.
+    mixed = Genome(
+        (LayerGene(12, "relu", 0.0, residual=True), LayerGene(5, "gelu", 0.0)),
+        "adam",
+        1e-2,
+        0.0,
+        32,
+    )
+    members = [residual((8, 8)), mixed, genome((4, 12), "silu"), residual((6, 6), "elu")]
+    seeds = [1, 2, 3, 4]
+    stack = DenseStack(members, 6, 3, seeds, CPU)
+    x = torch.randn(20, 6)
+    logits = stack.forward(x)
+    for row, (member, seed) in enumerate(zip(members, seeds, strict=True)):
+        solo = build_model(member, 6, 3, seed=seed).eval()
+        expected = solo.state_dict()
+        got = stack.member_model(member, stack.params[row]).state_dict()
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(logits[row], solo(x), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_entries_of_residual_layers_stay_zero_while_training(blobs):
+    members = [residual((8, 8)), residual((16, 4), "relu"), genome((12, 12), "tanh")]
+    members.append(residual((6, 6), "gelu", dropout=0.2, optimizer="sgd", lr=0.05))
+    stack = DenseStack(members, 6, 3, [0, 1, 2, 3], CPU)
+    # Mark what each member owns (its own tensors): everything else is padding, or a
+    # projection slot of a member that has none there, and must stay exactly 0.
+    start = stack.params.clone()
+    for row, member in enumerate(members):
+        marked = build_model(member, 6, 3, seed=0)
+        with torch.no_grad():
+            for parameter in marked.parameters():
+                parameter.fill_(1.0)
+        stack._load_member(row, marked)
+    owned = stack.params != 0
+    with torch.no_grad():
+        stack.params.copy_(start)
+    assert not stack.params[~owned].any()
+    optimizer = stack_optimizer(
+        stack.params,
+        stack.grads,
+        [m.optimizer for m in members],
+        [m.learning_rate for m in members],
+        [1e-2] * len(members),  # weight decay must keep zeros at zero too
+    )
+    x, y = torch.from_numpy(blobs[0][:64]), torch.from_numpy(blobs[1][:64])
+    dropout = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        optimizer.zero_grad()
+        logits = stack.forward(x, dropout=dropout)
+        loss = F.cross_entropy(logits.reshape(-1, 3), y.repeat(len(members)), reduction="sum")
+        stack.backward(loss)
+        optimizer.step()
+    assert not stack.params[~owned].any()
+    assert not torch.equal(stack.params[owned], start[owned])
+
+
+def test_a_residual_stack_of_one_matches_solo_with_dropout(blobs):
+    member = residual((8, 8, 4), "tanh", dropout=0.3)
+    cfg = config(9)
+    alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
+    (result,) = train_population([member], *blobs, n_classes=3, configs=[cfg], min_stack=1)
+    assert isinstance(result, TrainResult)
+    np.testing.assert_allclose(
+        [r["val_loss"] for r in result.history],
+        [r["val_loss"] for r in alone.history],
+        rtol=1e-4,
+    )
+    assert result.model.state_dict()["hidden0.projection"].shape == (8, 6)
+
+
+def test_residual_members_stack_and_follow_their_solo_runs(blobs):
+    members = [residual((8, 8)), residual((12, 12), "relu", optimizer="sgd", lr=0.05)]
+    members.append(genome((8, 8), "silu"))
+    assert plan_stacks(members, 180, 6, 3, max_stack=16) == [[0, 1, 2]]
+    configs = [config(seed) for seed in (3, 4, 5)]
+    stacked = train_population(members, *blobs, n_classes=3, configs=configs)
+    for member, cfg, result in zip(members, configs, stacked, strict=True):
+        alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
+        assert isinstance(result, TrainResult)
+        np.testing.assert_allclose(
+            [r["val_loss"] for r in result.history],
+            [r["val_loss"] for r in alone.history],
+            rtol=1e-4,
+        )

@@ -306,3 +306,184 @@ def test_a_crossover_of_real_genomes_never_claims_exactness_and_loads() -> None:
         result = inherit(child, parents, n_features=N_FEATURES, n_outputs=N_CLASSES, seed=seed)
         _child_model(child, result.state)  # every tensor has the child's shape
         assert set(result.genes) >= {"output"}
+
+
+# -- residual dense layers ----------------------------------------------------------------------
+def _residual(units: tuple[int, ...], activation: str = "relu", seed: int = 0) -> Genome:
+    rng = random.Random(seed)
+    layers = tuple(LayerGene(u, activation, 0.1, residual=True, id=new_gene_id(rng)) for u in units)
+    return Genome(layers, "adam", 1e-3, 0.0, 32)
+
+
+def _inherit(child: Genome, parent: Genome, model: torch.nn.Module, number: int = 4):
+    return inherit(
+        child, [_parent(number, parent, model)], n_features=N_FEATURES, n_outputs=N_CLASSES, seed=0
+    )
+
+
+def _assert_same_function(child: Genome, state, model) -> None:
+    x = torch.randn(64, N_FEATURES)
+    torch.testing.assert_close(_child_model(child, state)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_residual_weights_are_kept_by_gene_id_with_their_projection() -> None:
+    genome = _residual((12, 12))
+    model = _trained(genome, 1)
+    weights = GeneWeights.from_bytes(gene_weights(model, genome, genome.to_json()).to_bytes())
+    first = weights.layer(genome.layers[0].id)
+    assert first is not None
+    assert set(first) == {"weight", "bias", "projection"}
+    assert first["projection"].shape == (12, N_FEATURES)
+    second = weights.layer(genome.layers[1].id)
+    assert second is not None
+    assert set(second) == {"weight", "bias"}
+    state = model_state(weights, genome)
+    assert state is not None
+    _assert_same_function(genome, state, model)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "silu", "elu", "leaky_relu"])
+@pytest.mark.parametrize("position", [0, 1, 2])
+@pytest.mark.parametrize("extra", [0, 5])
+def test_an_inserted_residual_layer_starts_with_a_zero_branch_exactly(
+    activation: str, position: int, extra: int
+) -> None:
+    parent = _dense((12, 8), "tanh" if activation == "relu" else "relu")
+    model = _trained(parent, 3)
+    reads = (N_FEATURES, 12, 8)[position]
+    new = LayerGene(reads + extra, activation, 0.2, residual=True, id=new_gene_id(random.Random(7)))
+    layers = list(parent.layers)
+    layers.insert(position, new)
+    if position < len(parent.layers) and extra:  # its input width changed: a fresh id
+        layers[position + 1] = replace(layers[position + 1], id=new_gene_id(random.Random(8)))
+    child = parent.replace(layers=tuple(layers))
+    result = _inherit(child, parent, model)
+    assert result.genes[new.id] == "identity:#4"
+    assert result.exact
+    _assert_same_function(child, result.state, model)
+    if not extra:
+        assert not result.state[f"hidden{position}.weight"].any()  # a zero branch
+
+
+def test_a_residual_insert_narrower_than_its_input_is_not_claimed_exact() -> None:
+    parent = _dense((12, 8))
+    model = _trained(parent, 3)
+    new = LayerGene(6, "relu", 0.0, residual=True, id=new_gene_id(random.Random(1)))
+    child = parent.replace(layers=(parent.layers[0], new, replace(parent.layers[1], id="n")))
+    assert not _inherit(child, parent, model).exact
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_widened_residual_layers_keep_the_function(index: int, activation: str) -> None:
+    parent = _residual((12, 12, 8), activation)  # skips: projection, identity, projection
+    model = _trained(parent, 2)
+    rng = random.Random(5)
+    layers = list(parent.layers)
+    layers[index] = replace(layers[index], units=layers[index].units + 5, id=new_gene_id(rng))
+    layers[index + 1] = replace(layers[index + 1], id=new_gene_id(rng))
+    child = parent.replace(layers=tuple(layers))
+    result = _inherit(child, parent, model, 3)
+    assert result.genes[child.layers[index].id] == "widen:#3"
+    assert result.exact
+    _assert_same_function(child, result.state, model)
+
+
+def test_a_layer_made_residual_keeps_the_function_only_through_a_zero_projection() -> None:
+    parent = _dense((12, 12))
+    model = _trained(parent, 6)
+    for index, exact in ((0, True), (1, False)):  # 10 -> 12 projects; 12 -> 12 is the identity
+        layers = list(parent.layers)
+        layers[index] = replace(layers[index], residual=True)
+        child = parent.replace(layers=tuple(layers))
+        result = _inherit(child, parent, model)
+        assert result.genes[layers[index].id] == "copy:#4"
+        assert result.exact is exact
+        if exact:
+            assert not result.state["hidden0.projection"].any()
+            _assert_same_function(child, result.state, model)
+    back = _residual((12,), seed=3)
+    back_model = _trained(back, 2)
+    plain = back.replace(layers=(replace(back.layers[0], residual=False),))
+    assert not _inherit(plain, back, back_model).exact
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_duplicated_square_layer_starts_as_a_copy_of_its_source(residual: bool) -> None:
+    parent = _dense((12, 12))
+    parent = parent.replace(layers=tuple(replace(g, residual=residual) for g in parent.layers))
+    model = _trained(parent, 8)
+    source = parent.layers[1]
+    duplicate = replace(source, id=new_gene_id(random.Random(2)))
+    child = parent.replace(layers=(*parent.layers, duplicate))
+    result = _inherit(child, parent, model, 9)
+    assert result.genes[duplicate.id] == "duplicate:#9"
+    assert result.genes["output"] == "copy:#9"
+    assert not result.exact  # the layer now applies twice
+    trained = model.state_dict()
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(result.state[f"hidden2.{name}"], trained[f"hidden1.{name}"])
+    torch.testing.assert_close(result.state["output.weight"], trained["output.weight"])
+    # A source that is not square (10 -> 12) is inserted as an identity, as before.
+    first = replace(parent.layers[0], id=new_gene_id(random.Random(3)))
+    child = parent.replace(layers=(parent.layers[0], first, parent.layers[1]))
+    assert _inherit(child, parent, model, 9).genes[first.id] == "identity:#9"
+
+
+def test_a_constant_branch_output_is_taken_out_downstream(monkeypatch) -> None:
+    """An activation with f(0) != 0 (sigmoid: 0.5) would add a constant: the readers absorb it."""
+    from torch import nn
+
+    from evohpo.training import layers as layer_module
+    from evohpo.training import morphisms
+
+    monkeypatch.setitem(layer_module._ACTIVATION_MODULES, "sigmoid", nn.Sigmoid)
+    parent = _residual((12, 12, 6), "tanh")  # readers: identity and projection skips, then plain
+    parent = parent.replace(layers=(*parent.layers, LayerGene(5, "relu", 0.0, id="p")))
+    model = _trained(parent, 4)
+    x = torch.randn(64, N_FEATURES)
+    for position in range(5):
+        morphed = morphisms.insert_residual_layer(model, position, "sigmoid").eval()
+        torch.testing.assert_close(morphed(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("inserts_only", [False, True], ids=["mixed", "inserts"])
+def test_exact_is_claimed_only_when_true_with_residual_layers_and_every_activation(
+    inserts_only: bool,
+) -> None:
+    from evohpo.evolution.genome import ACTIVATIONS
+
+    space = SearchSpace(
+        max_layers=4, units=(8, 24), activations=ACTIVATIONS, dense_residual=(False, True)
+    )
+    rates = MutationRates(gene=0.15, insert_layer=0.4, remove_layer=0.1, duplicate_layer=0.2)
+    if inserts_only:
+        rates = MutationRates(gene=0.0, insert_layer=1.0, remove_layer=0.0, duplicate_layer=0.0)
+    exact, inserted = 0, set()
+    for number in range(60):
+        rng = random.Random(number)
+        parent = _ids(space.sample(rng), rng)
+        model = _trained(parent, number)
+        child, _ = mutate(parent, space, rng, rates)
+        result = inherit(
+            child,
+            [_parent(number, parent, model)],
+            n_features=N_FEATURES,
+            n_outputs=N_CLASSES,
+            seed=number,
+        )
+        x = torch.randn(32, N_FEATURES)
+        same = torch.allclose(_child_model(child, result.state)(x), model(x), atol=1e-4)
+        assert same or not result.exact, (parent, child, result.genes)
+        exact += result.exact
+        if result.exact:
+            inserted |= {
+                (g.activation, g.residual)
+                for g in child.layers
+                if result.genes[g.id].startswith("identity:")
+            }
+    assert exact >= 6
+    if inserts_only:
+        # Residual inserts are exact whatever their activation, plain ones only for ReLU.
+        assert len({activation for activation, residual in inserted if residual}) >= 4
+        assert {activation for activation, residual in inserted if not residual} <= {"relu"}

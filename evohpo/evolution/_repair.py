@@ -136,13 +136,13 @@ def _repair_layers(space: SearchSpace, layers: Sequence[LayerGene]) -> list[Laye
             units=_clip(layer.units, space.units),
             activation=_kept_or_first(layer.activation, space.activations),
             dropout=_clip(layer.dropout, space.dropout),
+            residual=_kept_or_first(layer.residual, space.dense_residual),
             id=layer.id,
         )
         for layer in layers[: space.max_layers]
     ]
     while len(repaired) < space.min_layers:
-        last = repaired[-1]
-        repaired.append(LayerGene(last.units, last.activation, last.dropout, last.id))
+        repaired.append(repaired[-1])
     return repaired
 
 

@@ -176,7 +176,7 @@ def rekey(
     for layer, shape in zip(layers, weight_shapes(layers, _head_key(body, readout)), strict=True):
         gene_id = settle(layer.id, shape)
         if gene_id != layer.id:
-            layer = LayerGene(layer.units, layer.activation, layer.dropout, id=gene_id)
+            layer = replace(layer, id=gene_id)
         new_layers.append(layer)
     return (None if blocks is None else tuple(new_blocks)), tuple(new_layers)
 

@@ -116,7 +116,7 @@ class Breeder:
             if mutated:
                 child, more = mutate(child, space, rng, self.rates)
                 ops = [*ops, *more]
-            params = child.to_params()
+            params = child.to_params(residual=space.has_dense_residual)
             if has_extras:
                 # The genome already differs from its parent when mutated.
                 others, more = self._params_child(

@@ -21,10 +21,26 @@ the layer before it (the network's input for the first layer; see
   removal as well as after a units mutation;
 * activation and dropout do not change the shape: a layer whose activation
   or dropout mutates keeps its id;
+* the ``residual`` flag does not change it either (a residual layer whose
+  input width differs from its units also has a skip projection, part of the
+  layer's weights and of the same shape rule), so a flipped layer keeps its id;
 * inserted and duplicated layers get fresh ids;
 * non-empty ids are unique within a genome (:class:`Genome` rejects repeats);
   the empty id ``""`` means "no id" (a genome built without ids) and may
   repeat. Ids are strings; JSON with another type is rejected.
+
+Residual layers
+---------------
+A layer with ``residual=True`` computes ``skip(x) + dropout(act(W x + b))``:
+the skip is ``x`` itself when the input width equals the units, else a
+learned linear projection without bias (as a residual block's 1x1 conv).
+Its JSON carries ``"residual": true``; a plain layer's JSON has no such key
+(like a dense genome's has no body keys), so genomes without residual layers
+keep the exact JSON they always had, and JSON without the key (all genomes
+written before the flag existed) reads as ``False``. The Optuna form has ``layer0.residual``, ...
+only where asked for (:meth:`Genome.to_params`), so that a genome of plain
+layers in a space without residual choices has exactly the parameters it
+always had.
 
 Two serialised forms exist and both round-trip exactly:
 
@@ -93,6 +109,8 @@ GLOBAL_PARAMS: tuple[str, ...] = (N_LAYERS, OPTIMIZER, LEARNING_RATE, WEIGHT_DEC
 N_BLOCKS = "n_blocks"
 READOUT = "readout"
 LAYER_FIELDS: tuple[str, ...] = ("units", "activation", "dropout")
+#: The per-layer field only residual-capable spaces suggest (``layer0.residual``).
+LAYER_RESIDUAL = "residual"
 
 
 def layer_param(index: int, field_name: str) -> str:
@@ -102,7 +120,7 @@ def layer_param(index: int, field_name: str) -> str:
 
 def parse_layer_param(name: str) -> tuple[int, str] | None:
     """Inverse of :func:`layer_param`; ``None`` for a name that is not per-layer."""
-    return parse_indexed_param(name, "layer", LAYER_FIELDS)
+    return parse_indexed_param(name, "layer", (*LAYER_FIELDS, LAYER_RESIDUAL))
 
 
 def new_gene_id(rng: random.Random) -> str:
@@ -112,7 +130,7 @@ def new_gene_id(rng: random.Random) -> str:
 
 @dataclass(frozen=True)
 class LayerGene:
-    """One dense layer: its width, activation and dropout rate.
+    """One dense layer: its width, activation, dropout rate and residual flag.
 
     Parameters
     ----------
@@ -122,6 +140,10 @@ class LayerGene:
         One of :data:`ACTIVATIONS`.
     dropout : float
         Dropout rate after the activation, in ``[0, 1)``.
+    residual : bool, default=False
+        Keyword-only. Add a skip to the layer's output: the layer's input (identity) when
+        its width equals ``units``, else a learned projection without bias
+        (see the module's "Residual layers").
     id : str
         Names the layer's trained weights; kept by a child only while the
         layer's weight shape (input width, units) is unchanged (see the
@@ -131,6 +153,8 @@ class LayerGene:
     units: int
     activation: str
     dropout: float
+    # Keyword-only, so that ``LayerGene(units, activation, dropout, id)`` keeps its meaning.
+    residual: bool = field(default=False, kw_only=True)
     id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -142,16 +166,22 @@ class LayerGene:
             "dropout",
             check_float(self.dropout, "dropout", owner, low=0.0, high=1.0, high_open=True),
         )
+        if not isinstance(self.residual, bool):
+            raise_invalid("residual", owner, "a bool", self.residual)
         if not isinstance(self.id, str):
             raise_invalid("id", owner, "a str", self.id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """A JSON-ready dict of the layer's genes and id (``"residual"`` only when set)."""
+        data: dict[str, Any] = {
             "id": self.id,
             "units": self.units,
             "activation": self.activation,
             "dropout": self.dropout,
         }
+        if self.residual:
+            data["residual"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -322,6 +352,8 @@ class Genome:
             width = n_inputs
         for layer in self.layers:
             total += width * layer.units + layer.units
+            if layer.residual and width != layer.units:
+                total += width * layer.units  # the skip projection
             width = layer.units
         return total + width * n_outputs + n_outputs
 
@@ -403,13 +435,33 @@ class Genome:
         return cls.from_dict(data)
 
     # -- Optuna parameters -------------------------------------------------
-    def to_params(self) -> dict[str, Any]:
-        """The flat Optuna parameter dict :func:`evohpo.suggest_genome` would produce."""
+    @property
+    def has_residual_layers(self) -> bool:
+        """Whether any dense layer is residual."""
+        return any(layer.residual for layer in self.layers)
+
+    def to_params(self, *, residual: bool | None = None) -> dict[str, Any]:
+        """The flat Optuna parameter dict :func:`evohpo.suggest_genome` would produce.
+
+        Parameters
+        ----------
+        residual : bool, optional
+            Whether to write ``layer{i}.residual``: ``True`` in a space with
+            residual choices (:attr:`SearchSpace.has_dense_residual
+            <evohpo.evolution.space.SearchSpace.has_dense_residual>`), where
+            :func:`evohpo.suggest_genome` asks for it. ``None`` or ``False``
+            (default): only when a layer is residual (the flag is never
+            lost), so that a genome of plain layers has the parameters it
+            always had.
+        """
+        residual = bool(residual) or self.has_residual_layers
         params: dict[str, Any] = {N_LAYERS: self.depth}
         for i, layer in enumerate(self.layers):
             params[layer_param(i, "units")] = layer.units
             params[layer_param(i, "activation")] = layer.activation
             params[layer_param(i, "dropout")] = layer.dropout
+            if residual:
+                params[layer_param(i, LAYER_RESIDUAL)] = layer.residual
         if self.blocks is not None:
             params[N_BLOCKS] = len(self.blocks)
             for i, block in enumerate(self.blocks):
@@ -478,6 +530,8 @@ class Genome:
                     units=params[layer_param(i, "units")],
                     activation=params[layer_param(i, "activation")],
                     dropout=params[layer_param(i, "dropout")],
+                    # Written only by residual-capable spaces: absent means a plain layer.
+                    residual=params.get(layer_param(i, LAYER_RESIDUAL), False),
                     id=ids[i] if i < len(ids) else "",
                 )
                 for i in range(depth)
@@ -559,5 +613,7 @@ def _layer_from_dict(item: Any) -> LayerGene:
         units=units,
         activation=item["activation"],
         dropout=item["dropout"],
+        # Genomes stored before the flag existed have plain layers.
+        residual=item.get("residual", False),
         id=item.get("id", ""),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deap import tools
 
@@ -56,6 +56,7 @@ _BATCH_SIZE = "mutate:batch_size"
 _INSERT = "insert_layer"
 _REMOVE = "remove_layer"
 _DUPLICATE = "duplicate_layer"
+_RESIDUAL = "mutate:layer_residual"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class MutationRates:
     ----------
     gene : float
         Probability that each gene is perturbed: each layer's units,
-        activation and dropout, each global gene (optimizer, learning
+        activation, dropout and (in a space with both choices) residual
+        flag, each global gene (optimizer, learning
         rate, weight decay, batch size) and, with a body, each gene of each
         block and the readout.
     insert_layer, remove_layer, duplicate_layer : float
@@ -178,7 +180,10 @@ def mutate(
     Each gene is perturbed with probability ``rates.gene``: units, learning
     rate and weight decay by a Gaussian step of their logarithm (DEAP's
     ``mutGaussian``), dropout by a Gaussian step, and activation, optimizer
-    and batch size by drawing a different choice. Then a random layer is
+    and batch size by drawing a different choice; in a space whose
+    ``dense_residual`` holds both choices a layer's residual flag flips with
+    that probability too (and only there is anything drawn for it). Then a
+    random layer is
     removed, a fresh random layer inserted at a random position, and a
     random layer duplicated next to itself, each with its own probability and
     only where the depth bounds allow. If the result equals the parent,
@@ -222,7 +227,8 @@ def mutate(
     operators : list of str
         The mutations that changed the child, in order and without repeats,
         e.g. ``["mutate:units", "insert_layer"]``; ``"repair"`` comes first
-        when the parent lay outside the space. Body mutations are
+        when the parent lay outside the space. A flipped residual flag of a
+        dense layer is ``"mutate:layer_residual"``. Body mutations are
         ``"mutate:channels"``, ``"mutate:kernel"``, ``"mutate:stride"``,
         ``"mutate:pool"``, ``"mutate:residual"``, ``"mutate:batchnorm"``,
         ``"mutate:block_activation"``, ``"mutate:block_dropout"``,
@@ -294,7 +300,10 @@ def _mutate_genes(
         activation = layer.activation
         if len(space.activations) > 1 and rng.random() < rates.gene:
             activation = other_choice(activation, space.activations, rng)
-        draft.layers[i] = _changed_layer(layer, units, activation, dropout, rng, ops)
+        residual = layer.residual
+        if len(space.dense_residual) > 1 and rng.random() < rates.gene:
+            residual = not residual
+        draft.layers[i] = _changed_layer(layer, units, activation, dropout, ops, residual)
 
     lr_step, wd_step = after[2 * n] - before[2 * n], after[2 * n + 1] - before[2 * n + 1]
     if lr_step != 0.0 and space.learning_rate[0] < space.learning_rate[1]:
@@ -318,11 +327,13 @@ def _changed_layer(
     units: int,
     activation: str,
     dropout: float,
-    rng: random.Random,
     ops: list[str],
+    residual: bool | None = None,
 ) -> LayerGene:
-    """``layer`` with new genes, its id kept (:func:`_rekey` settles ids at the end)."""
-    if units == layer.units and activation == layer.activation and dropout == layer.dropout:
+    """``layer`` with new genes, its id kept (:func:`rekey` settles ids at the end)."""
+    residual = layer.residual if residual is None else residual
+    changed = replace(layer, units=units, activation=activation, dropout=dropout, residual=residual)
+    if changed == layer:
         return layer
     if units != layer.units:
         ops.append(_UNITS)
@@ -330,7 +341,9 @@ def _changed_layer(
         ops.append(_ACTIVATION)
     if dropout != layer.dropout:
         ops.append(_DROPOUT)
-    return LayerGene(units=units, activation=activation, dropout=dropout, id=layer.id)
+    if residual != layer.residual:
+        ops.append(_RESIDUAL)
+    return changed
 
 
 def _mutate_structure(
@@ -356,16 +369,18 @@ def _insert_layer(draft: _Draft, space: SearchSpace, rng: random.Random, ops: li
     layer = space.sample_layer(rng)
     taken = draft.taken_ids()
     if layer.id in taken:  # only when rng repeats a stream that made the parent
-        layer = LayerGene(layer.units, layer.activation, layer.dropout, fresh_id(rng, taken))
+        layer = replace(layer, id=fresh_id(rng, taken))
     draft.layers.insert(position, layer)
     ops.append(_INSERT)
 
 
 def _duplicate_layer(draft: _Draft, rng: random.Random, ops: list[str]) -> None:
+    # The copy keeps every gene (residual flag included); weight inheritance
+    # recognises it as the equal layer right after its source.
     index = rng.randrange(len(draft.layers))
     layer = draft.layers[index]
     taken = draft.taken_ids()
-    copy = LayerGene(layer.units, layer.activation, layer.dropout, id=fresh_id(rng, taken))
+    copy = replace(layer, id=fresh_id(rng, taken))
     draft.layers.insert(index + 1, copy)
     ops.append(_DUPLICATE)
 
@@ -388,6 +403,8 @@ def _applicable_kinds(draft: _Draft, space: SearchSpace) -> list[str]:
     kinds = [kind for kind, applicable in candidates if applicable]
     if draft.body is not None:  # after the layer kinds, so dense genomes draw as before
         kinds += applicable_body_kinds(draft.body, space)
+    if len(space.dense_residual) > 1:  # last, so spaces without the choice draw as before
+        kinds.append(_RESIDUAL)
     return kinds
 
 
@@ -409,11 +426,14 @@ def _force(
         _remove_layer(draft, rng, ops)
     elif kind == _DUPLICATE:
         _duplicate_layer(draft, rng, ops)
-    elif kind in (_UNITS, _ACTIVATION, _DROPOUT):
+    elif kind in (_UNITS, _ACTIVATION, _DROPOUT, _RESIDUAL):
         index = rng.randrange(len(draft.layers))
         layer = draft.layers[index]
         units, activation, dropout = layer.units, layer.activation, layer.dropout
-        if kind == _UNITS:
+        residual = layer.residual
+        if kind == _RESIDUAL:
+            residual = not residual
+        elif kind == _UNITS:
             step = gaussian_step(rates.units_sigma, rng)
             units = step_log_int(layer.units, step, space.units)
         elif kind == _ACTIVATION:
@@ -421,7 +441,7 @@ def _force(
         else:
             step = gaussian_step(rates.dropout_sigma, rng)
             dropout = step_float(dropout, step, space.dropout)
-        draft.layers[index] = _changed_layer(layer, units, activation, dropout, rng, ops)
+        draft.layers[index] = _changed_layer(layer, units, activation, dropout, ops, residual)
     elif kind == _LEARNING_RATE:
         step = gaussian_step(rates.learning_rate_sigma, rng)
         draft.learning_rate = step_float(draft.learning_rate, step, space.learning_rate, log=True)

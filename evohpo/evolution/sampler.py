@@ -384,7 +384,8 @@ class EvoSampler(BaseSampler):
             # Unknown space: every parameter is drawn by sample_independent.
             return Lineage(origin="random")
         genome = self._search_space.sample(rng)
-        return Lineage(origin="random", params=genome.to_params(), genome=genome.to_json())
+        params = genome.to_params(residual=self._search_space.has_dense_residual)
+        return Lineage(origin="random", params=params, genome=genome.to_json())
 
     def _population_of(self, study: Study) -> Snapshot:
         """The study's finished trials, folded into the cached view as they come.

@@ -67,6 +67,12 @@ class SearchSpace:
     readouts : sequence of str
         How the body meets the dense layers, a subset of
         :data:`evohpo.evolution.blocks.READOUTS`.
+    dense_residual : sequence of bool, default=(False,)
+        Choices of a dense layer's residual flag
+        (:class:`~evohpo.evolution.genome.LayerGene`); ``residual`` above is
+        the blocks'. The default keeps every layer plain, and such a space
+        draws, stores and suggests exactly what it did before the flag
+        existed; ``(False, True)`` lets the search choose.
 
     Examples
     --------
@@ -97,6 +103,7 @@ class SearchSpace:
     batchnorm: tuple[bool, ...] = (False, True)
     block_dropout: tuple[float, float] = (0.0, 0.3)
     readouts: tuple[str, ...] = READOUTS
+    dense_residual: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -113,6 +120,7 @@ class SearchSpace:
         set_(self, "activations", _choices(self.activations, "activations", ACTIVATIONS))
         set_(self, "optimizers", _choices(self.optimizers, "optimizers", OPTIMIZERS))
         set_(self, "batch_sizes", _int_choices(self.batch_sizes, "batch_sizes"))
+        set_(self, "dense_residual", _bool_choices(self.dense_residual, "dense_residual"))
         self._check_body_settings()
 
     def _check_body_settings(self) -> None:
@@ -161,6 +169,11 @@ class SearchSpace:
         return BlockGene(1, 1, min(self.strides), pool, False, False, "relu", 0.0)
 
     @property
+    def has_dense_residual(self) -> bool:
+        """Whether dense layers may be residual: genomes then have ``layer{i}.residual`` params."""
+        return self.dense_residual != (False,)
+
+    @property
     def has_body(self) -> bool:
         """Whether genomes of this space have a convolutional body (``input_shape`` is set)."""
         return self.input_shape is not None
@@ -169,11 +182,13 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the settings (lists for tuples)."""
         # A dense space stores exactly the settings it always stored, so that
-        # studies made before bodies existed still match their identity.
+        # studies made before bodies (or residual layers) existed still match
+        # their identity.
         return {
             f.name: _jsonable(getattr(self, f.name))
             for f in fields(self)
-            if self.has_body or f.name not in _BODY_SETTINGS
+            if (self.has_body or f.name not in _BODY_SETTINGS)
+            and (self.has_dense_residual or f.name != "dense_residual")
         }
 
     @classmethod
@@ -211,12 +226,15 @@ class SearchSpace:
     # -- sampling and membership --------------------------------------------------
     def sample_layer(self, rng: random.Random) -> LayerGene:
         """A random layer gene with a fresh id."""
-        return LayerGene(
-            units=self.sample_units(rng),
-            activation=rng.choice(self.activations),
-            dropout=rng.uniform(*self.dropout),
-            id=new_gene_id(rng),
-        )
+        units = self.sample_units(rng)
+        activation = rng.choice(self.activations)
+        dropout = rng.uniform(*self.dropout)
+        gene_id = new_gene_id(rng)
+        # Drawn last and only when there is a choice: a space without one draws as before.
+        residual = self.dense_residual[0]
+        if len(self.dense_residual) > 1:
+            residual = rng.choice(self.dense_residual)
+        return LayerGene(units, activation, dropout, residual=residual, id=gene_id)
 
     def sample_units(self, rng: random.Random) -> int:
         """Units drawn log-uniformly over the integers of the range."""
@@ -304,6 +322,8 @@ class SearchSpace:
                 problems.append(f"layer{i}.activation {layer.activation!r} not a choice")
             if not self.dropout[0] <= layer.dropout <= self.dropout[1]:
                 problems.append(f"layer{i}.dropout {layer.dropout} outside {list(self.dropout)}")
+            if layer.residual not in self.dense_residual:
+                problems.append(f"layer{i}.residual {layer.residual!r} not a choice")
         if genome.optimizer not in self.optimizers:
             problems.append(f"optimizer {genome.optimizer!r} not a choice")
         if not self.learning_rate[0] <= genome.learning_rate <= self.learning_rate[1]:

@@ -31,6 +31,7 @@ from evohpo.evolution.blocks import BLOCK_FIELDS, block_param
 from evohpo.evolution.genome import (
     BATCH_SIZE,
     LAYER_FIELDS,
+    LAYER_RESIDUAL,
     LEARNING_RATE,
     N_BLOCKS,
     N_LAYERS,
@@ -80,7 +81,9 @@ def genome_distributions(
 
     In a space with an input shape the body's parameters follow the layers':
     ``n_blocks``, those of ``n_blocks`` blocks (default: ``max_blocks``) and
-    ``readout``. A dense space gives the dense parameters only.
+    ``readout``. A dense space gives the dense parameters only. Every layer
+    has ``layer{i}.residual`` only in a space with residual choices
+    (:attr:`SearchSpace.has_dense_residual`).
     """
     dists: dict[str, BaseDistribution] = {
         N_LAYERS: IntDistribution(space.min_layers, space.max_layers),
@@ -89,6 +92,8 @@ def genome_distributions(
         dists[layer_param(i, "units")] = IntDistribution(*space.units, log=True)
         dists[layer_param(i, "activation")] = CategoricalDistribution(space.activations)
         dists[layer_param(i, "dropout")] = FloatDistribution(*space.dropout)
+        if space.has_dense_residual:
+            dists[layer_param(i, LAYER_RESIDUAL)] = CategoricalDistribution(space.dense_residual)
     if space.has_body:
         dists.update(_body_distributions(space, space.max_blocks if n_blocks is None else n_blocks))
     dists[OPTIMIZER] = CategoricalDistribution(space.optimizers)
@@ -163,6 +168,9 @@ def space_from_distributions(
     body = _body_settings(dists, input_shape) if N_BLOCKS in dists else {}
     if body is None:
         return None
+    residual = dists.get(layer_param(0, LAYER_RESIDUAL))
+    if isinstance(residual, CategoricalDistribution):
+        body["dense_residual"] = tuple(residual.choices)
     try:
         return SearchSpace(
             min_layers=n_layers.low,
@@ -273,7 +281,8 @@ def suggest_genome(trial: optuna.trial.BaseTrial, space: SearchSpace | None = No
     dists = genome_distributions(space, space.max_layers)
     depth = trial.suggest_int(N_LAYERS, space.min_layers, space.max_layers)
     params: dict[str, object] = {N_LAYERS: depth}
-    names = [layer_param(i, field) for i in range(depth) for field in LAYER_FIELDS]
+    fields = (*LAYER_FIELDS, LAYER_RESIDUAL) if space.has_dense_residual else LAYER_FIELDS
+    names = [layer_param(i, field) for i in range(depth) for field in fields]
     if space.has_body:
         n_blocks = trial.suggest_int(N_BLOCKS, space.min_blocks, space.max_blocks)
         params[N_BLOCKS] = n_blocks
@@ -282,7 +291,7 @@ def suggest_genome(trial: optuna.trial.BaseTrial, space: SearchSpace | None = No
     names += [OPTIMIZER, LEARNING_RATE, WEIGHT_DECAY, BATCH_SIZE]
     for name in names:
         params[name] = _suggest(trial, name, dists[name])
-    layer_ids, block_ids = _gene_ids(trial, params)
+    layer_ids, block_ids = _gene_ids(trial, params, space.has_dense_residual)
     genome = Genome.from_params(params, ids=layer_ids, block_ids=block_ids)
     if space.input_shape is not None:
         trial.set_user_attr(INPUT_SHAPE_ATTR, list(space.input_shape))
@@ -303,12 +312,12 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -
 
 
 def _gene_ids(
-    trial: optuna.trial.BaseTrial, params: dict[str, object]
+    trial: optuna.trial.BaseTrial, params: dict[str, object], residual: bool
 ) -> tuple[list[str], list[str]]:
     """Layer and block ids the sampler bred for these params, else ids derived from the trial."""
     lineage = Lineage.from_attr(trial_user_attrs(trial).get(LINEAGE_ATTR))
     bred = lineage.parsed_genome() if lineage is not None else None
-    if bred is not None and bred.to_params() == params:
+    if bred is not None and bred.to_params(residual=residual) == params:
         return [layer.id for layer in bred.layers], [block.id for block in bred.blocks or ()]
     return derived_ids(getattr(trial, "number", 0), params)
 

@@ -272,9 +272,11 @@ def describe_genome(genome: Genome) -> str:
 
     A genome with a convolutional body starts with its blocks and readout:
     ``2 blocks [16 k5 s2 max res bn relu, 32 k3 s1 relu], avg readout; 1 layer [...]``.
+    A residual dense layer says ``res``: ``64 res relu 0.10``.
     """
     layers = ", ".join(
-        f"{layer.units} {layer.activation}" + (f" {layer.dropout:.2f}" if layer.dropout else "")
+        f"{layer.units}{' res' if layer.residual else ''} {layer.activation}"
+        + (f" {layer.dropout:.2f}" if layer.dropout else "")
         for layer in genome.layers
     )
     body = ""

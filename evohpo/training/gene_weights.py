@@ -3,7 +3,9 @@
 A child inherits its parents' weights gene by gene (:mod:`evohpo.training.transfer`),
 so the weights of a trained model are kept under the ids of the genes they belong to:
 
-* ``layer/<id>/weight``, ``layer/<id>/bias`` for a dense hidden layer;
+* ``layer/<id>/weight``, ``layer/<id>/bias`` for a dense hidden layer, and
+  ``layer/<id>/projection`` for the skip projection of a residual layer whose
+  input width differs from its units (part of the layer's weights);
 * ``block/<id>/<name>`` for every tensor of a convolutional block
   (``conv.weight``, ``norm.running_mean``, ``proj.weight``, ...);
 * ``output/weight``, ``output/bias`` for the output layer, which has no gene of
@@ -65,7 +67,7 @@ class GeneWeights:
     tensors: Mapping[str, torch.Tensor]
 
     def layer(self, gene_id: str) -> dict[str, torch.Tensor] | None:
-        """``{"weight": ..., "bias": ...}`` of the dense layer ``gene_id``, if kept."""
+        """``{"weight": ..., "bias": ...}`` (and ``"projection"``) of layer ``gene_id``, if kept."""
         return self._prefixed(f"layer/{gene_id}/") if gene_id else None
 
     def block(self, gene_id: str) -> dict[str, torch.Tensor] | None:
@@ -130,9 +132,10 @@ def gene_weights(model: nn.Module, genome: NetworkSpec, genome_json: str) -> Gen
     for index, layer in enumerate(genome.layers):
         gene_id = getattr(layer, "id", "")
         if gene_id:
-            for name in ("weight", "bias"):
-                tensor = state[f"{hidden_layer_name(index)}.{name}"]
-                tensors[_layer_key(gene_id, name)] = tensor.detach().clone()
+            prefix = f"{hidden_layer_name(index)}."
+            for name, tensor in state.items():
+                if name.startswith(prefix):
+                    tensors[_layer_key(gene_id, name[len(prefix) :])] = tensor.detach().clone()
     for name in ("weight", "bias"):
         tensors[f"output/{name}"] = state[f"output.{name}"].detach().clone()
     return GeneWeights(genome_json, tensors)

@@ -1,5 +1,11 @@
 """The bricks every model is built of: activations, seeded dropout, seeded weights.
 
+A residual dense layer is one module, :class:`ResidualLinear` (a ``Linear``
+that also holds its activation, dropout and skip), since its skip spans them:
+``skip(x) + dropout(act(x W^T + b))``, the skip being ``x`` when the widths
+match, else ``x P^T`` with a learned ``projection`` ``P`` of shape
+``(out_features, in_features)`` (no bias).
+
 :func:`linear` and :func:`conv` create ``Linear`` and ``Conv1d``/``Conv2d``
 layers with torch's default initialisation, drawn either from the global torch
 generator or, when one is given, from a private generator (then the global
@@ -18,7 +24,15 @@ from torch import nn
 
 from evohpo._validation import raise_invalid
 
-__all__ = ["ACTIVATIONS", "SeededDropout", "activation", "conv", "linear"]
+__all__ = [
+    "ACTIVATIONS",
+    "ResidualLinear",
+    "SeededDropout",
+    "activation",
+    "conv",
+    "linear",
+    "residual_linear",
+]
 
 _ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -60,6 +74,55 @@ class SeededDropout(nn.Dropout):
         return input.mul_(mask) if self.inplace else input * mask
 
 
+class ResidualLinear(nn.Linear):
+    """A residual dense layer: ``skip(x) + dropout(act(x W^T + b))``.
+
+    ``weight`` and ``bias`` are the branch's, as in ``nn.Linear``;
+    ``projection`` (``(out_features, in_features)``, no bias) is the skip when
+    the widths differ and ``None`` (the identity) when they match, unless
+    ``projection=True`` asks for one anyway (a morphed network may need it).
+    """
+
+    projection: nn.Parameter | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        act: nn.Module,
+        dropout: nn.Module | None = None,
+        *,
+        projection: bool | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, device=device, dtype=dtype)
+        self.act = act
+        self.dropout = dropout
+        if projection is None:
+            projection = in_features != out_features
+        elif not projection and in_features != out_features:
+            raise ValueError("A residual layer whose widths differ needs a projection.")
+        if not projection:
+            self.register_parameter("projection", None)
+        else:
+            shape = (out_features, in_features)
+            self.projection = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+            if self.projection.device.type != "meta":
+                nn.init.kaiming_uniform_(self.projection, a=math.sqrt(5))
+
+    def extra_repr(self) -> str:
+        skip = "identity" if self.projection is None else "projection"
+        return f"{super().extra_repr()}, skip={skip}"
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        branch: torch.Tensor = self.act(super().forward(input))
+        if self.dropout is not None:
+            branch = self.dropout(branch)
+        skip = input if self.projection is None else nn.functional.linear(input, self.projection)
+        return skip + branch
+
+
 def activation(name: str, field: str, owner: str) -> nn.Module:
     """A new activation module of that ``name``; ``field`` names it in the error."""
     if name not in _ACTIVATION_MODULES:
@@ -75,6 +138,24 @@ def linear(n_in: int, n_out: int, generator: torch.Generator | None) -> nn.Linea
     # global generator, then initialised from the private one.
     module = nn.Linear(n_in, n_out, device="meta").to_empty(device="cpu")
     _reset(module, generator)
+    return module
+
+
+def residual_linear(
+    n_in: int,
+    n_out: int,
+    act: nn.Module,
+    dropout: nn.Module | None,
+    generator: torch.Generator | None,
+) -> ResidualLinear:
+    """A :class:`ResidualLinear` initialised like :func:`linear` (then its projection, if any)."""
+    if generator is None:
+        return ResidualLinear(n_in, n_out, act, dropout)
+    module = ResidualLinear(n_in, n_out, act, dropout, device="meta").to_empty(device="cpu")
+    _reset(module, generator)
+    if module.projection is not None:
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(module.projection, a=math.sqrt(5), generator=generator)
     return module
 
 

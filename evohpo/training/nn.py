@@ -13,6 +13,11 @@ Submodules carry stable names (``block0``, ``hidden0``, ``act0``,
 ``hidden1.weight`` or ``block0.conv.weight`` map back to the genome's layer 1
 or block 0 whatever dropout the other layers have.
 
+A residual layer (``residual=True``) is one module ``hidden{i}``, a
+:class:`~evohpo.training.layers.ResidualLinear` holding its activation,
+dropout and skip (``hidden{i}.projection`` when its input width differs from
+its units), with no ``act{i}`` or ``dropout{i}`` beside it.
+
 This module never imports optuna.
 """
 
@@ -29,7 +34,13 @@ from torch.optim.optimizer import ParamsT
 from evohpo._validation import check_int, raise_invalid
 from evohpo.training import conv, layers
 from evohpo.training.layers import SeededDropout
-from evohpo.training.spec import NetworkSpec, check_network, network_blocks, network_readout
+from evohpo.training.spec import (
+    NetworkSpec,
+    check_network,
+    layer_residual,
+    network_blocks,
+    network_readout,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -77,7 +88,8 @@ def build_model(
     genome : Genome or NetworkSpec
         The architecture: its convolutional body, if any
         (:mod:`evohpo.training.conv`), then one
-        ``Linear -> activation [-> Dropout]`` block per layer.
+        ``Linear -> activation [-> Dropout]`` block per layer (one
+        :class:`~evohpo.training.layers.ResidualLinear` per residual layer).
     n_features : int
         Width of the (flat) input, at least 1.
     n_outputs : int
@@ -144,10 +156,16 @@ def build_model(
         modules.update(body)
     for index, layer in enumerate(genome.layers):
         act = layers.activation(layer.activation, f"genome.layers[{index}].activation", owner)
-        modules[hidden_layer_name(index)] = layers.linear(width, layer.units, generator)
-        modules[f"act{index}"] = act
-        if layer.dropout > 0.0:
-            modules[f"dropout{index}"] = SeededDropout(layer.dropout)
+        dropout = SeededDropout(layer.dropout) if layer.dropout > 0.0 else None
+        if layer_residual(layer):
+            modules[hidden_layer_name(index)] = layers.residual_linear(
+                width, layer.units, act, dropout, generator
+            )
+        else:
+            modules[hidden_layer_name(index)] = layers.linear(width, layer.units, generator)
+            modules[f"act{index}"] = act
+            if dropout is not None:
+                modules[f"dropout{index}"] = dropout
         width = layer.units
     modules["output"] = layers.linear(width, n_outputs, generator)
     return nn.Sequential(modules)

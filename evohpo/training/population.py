@@ -29,7 +29,8 @@ batch size, at most ``max_stack`` at a time, and not when padding to the widest
 member would more than double the arithmetic of large networks. Genomes with a
 convolutional body, a genome alone in its group, and on the CPU networks whose
 steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
-:func:`~evohpo.training.loop.train_classifier`.
+:func:`~evohpo.training.loop.train_classifier`. Residual dense layers stack
+(:mod:`~evohpo.training.stack_model`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ A network for inputs with a shape may also have a convolutional body:
 :class:`BodySpec` adds ``blocks`` (a sequence of :class:`BlockSpec`, or
 ``None`` for a dense network) and ``readout`` to :class:`NetworkSpec`.
 Objects without these attributes are dense networks
-(:func:`network_blocks`), so a plain dense spec stays valid.
+(:func:`network_blocks`), so a plain dense spec stays valid. Likewise a
+layer may have a ``residual`` flag; a layer without one is plain
+(:func:`layer_residual`).
 
 Examples
 --------
@@ -35,6 +37,7 @@ __all__ = [
     "LayerSpec",
     "NetworkSpec",
     "check_network",
+    "layer_residual",
     "network_blocks",
     "network_readout",
 ]
@@ -130,6 +133,11 @@ class BodySpec(NetworkSpec, Protocol):
     @property
     def readout(self) -> str:
         """How the body meets the dense layers: ``"avg"`` (global average) or ``"flatten"``."""
+
+
+def layer_residual(layer: LayerSpec) -> bool:
+    """Whether a dense layer is residual (a spec without the attribute is not)."""
+    return bool(getattr(layer, "residual", False))
 
 
 def network_blocks(network: NetworkSpec) -> Sequence[BlockSpec] | None:

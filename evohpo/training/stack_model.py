@@ -3,7 +3,7 @@
 Layer ``l`` of the stack holds every member's weights in one ``[k, in, out]``
 tensor (its bias in ``[k, 1, out]``), so one batched matrix product
 (``torch.baddbmm``) runs layer ``l`` of every member. Members may differ in
-width, activation and dropout:
+width, activation, dropout and residual flags:
 
 * widths are padded to the widest member at each layer. A padded unit starts
   with zero incoming weights, bias and outgoing weights; every activation the
@@ -13,6 +13,13 @@ width, activation and dropout:
 * an activation is applied to the members that use it (one call when all do);
 * dropout draws one mask for the stack, each member's entries kept with its own
   probability (a member with rate 0 keeps every entry exactly).
+
+Residual dense layers stack too: a layer where some member projects its skip
+holds a ``[k, in, out]`` projection (zero, and kept at zero by a constant
+mask on the forward pass, for members without one); an identity skip adds the
+padded input, cut or zero-padded to the layer's padded width (a member's
+padded entries are zero on both sides, so they stay zero). Dropout applies to
+the branch of a residual layer, as in the solo model.
 
 Every member's parameters live in row ``i`` of one flat ``[k, P]`` tensor (the
 layer tensors are views of it), so that
@@ -38,7 +45,7 @@ from torch import nn
 from evohpo._validation import raise_invalid
 from evohpo.training import layers
 from evohpo.training.nn import build_model, hidden_layer_name, start_model
-from evohpo.training.spec import NetworkSpec, network_blocks
+from evohpo.training.spec import NetworkSpec, layer_residual, network_blocks
 
 __all__ = ["DenseStack", "stack_widths"]
 
@@ -59,15 +66,30 @@ def stack_widths(genomes: Sequence[NetworkSpec], n_features: int, n_outputs: int
 
 @dataclass(frozen=True)
 class _Layer:
-    """Where one layer's weights and bias lie in a member's flat row."""
+    """Where one layer's weights, bias and (if any member has one) skip projection lie
+    in a member's flat row."""
 
     n_in: int
     n_out: int
     offset: int
+    projection: bool = False
 
     @property
     def size(self) -> int:
-        return self.n_in * self.n_out + self.n_out
+        return self.n_in * self.n_out * (2 if self.projection else 1) + self.n_out
+
+    @property
+    def projection_offset(self) -> int:
+        return self.offset + self.n_in * self.n_out + self.n_out
+
+
+def _skips(genome: NetworkSpec, n_features: int) -> list[str | None]:
+    """Per hidden layer: ``"identity"``, ``"projection"`` or ``None`` (a plain layer)."""
+    widths = [n_features, *(layer.units for layer in genome.layers)]
+    return [
+        ("identity" if n_in == layer.units else "projection") if layer_residual(layer) else None
+        for n_in, layer in zip(widths, genome.layers, strict=False)
+    ]
 
 
 def _activation_groups(
@@ -131,11 +153,13 @@ class DenseStack:
         self.n_outputs = n_outputs
         self.device = device
         widths = stack_widths(genomes, n_features, n_outputs)
+        skips = [_skips(genome, n_features) for genome in genomes]
         self._layers: list[_Layer] = []
         offset = 0
-        for n_in, n_out in itertools.pairwise(widths):
-            self._layers.append(_Layer(n_in, n_out, offset))
-            offset += n_in * n_out + n_out
+        for index, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+            projection = any(index < len(kinds) and kinds[index] == "projection" for kinds in skips)
+            self._layers.append(_Layer(n_in, n_out, offset, projection))
+            offset += self._layers[-1].size
         self.n_flat = offset
         self.params = torch.zeros(len(genomes), offset, device=device)
         self.grads = torch.zeros_like(self.params)
@@ -159,13 +183,17 @@ class DenseStack:
         """Make the layer tensors views of the flat rows, with views of the flat gradients."""
         self.weights: list[torch.Tensor] = []
         self.biases: list[torch.Tensor] = []
+        self.projections: list[torch.Tensor | None] = []
         k = self.size
         for layer in self._layers:
             end = layer.offset + layer.n_in * layer.n_out
-            shapes = (
+            shapes = [
                 (layer.offset, end, (k, layer.n_in, layer.n_out)),
                 (end, end + layer.n_out, (k, 1, layer.n_out)),
-            )
+            ]
+            if layer.projection:
+                start = layer.projection_offset
+                shapes.append((start, start + layer.n_in * layer.n_out, shapes[0][2]))
             views = []
             for start, stop, shape in shapes:
                 view = self.params[:, start:stop].view(shape).requires_grad_()
@@ -174,6 +202,7 @@ class DenseStack:
             self.weights.append(views[0])
             bias = views[1]
             self.biases.append(bias)
+            self.projections.append(views[2] if layer.projection else None)
 
     def _configure(self, genomes: Sequence[NetworkSpec]) -> None:
         """Per-layer activation groups and dropout keep-probabilities of the members."""
@@ -181,6 +210,18 @@ class DenseStack:
             _activation_groups([g.layers[index].activation for g in genomes], self.device)
             for index in range(len(self._layers) - 1)
         ]
+        # Per hidden layer: which members add their input (identity skips) and
+        # which a projection; masks of 0 and 1 over the members, None when none does.
+        kinds = [_skips(genome, self.n_features) for genome in genomes]
+        self._identity: list[torch.Tensor | None] = []
+        self._projected: list[torch.Tensor | None] = []
+        for index in range(len(self._layers) - 1):
+            for name, masks in (("identity", self._identity), ("projection", self._projected)):
+                rows = [float(member[index] == name) for member in kinds]
+                mask = None
+                if any(rows):
+                    mask = torch.tensor(rows, device=self.device).view(-1, 1, 1)
+                masks.append(mask)
         self._keep: list[torch.Tensor | None] = []
         for index in range(len(self._layers) - 1):
             rates = [float(g.layers[index].dropout) for g in genomes]
@@ -200,6 +241,11 @@ class DenseStack:
             block = self.params[row, layer.offset : end].view(layer.n_in, layer.n_out)
             block[:n_in, :n_out] = weight.t()
             self.params[row, end : end + n_out] = state[f"{name}.bias"]
+            projection = state.get(f"{name}.projection")
+            if projection is not None:
+                start = layer.projection_offset
+                flat = self.params[row, start : start + layer.n_in * layer.n_out]
+                flat.view(layer.n_in, layer.n_out)[:n_in, :n_out] = projection.t()
 
     # -- computing -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *, dropout: torch.Generator | None = None) -> torch.Tensor:
@@ -215,12 +261,32 @@ class DenseStack:
             z = torch.matmul(h, weight) + bias if h.dim() == 2 else torch.baddbmm(bias, h, weight)
             if index == last:
                 return z
-            h = self._activate(index, z)
+            branch = self._activate(index, z)
             keep = self._keep[index]
             if dropout is not None and keep is not None:
-                mask = torch.rand(h.shape, generator=dropout, device=h.device, dtype=h.dtype)
-                h = h * mask.lt_(keep).div_(keep)
+                shape, dtype = branch.shape, branch.dtype
+                mask = torch.rand(shape, generator=dropout, device=branch.device, dtype=dtype)
+                branch = branch * mask.lt_(keep).div_(keep)
+            skip = self._skip(index, h, branch.shape[-1])
+            h = branch if skip is None else branch + skip
         return h  # pragma: no cover - the loop returns at the output layer
+
+    def _skip(self, index: int, h: torch.Tensor, width: int) -> torch.Tensor | None:
+        """What the residual members of hidden layer ``index`` add to its ``width`` outputs."""
+        identity, projected = self._identity[index], self._projected[index]
+        skip: torch.Tensor | None = None
+        if identity is not None:
+            # A member's identity skip has as many inputs as units: the padded
+            # input, cut or zero-padded to the padded width, is that skip.
+            n_in = h.shape[-1]
+            fitted = h[..., :width] if n_in >= width else nn.functional.pad(h, (0, width - n_in))
+            skip = fitted * identity
+        projection = self.projections[index]
+        if projected is not None and projection is not None:
+            # The mask keeps the projections of members without one at zero (zero gradient).
+            projected_input = torch.matmul(h, projection * projected)
+            skip = projected_input if skip is None else skip + projected_input
+        return skip
 
     def _activate(self, index: int, z: torch.Tensor) -> torch.Tensor:
         groups = self._activations[index]
@@ -267,6 +333,11 @@ class DenseStack:
             block = flat_row[layer.offset : end].view(layer.n_in, layer.n_out)
             state[f"{name}.weight"] = block[:n_in, :n_out].t().contiguous()
             state[f"{name}.bias"] = flat_row[end : end + n_out].clone()
+            if getattr(linear, "projection", None) is not None:
+                start = layer.projection_offset
+                flat = flat_row[start : start + layer.n_in * layer.n_out]
+                projection = flat.view(layer.n_in, layer.n_out)[:n_in, :n_out]
+                state[f"{name}.projection"] = projection.t().contiguous()
         model.load_state_dict(state)
         return model
 

@@ -12,7 +12,16 @@ gene ids the two share:
   takes the divided outgoing weights: its id changed because its input
   width did);
 * an inserted layer starts as the identity (then widened if it is wider
-  than the layer before it);
+  than the layer before it): a plain one with an identity weight matrix
+  (exact only for ReLU after a plain ReLU layer), a residual one with a zero
+  branch on an identity skip (exact for every activation, also as the first
+  layer);
+* a duplicated layer (a new gene equal to the one before it, ids aside, as
+  mutation's ``duplicate_layer`` makes) whose weight is square starts as a
+  copy of its trained source: not exact, the function changes;
+* a layer whose residual flag flipped keeps its branch: a new projection
+  skip starts at zero (exact), a new identity skip is not exact, and neither
+  is a dropped skip (unless it was a projection of zeros);
 * anything else (a narrowed or removed layer, an insertion before the first
   layer) stops the alignment there: the rest of the network takes only what
   the gene ids name.
@@ -40,7 +49,7 @@ from evohpo.training import morphisms
 from evohpo.training.conv import block_name
 from evohpo.training.gene_weights import GeneWeights, model_state
 from evohpo.training.nn import build_model, hidden_layer_name
-from evohpo.training.spec import NetworkSpec, network_blocks
+from evohpo.training.spec import NetworkSpec, layer_residual, network_blocks
 
 __all__ = ["Inherited", "ParentWeights", "inherit"]
 
@@ -66,7 +75,9 @@ class Inherited:
         For every layer and block (by gene id, or ``"layer2"``/``"block0"``
         when it has none) and ``"output"``: ``"copy:#N"`` (trial N's weights),
         ``"widen:#N"`` (trial N's, widened), ``"identity:#N"`` (an identity
-        inserted into trial N's network) or ``"fresh"``.
+        inserted into trial N's network, or a residual layer with a zero
+        branch), ``"duplicate:#N"`` (a copy of the trained layer before it)
+        or ``"fresh"``.
     exact : bool
         The child computes its first parent's function (eval mode): every
         tensor came from it by exact steps.
@@ -337,12 +348,28 @@ class _Morph:
             width = _width(self.model, i)
             if gene_id and parent_at.get(gene_id) == j:
                 self.actions["layer", i] = "copy"
-                self.exact = self.exact and gene.activation == parent[j].activation
+                self._match_residual(i, gene, parent[j])
                 j += 1
                 continue
             parent_gene = parent[j] if j < len(parent) else None
             replaced = parent_gene is not None and getattr(parent_gene, "id", "") not in child_ids
-            if replaced and parent_gene is not None and gene.units >= parent_gene.units:
+            # A layer inserted before a parent layer whose input width it changed (so
+            # that layer's id changed too): the next child layer is that one, by
+            # value, and the child has a layer more left than the parent.
+            inserted = (
+                parent_gene is not None
+                and i + 1 < len(child)
+                and child[i + 1] == parent_gene
+                and gene != parent_gene
+                and len(child) - i > len(parent) - j
+            )
+            if (
+                replaced
+                and not inserted
+                and parent_gene is not None
+                and gene.units >= parent_gene.units
+            ):
+                self._match_residual(i, gene, parent_gene)
                 if gene.units > parent_gene.units:
                     self.model = morphisms.widen_layer(
                         self.model, i, gene.units, generator=generator
@@ -350,20 +377,65 @@ class _Morph:
                     self.actions["layer", i] = "widen"
                 else:
                     self.actions["layer", i] = "copy"
-                self.exact = self.exact and gene.activation == parent_gene.activation
                 j += 1
+                continue
+            if self._duplicates(i, gene, child):
+                # A duplicate starts as its trained source: the function changes.
+                self.model = morphisms.insert_copy_layer(self.model, i - 1)
+                self.actions["layer", i] = "duplicate"
+                self.exact = False
+                continue
+            if layer_residual(gene):
+                reads = _reads(self.model, i)
+                if gene.units < reads:
+                    self.exact = False
+                    return  # a projection cannot start as the identity of a wider input
+                # A zero branch on an identity skip: exact for every activation.
+                self.model = morphisms.insert_residual_layer(self.model, i, gene.activation)
+                if gene.units > reads:
+                    self.model = morphisms.widen_layer(
+                        self.model, i, gene.units, generator=generator
+                    )
+                self.actions["layer", i] = "identity"
                 continue
             if i == 0 or width is None or gene.units < width:
                 self.exact = False
                 return  # an insertion the identity cannot start
-            previous = child[i - 1].activation
+            previous = child[i - 1]
             self.model = morphisms.insert_identity_layer(self.model, i - 1, gene.activation)
             if gene.units > width:
                 self.model = morphisms.widen_layer(self.model, i, gene.units, generator=generator)
             self.actions["layer", i] = "identity"
-            self.exact = self.exact and morphisms.identity_exact(previous, gene.activation)
+            # After a residual layer the values are not in the activation's range.
+            self.exact = (
+                self.exact
+                and not layer_residual(previous)
+                and morphisms.identity_exact(previous.activation, gene.activation)
+            )
         if j != len(parent) or len(_hidden(self.model)) != len(child):
             self.exact = False  # parent layers were removed
+
+    def _match_residual(self, index: int, gene: Any, parent_gene: Any) -> None:
+        """Give the working layer ``index`` the child's residual flag (and settle exactness)."""
+        self.exact = self.exact and gene.activation == parent_gene.activation
+        if layer_residual(gene) != layer_residual(parent_gene):
+            self.model, kept = morphisms.set_residual(self.model, index, layer_residual(gene))
+            self.exact = self.exact and kept
+
+    def _duplicates(self, index: int, gene: Any, child: Sequence[Any]) -> bool:
+        """Whether child layer ``index`` is a duplicate of the layer before it.
+
+        A duplicate (mutation's ``duplicate_layer``) is a new gene equal to the
+        one before it, ids aside; only a square source (input width equal to
+        units) can be copied with its weights.
+        """
+        if index == 0 or gene != child[index - 1] or ("layer", index - 1) not in self.actions:
+            return False
+        source = getattr(self.model, hidden_layer_name(index - 1), None)
+        return (
+            isinstance(source, nn.Linear)
+            and source.in_features == source.out_features == gene.units
+        )
 
     def realised(self, kind: str) -> set[int]:
         return {index for k, index in self.actions if k == kind}
@@ -389,6 +461,14 @@ def _shape_genes(block: Any) -> tuple[Any, ...]:
 
 def _hidden(model: nn.Sequential) -> list[str]:
     return [name for name, _ in model.named_children() if name.startswith("hidden")]
+
+
+def _reads(model: nn.Sequential, index: int) -> int:
+    """Input width of the working model's dense module at ``index`` (the output after the last)."""
+    hidden = _hidden(model)
+    module = getattr(model, hidden_layer_name(index) if index < len(hidden) else "output")
+    assert isinstance(module, nn.Linear)
+    return module.in_features
 
 
 def _width(model: nn.Sequential, index: int) -> int | None:
