@@ -37,6 +37,7 @@ Usage::
     python bench/peers.py --fast                   # smoke run: seconds
     python bench/peers.py --datasets digits --methods ga GASearchCV --budget 300
     python bench/peers.py --resume                 # skip runs already in the run file
+    python bench/peers.py --datasets diabetes --methods ga --cv 5   # evohpo with 5-fold CV
     python bench/peers.py --summarize bench/results/peers_runs.csv
 
 Every run is one row of ``bench/results/<--out>`` (default ``peers_runs.csv``;
@@ -219,7 +220,9 @@ def peer_estimator(data: Data, seed: int, fast: bool) -> tuple[_Layered, str, bo
 
 
 # -- methods ---------------------------------------------------------------------------
-def fit_evo(data: Data, sampler: str, seed: int, budget: float, fast: bool) -> dict[str, Any]:
+def fit_evo(
+    data: Data, sampler: str, seed: int, budget: float, fast: bool, cv: int | None = None
+) -> dict[str, Any]:
     from evohpo import EvoSearchClassifier, EvoSearchRegressor
 
     X_train, X_test, y_train, y_test = data
@@ -234,6 +237,7 @@ def fit_evo(data: Data, sampler: str, seed: int, budget: float, fast: bool) -> d
         sampler=sampler,
         random_state=seed,
         device="cpu",
+        cv=cv,
         **settings,
     )
     started = time.perf_counter()
@@ -358,9 +362,11 @@ def fit_default_mlp(data: Data, seed: int, budget: float, fast: bool) -> dict[st
     }
 
 
-def method_runner(method: str) -> Callable[[Data, int, float, bool], dict[str, Any]]:
+def method_runner(
+    method: str, cv: int | None = None
+) -> Callable[[Data, int, float, bool], dict[str, Any]]:
     if method in EVO_METHODS:
-        return lambda data, seed, budget, fast: fit_evo(data, method, seed, budget, fast)
+        return lambda data, seed, budget, fast: fit_evo(data, method, seed, budget, fast, cv)
     runners = {
         "GASearchCV": fit_gasearchcv,
         "OptunaSearchCV": fit_optunasearchcv,
@@ -369,9 +375,11 @@ def method_runner(method: str) -> Callable[[Data, int, float, bool], dict[str, A
     return runners[method]
 
 
-def label(method: str, dataset: str | None = None) -> str:
+def label(method: str, dataset: str | None = None, cv: int | None = None) -> str:
     if method == "MLPClassifier" and dataset is not None and is_regression(dataset):
         return "MLPRegressor"
+    if method in EVO_METHODS and cv is not None:
+        return f"{EVO_METHODS[method]} cv={cv}"
     return EVO_METHODS.get(method, method)
 
 
@@ -410,15 +418,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             # falls on every method rather than on one.
             for seed in args.seeds:
                 for method in args.methods:
-                    if (name, label(method, name), seed) in seen:
+                    method_label = label(method, name, args.cv)
+                    if (name, method_label, seed) in seen:
                         continue
-                    result = method_runner(method)(data, seed, args.budget, args.fast)
-                    row = {"dataset": name, "method": label(method, name), "seed": seed, **result}
+                    result = method_runner(method, args.cv)(data, seed, args.budget, args.fast)
+                    row = {"dataset": name, "method": method_label, "seed": seed, **result}
                     writer.writerow(row)
                     fh.flush()
                     runs.append(row)
                     print(
-                        f"{name:13s} {label(method, name):15s} seed {seed}: "
+                        f"{name:13s} {method_label:15s} seed {seed}: "
                         f"test {row['test_accuracy']:.4f}, {row['trials']} trials, "
                         f"{row['wall_seconds']:.1f}s",
                         flush=True,
@@ -488,7 +497,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="run file name under bench/results")
     parser.add_argument("--resume", action="store_true", help="keep runs already in the file")
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="summarize run files")
+    parser.add_argument(
+        "--cv", type=int, default=None, help="evohpo's cv folds (default: its 0.2 hold-out)"
+    )
     args = parser.parse_args()
+    if args.cv is not None and args.cv < 2:
+        parser.error(f"--cv must be at least 2, got {args.cv}")
     # The fast mode is a smoke run of every code path, not a measurement.
     args.datasets = args.datasets or (["wine"] if args.fast else list(DATASETS))
     args.seeds = args.seeds or ([0] if args.fast else [0, 1, 2])
