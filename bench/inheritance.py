@@ -35,12 +35,13 @@ Usage::
 
     python bench/inheritance.py                  # digits and mnist1d dense, 3 seeds
     python bench/inheritance.py --conv           # and mnist1d with conv genomes
+    python bench/inheritance.py --dense-residual --datasets mnist1d   # residual dense layers
     python bench/inheritance.py --quick          # smoke run: digits, 1 seed, seconds
     python bench/inheritance.py --datasets digits --seeds 0 1 --trials 30
 
 Every search is one row of ``bench/results/inheritance_runs.csv``, the medians
-go to ``inheritance.csv`` (``_quick`` and ``_conv`` (``--no-dense``) name
-files of their own).
+go to ``inheritance.csv`` (``_quick``, ``_conv`` (``--no-dense``) and
+``_residual`` (``--dense-residual``) name files of their own).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def load_mnist1d() -> Data:
     return split(data.X[~test], data.y[~test], data.X[test], data.y[test])
 
 
-def spaces(quick: bool) -> dict[str, Any]:
+def spaces(quick: bool, dense_residual: bool = False) -> dict[str, Any]:
     from evohpo import SearchSpace
 
     common: dict[str, Any] = {
@@ -133,7 +134,14 @@ def spaces(quick: bool) -> dict[str, Any]:
             ),
         }
     return {
-        "dense": SearchSpace(min_layers=1, max_layers=3, units=(16, 256), **common),
+        "dense": SearchSpace(
+            min_layers=1,
+            max_layers=3,
+            units=(16, 256),
+            # Residual dense layers: inserts start as a zero branch, exact for every activation.
+            dense_residual=(False, True) if dense_residual else (False,),
+            **common,
+        ),
         # studies/mnist1d_conv.toml, with narrower blocks to fit the budget.
         "conv": SearchSpace(
             input_shape=(1, 40),
@@ -357,6 +365,11 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=("digits", "mnist1d"), default=None)
     parser.add_argument("--conv", action="store_true", help="also mnist1d with conv genomes")
     parser.add_argument("--no-dense", action="store_true", help="only the conv runs")
+    parser.add_argument(
+        "--dense-residual",
+        action="store_true",
+        help="dense layers may be residual (SearchSpace(dense_residual=(False, True)))",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--population", type=int, default=8)
@@ -387,7 +400,7 @@ def main() -> None:
         f"# {args.trials} trials, EvoSampler(population_size={args.population}), "
         f"max_epochs {args.epochs}, patience {args.patience}, seeds {args.seeds}"
     )
-    space_of = spaces(args.quick)
+    space_of = spaces(args.quick, args.dense_residual)
     loaded: dict[Any, Data] = {}
     rows: list[dict[str, Any]] = []
     # A throwaway search first: the first trials of a process pay for imports
@@ -417,6 +430,7 @@ def main() -> None:
                 rows.append(row)
     # A conv-only run does not overwrite the dense run's files.
     suffix = ("_quick" if args.quick else "") + ("_conv" if args.no_dense else "")
+    suffix += "_residual" if args.dense_residual else ""
     write_csv(f"inheritance_runs{suffix}.csv", rows)
     table = summary(rows)
     write_csv(f"inheritance{suffix}.csv", table)

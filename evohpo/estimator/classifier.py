@@ -86,7 +86,9 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         Share of every class held out (stratified) to score the trials.
     cv : int, optional
         Score every trial by stratified ``cv``-fold cross-validation instead
-        (``cv`` trainings per trial).
+        (``cv`` trainings per trial). Worth it
+        on a few hundred rows, where one small validation split picks genomes
+        by its noise (docs/benchmarks.md, "Regression").
     scoring : str or callable, optional
         The trials' value (``None``: ``"accuracy"``): any name of
         :func:`sklearn.metrics.get_scorer_names`

@@ -47,7 +47,9 @@ random_state, verbose, refit, ensemble_size, device
         Share of the rows (shuffled) held out to score the trials.
     cv : int, optional
         Score every trial by shuffled ``cv``-fold cross-validation instead
-        (``cv`` trainings per trial).
+        (``cv`` trainings per trial). Worth it on a few hundred rows, where one
+        small validation split picks genomes by its noise (on diabetes,
+        docs/benchmarks.md "Regression").
     scoring : str or callable, optional
         The trials' value (``None``: ``"r2"``): the name of a scikit-learn
         regression scorer (``"r2"``, ``"neg_mean_squared_error"``,
