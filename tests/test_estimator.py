@@ -382,7 +382,9 @@ def test_all_trials_pruned_is_a_clear_error(data):
 @pytest.mark.slow
 def test_parallel_trials_run_in_worker_processes(data):
     X, y = data
-    clf = tiny(n_trials=6, n_jobs=2).fit(X, y)
+    # Trials of a few tenths of a second: one worker must not finish all six while the
+    # other is still starting its interpreter.
+    clf = tiny(n_trials=6, n_jobs=2, max_epochs=100, patience=None).fit(X, y)
     # Trials still running when the total is reached finish: at most n_jobs - 1 more.
     assert 6 <= clf.n_trials_ <= 7
     assert clf.cv_results_["number"] == list(range(clf.n_trials_))
