@@ -13,17 +13,15 @@ from torch import nn
 from evohpo.evolution.blocks import BlockGene
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError
+from evohpo.training.block_morphisms import block_insert_exact, insert_block, widen_block
 from evohpo.training.conv import ConvBlock
 from evohpo.training.layers import ACTIVATIONS, ResidualLinear
 from evohpo.training.morphisms import (
-    block_insert_exact,
     identity_exact,
-    insert_block,
     insert_copy_layer,
     insert_identity_layer,
     insert_residual_layer,
     set_residual,
-    widen_block,
     widen_layer,
 )
 from evohpo.training.nn import build_model, count_parameters

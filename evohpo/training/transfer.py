@@ -4,8 +4,9 @@
 (:mod:`evohpo.evolution.genome`, "Gene ids") say which of the child's layers
 and blocks have the same weight shape as a parent's, and so can be copied.
 The child of one parent is first obtained from that parent's network by
-function-preserving steps (:mod:`evohpo.training.morphisms`), aligned on the
-gene ids the two share:
+function-preserving steps (:mod:`evohpo.training.morphisms` for dense layers,
+:mod:`evohpo.training.block_morphisms` for blocks), aligned on the gene ids the
+two share:
 
 * a layer (or block) kept with its id is copied;
 * a layer whose units grew is widened by Net2WiderNet (the layer after it
@@ -45,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evohpo.training import morphisms
+from evohpo.training import block_morphisms, morphisms
 from evohpo.training.conv import block_name
 from evohpo.training.gene_weights import GeneWeights, model_state
 from evohpo.training.nn import build_model, hidden_layer_name
@@ -304,7 +305,7 @@ class _Morph:
                 and _shape_genes(gene) == _shape_genes(old)
             ):
                 if gene.channels > old.channels:
-                    self.model = morphisms.widen_block(
+                    self.model = block_morphisms.widen_block(
                         self.model, i, gene.channels, generator=self._generator
                     )
                 self.actions["block", i] = "widen" if gene.channels > old.channels else "copy"
@@ -321,13 +322,15 @@ class _Morph:
             if gene.channels < previous.channels or gene.stride != 1 or gene.pool != "none":
                 self.exact = False
                 return
-            self.model = morphisms.insert_block(self.model, i - 1, start, generator=self._generator)
+            self.model = block_morphisms.insert_block(
+                self.model, i - 1, start, generator=self._generator
+            )
             if gene.channels > previous.channels:
-                self.model = morphisms.widen_block(
+                self.model = block_morphisms.widen_block(
                     self.model, i, gene.channels, generator=self._generator
                 )
             self.actions["block", i] = "identity"
-            self.exact = self.exact and morphisms.block_insert_exact(previous, start)
+            self.exact = self.exact and block_morphisms.block_insert_exact(previous, start)
         if j != len(parent):
             self.exact = False  # parent blocks were removed
         # The dense head reads the body: after a change its shapes may still
