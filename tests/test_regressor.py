@@ -23,16 +23,7 @@ from evohpo.search.splits import Standardizer, make_splits, shuffled_kfold
 from evohpo.training.config import TrainConfig
 from evohpo.training.loop import train_classifier
 from evohpo.training.population import train_population
-
-#: A space that trains in a blink and still learns the test problems.
-TINY = {
-    "max_layers": 1,
-    "units": (16, 32),
-    "dropout": (0.0, 0.1),
-    "optimizers": ("adam",),
-    "learning_rate": (1e-2, 3e-2),
-    "batch_sizes": (32,),
-}
+from tests.test_estimator import TINY  # a space that trains in a blink and still learns
 
 
 def tiny(**overrides: object) -> EvoSearchRegressor:

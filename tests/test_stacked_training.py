@@ -191,8 +191,16 @@ def test_wide_members_stepped_row_by_row_follow_their_solo_runs(blobs):
         )
 
 
-def test_single_member_stack_matches_solo_with_dropout(blobs):
-    member = genome((32, 16), "relu", 0.3)
+@pytest.mark.parametrize(
+    ("make", "projection"),
+    [
+        (lambda: genome((32, 16), "relu", 0.3), None),
+        (lambda: residual((8, 8, 4), "tanh", dropout=0.3), (8, 6)),  # skips and a projection
+    ],
+    ids=["plain", "residual"],
+)
+def test_single_member_stack_matches_solo_with_dropout(blobs, make, projection):
+    member = make()
     cfg = config(9)
     alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
     (result,) = train_population([member], *blobs, n_classes=3, configs=[cfg], min_stack=1)
@@ -202,6 +210,9 @@ def test_single_member_stack_matches_solo_with_dropout(blobs):
         [r["val_loss"] for r in alone.history],
         rtol=1e-4,
     )
+    state = result.model.state_dict()
+    assert (state["hidden0.projection"].shape if projection else None) == projection
+    assert ("hidden0.projection" in state) == (projection is not None)
 
 
 def test_compaction_leaves_the_other_members_unchanged(blobs):
@@ -410,20 +421,6 @@ def test_padded_entries_of_residual_layers_stay_zero_while_training(blobs):
         optimizer.step()
     assert not stack.params[~owned].any()
     assert not torch.equal(stack.params[owned], start[owned])
-
-
-def test_a_residual_stack_of_one_matches_solo_with_dropout(blobs):
-    member = residual((8, 8, 4), "tanh", dropout=0.3)
-    cfg = config(9)
-    alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
-    (result,) = train_population([member], *blobs, n_classes=3, configs=[cfg], min_stack=1)
-    assert isinstance(result, TrainResult)
-    np.testing.assert_allclose(
-        [r["val_loss"] for r in result.history],
-        [r["val_loss"] for r in alone.history],
-        rtol=1e-4,
-    )
-    assert result.model.state_dict()["hidden0.projection"].shape == (8, 6)
 
 
 def test_residual_members_stack_and_follow_their_solo_runs(blobs):
