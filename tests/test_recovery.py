@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from evohpo.evolution.lineage import LINEAGE_ATTR
+from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
 from evohpo.storage import (
     COUNTED_STATES,
     FAIL_REASON_ATTR,
@@ -152,6 +152,83 @@ def test_start_records_the_owner_and_recovery_retries_the_same_trial(
         close_storage(storage)
 
 
+@pytest.mark.parametrize("form", ["sqlite", "journal"])
+def test_a_new_trial_is_created_with_its_owner_in_one_write(
+    tmp_path: Path, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed right after creating a trial must not leave it without an owner:
+    nothing would recover it (no owner, no heartbeat), and a resumed run would wait on it."""
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}" if form == "sqlite" else f"journal://{tmp_path / 's.log'}"
+    )
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+        created: list[int] = []
+        # Optuna's own creation, under evohpo's storage class: the process dies just after.
+        if form == "sqlite":
+            base: Any = optuna.storages.RDBStorage
+            real = base._create_new_trial
+
+            def create_and_die(self: Any, study_id: int, template_trial: Any = None) -> Any:
+                created.append(real(self, study_id, template_trial)._trial_id)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(base, "_create_new_trial", create_and_die)
+        else:
+            base = optuna.storages.JournalStorage
+            real = base.create_new_trial
+
+            def create_and_die(self: Any, study_id: int, template_trial: Any = None) -> Any:
+                created.append(real(self, study_id, template_trial))
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(base, "create_new_trial", create_and_die)
+        with pytest.raises(KeyboardInterrupt):
+            study.ask()
+        monkeypatch.undo()
+        reader = open_storage(url)
+        try:
+            (trial,) = optuna.load_study(study_name="s", storage=reader).get_trials()
+        finally:
+            close_storage(reader)
+        assert created == [trial._trial_id]
+        assert trial.state == TrialState.RUNNING
+        assert trial.system_attrs[OWNER_ATTR] == owner_record()
+    finally:
+        close_storage(storage)
+
+
+def test_a_trial_killed_before_it_was_bred_is_retried_and_bred(tmp_path: Path) -> None:
+    """Killed between its creation and the sampler's breeding: no parameters, no lineage.
+    Its retry is bred when it is taken up, as a new trial is."""
+    from evohpo import EvoSampler
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        study = optuna.create_study(
+            study_name="s",
+            storage=storage,
+            sampler=EvoSampler(population_size=2, seed=0),
+            direction="maximize",
+        )
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+        bare = storage.create_new_trial(internals.study_id(study))  # what the kill left
+        internals.set_trial_system_attr(study, bare, OWNER_ATTR, record_of(dead_pid(), started=1))
+        assert recover_orphaned_trials(study) == [2]
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+        lost, retry = study.trials[2:]
+        assert (lost.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+        assert LINEAGE_ATTR not in lost.user_attrs
+        assert retry.system_attrs["failed_trial"] == 2
+        bred = Lineage.from_attr(retry.user_attrs[LINEAGE_ATTR])
+        assert bred is not None
+        assert bred.origin in ("bred", "repeat")  # the GA's own child, not an enqueued one
+        assert set(retry.params) == {"x"}
+    finally:
+        close_storage(storage)
+
+
 def set_owner(study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) -> None:
     internals.set_trial_system_attr(study, internals.trial_id(trial), OWNER_ATTR, record)
 
@@ -190,6 +267,17 @@ def read_trials(url: str) -> list[FrozenTrial] | None:
     finally:
         if isinstance(storage, optuna.storages.RDBStorage):
             storage.engine.dispose()
+
+
+def describe(trials: list[FrozenTrial], killed: list[FrozenTrial]) -> str:
+    """What a failed assertion on the resumed study shows: every trial's record."""
+    lines = [f"killed: {[t.number for t in killed]}"]
+    for t in [*killed, *trials]:
+        lines.append(
+            f"{t.number} {t.state.name} params={t.params} user_attrs={sorted(t.user_attrs)} "
+            f"lineage={t.user_attrs.get(LINEAGE_ATTR)} system_attrs={t.system_attrs}"
+        )
+    return "\n".join(lines)
 
 
 def fully_asked(trial: FrozenTrial) -> bool:
@@ -277,6 +365,10 @@ def test_a_killed_run_resumes_with_its_trial_retried(
         assert lost.params.items() <= retry.params.items()
         if fully_asked(lost):
             assert retry.params == lost.params
-        assert retry.user_attrs[LINEAGE_ATTR] == lost.user_attrs[LINEAGE_ATTR]
+        # Its lineage too; one killed before the sampler bred it (just created) has
+        # none, and its retry is bred when it is taken up.
+        assert LINEAGE_ATTR in retry.user_attrs, describe(trials, killed)
+        if LINEAGE_ATTR in lost.user_attrs:
+            assert retry.user_attrs[LINEAGE_ATTR] == lost.user_attrs[LINEAGE_ATTR]
         assert retry.system_attrs[OWNER_ATTR]["pid"] == os.getpid()
     assert sum(t.state in COUNTED_STATES for t in trials) == N_TRIALS

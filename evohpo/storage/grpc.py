@@ -157,10 +157,7 @@ class TrackedGrpcStorage(_OwnerRecording, BaseHeartbeat, GrpcStorageProxy):
         return f"grpc://{self._host}:{self._port}"
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
-        if template_trial is None:
-            self._start(trial_id)
-        return trial_id
+        return self._create_owned_trial(study_id, template_trial)
 
     def reconnect(self) -> None:
         """Close the gRPC channel and make a new one (it connects when next used)."""

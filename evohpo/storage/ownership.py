@@ -34,9 +34,10 @@ Other hosts
 
 Limits
     A dead process's trial is found only when a process (re)starts on the
-    study, or by a heartbeat; a trial killed between its creation and the
-    write of its owner record (a few milliseconds) has no owner and is left
-    to heartbeats and ``stale_after``; the process start time is read from
+    study, or by a heartbeat; a new trial is created with its owner record in
+    one write, but a waiting trial (a retry) is taken up and then given its
+    record, and one killed in between (a few milliseconds) has no owner and is
+    left to heartbeats and ``stale_after``; the process start time is read from
     ``/proc`` (Linux): elsewhere a reused process id hides a death; hosts that
     share a host name and a process-id namespace would be mistaken for one;
     trial start times for ``stale_after`` come from each host's clock.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from optuna.storages import BaseStorage, RDBStorage
@@ -63,6 +64,38 @@ class _OwnerRecording(BaseStorage):
             self._start(trial_id)
         return changed
 
+    def _running_template(self) -> FrozenTrial:
+        """A new running trial that carries this process's owner record.
+
+        Created from this template, the trial and its owner record are one write
+        (one transaction, one journal log): a process killed right after creating
+        a trial cannot leave it running without an owner, which no rule would
+        ever recover (it has no heartbeat either).
+        """
+        return FrozenTrial(
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=datetime.now(),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={OWNER_ATTR: owner_record(**self._owner_extra)},
+            intermediate_values={},
+            trial_id=-1,
+        )
+
+    def _create_owned_trial(self, study_id: int, template_trial: FrozenTrial | None) -> int:
+        """``create_new_trial``, a new trial created with its owner record."""
+        if template_trial is not None:  # a waiting trial (a retry), an added one: not started
+            return int(super().create_new_trial(study_id, template_trial))  # type: ignore[safe-super]
+        trial_id = int(super().create_new_trial(study_id, self._running_template()))  # type: ignore[safe-super]
+        if self._listener is not None:
+            self._listener(trial_id)
+        return trial_id
+
     def _start(self, trial_id: int) -> dict[str, Any]:
         """A trial started here: tell the listener first (an outage may follow), then record."""
         if self._listener is not None:
@@ -103,9 +136,11 @@ class TrackedRDBStorage(_OwnerRecording, RDBStorage):
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
         # Optuna's cached storage calls this one, and create_new_trial calls it too.
-        trial = super()._create_new_trial(study_id, template_trial)
-        if template_trial is None and trial.state == TrialState.RUNNING:
-            trial.system_attrs[OWNER_ATTR] = self._start(trial._trial_id)
+        if template_trial is not None:
+            return super()._create_new_trial(study_id, template_trial)
+        trial = super()._create_new_trial(study_id, self._running_template())
+        if self._listener is not None:
+            self._listener(trial._trial_id)
         return trial
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -140,7 +175,4 @@ class TrackedJournalStorage(_OwnerRecording, JournalStorage):
         super().__init__(backend)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
-        if template_trial is None:
-            self._start(trial_id)
-        return trial_id
+        return self._create_owned_trial(study_id, template_trial)
