@@ -10,8 +10,7 @@ width, activation, dropout and residual flags:
   trainer builds has f(0) = 0, so the unit's output, and every gradient of its
   weights, is exactly zero, and the optimizers keep a zero weight with a zero
   gradient at zero (weight decay included). The padding costs compute only;
-* each activation a layer's members use runs on the whole layer, and a mask
-  keeps each member's own (one call when all use the same);
+* an activation is applied to the members that use it (one call when all do);
 * dropout draws one mask for the stack, each member's entries kept with its own
   probability (a member with rate 0 keeps every entry exactly).
 
@@ -96,19 +95,17 @@ def _skips(genome: NetworkSpec, n_features: int) -> list[str | None]:
 def _activation_groups(
     names: Sequence[str], device: torch.device
 ) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]]:
-    """The activation modules of one layer with a mask of the members that use each.
+    """The activation modules of one layer with the members (rows) that use each.
 
-    The first module has no mask (it covers the members no later mask selects);
-    each later one a ``[k, 1, 1]`` boolean mask.
+    ``None`` rows: every member uses it.
     """
+    if len(set(names)) == 1:
+        return [(layers.activation(names[0], "activation", _OWNER), None)]
     groups: list[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]] = []
     for name in dict.fromkeys(names):
+        rows = [i for i, other in enumerate(names) if other == name]
         module = layers.activation(name, "activation", _OWNER)
-        mask = None
-        if groups:
-            rows = [other == name for other in names]
-            mask = torch.tensor(rows, device=device).view(-1, 1, 1)
-        groups.append((module, mask))
+        groups.append((module, torch.tensor(rows, device=device)))
     return groups
 
 
@@ -292,15 +289,13 @@ class DenseStack:
         return skip
 
     def _activate(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        # Each activation runs on the whole layer and a mask picks its members' rows:
-        # two operations per activation, where gathering and scattering rows takes
-        # three (the steps of small stacks cost per operation, not per element).
         groups = self._activations[index]
-        module, _ = groups[0]
-        out = module(z)
-        for module, mask in groups[1:]:
-            assert mask is not None
-            out = torch.where(mask, module(z), out)
+        if len(groups) == 1:
+            return groups[0][0](z)
+        out = torch.empty_like(z)
+        for module, rows in groups:
+            assert rows is not None
+            out = out.index_copy(0, rows, module(z.index_select(0, rows)))
         return out
 
     def backward(self, loss: torch.Tensor) -> None:
