@@ -177,58 +177,6 @@ def test_members_without_dropout_follow_their_solo_runs(blobs):
         assert result.best_epoch == alone.best_epoch
 
 
-@pytest.mark.parametrize("width", [16, 128], ids=["coefficient-rule", "row-by-row"])
-def test_members_of_different_batch_sizes_follow_their_solo_runs(blobs, width):
-    """Larger batches accumulate ticks of the smallest and step once per batch."""
-    members = [
-        genome((width,), "relu", optimizer="adam", lr=1e-2, bs=32),
-        genome((width,), "tanh", optimizer="sgd", lr=0.05, bs=64),
-        genome((width,), "silu", optimizer="rmsprop", lr=1e-3, wd=1e-3, bs=128),
-        genome((width,), "gelu", optimizer="adamw", lr=1e-2, wd=1e-2, bs=64),
-    ]
-    assert plan_stacks(members, 180, 6, 3, max_stack=16) == [[0, 1, 2, 3]]
-    configs = [config(seed) for seed in (3, 4, 5, 6)]
-    stacked = train_population(members, *blobs, n_classes=3, configs=configs)
-    for member, cfg, result in zip(members, configs, stacked, strict=True):
-        alone = train_classifier(member, *blobs, n_classes=3, config=cfg)
-        assert isinstance(result, TrainResult)
-        np.testing.assert_allclose(
-            [r["train_loss"] for r in result.history],
-            [r["train_loss"] for r in alone.history],
-            rtol=1e-4,
-        )
-        np.testing.assert_allclose(
-            [r["val_loss"] for r in result.history],
-            [r["val_loss"] for r in alone.history],
-            rtol=1e-4,
-        )
-
-
-@pytest.mark.parametrize("kind", [StackOptimizer, RowOptimizer])
-def test_a_step_of_some_members_leaves_the_others_exactly(kind):
-    torch.manual_seed(0)
-    params = torch.randn(3, 40)
-    grads = torch.zeros(3, 40)
-    opt = kind(params, grads, ["adam", "sgd", "adamw"], [0.1, 0.1, 0.1], [0.01, 0.01, 0.01])
-    # Member 0 against torch's Adam, which sees only the steps member 0 takes.
-    reference = params[0].clone().requires_grad_()
-    torch_adam = torch.optim.Adam([reference], lr=0.1, weight_decay=0.01)
-    for rows in (None, [1], [1, 2], [0, 2], None):
-        grads.copy_(torch.randn(3, 40))
-        before = params.clone()
-        opt.step(rows)
-        stepped = range(3) if rows is None else rows
-        for row in range(3):
-            assert torch.equal(params[row], before[row]) != (row in stepped)
-        if 0 in stepped:
-            reference.grad = grads[0].clone()
-            torch_adam.step()
-        torch.testing.assert_close(params[0], reference.detach())
-    opt.zero_grad([1])
-    assert torch.equal(grads[1], torch.zeros(40))
-    assert bool(grads[0].abs().sum() > 0)
-
-
 def test_wide_members_stepped_row_by_row_follow_their_solo_runs(blobs):
     members = [genome((128, 96), "relu", optimizer=o, lr=1e-3) for o in OPTIMIZERS]
     configs = [config(seed, max_epochs=3) for seed in range(4)]
@@ -334,35 +282,22 @@ def test_a_callback_error_ends_only_its_member(blobs):
 
 def test_conv_genomes_and_lone_genomes_train_alone(blobs):
     conv = genome((8,)).replace(blocks=(BlockGene(4, 3, 1, "none", False, False, "relu", 0.0),))
-    members = [conv, genome((8,)), genome((8,), bs=48), genome((8, 8))]
+    members = [conv, genome((8,)), genome((8,), bs=64), genome((8, 8))]
     plan = plan_stacks(members, 180, 6, 3, max_stack=16)
-    assert sorted(plan) == [[0], [1], [2], [3]]  # 48 rows are not whole 32-row ticks
+    assert sorted(plan) == [[0], [1], [2], [3]]
     results = train_population(
         members, *blobs, n_classes=3, configs=[config(s) for s in range(4)], input_shape=(1, 6)
     )
     assert all(isinstance(r, TrainResult) for r in results)
 
 
-def test_plan_groups_by_depth_and_caps_the_stack():
+def test_plan_groups_by_depth_and_batch_size_and_caps_the_stack():
     members = [genome((8,)), genome((64,)), genome((8, 8)), genome((8,), bs=64)] * 3
     plan = plan_stacks(members, 1000, 10, 3, max_stack=2)
     for stack in plan:
         assert len(stack) <= 2
-        assert len({len(members[i].layers) for i in stack}) == 1
+        assert len({(len(members[i].layers), members[i].batch_size) for i in stack}) == 1
     assert sorted(i for stack in plan for i in stack) == list(range(12))
-
-
-def test_plan_stacks_batch_sizes_that_are_whole_ticks_of_the_smallest():
-    sizes = [32, 64, 128, 256, 48, 144, 32]
-    members = [genome((8,), bs=b) for b in sizes]
-    plan = plan_stacks(members, 1000, 10, 3, max_stack=16)
-    by_size = [[sizes[i] for i in stack] for stack in plan]
-    # 32-row ticks take 32, 64 and 128 (at most 4 ticks a step); 48 and 144 (3 ticks of
-    # 48, 4.5 of 32) tick together; 256 would be 8 ticks: alone.
-    assert sorted(sorted(s) for s in by_size) == [[32, 32, 64, 128], [48, 144], [256]]
-    # A batch of every row is one step per epoch, however many ticks that is (up to 4).
-    assert plan_stacks(members[:2], 100, 10, 3, max_stack=16) == [[0, 1]]
-    assert plan_stacks([genome((8,), bs=16), genome((8,), bs=128)], 100, 10, 3, 16) == [[0], [1]]
 
 
 def test_plan_splits_large_networks_that_would_pad_badly():

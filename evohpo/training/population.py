@@ -24,14 +24,11 @@ each member's masks have the distribution they have alone, not the same values,
 so a member's result depends on which members it trained with (the stacks, and
 so the results, are the same for the same genomes and seeds).
 
-Which genomes stack (:func:`plan_stacks`): dense genomes of the same depth, at
-most ``max_stack`` at a time, whose batch sizes are whole multiples (up to 4) of
-the stack's smallest (members of larger batches accumulate the gradients of
-several ticks and step once per batch, :mod:`~evohpo.training.stack_schedule`),
-and not when padding to the widest member would more than double the
-arithmetic of large networks. Genomes with a convolutional body, a genome
-alone in its group, and on the CPU networks whose steps are bound by
-arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
+Which genomes stack (:func:`plan_stacks`): dense genomes of the same depth and
+batch size, at most ``max_stack`` at a time, and not when padding to the widest
+member would more than double the arithmetic of large networks. Genomes with a
+convolutional body, a genome alone in its group, and on the CPU networks whose
+steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
 :func:`~evohpo.training.loop.train_classifier`. Residual dense layers stack
 (:mod:`~evohpo.training.stack_model`).
 """
@@ -66,7 +63,6 @@ from evohpo.training.nn import count_parameters, resolve_device, start_model
 from evohpo.training.spec import NetworkSpec, check_network, network_blocks
 from evohpo.training.stack_model import DenseStack, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
-from evohpo.training.stack_schedule import TickSchedule, fits_ticks
 from evohpo.training.task import Task, get_task
 
 __all__ = [
@@ -226,45 +222,35 @@ def plan_stacks(
 ) -> list[list[int]]:
     """Which genomes train together: lists of indices into ``genomes``.
 
-    Dense genomes group by depth. In a group, smallest batch first (then the
-    largest network first), each genome joins the first stack that takes it.
-    A stack takes up to ``max_stack`` members whose batch sizes are whole
-    numbers of its smallest (at most
-    :data:`~evohpo.training.stack_schedule.MAX_TICKS_PER_STEP` of them, see
-    :mod:`~evohpo.training.stack_schedule`), and, for networks large enough
-    that arithmetic dominates, none whose padding would more than double it.
-    A genome with a convolutional body, or with more than ``max_macs``
-    multiply-adds per row, stands alone.
+    Dense genomes group by depth and batch size (as many rows per step, as many
+    steps per epoch); in a group, the largest first, a stack takes members until
+    it holds ``max_stack``, or, for networks large enough that arithmetic
+    dominates, until padding would more than double it. A genome with a
+    convolutional body, or with more than ``max_macs`` multiply-adds per row,
+    stands alone.
     """
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     plan: list[list[int]] = []
     for index, genome in enumerate(genomes):
         too_large = max_macs is not None and _macs(genome, n_features, n_outputs) > max_macs
         if network_blocks(genome) is not None or too_large:
             plan.append([index])
             continue
-        groups.setdefault(len(genome.layers), []).append(index)
-
-    def batch(index: int) -> int:
-        return min(int(genomes[index].batch_size), n_rows)
-
-    def takes(stack: list[int], index: int) -> bool:
-        return (
-            len(stack) < max_stack
-            and fits_ticks(batch(index), batch(stack[0]), n_rows)
-            and _pads_well([genomes[i] for i in (*stack, index)], n_features, n_outputs)
-        )
-
+        key = (len(genome.layers), min(int(genome.batch_size), n_rows))
+        groups.setdefault(key, []).append(index)
     for members in groups.values():
-        members.sort(key=lambda i: (batch(i), -_macs(genomes[i], n_features, n_outputs)))
-        stacks: list[list[int]] = []
-        for index in members:  # first fit: the first stack that takes it, or a new one
-            stack = next((stack for stack in stacks if takes(stack, index)), None)
-            if stack is None:
-                stacks.append([index])
-            else:
-                stack.append(index)
-        plan.extend(stacks)
+        members.sort(key=lambda i: -_macs(genomes[i], n_features, n_outputs))
+        stack: list[int] = []
+        for index in members:
+            candidate = [*stack, index]
+            if stack and (
+                len(candidate) > max_stack
+                or not _pads_well([genomes[i] for i in candidate], n_features, n_outputs)
+            ):
+                plan.append(stack)
+                candidate = [index]
+            stack = candidate
+        plan.append(stack)
     return sorted(sorted(stack) for stack in plan)
 
 
@@ -456,16 +442,14 @@ def _train_stack(
     )
     dropout_seed = derive_seed(*(m.config.seed for m in members), "dropout")
     dropout = torch.Generator(device=device).manual_seed(dropout_seed)
-    n_rows = int(data.x_train.shape[0])
+    batches = Batches(int(data.x_train.shape[0]), int(members[0].genome.batch_size), device)
     task = get_task(config.task)
     live = list(members)
     epoch = 0
-    schedule = TickSchedule(n_rows, [m.genome.batch_size for m in live], device)
     while live:
         epoch += 1
         epoch_started = time.perf_counter()
-        losses, done = _train_epoch(stack, optimizer, live, data, schedule, dropout, deadline, task)
-        batches = schedule.ticks
+        losses, done = _train_epoch(stack, optimizer, live, data, batches, dropout, deadline, task)
         train_losses = _mean_losses(losses, batches, done)
         val_losses, val_scores = _evaluate_stack(stack, data, config.eval_batch_size, task)
         share = (time.perf_counter() - epoch_started) / len(live)
@@ -482,7 +466,7 @@ def _train_stack(
                 val_scores[row],
                 losses[:done, row],
                 done,
-                schedule,
+                batches.count,
                 share,
                 deadline,
                 on_epoch_end,
@@ -493,8 +477,6 @@ def _train_stack(
             if live:
                 index = stack.keep(kept)
                 optimizer.keep(index, stack.params, stack.grads)
-                # The smallest batches may have gone: the ticks may grow.
-                schedule = TickSchedule(n_rows, [m.genome.batch_size for m in live], device)
 
 
 def _train_epoch(
@@ -502,17 +484,16 @@ def _train_epoch(
     optimizer: StackOptimizer | RowOptimizer,
     live: list[_Member],
     data: TrainingData,
-    schedule: TickSchedule,
+    batches: Batches,
     dropout: torch.Generator,
     deadline: float | None,
     task: Task,
 ) -> tuple[torch.Tensor, int]:
     """One pass over the training rows, each member in its own order.
 
-    Returns every tick's per-member loss ``[ticks, k]`` and how many ticks ran.
+    Returns every batch's per-member loss ``[batches, k]`` and how many batches ran.
     """
     k = stack.size
-    batches = schedule.ticks
     n_rows = batches.n_rows
     device = data.x_train.device
     order = torch.stack([torch.randperm(n_rows, generator=m.shuffle, device=device) for m in live])
@@ -524,18 +505,10 @@ def _train_epoch(
         y = data.y_train.index_select(0, rows)
         outputs = stack.forward(x, dropout=dropout)
         member_losses = task.member_losses(outputs, y, k)
-        if schedule.uniform:
-            optimizer.zero_grad()
-            # The sum: each member's gradient is that of its own mean loss.
-            stack.backward(member_losses.sum())
-            optimizer.step()
-        else:
-            # Each member's ticks add up to the gradient of its batch's mean loss; it
-            # steps at the tick that ends its batch (all do at the epoch's last).
-            stack.backward((member_losses * schedule.weights[batch]).sum())
-            stepping = schedule.stepping[batch]
-            optimizer.step(stepping)
-            optimizer.zero_grad(stepping)
+        optimizer.zero_grad()
+        # The sum: each member's gradient is that of its own mean loss.
+        stack.backward(member_losses.sum())
+        optimizer.step()
         losses[batch] = member_losses.detach()
         raise_if_stop_requested()
         if deadline is not None and time.perf_counter() >= deadline:
@@ -566,16 +539,12 @@ def _end_epoch(
     val_score: float,
     batch_losses: torch.Tensor,
     done: int,
-    schedule: TickSchedule,
+    n_batches: int,
     seconds: float,
     deadline: float | None,
     on_epoch_end: MemberCallback | None,
 ) -> None:
-    """A member's bookkeeping after an epoch: record it, keep the best weights, decide.
-
-    ``batch_losses`` are its losses of the ``done`` ticks that ran.
-    """
-    n_batches = schedule.member_batches(row)
+    """A member's bookkeeping after an epoch: record it, keep the best weights, decide."""
     if not math.isfinite(train_loss):
         bad = torch.nonzero(~torch.isfinite(batch_losses)).flatten().tolist()
         first = bad[0] if bad else 0
@@ -583,15 +552,14 @@ def _end_epoch(
         member.stop_reason = "diverged"
         member.diverged_reason = (
             f"The training loss became {describe_value(value)} in epoch {epoch}, "
-            f"batch {schedule.member_batch(row, first)} of {n_batches}."
+            f"batch {first + 1} of {n_batches}."
         )
         return
     if not math.isfinite(val_loss):
         member.stop_reason = "diverged"
         member.diverged_reason = (
             f"The validation loss became {describe_value(val_loss)} after epoch {epoch}, "
-            f"batch {schedule.member_batch(row, done - 1)} of {n_batches} "
-            "(every training batch loss was finite)."
+            f"batch {done} of {n_batches} (every training batch loss was finite)."
         )
         return
     member.history.append(
@@ -613,5 +581,5 @@ def _end_epoch(
             member.stop_reason = "early_stopping"  # leaves the stack; the outcome is exc
             return
     member.stop_reason = stop_reason_after(
-        epoch, done < schedule.ticks.count, member.stopping, member.config, deadline
+        epoch, done < n_batches, member.stopping, member.config, deadline
     )

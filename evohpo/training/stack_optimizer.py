@@ -140,11 +140,6 @@ class StackOptimizer:
         self._coef["a0"] = not_adam * self._coef["beta1"]
         self._coef["s0"] = not_adam * (self._coef["c2"] != 0)
         self.step_count = 0
-        # Per-member step counts, once some member has stepped without the others
-        # (a stack of several batch sizes, see stack_schedule); until then all share
-        # step_count.
-        self._member_steps: torch.Tensor | None = None
-        self._columns: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
         self.first_moment = torch.zeros_like(params)
         self.second_moment = torch.zeros_like(params)
         # Terms every member leaves out are skipped, not multiplied by zero.
@@ -158,23 +153,13 @@ class StackOptimizer:
         """Number of members (rows)."""
         return int(self.params.shape[0])
 
-    def zero_grad(self, rows: Sequence[int] | None = None) -> None:
-        """Clear the gradients (of the members at ``rows`` only, if given)."""
-        if rows is None or len(rows) == self.size:
-            self.grads.zero_()
-        else:
-            self.grads.mul_(self._columns_for(tuple(rows))["idle"])
+    def zero_grad(self) -> None:
+        """Clear the gradients before the next backward pass."""
+        self.grads.zero_()
 
     @torch.no_grad()
-    def step(self, rows: Sequence[int] | None = None) -> None:
-        """One update of every member (of the members at ``rows`` only, if given) from
-        the gradients in :attr:`grads`; the others are left exactly as they were."""
-        if rows is not None and len(rows) < self.size:
-            self._step_some(tuple(rows))
-            return
-        if self._member_steps is not None:
-            self._step_some(tuple(range(self.size)))
-            return
+    def step(self) -> None:
+        """One update of every member from the gradients in :attr:`grads`."""
         self.step_count += 1
         t = self.step_count
         c = self._coef
@@ -211,56 +196,6 @@ class StackOptimizer:
         step = self._coef["lr"] / (1 - beta1**t)
         self.params.addcdiv_(m * step, denominator, value=-1.0)
 
-    def _columns_for(self, rows: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Coefficient columns for a step of the members at ``rows`` only: the others
-        get an update that changes nothing (moments kept, zero step, no decay)."""
-        columns = self._columns.get(rows)
-        if columns is None:
-            active = torch.zeros(self.size, 1, dtype=self.params.dtype, device=self.params.device)
-            active[list(rows)] = 1.0
-            idle = 1 - active
-            c = self._coef
-            columns = {
-                "active": active,
-                "idle": idle,
-                "l2": c["l2"] * active,
-                "decay": c["decay"] * active + idle,
-                "beta1": c["beta1"] * active + idle,
-                "c1": c["c1"] * active,
-                "beta2": c["beta2"] * active + idle,
-                "c2": c["c2"] * active,
-                "lr": c["lr"] * active,
-            }
-            self._columns[rows] = columns
-        return columns
-
-    def _step_some(self, rows: tuple[int, ...]) -> None:
-        """The update rule with per-member step counts, stepping the members at ``rows``."""
-        if self._member_steps is None:
-            self._member_steps = torch.full_like(self._coef["lr"], float(self.step_count))
-        columns = self._columns_for(rows)
-        c = self._coef
-        t = self._member_steps.add_(columns["active"])
-        # A member that has not stepped yet has t = 0: its (unused) corrections stay finite.
-        t_used = t.clamp_min(1.0)
-        beta1, beta2 = _ADAM_BETAS
-        p = self.params
-        g = torch.addcmul(self.grads, columns["l2"], p) if self._any_l2 else self.grads
-        if self._any_decay:
-            p.mul_(columns["decay"])
-        m = self.first_moment
-        m.mul_(columns["beta1"]).addcmul_(columns["c1"], g)
-        a = c["a0"] + c["is_adam"] / (1 - torch.pow(beta1, t_used))
-        numerator = torch.addcmul(g * c["b"], a, m)
-        if self._any_second:
-            v = self.second_moment
-            v.mul_(columns["beta2"]).addcmul_(g * columns["c2"], g)
-            s = c["s0"] + c["is_adam"] * (1 - torch.pow(beta2, t_used)).rsqrt()
-            denominator = torch.addcmul(c["eps"], v.sqrt(), s)
-            p.addcdiv_(numerator.mul_(columns["lr"]), denominator, value=-1.0)
-        else:  # every member is sgd: the denominator is 1
-            p.sub_(numerator.mul_(columns["lr"]))
-
     def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (a compacted stack), on new flat tensors."""
         self.params = params
@@ -268,9 +203,6 @@ class StackOptimizer:
         self.first_moment = self.first_moment.index_select(0, rows)
         self.second_moment = self.second_moment.index_select(0, rows)
         self._coef = {name: column.index_select(0, rows) for name, column in self._coef.items()}
-        if self._member_steps is not None:
-            self._member_steps = self._member_steps.index_select(0, rows)
-        self._columns = {}
 
 
 class RowOptimizer:
@@ -318,30 +250,14 @@ class RowOptimizer:
         """Number of members (rows)."""
         return len(self.rows)
 
-    def zero_grad(self, rows: Sequence[int] | None = None) -> None:
-        """Clear the gradients (of the members at ``rows`` only, if given)."""
-        if rows is None:
-            self.grads.zero_()
-        else:
-            for row in rows:
-                self.grads[row].zero_()
+    def zero_grad(self) -> None:
+        """Clear the gradients before the next backward pass."""
+        self.grads.zero_()
 
-    def step(self, rows: Sequence[int] | None = None) -> None:
-        """One update of every member (of the members at ``rows`` only, if given)."""
-        if rows is None or len(rows) == self.size:
-            for optimizer in self.optimizers.values():
-                optimizer.step()
-            return
-        # torch.optim skips a parameter without a gradient: its state and step count stay.
-        idle = [row for row in range(self.size) if row not in set(rows)]
-        for row in idle:
-            self.rows[row].grad = None
-        try:
-            for optimizer in self.optimizers.values():
-                optimizer.step()
-        finally:
-            for row in idle:
-                self.rows[row].grad = self.grads[row]
+    def step(self) -> None:
+        """One update of every member."""
+        for optimizer in self.optimizers.values():
+            optimizer.step()
 
     def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
         """Keep only the members at ``rows``, their optimizer state carried over."""
