@@ -225,16 +225,31 @@ def _mutants(space: SearchSpace, rates: MutationRates, n: int, shape=None):
         yield parent, model, child
 
 
-@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
-def test_exact_is_claimed_only_when_the_child_computes_the_parents_function(conv: bool) -> None:
+@pytest.mark.parametrize(
+    ("conv", "residual_head"),
+    [(False, False), (True, False), (True, True)],
+    ids=["dense", "conv", "conv-residual-head"],
+)
+def test_exact_is_claimed_only_when_the_child_computes_the_parents_function(
+    conv: bool, residual_head: bool
+) -> None:
     """Over many real mutations: every child said to be exact is (eval mode), some are,
     and an inexact one is never worse off than a partial copy of what fits."""
     if conv:
         shape: tuple[int, ...] | None = SHAPE
         space = SearchSpace(
-            max_layers=2, units=(8, 32), input_shape=SHAPE, min_blocks=1, max_blocks=3
+            max_layers=2,
+            units=(8, 32),
+            input_shape=SHAPE,
+            min_blocks=1,
+            max_blocks=3,
+            dense_residual=(False, True) if residual_head else (False,),
         )
         rates = MutationRates(gene=0.2, insert_block=0.3, remove_block=0.1, duplicate_block=0.1)
+        if residual_head:  # the dense head after the body, with residual layers, changes
+            rates = MutationRates(
+                gene=0.0, insert_block=0.2, insert_layer=0.6, duplicate_layer=0.2, remove_layer=0.1
+            )
     else:
         shape = None
         space = SearchSpace(max_layers=4, units=(8, 64), activations=("relu", "tanh"))
