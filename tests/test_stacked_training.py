@@ -312,6 +312,18 @@ def test_plan_splits_large_networks_that_would_pad_badly():
     assert capped == [[0], [1], [2, 3]]
 
 
+def test_plan_counts_the_skip_projections_of_residual_layers():
+    # 64 -> 480 -> 10: 35,520 multiply-adds per row, under the CPU's cap; with the
+    # residual layer's 64x480 skip projection 66,240, over it.
+    plain = genome((480,))
+    projected = residual((480,))
+    cap = 1 << 16
+    assert plan_stacks([plain, plain], 1000, 64, 10, 16, cap) == [[0, 1]]
+    assert plan_stacks([projected, projected], 1000, 64, 10, 16, cap) == [[0], [1]]
+    # An identity skip (as wide as its input) costs no multiply-adds.
+    assert plan_stacks([residual((64,)), residual((64,))], 1000, 64, 10, 16, cap) == [[0, 1]]
+
+
 def test_configs_must_share_device_and_time_budget(blobs):
     members = [genome((8,)), genome((8,))]
     with pytest.raises(InvalidParameterError, match="configs"):
