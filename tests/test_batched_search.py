@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -285,3 +286,25 @@ def test_the_room_left_is_looked_at_before_each_ask(monkeypatch):
     assert trials is not None
     assert len(trials) == 2  # ours, theirs, ours, theirs
     assert len(study.trials) == 4
+
+
+def test_a_run_that_waits_for_others_running_trials_says_so(caplog, monkeypatch):
+    """Others' running trials fill the total: the run waits, and says which trials it
+    waits for (once a minute, not at every look)."""
+    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)
+    stuck = study.ask()  # another process's trial, still running
+    with caplog.at_level(logging.WARNING, logger="evohpo"):
+        batched.optimize(
+            study,
+            ConstantObjective(),
+            batch_trials=2,
+            timeout=0.5,
+            study_total=(2, (TrialState.COMPLETE,)),
+        )
+    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert len(waits) == 1
+    assert f"(numbers [{stuck.number}])" in waits[0]
+    assert "total of 2" in waits[0]
+    assert len(study.trials) == 2  # nothing started while waiting

@@ -39,6 +39,8 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 #: Seconds between two looks at a study whose total others' running trials may reach.
 _WAIT_FOR_OTHERS = 0.5
+#: Seconds between two log lines that say what a run waits for.
+_WAIT_NOTICE_EVERY = 60.0
 
 
 class BatchObjective(Protocol):
@@ -94,6 +96,7 @@ def optimize(
         return
     started = time.monotonic()
     asked = 0
+    notice = _WaitNotice()
     with internals.optimizing(study) as stop_requested:
         while not stop_requested():
             if n_trials is not None and asked >= n_trials:
@@ -111,8 +114,10 @@ def optimize(
                 if not asked_within:
                     # Others' running trials would reach the total: wait for them, in
                     # case some fail and leave trials to run.
+                    notice.waiting(study, study_total[0])
                     time.sleep(_WAIT_FOR_OTHERS)
                     continue
+                notice.reset()
                 trials = asked_within
             asked += len(trials)
             outcomes = _train(study, objective, trials)
@@ -141,6 +146,33 @@ def _ask_within_total(
             break
         trials.append(study.ask())
     return trials
+
+
+class _WaitNotice:
+    """Says, once a minute, which running trials a run waits for (a wait may be long:
+    a trial whose process died counts until a heartbeat or ``stale_after`` fails it)."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def waiting(self, study: optuna.Study, total: int) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < _WAIT_NOTICE_EVERY:
+            return
+        self._last = now
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        logger.warning(
+            "waiting for %d running trial(s) of other processes (numbers %s) before starting "
+            "more: the study's total of %d counts them. A trial left running by a dead process "
+            "counts until the storage's heartbeat (RDB storages) or a worker's stale_after "
+            "fails it.",
+            len(running),
+            running,
+            total,
+        )
+
+    def reset(self) -> None:
+        self._last = None
 
 
 def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) -> tuple[int, bool]:
