@@ -92,14 +92,16 @@ class _OwnerRecording(BaseStorage):
         if template_trial is not None:  # a waiting trial (a retry), an added one: not started
             return int(super().create_new_trial(study_id, template_trial))  # type: ignore[safe-super]
         trial_id = int(super().create_new_trial(study_id, self._running_template()))  # type: ignore[safe-super]
+        self._tell_listener(trial_id)
+        return trial_id
+
+    def _tell_listener(self, trial_id: int) -> None:
         if self._listener is not None:
             self._listener(trial_id)
-        return trial_id
 
     def _start(self, trial_id: int) -> dict[str, Any]:
         """A trial started here: tell the listener first (an outage may follow), then record."""
-        if self._listener is not None:
-            self._listener(trial_id)
+        self._tell_listener(trial_id)
         record = owner_record(**self._owner_extra)
         self.set_trial_system_attr(trial_id, OWNER_ATTR, record)
         return record
@@ -139,8 +141,7 @@ class TrackedRDBStorage(_OwnerRecording, RDBStorage):
         if template_trial is not None:
             return super()._create_new_trial(study_id, template_trial)
         trial = super()._create_new_trial(study_id, self._running_template())
-        if self._listener is not None:
-            self._listener(trial._trial_id)
+        self._tell_listener(trial._trial_id)
         return trial
 
     def record_heartbeat(self, trial_id: int) -> None:

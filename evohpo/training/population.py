@@ -60,8 +60,8 @@ from evohpo.training.epochs import (
 )
 from evohpo.training.loop import train_classifier
 from evohpo.training.nn import count_parameters, resolve_device, start_model
-from evohpo.training.spec import NetworkSpec, check_network, layer_residual, network_blocks
-from evohpo.training.stack_model import DenseStack, stack_widths
+from evohpo.training.spec import NetworkSpec, check_network, network_blocks
+from evohpo.training.stack_model import DenseStack, skip_kinds, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
 from evohpo.training.task import Task, get_task
 
@@ -259,9 +259,9 @@ def _macs(genome: NetworkSpec, n_features: int, n_outputs: int) -> int:
     whose width changes."""
     sizes = [n_features, *(layer.units for layer in genome.layers), n_outputs]
     total = sum(a * b for a, b in itertools.pairwise(sizes))
-    for n_in, layer in zip(sizes, genome.layers, strict=False):
-        if layer_residual(layer) and n_in != layer.units:
-            total += n_in * layer.units
+    for index, kind in enumerate(skip_kinds(genome, n_features)):
+        if kind == "projection":
+            total += sizes[index] * sizes[index + 1]
     return total
 
 
@@ -274,20 +274,14 @@ def _pads_well(genomes: Sequence[NetworkSpec], n_features: int, n_outputs: int) 
     widths = stack_widths(genomes, n_features, n_outputs)
     padded = sum(a * b for a, b in itertools.pairwise(widths))
     # A layer where any member projects its skip computes a projection for all.
+    kinds = [skip_kinds(g, n_features) for g in genomes]
     for index, (n_in, n_out) in enumerate(itertools.pairwise(widths[:-1])):
-        if any(_projects(g, index, n_features) for g in genomes):
+        if any(member[index] == "projection" for member in kinds):
             padded += n_in * n_out
     if padded <= _SMALL_NETWORK_MACS:
         return True
     smallest = min(_macs(g, n_features, n_outputs) for g in genomes)
     return padded <= _MAX_PADDING_OVERHEAD * smallest
-
-
-def _projects(genome: NetworkSpec, index: int, n_features: int) -> bool:
-    """Whether hidden layer ``index`` of ``genome`` has a skip projection."""
-    layer = genome.layers[index]
-    n_in = n_features if index == 0 else genome.layers[index - 1].units
-    return layer_residual(layer) and n_in != layer.units
 
 
 def _check_configs(configs: Any, n_genomes: int) -> list[TrainConfig]:

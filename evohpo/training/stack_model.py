@@ -47,7 +47,7 @@ from evohpo.training import layers
 from evohpo.training.nn import build_model, hidden_layer_name, start_model
 from evohpo.training.spec import NetworkSpec, layer_residual, network_blocks
 
-__all__ = ["DenseStack", "stack_widths"]
+__all__ = ["DenseStack", "skip_kinds", "stack_widths"]
 
 _OWNER = "DenseStack"
 
@@ -83,7 +83,7 @@ class _Layer:
         return self.offset + self.n_in * self.n_out + self.n_out
 
 
-def _skips(genome: NetworkSpec, n_features: int) -> list[str | None]:
+def skip_kinds(genome: NetworkSpec, n_features: int) -> list[str | None]:
     """Per hidden layer: ``"identity"``, ``"projection"`` or ``None`` (a plain layer)."""
     widths = [n_features, *(layer.units for layer in genome.layers)]
     return [
@@ -153,7 +153,7 @@ class DenseStack:
         self.n_outputs = n_outputs
         self.device = device
         widths = stack_widths(genomes, n_features, n_outputs)
-        skips = [_skips(genome, n_features) for genome in genomes]
+        skips = [skip_kinds(genome, n_features) for genome in genomes]
         self._layers: list[_Layer] = []
         offset = 0
         for index, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
@@ -212,7 +212,7 @@ class DenseStack:
         ]
         # Per hidden layer: which members add their input (identity skips) and
         # which a projection; masks of 0 and 1 over the members, None when none does.
-        kinds = [_skips(genome, self.n_features) for genome in genomes]
+        kinds = [skip_kinds(genome, self.n_features) for genome in genomes]
         self._identity: list[torch.Tensor | None] = []
         self._projected: list[torch.Tensor | None] = []
         for index in range(len(self._layers) - 1):
