@@ -174,18 +174,24 @@ def test_mutate_keeps_global_random_state(space: SearchSpace, seed: int) -> None
     _global_state_kept(lambda: mutate(parent, space, random.Random(seed)))
 
 
+def single_point_space(**changes: Any) -> SearchSpace:
+    """A space of one genome (one layer of 8 ReLU units, Adam...), with ``changes``."""
+    settings: dict[str, Any] = {
+        "min_layers": 1,
+        "max_layers": 1,
+        "units": (8, 8),
+        "activations": ("relu",),
+        "dropout": (0.1, 0.1),
+        "optimizers": ("adam",),
+        "learning_rate": (1e-3, 1e-3),
+        "weight_decay": (1e-5, 1e-5),
+        "batch_sizes": (32,),
+    }
+    return SearchSpace(**{**settings, **changes})
+
+
 def test_mutate_single_point_space_returns_the_genome() -> None:
-    space = SearchSpace(
-        min_layers=1,
-        max_layers=1,
-        units=(8, 8),
-        activations=("relu",),
-        dropout=(0.1, 0.1),
-        optimizers=("adam",),
-        learning_rate=(1e-3, 1e-3),
-        weight_decay=(1e-5, 1e-5),
-        batch_sizes=(32,),
-    )
+    space = single_point_space()
     parent = space.sample(random.Random(0))
     assert space.contains(parent)
     child, ops = mutate(parent, space, random.Random(1))
@@ -1630,18 +1636,7 @@ def test_mutation_flips_the_residual_flag_only_where_the_space_has_both_choices(
 
 
 def test_a_forced_mutation_can_only_flip_the_residual_flag() -> None:
-    space = SearchSpace(
-        min_layers=1,
-        max_layers=1,
-        units=(8, 8),
-        activations=("relu",),
-        dropout=(0.0, 0.0),
-        optimizers=("adam",),
-        learning_rate=(1e-3, 1e-3),
-        weight_decay=(1e-5, 1e-5),
-        batch_sizes=(32,),
-        dense_residual=(False, True),
-    )
+    space = single_point_space(dropout=(0.0, 0.0), dense_residual=(False, True))
     parent = space.sample(random.Random(0))
     child, ops = mutate(parent, space, random.Random(1), MutationRates(gene=0.0))
     assert ops == ["mutate:layer_residual"]
