@@ -1393,15 +1393,8 @@ def test_stride_and_pool_change_only_where_the_body_still_fits() -> None:
 def _frozen_space(**free: Any) -> SearchSpace:
     """A 1-D space in which only the ``free`` settings allow a change."""
     settings: dict[str, Any] = {
-        "min_layers": 1,
-        "max_layers": 1,
         "units": (16, 16),
-        "activations": ("relu",),
         "dropout": (0.0, 0.0),
-        "optimizers": ("adam",),
-        "learning_rate": (1e-3, 1e-3),
-        "weight_decay": (1e-5, 1e-5),
-        "batch_sizes": (32,),
         "input_shape": (1, 32),
         "min_blocks": 2,
         "max_blocks": 2,
@@ -1414,7 +1407,7 @@ def _frozen_space(**free: Any) -> SearchSpace:
         "block_dropout": (0.0, 0.0),
         "readouts": ("avg",),
     }
-    return SearchSpace(**{**settings, **free})
+    return single_point_space(**{**settings, **free})
 
 
 def _frozen_parent(readout: str = "avg") -> Genome:
