@@ -288,23 +288,44 @@ def test_the_room_left_is_looked_at_before_each_ask(monkeypatch):
     assert len(study.trials) == 4
 
 
-def test_a_run_that_waits_for_others_running_trials_says_so(caplog, monkeypatch):
-    """Others' running trials fill the total: the run waits, and says which trials it
-    waits for (once a minute, not at every look)."""
-    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+def _wait_on_a_running_trial(seconds: float) -> tuple[optuna.Study, optuna.Trial]:
+    """A run whose total others' running trial fills, left waiting for ``seconds``."""
     study = optuna.create_study(direction="maximize")
     study.tell(study.ask(), 0.5)
     stuck = study.ask()  # another process's trial, still running
+    batched.optimize(
+        study,
+        ConstantObjective(),
+        batch_trials=2,
+        timeout=seconds,
+        study_total=(2, (TrialState.COMPLETE,)),
+    )
+    return study, stuck
+
+
+def _wait_notices(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+
+
+def test_a_run_that_waits_long_for_others_running_trials_says_so(caplog, monkeypatch):
+    """Others' running trials fill the total: the run waits and, once the wait is long,
+    says which trials it waits for (once per interval, not at every look)."""
+    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+    monkeypatch.setattr(batched, "_WAIT_NOTICE_EVERY", 0.3)
     with caplog.at_level(logging.WARNING, logger="evohpo"):
-        batched.optimize(
-            study,
-            ConstantObjective(),
-            batch_trials=2,
-            timeout=0.5,
-            study_total=(2, (TrialState.COMPLETE,)),
-        )
-    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+        study, stuck = _wait_on_a_running_trial(0.5)
+    waits = _wait_notices(caplog)
     assert len(waits) == 1
     assert f"(numbers [{stuck.number}])" in waits[0]
     assert "total of 2" in waits[0]
     assert len(study.trials) == 2  # nothing started while waiting
+
+
+def test_a_short_wait_for_others_running_trials_is_quiet(caplog, monkeypatch):
+    """A worker at the end of a study waits for the others' last trials: that is normal,
+    and not worth a warning."""
+    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+    with caplog.at_level(logging.WARNING, logger="evohpo"):
+        study, _ = _wait_on_a_running_trial(0.5)
+    assert _wait_notices(caplog) == []
+    assert len(study.trials) == 2

@@ -149,23 +149,28 @@ def _ask_within_total(
 
 
 class _WaitNotice:
-    """Says, once a minute, which running trials a run waits for (a wait may be long:
-    a trial whose process died counts until a heartbeat or ``stale_after`` fails it)."""
+    """Says which running trials a run waits for, once it has waited a minute and then once
+    a minute. A short wait is normal (a worker at the end of a study waits for the others'
+    last trials) and stays quiet; a long one may be a trial whose process died, which
+    counts until a heartbeat or ``stale_after`` fails it."""
 
     def __init__(self) -> None:
         self._last: float | None = None
 
     def waiting(self, study: optuna.Study, total: int) -> None:
         now = time.monotonic()
-        if self._last is not None and now - self._last < _WAIT_NOTICE_EVERY:
+        if self._last is None:
+            self._last = now  # the wait starts: the first notice comes a minute later
+            return
+        if now - self._last < _WAIT_NOTICE_EVERY:
             return
         self._last = now
         running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         logger.warning(
-            "waiting for %d running trial(s) of other processes (numbers %s) before starting "
-            "more: the study's total of %d counts them. A trial left running by a dead process "
-            "counts until the storage's heartbeat (RDB storages) or a worker's stale_after "
-            "fails it.",
+            "still waiting for %d trial(s) that other processes are running (numbers %s) "
+            "before starting more: the study's total of %d counts them. A trial left running "
+            "by a dead process counts until the storage's heartbeat (RDB storages) or a "
+            "worker's stale_after fails it.",
             len(running),
             running,
             total,
