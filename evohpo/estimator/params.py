@@ -218,7 +218,8 @@ def check_n_classes(
     """Raise unless there are two classes or more, and ``cv`` folds fit the rows."""
     if len(classes) < 2:
         raise ValueError(
-            f"{owner} needs samples of at least 2 classes; the data hold 1 class: {classes[0]!r}."
+            f"{owner} needs samples of at least 2 classes; the data hold 1 class: "
+            f"{classes[:1].tolist()[0]!r}."  # a Python value: np.float64(0.0) reads as 0.0
         )
     if cv is not None and cv > n_samples:
         raise_invalid("cv", owner, f"an int <= the number of samples ({n_samples})", cv)
