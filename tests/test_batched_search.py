@@ -311,11 +311,11 @@ def test_a_run_that_waits_long_for_others_running_trials_says_so(caplog, monkeyp
     """Others' running trials fill the total: the run waits and, once the wait is long,
     says which trials it waits for (once per interval, not at every look)."""
     monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
-    monkeypatch.setattr(batched, "_WAIT_NOTICE_EVERY", 0.3)
+    monkeypatch.setattr(batched, "_WAIT_NOTICE_EVERY", 0.25)
     with caplog.at_level(logging.WARNING, logger="evohpo"):
-        study, stuck = _wait_on_a_running_trial(0.5)
+        study, stuck = _wait_on_a_running_trial(0.6)
     waits = _wait_notices(caplog)
-    assert len(waits) == 1
+    assert 1 <= len(waits) <= 2  # about a dozen looks, a notice every 0.25 s after the first
     assert f"(numbers [{stuck.number}])" in waits[0]
     assert "total of 2" in waits[0]
     assert len(study.trials) == 2  # nothing started while waiting
