@@ -981,7 +981,7 @@ def test_signal_stops_compare_cleanly_and_it_resumes(
 def test_export_of_residual_dense_layers_loads_and_says_so(
     tmp_path: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from evohpo.studies.export import describe_genome
+    from evohpo.evolution.describe import describe_genome
 
     # Only residual layers: whatever trial is best, its model has skips to export.
     space = {"dense_residual": [True], "max_layers": 2, "units": [4, 16]}

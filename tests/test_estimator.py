@@ -24,6 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from evohpo import EvoSampler, EvoSearchClassifier, SearchSpace
 from evohpo.estimator.params import DEFAULT_SEARCH_SPACE, check_settings
 from evohpo.estimator.record import SEARCH_ATTR
+from evohpo.evolution.describe import describe_genome
 from evohpo.exceptions import (
     EvohpoError,
     InvalidParameterError,
@@ -779,11 +780,13 @@ def test_verbose_draws_a_bar_and_logs(data, monkeypatch, caplog, capsys):
     X, y = data
     monkeypatch.delenv("EVOHPO_NO_PROGRESS", raising=False)
     with caplog.at_level(logging.INFO, logger="evohpo"):
-        tiny(verbose=2).fit(X, y)
+        clf = tiny(verbose=2).fit(X, y)
     assert "EvoSearchClassifier" in capsys.readouterr().err  # the bar
     assert "Searching 2 trials" in caplog.text
     assert "Trial 1 complete: value=" in caplog.text
     assert "Best of 2 trials" in caplog.text
+    best = next(r.getMessage() for r in caplog.records if "Best of" in r.getMessage())
+    assert best.endswith(f": {describe_genome(clf.best_genome_)}.")  # a summary, not JSON
     monkeypatch.setenv("EVOHPO_NO_PROGRESS", "1")
     tiny(verbose=1).fit(X, y)
     assert "EvoSearchClassifier" not in capsys.readouterr().err

@@ -17,6 +17,7 @@ from evohpo._interrupt import GracefulStop
 from evohpo._redact import redact_url
 from evohpo.cli.output import out, trial_progress
 from evohpo.cli.parser import PROG
+from evohpo.evolution.describe import describe_genome
 from evohpo.exceptions import EvohpoError, InvalidParameterError
 from evohpo.search.inheritance import STUDY_BYTES_ATTR
 from evohpo.storage import close_storage, describe_storage, open_storage, resolve_storage_url
@@ -29,7 +30,7 @@ from evohpo.studies.compare import Comparison, run_comparison
 from evohpo.studies.config import DEFAULT_STORAGE_NAME, Budget, StudyConfig, load_study_config
 from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
 from evohpo.studies.data import prepare_data
-from evohpo.studies.export import describe_genome, export_best, find_best
+from evohpo.studies.export import export_best, find_best
 from evohpo.studies.group import open_study, study_name
 from evohpo.studies.lineage_plot import default_lineage_path, study_lineage, write_lineage
 from evohpo.studies.plots import default_plot_path, plot_histories

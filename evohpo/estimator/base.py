@@ -39,6 +39,7 @@ from evohpo.estimator.session import (
     study_ref,
     verbose_logging,
 )
+from evohpo.evolution.describe import describe_genome
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.search.scoring import Scorer
@@ -245,11 +246,11 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
 
     def _log_result(self, search: Search) -> None:
         logger.info(
-            "Best of %d trials: #%d, score %.4f, genome %s.",
+            "Best of %d trials: #%d, score %.4f: %s.",
             self.n_trials_,
             search.trials[self.best_index_].number,
             self.best_score_,
-            self.best_genome_.to_json(),
+            describe_genome(self.best_genome_),  # the whole genome is best_genome_
         )
         if self.refit:
             logger.info(
