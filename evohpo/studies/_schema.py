@@ -59,6 +59,10 @@ DATA_KEYS = (
     "image_size",
     "grayscale",
     "download",
+    "path",
+    "target",
+    "features",
+    "delimiter",
 )
 #: ``[train]``: :class:`~evohpo.training.config.TrainConfig`'s settings, ``batch_trials``
 #: and the weight-inheritance settings.

@@ -22,7 +22,8 @@ with another ``batch_trials``.
 ``task = "regression"`` (top level) searches networks for numeric targets
 (:mod:`evohpo.training.task`): mean squared error training, trials scored by
 validation R2, test R2 reported; the data set must have numeric targets
-(``"diabetes"``, ``"friedman1"``), and is then regression by default.
+(``"diabetes"``, ``"friedman1"``), and is then regression by default, or be
+a CSV file (``dataset = "csv"``) whose target column holds numbers.
 
 ``[train] inherit_weights = true`` starts GA children from their parents'
 trained weights (:mod:`evohpo.search.inheritance`), kept in ``weights_dir``
@@ -47,7 +48,15 @@ from evohpo.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sample
 from evohpo.storage.artifacts import default_artifact_dir
 from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
-from evohpo.studies.sources import ImageSource, check_dataset_name, image_space, parse_image_source
+from evohpo.studies.sources import (
+    CSV,
+    CsvSource,
+    ImageSource,
+    check_dataset_name,
+    image_space,
+    parse_csv_source,
+    parse_image_source,
+)
 from evohpo.training.task import TASKS, TaskName
 
 if sys.version_info >= (3, 11):
@@ -96,8 +105,8 @@ class StudyConfig:
     task : {"classification", "regression"}
         What the networks learn; trials maximise validation accuracy, or R2.
     dataset : str
-        A name from :data:`evohpo.training.datasets.DATASETS`, ``"imagefolder"``
-        or ``"torchvision:<Name>"`` (see :mod:`evohpo.studies.sources`).
+        A name from :data:`evohpo.training.datasets.DATASETS`, ``"csv"``,
+        ``"imagefolder"`` or ``"torchvision:<Name>"`` (see :mod:`evohpo.studies.sources`).
     test_fraction : float or None
         Share of rows held out for the final test; ``None`` uses the data
         set's canonical test split if it has one, else 0.2.
@@ -139,6 +148,8 @@ class StudyConfig:
         Where the configuration came from, for messages.
     images : ImageSource or None
         ``root``, ``image_size``, ``grayscale`` and ``download`` of image data.
+    csv : CsvSource or None
+        ``path``, ``target``, ``features`` and ``delimiter`` of a CSV file.
     """
 
     name: str
@@ -159,10 +170,16 @@ class StudyConfig:
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<study>"
     images: ImageSource | None = None
+    csv: CsvSource | None = None
     batch_trials: BatchTrials = "auto"
     inherit_weights: bool = False
     weights_dir: Path | None = None
     task: TaskName = "classification"
+
+    @property
+    def data_label(self) -> str:
+        """The data in words: the data set's name, or the CSV file's path."""
+        return self.dataset if self.csv is None else self.csv.path
 
     @property
     def score_label(self) -> str:
@@ -203,6 +220,8 @@ class StudyConfig:
         }
         if self.images is not None:  # only then: other study files keep their identity
             identity["images"] = self.images.identity()
+        if self.csv is not None:
+            identity["csv"] = self.csv.identity()
         return identity
 
 
@@ -354,8 +373,8 @@ def parse_study_config(
 
 
 def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``dataset``, ``test_fraction``, ``validation_fraction``, ``split_seed`` and the image
-    settings (``images``) of ``[data]``."""
+    """``dataset``, ``test_fraction``, ``validation_fraction``, ``split_seed``, the image
+    settings (``images``) and the CSV settings (``csv``) of ``[data]``."""
     table = schema.get_table(data, "data", source, required=True)
     schema.check_keys(table, schema.DATA_KEYS, "data", source)
     dataset = check_dataset_name(table.get("dataset"), source)
@@ -365,6 +384,7 @@ def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return {
         "dataset": dataset,
         "images": parse_image_source(table, dataset, source),
+        "csv": parse_csv_source(table, dataset, source),
         "test_fraction": test_fraction,
         "validation_fraction": schema.fraction(
             table.get("validation_fraction", 0.2), "validation_fraction", "data", source
@@ -376,7 +396,8 @@ def _parse_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def _parse_task(data: Mapping[str, Any], dataset: str, source: str) -> TaskName:
-    """The top-level ``task``: the data set's own by default, and only that one."""
+    """The top-level ``task``: the data set's own by default, and only that one (a CSV file's
+    target may be either: classes by default)."""
     from evohpo.training.datasets import REGRESSION_DATASETS
 
     own: TaskName = "regression" if dataset in REGRESSION_DATASETS else "classification"
@@ -386,7 +407,7 @@ def _parse_task(data: Mapping[str, Any], dataset: str, source: str) -> TaskName:
         schema.config_error(
             source, "", "task", f"one of {{{listed}}}", task, hint=schema.did_you_mean(task, TASKS)
         )
-    if task != own:
+    if task != own and dataset != CSV:
         raise StudyConfigError(
             f"{source}: 'task' = {task!r}, but the data set {dataset!r} is for {own}: "
             f"its targets are {'numbers' if own == 'regression' else 'classes'}. Leave "
@@ -401,7 +422,7 @@ def _datasets_for(task: str) -> str:
     from evohpo.training.datasets import DATASETS, REGRESSION_DATASETS
 
     names = [n for n in sorted(DATASETS) if (n in REGRESSION_DATASETS) == (task == "regression")]
-    return ", ".join(repr(n) for n in names)
+    return ", ".join(repr(n) for n in [*names, CSV])
 
 
 def _parse_budget(data: Mapping[str, Any], source: str) -> Budget:

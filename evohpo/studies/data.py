@@ -42,6 +42,8 @@ class PreparedData:
         Empty for regression.
     task : {"classification", "regression"}
         What ``y`` holds: class indices, or numeric targets.
+    feature_names : tuple of str or None
+        The feature columns' names, where the data set has them (a CSV file).
     """
 
     X_train: np.ndarray = field(repr=False)
@@ -52,6 +54,7 @@ class PreparedData:
     y_test: np.ndarray = field(repr=False)
     class_names: list[str]
     task: str = "classification"
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -77,7 +80,13 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
     data = dataset
     if data is None:
         data = load_rows(
-            config.dataset, config.images, config.base_dir, config.cache_dir, config.source
+            config.dataset,
+            config.images,
+            config.base_dir,
+            config.cache_dir,
+            config.source,
+            table=config.csv,
+            task=config.task,
         )
     _check_input_shape(config, data)
     rows = np.arange(data.X.shape[0])
@@ -113,6 +122,7 @@ def prepare_data(config: StudyConfig, dataset: Dataset | None = None) -> Prepare
         y_test=data.y[test],
         class_names=list(data.class_names),
         task=data.task,
+        feature_names=data.feature_names,
     )
 
 
@@ -130,7 +140,7 @@ def _check_input_shape(config: StudyConfig, data: Dataset) -> None:
         )
     if math.prod(shape) != data.n_features:
         raise StudyConfigError(
-            f"{where} holds {math.prod(shape)} values, but every row of {config.dataset!r} "
+            f"{where} holds {math.prod(shape)} values, but every row of {config.data_label!r} "
             f"has {data.n_features} features: the product of the shape must equal the "
             f"number of features (e.g. [1, {data.n_features}] for a signal)."
         )
@@ -179,6 +189,6 @@ def _split(
         )
         raise StudyConfigError(
             f"{config.source}: [data] {key!r} = {fraction:g}{default} does not work on "
-            f"{config.dataset!r}: {problem}."
+            f"{config.data_label!r}: {problem}."
         ) from exc
     return np.asarray(kept), np.asarray(held)

@@ -82,7 +82,7 @@ def format_table(comparison: Comparison) -> str:
     if budget.timeout is not None:
         parts.append(f"{budget.timeout:g} s")
     title = (
-        f"{config.name}: {', '.join(comparison.results)} on {config.dataset}, "
+        f"{config.name}: {', '.join(comparison.results)} on {config.data_label}, "
         f"budget {' / '.join(parts)} per study"
     )
     if target is not None:

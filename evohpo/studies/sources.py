@@ -7,7 +7,13 @@
   read by ``torchvision.datasets.ImageFolder``;
 - ``"torchvision:<Name>"``, e.g. ``"torchvision:MNIST"``: a class of
   ``torchvision.datasets`` built from ``root=``, ``train=`` and ``download=``
-  (its train split, then its test split as the canonical test rows).
+  (its train split, then its test split as the canonical test rows);
+- ``"csv"``: a table of your own, the CSV file at ``path`` (relative to the
+  study file, with a header row), read by :func:`evohpo.training.tables.load_csv`:
+  ``target`` names the column to predict (the last by default), ``features``
+  the columns to predict it from (all others by default), ``delimiter`` the
+  character between cells (``","``). The top-level ``task`` says whether the
+  target holds classes (the default) or numbers (``"regression"``).
 
 Image data take ``root`` (relative to the study file), and optionally
 ``image_size = [height, width]`` (resize; by default every image keeps the size
@@ -31,16 +37,21 @@ from evohpo.studies import _schema as schema
 
 if TYPE_CHECKING:
     from evohpo.training.datasets import Dataset
+    from evohpo.training.task import TaskName
 
 __all__ = [
+    "CSV",
+    "CSV_KEYS",
     "IMAGE_FOLDER",
     "IMAGE_KEYS",
+    "CsvSource",
     "TORCHVISION_PREFIX",
     "ImageSource",
     "check_dataset_name",
     "image_space",
     "is_image_dataset",
     "load_rows",
+    "parse_csv_source",
     "parse_image_source",
 ]
 
@@ -50,6 +61,10 @@ IMAGE_FOLDER = "imagefolder"
 TORCHVISION_PREFIX = "torchvision:"
 #: ``[data]`` keys of image data only.
 IMAGE_KEYS = ("root", "image_size", "grayscale", "download")
+#: ``[data] dataset`` of a CSV file of your own.
+CSV = "csv"
+#: ``[data]`` keys of a CSV file only.
+CSV_KEYS = ("path", "target", "features", "delimiter")
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,42 @@ class ImageSource:
         return base_dir / Path(self.root).expanduser()
 
 
+@dataclass(frozen=True)
+class CsvSource:
+    """The CSV settings of ``[data]`` (``dataset = "csv"``).
+
+    Attributes
+    ----------
+    path : str
+        The file, as the study file writes it (relative to the file).
+    target : str or None
+        The column to predict; the last one when ``None``.
+    features : tuple of str or None
+        The columns to predict it from; all others when ``None``.
+    delimiter : str
+        The character between cells.
+    """
+
+    path: str
+    target: str | None = None
+    features: tuple[str, ...] | None = None
+    delimiter: str = ","
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the rows (the file's contents are the user's to keep)."""
+        features = None if self.features is None else list(self.features)
+        return {
+            "path": self.path,
+            "target": self.target,
+            "features": features,
+            "delimiter": self.delimiter,
+        }
+
+    def file(self, base_dir: Path) -> Path:
+        """The file, resolved against the study file's directory."""
+        return base_dir / Path(self.path).expanduser()
+
+
 def is_image_dataset(name: str) -> bool:
     """Whether ``[data] dataset`` names image data (a folder or a torchvision data set)."""
     return name == IMAGE_FOLDER or name.startswith(TORCHVISION_PREFIX)
@@ -92,18 +143,20 @@ def check_dataset_name(dataset: Any, source: str) -> str:
     """``[data] dataset``, checked: a known name, ``"imagefolder"`` or ``"torchvision:<Name>"``."""
     from evohpo.training.datasets import DATASETS
 
-    if isinstance(dataset, str) and (dataset in DATASETS or is_image_dataset(dataset)):
+    if isinstance(dataset, str) and (
+        dataset in DATASETS or dataset == CSV or is_image_dataset(dataset)
+    ):
         if dataset.startswith(TORCHVISION_PREFIX):
             _torchvision_class(dataset, source)
         return dataset
-    listed = ", ".join(repr(n) for n in [*sorted(DATASETS), IMAGE_FOLDER])
+    listed = ", ".join(repr(n) for n in [*sorted(DATASETS), CSV, IMAGE_FOLDER])
     schema.config_error(
         source,
         "data",
         "dataset",
         f"one of {{{listed}}} or 'torchvision:<Name>'",
         dataset,
-        hint=schema.did_you_mean(dataset, [*DATASETS, IMAGE_FOLDER]),
+        hint=schema.did_you_mean(dataset, [*DATASETS, CSV, IMAGE_FOLDER]),
     )
 
 
@@ -114,6 +167,41 @@ def _torchvision_class(dataset: str, source: str) -> Any:
         return torchvision_class(dataset.removeprefix(TORCHVISION_PREFIX))
     except (InvalidParameterError, ImportError) as exc:
         raise StudyConfigError(f"{source}: [data] 'dataset': {exc}") from exc
+
+
+def parse_csv_source(table: Mapping[str, Any], dataset: str, source: str) -> CsvSource | None:
+    """The CSV settings of ``[data]``; ``None`` for other data (which may not set them)."""
+    if dataset != CSV:
+        for key in CSV_KEYS:
+            if key in table:
+                raise StudyConfigError(
+                    f"{source}: [data] {key!r} is a setting of a CSV file only (dataset = "
+                    f"'{CSV}'); dataset is {dataset!r}."
+                )
+        return None
+    path = table.get("path")
+    if not isinstance(path, str) or not path.strip():
+        schema.config_error(source, "data", "path", "the CSV file (a path)", path)
+    target = table.get("target")
+    if target is not None and (not isinstance(target, str) or not target):
+        schema.config_error(source, "data", "target", "a column name", target)
+    features = table.get("features")
+    if features is not None:
+        if (
+            not isinstance(features, list)
+            or not features
+            or not all(isinstance(c, str) and c for c in features)
+        ):
+            schema.config_error(
+                source, "data", "features", "a non-empty list of column names", features
+            )
+        features = tuple(features)
+    delimiter = table.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        schema.config_error(
+            source, "data", "delimiter", "one character (',', ';', '\\t', ...)", delimiter
+        )
+    return CsvSource(path=path, target=target, features=features, delimiter=delimiter)
 
 
 def parse_image_source(table: Mapping[str, Any], dataset: str, source: str) -> ImageSource | None:
@@ -176,15 +264,45 @@ def image_space(
 
 
 def load_rows(
-    dataset: str, images: ImageSource | None, base_dir: Path, cache_dir: Path, source: str
+    dataset: str,
+    images: ImageSource | None,
+    base_dir: Path,
+    cache_dir: Path,
+    source: str,
+    *,
+    table: CsvSource | None = None,
+    task: TaskName = "classification",
 ) -> Dataset:
-    """Read the data set of ``[data]``: every row, flat, with its class index."""
+    """Read the data set of ``[data]``: every row, flat, with its class index (or target)."""
     from evohpo.training.datasets import load_dataset
 
+    if table is not None:
+        return _read_csv(table, base_dir, source, task)
     if images is None:
         return load_dataset(dataset, cache_dir=cache_dir)
     rows: Dataset = _read_images(dataset, images, base_dir, source, shape_only=False)
     return rows
+
+
+def _read_csv(table: CsvSource, base_dir: Path, source: str, task: TaskName) -> Dataset:
+    from evohpo.training.tables import load_csv
+
+    path = table.file(base_dir)
+    if not path.is_file():
+        raise StudyConfigError(
+            f"{source}: [data] 'path' = {table.path!r}: there is no file {str(path)!r} "
+            "(a relative path is read from the study file's folder)."
+        )
+    try:
+        return load_csv(
+            path,
+            target=table.target,
+            features=table.features,
+            delimiter=table.delimiter,
+            task=task,
+        )
+    except InvalidParameterError as exc:
+        raise StudyConfigError(f"{source}: [data]: {exc}") from exc
 
 
 def _read_images(

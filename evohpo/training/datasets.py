@@ -72,6 +72,9 @@ class Dataset:
         :mod:`evohpo.training.images`), ``None`` for tabular data.
     task : {"classification", "regression"}
         What ``y`` holds.
+    feature_names : tuple of str or None
+        The name of each feature column, where the source has them (a CSV
+        file's header).
     """
 
     name: str
@@ -82,6 +85,7 @@ class Dataset:
     description: str = ""
     input_shape: tuple[int, ...] | None = None
     task: TaskName = "classification"
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def n_classes(self) -> int:
