@@ -15,11 +15,16 @@ With ``--space small`` the search space holds small networks only (1-2
 layers of 16-64 units, batch 32 or 64), the case stacks are built for; the
 default is the estimator's own space (1-3 layers of 32-512 units).
 
+``--jobs`` adds the estimator's ``n_jobs`` (worker processes, one torch thread
+each) as a second setting: every ``k`` runs with every ``n_jobs`` given, and
+the ratio is to ``batch_trials=1, n_jobs=1``.
+
 Usage::
 
     python bench/batched_search.py                      # 3 seeds, k = 1, 4, 8, auto
     python bench/batched_search.py --space small --batches 1 8
     python bench/batched_search.py --seeds 0 --batches 1 8 --trials 10
+    python bench/batched_search.py --batches 1 auto --jobs 1 2
 """
 
 from __future__ import annotations
@@ -60,20 +65,26 @@ SMALL_SPACE = SearchSpace(
 
 
 def one_run(
-    seed: int, batch: int | str, n_trials: int, space: SearchSpace | None
+    seed: int, batch: int | str, n_trials: int, space: SearchSpace | None, n_jobs: int = 1
 ) -> dict[str, Any]:
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=seed
     )
     clf = EvoSearchClassifier(
-        n_trials=n_trials, random_state=seed, batch_trials=batch, device="cpu", search_space=space
+        n_trials=n_trials,
+        random_state=seed,
+        batch_trials=batch,
+        device="cpu",
+        search_space=space,
+        n_jobs=n_jobs,
     )
     started = time.perf_counter()
     clf.fit(X_train, y_train)
     seconds = time.perf_counter() - started
     return {
         "batch_trials": str(batch),
+        "n_jobs": n_jobs,
         "seed": seed,
         "fit_s": round(seconds, 1),
         "refit_s": round(clf.refit_time_, 1),
@@ -84,16 +95,17 @@ def one_run(
 
 
 def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_batch: dict[str, list[dict[str, Any]]] = {}
+    by_setting: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in runs:
-        by_batch.setdefault(run["batch_trials"], []).append(run)
-    base = statistics.median(r["fit_s"] for r in by_batch.get("1", runs))
+        by_setting.setdefault((run["batch_trials"], run["n_jobs"]), []).append(run)
+    base = statistics.median(r["fit_s"] for r in by_setting.get(("1", 1), runs))
     rows = []
-    for batch, group in by_batch.items():
+    for (batch, n_jobs), group in by_setting.items():
         fit = statistics.median(r["fit_s"] for r in group)
         rows.append(
             {
                 "batch_trials": batch,
+                "n_jobs": n_jobs,
                 "median fit s": round(fit, 1),
                 "median refit s": round(statistics.median(r["refit_s"] for r in group), 1),
                 "wall time vs 1": round(fit / base, 2),
@@ -111,15 +123,17 @@ def main() -> None:
     parser.add_argument("--batches", type=parse_batch, nargs="+", default=[1, 4, 8, "auto"])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--space", choices=("default", "small"), default="default")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1], help="n_jobs settings")
     args = parser.parse_args()
     space = SMALL_SPACE if args.space == "small" else None
     print(f"# batched search, {args.space} space, {date.today()}, {machine()}")
     runs = []
     for seed in args.seeds:
-        for batch in args.batches:
-            run = one_run(seed, batch, args.trials, space)
-            print(run, flush=True)
-            runs.append(run)
+        for n_jobs in args.jobs:
+            for batch in args.batches:
+                run = one_run(seed, batch, args.trials, space, n_jobs)
+                print(run, flush=True)
+                runs.append(run)
     write_csv(f"batched_search_{args.space}_runs.csv", runs)
     rows = summary(runs)
     write_csv(f"batched_search_{args.space}.csv", rows)
