@@ -15,9 +15,11 @@ With ``--space small`` the search space holds small networks only (1-2
 layers of 16-64 units, batch 32 or 64), the case stacks are built for; the
 default is the estimator's own space (1-3 layers of 32-512 units).
 
-``--jobs`` adds the estimator's ``n_jobs`` (worker processes, one torch thread
-each) as a second setting: every ``k`` runs with every ``n_jobs`` given, and
-the ratio is to ``batch_trials=1, n_jobs=1``.
+``--jobs`` adds the estimator's ``n_jobs`` (worker processes) and ``--threads``
+the torch threads set before ``fit`` (the estimator's thread budget: networks
+bound by arithmetic train with that many, small ones with one; by default
+torch's own count) as further settings: every ``k`` runs with every ``n_jobs``
+and thread count given, and the ratio is to the first setting (the first of each list).
 
 Usage::
 
@@ -25,6 +27,7 @@ Usage::
     python bench/batched_search.py --space small --batches 1 8
     python bench/batched_search.py --seeds 0 --batches 1 8 --trials 10
     python bench/batched_search.py --batches 1 auto --jobs 1 2
+    python bench/batched_search.py --batches 1 --threads 1 2
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -45,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_csv
 
 from evohpo import EvoSearchClassifier, SearchSpace
+from evohpo.training.threads import torch_threads
 
 
 def parse_batch(value: str) -> int | str:
@@ -65,7 +70,12 @@ SMALL_SPACE = SearchSpace(
 
 
 def one_run(
-    seed: int, batch: int | str, n_trials: int, space: SearchSpace | None, n_jobs: int = 1
+    seed: int,
+    batch: int | str,
+    n_trials: int,
+    space: SearchSpace | None,
+    n_jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -79,12 +89,14 @@ def one_run(
         search_space=space,
         n_jobs=n_jobs,
     )
-    started = time.perf_counter()
-    clf.fit(X_train, y_train)
-    seconds = time.perf_counter() - started
+    with torch_threads(threads):
+        started = time.perf_counter()
+        clf.fit(X_train, y_train)
+        seconds = time.perf_counter() - started
     return {
         "batch_trials": str(batch),
         "n_jobs": n_jobs,
+        "threads": torch.get_num_threads() if threads is None else threads,
         "seed": seed,
         "fit_s": round(seconds, 1),
         "refit_s": round(clf.refit_time_, 1),
@@ -95,20 +107,22 @@ def one_run(
 
 
 def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_setting: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    by_setting: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for run in runs:
-        by_setting.setdefault((run["batch_trials"], run["n_jobs"]), []).append(run)
-    base = statistics.median(r["fit_s"] for r in by_setting.get(("1", 1), runs))
+        key = (run["batch_trials"], run["n_jobs"], run["threads"])
+        by_setting.setdefault(key, []).append(run)
+    base = statistics.median(r["fit_s"] for r in next(iter(by_setting.values())))
     rows = []
-    for (batch, n_jobs), group in by_setting.items():
+    for (batch, n_jobs, threads), group in by_setting.items():
         fit = statistics.median(r["fit_s"] for r in group)
         rows.append(
             {
                 "batch_trials": batch,
                 "n_jobs": n_jobs,
+                "threads": threads,
                 "median fit s": round(fit, 1),
                 "median refit s": round(statistics.median(r["refit_s"] for r in group), 1),
-                "wall time vs 1": round(fit / base, 2),
+                "wall time vs first": round(fit / base, 2),
                 "median test acc": round(statistics.median(r["test_accuracy"] for r in group), 4),
                 "test acc per seed": " / ".join(f"{r['test_accuracy']:.4f}" for r in group),
                 "median best val": round(statistics.median(r["best_val"] for r in group), 4),
@@ -124,16 +138,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--space", choices=("default", "small"), default="default")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1], help="n_jobs settings")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[None], help="torch threads before fit"
+    )
     args = parser.parse_args()
     space = SMALL_SPACE if args.space == "small" else None
     print(f"# batched search, {args.space} space, {date.today()}, {machine()}")
     runs = []
     for seed in args.seeds:
-        for n_jobs in args.jobs:
-            for batch in args.batches:
-                run = one_run(seed, batch, args.trials, space, n_jobs)
-                print(run, flush=True)
-                runs.append(run)
+        for threads in args.threads:
+            for n_jobs in args.jobs:
+                for batch in args.batches:
+                    run = one_run(seed, batch, args.trials, space, n_jobs, threads)
+                    print(run, flush=True)
+                    runs.append(run)
     write_csv(f"batched_search_{args.space}_runs.csv", runs)
     rows = summary(runs)
     write_csv(f"batched_search_{args.space}.csv", rows)

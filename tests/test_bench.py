@@ -210,3 +210,18 @@ def test_inheritance_quick_mode_compares_both_arms(tmp_path: Path) -> None:
     assert float(scratch["steps_to_match"]) <= 1.0  # the scratch arm reaches its own best
     assert "Median over seeds" in out
     assert "Per seed" in out
+
+
+def test_threads_fast_mode_times_every_network_both_ways(tmp_path: Path) -> None:
+    out = run_bench("threads.py", "--fast", "--repeats", "1", results=tmp_path)
+    rows = read_rows(tmp_path / "threads.csv")
+    assert [r["network"] for r in rows] == [
+        "dense 64, batch 32",
+        "dense 128, batch 64",
+        "dense 512x512x512, batch 64",
+        "conv (1, 8, 8) #0",
+        "conv (1, 64) #0",
+    ]
+    assert [r["gets the budget"] for r in rows] == ["False", "False", "True", "True", "True"]
+    assert all(float(r["1 thread s"]) > 0 and float(r["2 threads s"]) > 0 for r in rows)
+    assert "dense: total" in out

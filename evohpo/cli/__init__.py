@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with command_logging(bool(args.verbose), debug):
         guard = GracefulStop()
         try:
-            with guard.installed(), torch_threads(getattr(args, "threads", None)):
+            with guard.installed(), torch_threads(args):
                 return command(args, guard)
         except KeyboardInterrupt:
             err(f"{PROG}: {getattr(args, 'interrupted', _INTERRUPTED)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import sys
@@ -51,14 +52,23 @@ def trial_progress() -> Iterator[SearchProgress]:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch CPU threads for the command; ``None`` loads no torch."""
+def torch_threads(args: argparse.Namespace) -> Iterator[None]:
+    """Use ``--threads`` torch CPU threads for the command, also as the trainers' thread
+    budget; a command without ``--threads`` loads no torch.
+
+    ``"auto"`` becomes torch's thread count (the machine's cores, or
+    ``OMP_NUM_THREADS``) shared among ``--workers``, and ``args.threads`` that number.
+    """
+    n = getattr(args, "threads", None)
     if n is None:
         yield
         return
+    from evohpo.training.threads import cpu_thread_budget, thread_budget
     from evohpo.training.threads import torch_threads as threads
 
-    with threads(n):
+    if n == "auto":
+        n = args.threads = cpu_thread_budget(getattr(args, "workers", 1))
+    with threads(n), thread_budget(n):
         yield
 
 

@@ -74,6 +74,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int | str:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 or 'auto', got {text!r}"
+        ) from None
+
+
 def _batch_trials(text: str) -> int | str:
     if text.strip() == "auto":
         return "auto"
@@ -149,12 +160,12 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=_positive_int,
-        default=1,
+        type=_threads,
+        default="auto",
         metavar="N",
-        help="torch CPU threads (default: %(default)s; the networks searched here are "
-        "small, and one thread trains them faster than several; run several processes "
-        "on one storage to use more cores)",
+        help="torch CPU threads a training may use (default: %(default)s, the cores shared "
+        "among --workers): small dense networks train with one, faster than with several; "
+        "larger ones and convolutional genomes with up to N",
     )
 
 
@@ -267,7 +278,7 @@ def _add_run(commands: _Commands) -> None:
         default=1,
         metavar="N",
         help="worker processes on this machine sharing the study (default: %(default)s); "
-        "each trains with --threads threads",
+        "each trains with up to --threads threads",
     )
 
 

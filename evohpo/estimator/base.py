@@ -46,7 +46,7 @@ from evohpo.search.scoring import Scorer
 from evohpo.search.splits import Standardizer
 from evohpo.training.nn import build_model
 from evohpo.training.task import TaskName, get_task
-from evohpo.training.threads import torch_threads
+from evohpo.training.threads import cpu_thread_budget, thread_budget, torch_threads
 
 __all__ = ["_EvoSearchBase"]
 
@@ -169,9 +169,16 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         started = time.monotonic()  # timeout counts from here, the refit included
         settings = self._check_settings()
         X, y_checked, classes = self._check_data(X, y, settings)
-        # One torch thread per training on the CPU: small networks, parallel trials.
-        threads = 1 if settings.device.type == "cpu" else None
-        with quiet_optuna(), torch_threads(threads), verbose_logging(settings.verbose):
+        # On the CPU one torch thread, except for trainings of networks bound by arithmetic,
+        # which take the cores this process had (evohpo.training.threads).
+        cpu = settings.device.type == "cpu"
+        budget = cpu_thread_budget(settings.n_jobs) if cpu else None
+        with (
+            quiet_optuna(),
+            torch_threads(1 if cpu else None),
+            thread_budget(budget),
+            verbose_logging(settings.verbose),
+        ):
             search = run_search(settings, X, y_checked, classes, started=started)
             self._set_targets(classes, y_checked)
             self._select(search, settings)

@@ -235,9 +235,12 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
     Inputs are standardised inside the estimator, with statistics of the
     training rows of each split, and of all the rows for the refit.
 
-    On the CPU every training runs with one torch thread (the previous setting
-    is restored after ``fit``): the networks are small, so one thread per
-    training is as fast, and parallel trials (``n_jobs``) do not fight over cores.
+    On the CPU, small dense networks train with one torch thread (a second one
+    only adds synchronisation), and networks bound by arithmetic (wider dense
+    ones, convolutional genomes; :func:`evohpo.training.cost.arithmetic_bound`)
+    with the threads torch had when ``fit`` started, shared among ``n_jobs``
+    processes (``torch.set_num_threads`` before ``fit`` sets them; the previous
+    setting is restored after ``fit``).
 
     While ``fit`` runs, Optuna's own per-trial log lines are silenced (its
     log level is process-wide and restored afterwards).

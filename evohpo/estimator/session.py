@@ -44,6 +44,7 @@ from evohpo.storage import JOURNAL_PREFIX, close_storage, open_storage, recover_
 from evohpo.storage.artifacts import default_artifact_dir
 from evohpo.storage.drivers import missing_driver
 from evohpo.training.config import TrainConfig
+from evohpo.training.threads import current_thread_budget
 
 __all__ = ["Search", "rebuild_study", "run_search", "study_ref", "verbose_logging"]
 
@@ -502,7 +503,7 @@ def _run_workers(
     run_workers(
         spec,
         settings.n_jobs,
-        threads_per_worker=1,
+        threads_per_worker=current_thread_budget() or 1,
         on_wait=follow,
         log_level=None if settings.verbose >= 1 else logging.WARNING,
     )

@@ -14,7 +14,10 @@ It is built for many short trainings on small tabular data:
   from a seeded permutation (no ``DataLoader``);
 * the loss of every batch is kept on the device and read once per epoch, so
   there is no host synchronisation per batch;
-* validation runs under :func:`torch.inference_mode` in large batches.
+* validation runs under :func:`torch.inference_mode` in large batches;
+* inside a :func:`~evohpo.training.threads.thread_budget` on the CPU, a network
+  bound by arithmetic trains with the budget's threads, a small one with one
+  (:mod:`evohpo.training.cost`).
 
 Randomness comes from three private generators derived from
 ``TrainConfig.seed`` (weight initialisation, batch order, dropout masks). The
@@ -48,6 +51,7 @@ from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
 from evohpo.training.config import EpochRecord, StopReason, TrainConfig, TrainResult
+from evohpo.training.cost import arithmetic_bound
 from evohpo.training.epochs import (
     Batches,
     EarlyStopping,
@@ -68,6 +72,7 @@ from evohpo.training.nn import (
 )
 from evohpo.training.spec import NetworkSpec, check_network
 from evohpo.training.task import Task, get_task
+from evohpo.training.threads import threads_for, torch_threads
 
 __all__ = ["train_classifier"]
 
@@ -178,9 +183,14 @@ def train_classifier(
     data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
     deadline = None if config.max_train_time is None else started + config.max_train_time
 
-    run = _Run.start(genome, data, n_classes, config, input_shape, initial_state)
-    _train_epochs(run, config, deadline, on_epoch_end)
-    run.restore_best(genome, n_classes, config)
+    threads = None
+    if device.type == "cpu":
+        bound = arithmetic_bound(genome, int(data.x_train.shape[1]), n_classes)
+        threads = threads_for(arithmetic_bound=bound)
+    with torch_threads(threads):
+        run = _Run.start(genome, data, n_classes, config, input_shape, initial_state)
+        _train_epochs(run, config, deadline, on_epoch_end)
+        run.restore_best(genome, n_classes, config)
     if run.diverged_reason is not None:
         logger.info("%s Keeping the weights of epoch %d.", run.diverged_reason, run.best.epoch)
     return TrainResult(

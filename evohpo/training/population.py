@@ -30,7 +30,9 @@ member would more than double the arithmetic of large networks. Genomes with a
 convolutional body, a genome alone in its group, and on the CPU networks whose
 steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
 :func:`~evohpo.training.loop.train_classifier`. Residual dense layers stack
-(:mod:`~evohpo.training.stack_model`).
+(:mod:`~evohpo.training.stack_model`). Inside a
+:func:`~evohpo.training.threads.thread_budget`, CPU stacks train with one thread
+and networks alone by :func:`~evohpo.training.threads.threads_for`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
 from evohpo.training.config import EpochRecord, StopReason, TrainConfig, TrainResult
+from evohpo.training.cost import CPU_STACK_MAX_MACS, dense_macs, skip_kinds
 from evohpo.training.epochs import (
     Batches,
     EarlyStopping,
@@ -61,9 +64,10 @@ from evohpo.training.epochs import (
 from evohpo.training.loop import train_classifier
 from evohpo.training.nn import count_parameters, resolve_device, start_model
 from evohpo.training.spec import NetworkSpec, check_network, network_blocks
-from evohpo.training.stack_model import DenseStack, skip_kinds, stack_widths
+from evohpo.training.stack_model import DenseStack, stack_widths
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer, stack_optimizer
 from evohpo.training.task import Task, get_task
+from evohpo.training.threads import threads_for, torch_threads
 
 __all__ = [
     "CPU_STACK_MAX_MACS",
@@ -82,11 +86,6 @@ MemberOutcome = TrainResult | Exception
 
 #: Above this many multiply-adds per row and member, padding costs real arithmetic.
 _SMALL_NETWORK_MACS = 1 << 15
-#: On the CPU, a network with more multiply-adds per row than this trains alone: its
-#: steps are bound by arithmetic, which a stack does not share (measured on digits
-#: with one thread: 2x161 1.8x faster in stacks of 8, 385+97 1.3x, 2x256 0.8-1.0x;
-#: docs/benchmarks.md).
-CPU_STACK_MAX_MACS = 1 << 16
 #: Largest padded/own arithmetic ratio accepted for a stack of large networks.
 _MAX_PADDING_OVERHEAD = 2.0
 
@@ -189,6 +188,7 @@ def train_population(
     n_rows = int(data.x_train.shape[0])
     max_macs = CPU_STACK_MAX_MACS if device.type == "cpu" else None
     plan = plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack, max_macs)
+    stack_threads = threads_for(arithmetic_bound=False) if device.type == "cpu" else None
     for stack in plan:
         if len(stack) == 1:
             index = stack[0]
@@ -205,7 +205,8 @@ def train_population(
             )
             continue
         members = [_Member(i, genomes[i], configs[i], device, initial_states[i]) for i in stack]
-        _train_stack(members, data, n_classes, config, deadline, on_epoch_end)
+        with torch_threads(stack_threads):  # a CPU stack holds small networks only
+            _train_stack(members, data, n_classes, config, deadline, on_epoch_end)
         for member in members:
             outcomes[member.index] = member.outcome(data, n_classes, config)
     assert all(outcome is not None for outcome in outcomes)
@@ -232,14 +233,14 @@ def plan_stacks(
     groups: dict[tuple[int, int], list[int]] = {}
     plan: list[list[int]] = []
     for index, genome in enumerate(genomes):
-        too_large = max_macs is not None and _macs(genome, n_features, n_outputs) > max_macs
+        too_large = max_macs is not None and dense_macs(genome, n_features, n_outputs) > max_macs
         if network_blocks(genome) is not None or too_large:
             plan.append([index])
             continue
         key = (len(genome.layers), min(int(genome.batch_size), n_rows))
         groups.setdefault(key, []).append(index)
     for members in groups.values():
-        members.sort(key=lambda i: -_macs(genomes[i], n_features, n_outputs))
+        members.sort(key=lambda i: -dense_macs(genomes[i], n_features, n_outputs))
         stack: list[int] = []
         for index in members:
             candidate = [*stack, index]
@@ -252,17 +253,6 @@ def plan_stacks(
             stack = candidate
         plan.append(stack)
     return sorted(sorted(stack) for stack in plan)
-
-
-def _macs(genome: NetworkSpec, n_features: int, n_outputs: int) -> int:
-    """Multiply-adds per row: every layer's, and the skip projections of residual layers
-    whose width changes."""
-    sizes = [n_features, *(layer.units for layer in genome.layers), n_outputs]
-    total = sum(a * b for a, b in itertools.pairwise(sizes))
-    for index, kind in enumerate(skip_kinds(genome, n_features)):
-        if kind == "projection":
-            total += sizes[index] * sizes[index + 1]
-    return total
 
 
 def _pads_well(genomes: Sequence[NetworkSpec], n_features: int, n_outputs: int) -> bool:
@@ -280,7 +270,7 @@ def _pads_well(genomes: Sequence[NetworkSpec], n_features: int, n_outputs: int) 
             padded += n_in * n_out
     if padded <= _SMALL_NETWORK_MACS:
         return True
-    smallest = min(_macs(g, n_features, n_outputs) for g in genomes)
+    smallest = min(dense_macs(g, n_features, n_outputs) for g in genomes)
     return padded <= _MAX_PADDING_OVERHEAD * smallest
 
 

@@ -44,10 +44,11 @@ from torch import nn
 
 from evohpo._validation import raise_invalid
 from evohpo.training import layers
+from evohpo.training.cost import skip_kinds
 from evohpo.training.nn import build_model, hidden_layer_name, start_model
-from evohpo.training.spec import NetworkSpec, layer_residual, network_blocks
+from evohpo.training.spec import NetworkSpec, network_blocks
 
-__all__ = ["DenseStack", "skip_kinds", "stack_widths"]
+__all__ = ["DenseStack", "stack_widths"]
 
 _OWNER = "DenseStack"
 
@@ -81,15 +82,6 @@ class _Layer:
     @property
     def projection_offset(self) -> int:
         return self.offset + self.n_in * self.n_out + self.n_out
-
-
-def skip_kinds(genome: NetworkSpec, n_features: int) -> list[str | None]:
-    """Per hidden layer: ``"identity"``, ``"projection"`` or ``None`` (a plain layer)."""
-    widths = [n_features, *(layer.units for layer in genome.layers)]
-    return [
-        ("identity" if n_in == layer.units else "projection") if layer_residual(layer) else None
-        for n_in, layer in zip(widths, genome.layers, strict=False)
-    ]
 
 
 def _activation_groups(

@@ -61,11 +61,12 @@ Safety
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -174,7 +175,9 @@ def run_worker(
         The worker's number, for logs and the owner record of its trials.
     threads : int, optional
         Torch CPU threads of this process, set once the objective is built
-        (``torch.set_num_threads``); left alone if omitted.
+        (``torch.set_num_threads``), and the thread budget of evohpo's trainers
+        (:func:`evohpo.training.threads.thread_budget`: small networks train
+        with one thread); left alone if omitted.
     guard : GracefulStop, optional
         The installed signal guard: after SIGINT or SIGTERM the worker stops
         at the next safe point (a training step, the end of a trial, a wait
@@ -201,6 +204,42 @@ def run_worker(
     tracker = Tracker()
     objective = GuardedObjective(spec.objective_factory(), tracker)
     set_threads(threads)
+    with _thread_budget(threads):
+        waiting = _run(spec, index, tracker, objective, guard, deadline)
+    guard.check()
+    return WorkerReport(
+        index=index,
+        pid=os.getpid(),
+        completed=tuple(sorted(tracker.completed)),
+        failed=tracker.failed,
+        pruned=tracker.pruned,
+        outages=waiting.outages,
+        seconds=time.monotonic() - start,
+    )
+
+
+@contextlib.contextmanager
+def _thread_budget(threads: int | None) -> Iterator[None]:
+    """Let evohpo's trainers pick from up to ``threads`` threads per network
+    (:func:`evohpo.training.threads.thread_budget`), if the objective loaded torch."""
+    if threads is None or "torch" not in sys.modules:
+        yield
+        return
+    from evohpo.training.threads import thread_budget as budget
+
+    with budget(threads):
+        yield
+
+
+def _run(
+    spec: WorkerSpec,
+    index: int,
+    tracker: Tracker,
+    objective: GuardedObjective,
+    guard: GracefulStop,
+    deadline: float | None,
+) -> _Waiting:
+    """Optimize until the study is done, riding out storage outages; the waits' record."""
     waiting = _Waiting(spec, index)
     first = True
     while True:
@@ -234,16 +273,7 @@ def run_worker(
         finally:
             if storage is not None:
                 close_storage(storage)
-    guard.check()
-    return WorkerReport(
-        index=index,
-        pid=os.getpid(),
-        completed=tuple(sorted(tracker.completed)),
-        failed=tracker.failed,
-        pruned=tracker.pruned,
-        outages=waiting.outages,
-        seconds=time.monotonic() - start,
-    )
+    return waiting
 
 
 def _join(study: optuna.Study, spec: WorkerSpec, index: int) -> None:
