@@ -13,7 +13,9 @@ score; then per setting the medians over seeds and the wall-time ratio to
 
 With ``--space small`` the search space holds small networks only (1-2
 layers of 16-64 units, batch 32 or 64), the case stacks are built for; the
-default is the estimator's own space (1-3 layers of 32-512 units).
+default is the estimator's own space (1-3 layers of 32-512 units); ``--space
+conv`` reads digits as 1x8x8 images (``input_shape=(1, 8, 8)``, the default
+ranges of convolutional genomes).
 
 ``--jobs`` adds the estimator's ``n_jobs`` (worker processes) and ``--threads``
 the torch threads set before ``fit`` (the estimator's thread budget: networks
@@ -67,6 +69,10 @@ SMALL_SPACE = SearchSpace(
     weight_decay=(1e-6, 1e-2),
     batch_sizes=(32, 64),
 )
+
+
+#: ``--space conv``: digits as 1x8x8 images, convolutional genomes.
+CONV_SPACE = SearchSpace(input_shape=(1, 8, 8))
 
 
 def one_run(
@@ -136,13 +142,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=parse_batch, nargs="+", default=[1, 4, 8, "auto"])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--space", choices=("default", "small"), default="default")
+    parser.add_argument("--space", choices=("default", "small", "conv"), default="default")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1], help="n_jobs settings")
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[None], help="torch threads before fit"
     )
     args = parser.parse_args()
-    space = SMALL_SPACE if args.space == "small" else None
+    space = {"small": SMALL_SPACE, "conv": CONV_SPACE}.get(args.space)
     print(f"# batched search, {args.space} space, {date.today()}, {machine()}")
     runs = []
     for seed in args.seeds:

@@ -5,8 +5,9 @@ convolutional genomes drawn at random from ``SearchSpace(input_shape=...)``),
 ``train_classifier`` on digits (1,200 training rows, 8 epochs, early stopping
 off) with one torch thread and with ``--threads`` threads, alternating, the
 best of ``--repeats``. Reported: seconds each way, the ratio, the network's
-multiply-adds per row and whether :func:`evohpo.training.cost.arithmetic_bound`
-gives it the threads (the line the trainers use under a thread budget).
+multiply-adds per row ("conv" for a convolutional genome) and whether
+:func:`evohpo.training.cost.arithmetic_bound` gives it the threads (the line
+the trainers use under a thread budget).
 
 Usage::
 
@@ -113,7 +114,7 @@ def main() -> None:
         rows.append(
             {
                 "network": name,
-                "dense MACs/row": dense_macs(genome, 64, 10),
+                "dense MACs/row": "conv" if shape else dense_macs(genome, 64, 10),
                 "gets the budget": arithmetic_bound(genome, 64, 10),
                 "1 thread s": round(one, 3),
                 f"{args.threads} threads s": round(many, 3),

@@ -225,3 +225,23 @@ def test_threads_fast_mode_times_every_network_both_ways(tmp_path: Path) -> None
     assert [r["gets the budget"] for r in rows] == ["False", "False", "True", "True", "True"]
     assert all(float(r["1 thread s"]) > 0 and float(r["2 threads s"]) > 0 for r in rows)
     assert "dense: total" in out
+
+
+def test_batched_search_reports_every_setting(tmp_path: Path) -> None:
+    out = run_bench(
+        "batched_search.py",
+        *("--seeds", "0", "--batches", "1", "2", "--trials", "2", "--threads", "1", "2"),
+        *("--space", "small"),
+        results=tmp_path,
+    )
+    rows = read_rows(tmp_path / "batched_search_small.csv")
+    assert [(r["batch_trials"], r["threads"]) for r in rows] == [
+        ("1", "1"),
+        ("2", "1"),
+        ("1", "2"),
+        ("2", "2"),
+    ]
+    assert rows[0]["wall time vs first"] == "1.0"
+    runs = read_rows(tmp_path / "batched_search_small_runs.csv")
+    assert {r["trials"] for r in runs} == {"2"}
+    assert "| batch_trials | n_jobs | threads |" in out

@@ -164,8 +164,8 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="N",
         help="torch CPU threads a training may use (default: %(default)s, the cores shared "
-        "among --workers): small dense networks train with one, faster than with several; "
-        "larger ones and convolutional genomes with up to N",
+        "among --workers): small dense networks train with one (a second gains nothing "
+        "there), larger ones and convolutional genomes with up to N",
     )
 
 

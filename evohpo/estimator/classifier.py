@@ -236,7 +236,7 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
     training rows of each split, and of all the rows for the refit.
 
     On the CPU, small dense networks train with one torch thread (a second one
-    only adds synchronisation), and networks bound by arithmetic (wider dense
+    gains nothing there), and networks bound by arithmetic (wider dense
     ones, convolutional genomes; :func:`evohpo.training.cost.arithmetic_bound`)
     with the threads torch had when ``fit`` started, shared among ``n_jobs``
     processes (``torch.set_num_threads`` before ``fit`` sets them; the previous

@@ -2,13 +2,13 @@
 
 Small dense networks are bound by torch's fixed cost per operation: a step of
 a 64-unit layer at batch 32 keeps a core's matrix units a few percent busy. So
-on the CPU they train with one thread (a second one only adds synchronisation,
-about 1.1x slower measured) and share steps in stacks
+on the CPU they train with one thread (a second one gains nothing: 1.00-1.11x
+the time measured) and share steps in stacks
 (:mod:`evohpo.training.population`). Larger dense networks and convolutional
 bodies are bound by arithmetic: a stack does not share that work, but more
-threads do (2x256 at batch 128 0.78x, 3x512 0.68x the time with two threads
-instead of one; conv genomes on digits 0.72x over eight random draws;
-docs/benchmarks.md). :func:`arithmetic_bound` draws that line.
+threads do (with two threads instead of one: 3x512 at batch 64 0.52x the time,
+384+128 at batch 128 0.74x, 16 random conv genomes on digits 0.77x in all;
+docs/benchmarks.md, "Threads per network"). :func:`arithmetic_bound` draws that line.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :func:`torch_threads` sets torch's intra-op threads for a ``with`` block.
 :func:`thread_budget` lets the trainers choose per network inside a block:
 one thread for small dense networks (bound by per-operation cost, where a
-second thread only adds synchronisation), up to the budget for networks bound
+second thread gains nothing), up to the budget for networks bound
 by arithmetic (:func:`evohpo.training.cost.arithmetic_bound`). The estimator
 and the ``evohpo`` command train with one thread and a budget of the cores
 each process may use; code that sets no budget keeps torch's setting as it is.
