@@ -80,6 +80,8 @@ def test_regression_targets_are_numbers(tmp_path: Path) -> None:
         ("a,y\n1,p\n2,q\n", {"task": "regression"}, r"numeric target.*'p', 'q' in 2 row"),
         ("a,y\n1,p\n2,q\n", {"delimiter": ";;"}, r"'delimiter' must be one character"),
         ("a,a,y\n1,2,p\n2,3,q\n", {}, r"names \['a'\] more than once"),
+        (",a,y\n0,1,p\n1,2,q\n", {}, r"column\(s\) \[1\] have no name.*to_csv"),
+        ("a,y,\n1,p,0\n2,q,1\n", {"features": ["a"]}, r"column\(s\) \[3\] have no name"),
     ],
 )
 def test_bad_tables_are_named(
@@ -88,6 +90,13 @@ def test_bad_tables_are_named(
     csv = write(tmp_path / "t.csv", text)
     with pytest.raises(InvalidParameterError, match=message):
         load_csv(csv, **kwargs)
+
+
+def test_an_unnamed_column_is_left_out_when_the_columns_are_named(tmp_path: Path) -> None:
+    csv = write(tmp_path / "t.csv", ",a,y\n0,1,p\n1,2,q\n")
+    data = load_csv(csv, features=["a"])
+    assert data.X.tolist() == [[1.0], [2.0]]
+    assert data.class_names == ["p", "q"]
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:

@@ -90,6 +90,13 @@ def load_csv(
         twice = sorted({c for c in header if header.count(c) > 1})
         raise InvalidParameterError(f"{where}: the header names {twice} more than once.")
     table.columns = columns = [str(c).strip() for c in table.columns]
+    unnamed = [i + 1 for i, name in enumerate(header) if not name]
+    if unnamed and (features is None or (target is None and unnamed[-1] == len(header))):
+        raise InvalidParameterError(
+            f"{where}: column(s) {unnamed} have no name in the header (an index written by "
+            "pandas' to_csv?). Name them in the header, or name the columns to use in "
+            "'target' and 'features'."
+        )
     target = _target_column(target, columns, where)
     features = _feature_columns(features, target, columns, where)
     if len(table) < 2:
