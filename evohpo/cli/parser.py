@@ -74,18 +74,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _threads(text: str) -> int | str:
-    if text.strip() == "auto":
-        return "auto"
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 1 or 'auto', got {text!r}"
-        ) from None
-
-
-def _batch_trials(text: str) -> int | str:
+def _positive_int_or_auto(text: str) -> int | str:
     if text.strip() == "auto":
         return "auto"
     try:
@@ -160,7 +149,7 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=_threads,
+        type=_positive_int_or_auto,
         default="auto",
         metavar="N",
         help="torch CPU threads a training may use (default: %(default)s, the cores shared "
@@ -172,7 +161,7 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 def _add_batch_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-trials",
-        type=_batch_trials,
+        type=_positive_int_or_auto,
         metavar="N|auto",
         help="trials asked and trained together, their dense networks as one stack "
         "(default: the study file's [train] batch_trials, else auto: 8 on the CPU, 16 on "

@@ -169,15 +169,21 @@ def _torchvision_class(dataset: str, source: str) -> Any:
         raise StudyConfigError(f"{source}: [data] 'dataset': {exc}") from exc
 
 
+def _refuse_keys(
+    table: Mapping[str, Any], keys: tuple[str, ...], owner: str, dataset: str, source: str
+) -> None:
+    """A ``[data]`` key of another kind of data is an error naming whose it is."""
+    for key in keys:
+        if key in table:
+            raise StudyConfigError(
+                f"{source}: [data] {key!r} is a setting of {owner}; dataset is {dataset!r}."
+            )
+
+
 def parse_csv_source(table: Mapping[str, Any], dataset: str, source: str) -> CsvSource | None:
     """The CSV settings of ``[data]``; ``None`` for other data (which may not set them)."""
     if dataset != CSV:
-        for key in CSV_KEYS:
-            if key in table:
-                raise StudyConfigError(
-                    f"{source}: [data] {key!r} is a setting of a CSV file only (dataset = "
-                    f"'{CSV}'); dataset is {dataset!r}."
-                )
+        _refuse_keys(table, CSV_KEYS, f"a CSV file only (dataset = '{CSV}')", dataset, source)
         return None
     path = table.get("path")
     if not isinstance(path, str) or not path.strip():
@@ -207,12 +213,8 @@ def parse_csv_source(table: Mapping[str, Any], dataset: str, source: str) -> Csv
 def parse_image_source(table: Mapping[str, Any], dataset: str, source: str) -> ImageSource | None:
     """The image settings of ``[data]``; ``None`` for other data (which may not set them)."""
     if not is_image_dataset(dataset):
-        for key in IMAGE_KEYS:
-            if key in table:
-                raise StudyConfigError(
-                    f"{source}: [data] {key!r} is a setting of image data only (dataset = "
-                    f"'{IMAGE_FOLDER}' or '{TORCHVISION_PREFIX}<Name>'); dataset is {dataset!r}."
-                )
+        images = f"image data only (dataset = '{IMAGE_FOLDER}' or '{TORCHVISION_PREFIX}<Name>')"
+        _refuse_keys(table, IMAGE_KEYS, images, dataset, source)
         return None
     root = table.get("root")
     if not isinstance(root, str) or not root.strip():
