@@ -227,6 +227,22 @@ def test_threads_fast_mode_times_every_network_both_ways(tmp_path: Path) -> None
     assert "dense: total" in out
 
 
+def test_solo_step_fast_mode_times_both_optimizers(tmp_path: Path) -> None:
+    out = run_bench("solo_step.py", "--fast", "--repeats", "1", results=tmp_path)
+    steps = read_rows(tmp_path / "solo_step.csv")
+    assert [(r["network"], r["optimizer"]) for r in steps][:4] == [
+        ("32", "sgd"),
+        ("32", "adam"),
+        ("32", "adamw"),
+        ("32", "rmsprop"),
+    ]
+    assert all(float(r["torch.optim us"]) > 0 and float(r["flat us"]) > 0 for r in steps)
+    trainings = read_rows(tmp_path / "solo_step_training.csv")
+    assert len(trainings) == 3
+    assert all((int(r["parameters"]) <= 50_000) == (r["flat"] == "True") for r in trainings)
+    assert "all networks:" in out
+
+
 def test_batched_search_reports_every_setting(tmp_path: Path) -> None:
     out = run_bench(
         "batched_search.py",

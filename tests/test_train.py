@@ -4,7 +4,6 @@ import math
 import os
 import random
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,15 +11,15 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 
-import evohpo.training.loop
 from evohpo._interrupt import GracefulStop
 from evohpo.evolution.genome import Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError, StopRequested, TrainingDivergedError
 from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import EpochRecord, TrainConfig, TrainResult
 from evohpo.training.loop import train_classifier
-from evohpo.training.nn import build_optimizer, model_device
+from evohpo.training.nn import model_device
 from evohpo.training.predict import predict_logits, predict_proba
+from evohpo.training.stack_optimizer import StackOptimizer
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -272,31 +271,19 @@ def test_large_but_finite_losses_are_not_divergence(data: Data) -> None:
     assert math.isfinite(result.best_val_loss)
 
 
-def poison_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> Callable[[], list[torch.Tensor]]:
+def poison_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> None:
     """Make the trainer's optimizer write NaN into the weights after ``n_steps`` steps."""
-    built: list[torch.Tensor] = []
+    real_step = StackOptimizer.step
+    steps = 0
 
-    def build(genome: Genome, parameters: Any) -> torch.optim.Optimizer:
-        optimizer = build_optimizer(genome, parameters)
-        first_weight = optimizer.param_groups[0]["params"][0]
-        built.append(first_weight)
-        real_step = optimizer.step
-        steps = 0
+    def step(self: StackOptimizer) -> None:
+        nonlocal steps
+        real_step(self)
+        steps += 1
+        if steps == n_steps:
+            self.params.fill_(float("nan"))
 
-        def step(*args: Any, **kwargs: Any) -> Any:
-            nonlocal steps
-            out = real_step(*args, **kwargs)
-            steps += 1
-            if steps == n_steps:
-                with torch.no_grad():
-                    first_weight.fill_(float("nan"))
-            return out
-
-        optimizer.step = step  # type: ignore[method-assign]
-        return optimizer
-
-    monkeypatch.setattr(evohpo.training.loop, "build_optimizer", build)
-    return lambda: built
+    monkeypatch.setattr(StackOptimizer, "step", step)
 
 
 def test_divergence_mid_training_keeps_the_last_finite_best_epoch(
@@ -374,20 +361,16 @@ def test_a_signal_stops_training_at_the_next_optimizer_step(data: Data) -> None:
     steps: list[int] = []
     guard = GracefulStop()
 
-    class CountingAdam(torch.optim.Adam):
-        def step(self, closure: Any = None) -> Any:
-            steps.append(len(steps))
-            if len(steps) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return super().step(closure)
+    real_step = StackOptimizer.step
 
-    original = evohpo.training.loop.build_optimizer
+    def counting_step(self: StackOptimizer) -> None:
+        steps.append(len(steps))
+        if len(steps) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_step(self)
+
     with guard.installed(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            evohpo.training.loop,
-            "build_optimizer",
-            lambda genome, params: CountingAdam(original(genome, params).param_groups),
-        )
+        patch.setattr(StackOptimizer, "step", counting_step)
         with pytest.raises(StopRequested):
             train(data, make_genome(batch_size=8), config=TrainConfig(device="cpu", max_epochs=5))
     assert guard.signum == signal.SIGTERM

@@ -15,6 +15,9 @@ It is built for many short trainings on small tabular data:
 * the loss of every batch is kept on the device and read once per epoch, so
   there is no host synchronisation per batch;
 * validation runs under :func:`torch.inference_mode` in large batches;
+* a small network's parameters are views of one flat tensor, stepped by one
+  element-wise update rule rather than ``torch.optim``, whose per-step Python
+  costs more than such a network's arithmetic (:mod:`evohpo.training.flat`);
 * inside a :func:`~evohpo.training.threads.thread_budget` on the CPU, a network
   bound by arithmetic trains with the budget's threads, a small one with one
   (:mod:`evohpo.training.cost`).
@@ -62,15 +65,16 @@ from evohpo.training.epochs import (
     stop_reason_after,
     training_divergence,
 )
+from evohpo.training.flat import FlatParameters, solo_optimizer
 from evohpo.training.nn import (
     SeededDropout,
     build_model,
-    build_optimizer,
     count_parameters,
     resolve_device,
     start_model,
 )
 from evohpo.training.spec import NetworkSpec, check_network
+from evohpo.training.stack_optimizer import StackOptimizer
 from evohpo.training.task import Task, get_task
 from evohpo.training.threads import threads_for, torch_threads
 
@@ -228,7 +232,8 @@ class _Run:
     """The state of one training run."""
 
     model: nn.Sequential
-    optimizer: torch.optim.Optimizer
+    flat: FlatParameters | None
+    optimizer: StackOptimizer | torch.optim.Optimizer
     shuffle: torch.Generator
     data: TrainingData
     batches: Batches
@@ -267,7 +272,7 @@ class _Run:
             initial_state=initial_state,
             owner="train_classifier",
         ).to(device)
-        optimizer = build_optimizer(genome, model.parameters())
+        flat, optimizer = solo_optimizer(model, genome)
         shuffle = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "shuffle"))
         dropout = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
         _set_dropout_generator(model, dropout)
@@ -275,12 +280,23 @@ class _Run:
         batches = Batches(data.x_train.shape[0], genome.batch_size, device, no_single=has_norm)
         task = get_task(config.task)
         return cls(
-            model, optimizer, shuffle, data, batches, init_seed, input_shape, task, initial_state
+            model,
+            flat,
+            optimizer,
+            shuffle,
+            data,
+            batches,
+            init_seed,
+            input_shape,
+            task,
+            initial_state,
         )
 
     def restore_best(self, genome: NetworkSpec, n_classes: int, config: TrainConfig) -> None:
         """Leave the best epoch's weights in ``model``, in eval mode."""
         _set_dropout_generator(self.model, None)
+        if self.flat is not None:
+            self.flat.release()
         if self.best.state is not None:
             self.model.load_state_dict(self.best.state)
         else:
@@ -358,7 +374,7 @@ def _train_epoch(run: _Run, deadline: float | None) -> int:
         rows = order[batches.slice(batch)]
         logits = model(data.x_train.index_select(0, rows))
         loss = run.task.loss(logits, data.y_train.index_select(0, rows))
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         torch.autograd.backward(loss)
         optimizer.step()
         batches.losses[batch] = loss.detach()

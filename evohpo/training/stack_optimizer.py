@@ -142,11 +142,15 @@ class StackOptimizer:
         self.step_count = 0
         self.first_moment = torch.zeros_like(params)
         self.second_moment = torch.zeros_like(params)
+        # Scratch space of the adam step: a fresh tensor of the stack's size every step
+        # costs more than the arithmetic once it is past the CPU caches (page faults).
+        self._scratch = torch.empty_like(params)
         # Terms every member leaves out are skipped, not multiplied by zero.
         self._any_decay = bool((self._coef["decay"] != 1.0).any())
         self._any_l2 = bool((self._coef["l2"] != 0.0).any())
         self._any_second = bool((self._coef["c2"] != 0.0).any())
         self._all_adam = bool((self._coef["is_adam"] == 1.0).all())
+        self._all_sgd = not self._any_second  # sgd alone has no second moment
 
     @property
     def size(self) -> int:
@@ -164,26 +168,28 @@ class StackOptimizer:
         t = self.step_count
         c = self._coef
         p = self.params
-        g = torch.addcmul(self.grads, c["l2"], p) if self._any_l2 else self.grads
+        g = self.grads
+        if self._any_l2:  # in place: the gradients are cleared before the next backward
+            g.addcmul_(c["l2"], p)
         if self._any_decay:
             p.mul_(c["decay"])
         beta1, beta2 = _ADAM_BETAS
         if self._all_adam:
             self._adam_step(g, t)
             return
+        if self._all_sgd:
+            self._sgd_step(g)
+            return
         m = self.first_moment
         m.mul_(c["beta1"]).addcmul_(c["c1"], g)
         # Adam's bias corrections change with t; sgd's and rmsprop's terms do not.
         a = torch.add(c["a0"], c["is_adam"], alpha=1 / (1 - beta1**t))
         numerator = torch.addcmul(g * c["b"], a, m)
-        if self._any_second:
-            v = self.second_moment
-            v.mul_(c["beta2"]).addcmul_(g * c["c2"], g)
-            s = torch.add(c["s0"], c["is_adam"], alpha=1 / (1 - beta2**t) ** 0.5)
-            denominator = torch.addcmul(c["eps"], v.sqrt(), s)
-            p.addcdiv_(numerator.mul_(c["lr"]), denominator, value=-1.0)
-        else:  # every member is sgd: the denominator is 1
-            p.sub_(numerator.mul_(c["lr"]))
+        v = self.second_moment
+        v.mul_(c["beta2"]).addcmul_(g * c["c2"], g)
+        s = torch.add(c["s0"], c["is_adam"], alpha=1 / (1 - beta2**t) ** 0.5)
+        denominator = torch.addcmul(c["eps"], v.sqrt(), s)
+        p.addcdiv_(numerator.mul_(c["lr"]), denominator, value=-1.0)
 
     def _adam_step(self, g: torch.Tensor, t: int) -> None:
         """The rule when every member is adam or adamw: their betas and eps are shared,
@@ -192,9 +198,17 @@ class StackOptimizer:
         m, v = self.first_moment, self.second_moment
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denominator = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(_ADAM_EPS)
         step = self._coef["lr"] / (1 - beta1**t)
-        self.params.addcdiv_(m * step, denominator, value=-1.0)
+        # p -= step * m / d is p -= m / (d / step): no temporary of the stack's size.
+        denominator = torch.sqrt(v, out=self._scratch)
+        denominator.div_((1 - beta2**t) ** 0.5).add_(_ADAM_EPS).div_(step)
+        self.params.addcdiv_(m, denominator, value=-1.0)
+
+    def _sgd_step(self, g: torch.Tensor) -> None:
+        """The rule when every member is sgd: Nesterov momentum, no second moment."""
+        m = self.first_moment
+        m.mul_(SGD_MOMENTUM).add_(g)
+        self.params.addcmul_(self._coef["lr"], g.add_(m, alpha=SGD_MOMENTUM), value=-1.0)
 
     def keep(self, rows: torch.Tensor, params: torch.Tensor, grads: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (a compacted stack), on new flat tensors."""
@@ -202,6 +216,7 @@ class StackOptimizer:
         self.grads = grads
         self.first_moment = self.first_moment.index_select(0, rows)
         self.second_moment = self.second_moment.index_select(0, rows)
+        self._scratch = torch.empty_like(params)
         self._coef = {name: column.index_select(0, rows) for name, column in self._coef.items()}
 
 
