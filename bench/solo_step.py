@@ -8,6 +8,13 @@ adam and adamw) against :class:`evohpo.training.flat.FlatParameters` with its
 :class:`~evohpo.training.stack_optimizer.StackOptimizer`. This is where
 :data:`evohpo.training.flat.FLAT_STEP_MAX_PARAMS` comes from.
 
+Then the same for a stack's rows (the stacked trainer's two ways to step k
+members of P parameters each): the rule over the whole ``[k, P]`` tensor
+(:class:`~evohpo.training.stack_optimizer.StackOptimizer`) against torch's
+fused optimizer on each row
+(:class:`~evohpo.training.stack_optimizer.RowOptimizer`), which is where
+:data:`~evohpo.training.stack_optimizer.ROW_STEP_THRESHOLD` comes from.
+
 Then whole trainings: ``train_classifier`` on digits (1,200 training rows, 8
 epochs, early stopping off) of networks drawn at random from the default
 ``SearchSpace()`` (seed 0), with the trainer's own choice (the flat rule up to
@@ -48,7 +55,10 @@ from evohpo.training.config import TrainConfig
 from evohpo.training.flat import FlatParameters
 from evohpo.training.loop import train_classifier
 from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer, count_parameters
+from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer
 
+STACK_ROWS = [9_000, 20_000, 32_000, 45_000, 70_000]
+STACK_SIZES = [4, 16]
 STEP_NETWORKS = [(32,), (64, 64), (128, 64), (256, 128), (256, 256), (384, 256), (512, 512)]
 
 
@@ -81,6 +91,20 @@ def step_seconds(genome: Genome, flat: bool, steps: int = 300) -> float:
     started = time.perf_counter()
     for _ in range(steps):
         optimizer.step()
+    return (time.perf_counter() - started) / steps
+
+
+def stack_step_seconds(kind: type, k: int, n_params: int, optimizer: str, steps: int) -> float:
+    """Seconds per ``step()`` of ``kind`` over k rows of ``n_params`` parameters."""
+    generator = torch.Generator().manual_seed(0)
+    params = torch.randn(k, n_params, generator=generator)
+    grads = torch.randn(k, n_params, generator=generator) * 0.01
+    stepper = kind(params, grads, [optimizer] * k, [1e-3] * k, [1e-4] * k)
+    for _ in range(20):
+        stepper.step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        stepper.step()
     return (time.perf_counter() - started) / steps
 
 
@@ -144,6 +168,31 @@ def main() -> None:
             )
             print(step_rows[-1], flush=True)
 
+    stack_rows = []
+    for n_params in STACK_ROWS[:1] if args.fast else STACK_ROWS:
+        for k in STACK_SIZES:
+            for optimizer in ("sgd", "adam", "rmsprop"):
+                times = {RowOptimizer: [], StackOptimizer: []}
+                for _ in range(args.repeats):
+                    for kind in times:
+                        seconds = stack_step_seconds(
+                            kind, k, n_params, optimizer, steps=30 if args.fast else 200
+                        )
+                        times[kind].append(seconds)
+                rows_us = statistics.median(times[RowOptimizer]) * 1e6
+                whole_us = statistics.median(times[StackOptimizer]) * 1e6
+                stack_rows.append(
+                    {
+                        "parameters per member": n_params,
+                        "k": k,
+                        "optimizer": optimizer,
+                        "torch.optim per row us": round(rows_us, 1),
+                        "whole stack us": round(whole_us, 1),
+                        "ratio": round(whole_us / rows_us, 2),
+                    }
+                )
+                print(stack_rows[-1], flush=True)
+
     X, y = load_digits(return_X_y=True)
     X = ((X - X.mean(0)) / (X.std(0) + 1e-8)).astype(np.float32)
     data = (X[:1200], y[:1200], X[1200:], y[1200:])
@@ -188,8 +237,11 @@ def main() -> None:
             f"ratio {flat_after / flat_before:.2f}"
         )
     write_csv("solo_step.csv", step_rows)
+    write_csv("solo_step_stacks.csv", stack_rows)
     write_csv("solo_step_training.csv", train_rows)
     print(markdown_table(step_rows))
+    print()
+    print(markdown_table(stack_rows))
     print()
     print(markdown_table(train_rows))
 

@@ -237,6 +237,10 @@ def test_solo_step_fast_mode_times_both_optimizers(tmp_path: Path) -> None:
         ("32", "rmsprop"),
     ]
     assert all(float(r["torch.optim us"]) > 0 and float(r["flat us"]) > 0 for r in steps)
+    stacks = read_rows(tmp_path / "solo_step_stacks.csv")
+    assert [(r["k"], r["optimizer"]) for r in stacks] == [
+        (k, o) for k in ("4", "16") for o in ("sgd", "adam", "rmsprop")
+    ]
     trainings = read_rows(tmp_path / "solo_step_training.csv")
     assert len(trainings) == 3
     assert all((int(r["parameters"]) <= 50_000) == (r["flat"] == "True") for r in trainings)

@@ -189,7 +189,8 @@ def test_members_without_dropout_follow_their_solo_runs(blobs):
 
 
 def test_wide_members_stepped_row_by_row_follow_their_solo_runs(blobs):
-    members = [genome((128, 96), "relu", optimizer=o, lr=1e-3) for o in OPTIMIZERS]
+    members = [genome((256, 160), "relu", optimizer=o, lr=1e-3) for o in OPTIMIZERS]
+    assert ROW_STEP_THRESHOLD < 6 * 256 + 256 * 160  # each row steps with torch.optim
     configs = [config(seed, max_epochs=3) for seed in range(4)]
     assert len(stacked_and_solo(members, configs, blobs)) == 4
 

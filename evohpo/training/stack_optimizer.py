@@ -52,7 +52,7 @@ __all__ = ["ROW_STEP_THRESHOLD", "RowOptimizer", "StackOptimizer", "stack_optimi
 #: with torch's own (fused) optimizer instead of the coefficient rule: a row then
 #: stays in the CPU's cache for its one fused pass, while the element-wise rule
 #: makes a dozen passes over the whole stack (see docs/benchmarks.md).
-ROW_STEP_THRESHOLD = 8192
+ROW_STEP_THRESHOLD = 24_576
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -142,8 +142,8 @@ class StackOptimizer:
         self.step_count = 0
         self.first_moment = torch.zeros_like(params)
         self.second_moment = torch.zeros_like(params)
-        # Scratch space of the adam step: a fresh tensor of the stack's size every step
-        # costs more than the arithmetic once it is past the CPU caches (page faults).
+        # Scratch space of a step: a fresh tensor of the stack's size every step costs
+        # more than the arithmetic once it is past the CPU caches (page faults).
         self._scratch = torch.empty_like(params)
         # Terms every member leaves out are skipped, not multiplied by zero.
         self._any_decay = bool((self._coef["decay"] != 1.0).any())
@@ -180,16 +180,15 @@ class StackOptimizer:
         if self._all_sgd:
             self._sgd_step(g)
             return
-        m = self.first_moment
+        m, v = self.first_moment, self.second_moment
         m.mul_(c["beta1"]).addcmul_(c["c1"], g)
+        v.mul_(c["beta2"]).addcmul_(torch.mul(g, c["c2"], out=self._scratch), g)
         # Adam's bias corrections change with t; sgd's and rmsprop's terms do not.
         a = torch.add(c["a0"], c["is_adam"], alpha=1 / (1 - beta1**t))
-        numerator = torch.addcmul(g * c["b"], a, m)
-        v = self.second_moment
-        v.mul_(c["beta2"]).addcmul_(g * c["c2"], g)
         s = torch.add(c["s0"], c["is_adam"], alpha=1 / (1 - beta2**t) ** 0.5)
-        denominator = torch.addcmul(c["eps"], v.sqrt(), s)
-        p.addcdiv_(numerator.mul_(c["lr"]), denominator, value=-1.0)
+        denominator = torch.sqrt(v, out=self._scratch).mul_(s).add_(c["eps"])
+        numerator = g.mul_(c["b"]).addcmul_(a, m).mul_(c["lr"])  # g is not needed again
+        p.addcdiv_(numerator, denominator, value=-1.0)
 
     def _adam_step(self, g: torch.Tensor, t: int) -> None:
         """The rule when every member is adam or adamw: their betas and eps are shared,
