@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import optuna
@@ -406,3 +408,26 @@ def test_kfold_splits_partition_the_rows(y, k, seed):
         for label in np.unique(y):
             count = int((y == label).sum())
             assert abs(int((y[val] == label).sum()) - count / k) <= 1
+
+
+def test_a_worker_scored_by_accuracy_does_not_load_scikit_learn():
+    # What a worker process imports: scikit-learn costs it about a second of start-up
+    # and is needed only for a named scorer.
+    code = (
+        "import sys, numpy as np, optuna\n"
+        "from evohpo import SearchSpace\n"
+        "from evohpo.search import batched\n"
+        "from evohpo.search.objective import GenomeObjective\n"
+        "from evohpo.training.config import TrainConfig\n"
+        "X = np.random.default_rng(0).normal(size=(60, 4))\n"
+        "y = np.arange(60) % 2\n"
+        "space = SearchSpace(max_layers=1, units=(4, 8))\n"
+        "objective = GenomeObjective(X, y, space=space, scoring='accuracy',\n"
+        "    train_config=TrainConfig(max_epochs=1, device='cpu'))\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "study = optuna.create_study(direction='maximize')\n"
+        "batched.optimize(study, objective, n_trials=1)\n"
+        "print(len(study.trials), 'sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False"]

@@ -33,7 +33,7 @@ from evohpo.exceptions import InvalidParameterError
 from evohpo.search.batch_size import largest_network_macs
 from evohpo.search.inheritance import WARNING_ATTR, WEIGHTS_ATTR, WeightBank, WeightInheritance
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
-from evohpo.search.scoring import ScoredNetwork, ScoredRegressor, Scorer, resolve_scoring
+from evohpo.search.scoring import Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, Split, Standardizer, make_splits
 from evohpo.search.trial_runs import Folds, TrialRun, finite_or_none
 from evohpo.storage import internals
@@ -511,6 +511,8 @@ class GenomeObjective:
     def _score(self, result: TrainResult, split: Split) -> float:
         if self._scorer is None:
             return float(result.best_score)
+        from evohpo.search.scored import ScoredNetwork, ScoredRegressor
+
         if split.target is not None:  # regression: scored on the targets' own scale
             assert split.y_val_raw is not None
             y_val = split.y_val_raw

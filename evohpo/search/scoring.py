@@ -1,8 +1,9 @@
 """The trial's score: a scikit-learn scorer by name or callable, or plain accuracy.
 
-Scorers see a trained network as a fitted estimator: :class:`ScoredNetwork`
-(a classifier over the encoded classes) or :class:`ScoredRegressor` (a
-regressor whose predictions are mapped back to the targets' own scale).
+Scorers see a trained network as a fitted estimator
+(:mod:`evohpo.search.scored`). scikit-learn is imported only where a scorer
+is named: a search scored by plain accuracy (a classifier's default) never
+loads it, which saves a worker process about a second of start-up.
 """
 
 from __future__ import annotations
@@ -10,17 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.metrics import get_scorer, get_scorer_names
-
 from evohpo._validation import raise_invalid
-from evohpo.search.splits import Standardizer
-from evohpo.training.predict import predict_logits, predict_proba
 
-__all__ = ["ScoredNetwork", "ScoredRegressor", "Scorer", "resolve_scoring"]
+__all__ = ["Scorer", "resolve_scoring"]
 
 #: Where scikit-learn's regression metrics live: a scorer name for a regressor must
 #: score with one of them.
@@ -65,6 +58,8 @@ def resolve_scoring(
     if isinstance(scoring, str):
         if scoring == "accuracy" and not regression:
             return None
+        from sklearn.metrics import get_scorer, get_scorer_names
+
         try:
             scorer = get_scorer(scoring)
         except ValueError:
@@ -100,56 +95,7 @@ def resolve_scoring(
 
 
 def _is_regression_scorer(name: str) -> bool:
+    from sklearn.metrics import get_scorer
+
     metric = getattr(get_scorer(name), "_score_func", None)
     return getattr(metric, "__module__", None) == _REGRESSION_METRICS
-
-
-class ScoredNetwork(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """A trained network seen as a fitted classifier over the classes ``0..n-1``.
-
-    Only for handing to scikit-learn scorers, which call ``predict`` or
-    ``predict_proba`` on an estimator.
-    """
-
-    def __init__(self, model: torch.nn.Module | None = None, n_classes: int = 2) -> None:
-        self.model = model
-        self.n_classes = n_classes
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    @property
-    def classes_(self) -> npt.NDArray[np.int64]:
-        return np.arange(self.n_classes, dtype=np.int64)
-
-    def predict_proba(self, X: Any) -> npt.NDArray[np.float64]:
-        assert self.model is not None
-        return predict_proba(self.model, X)
-
-    def predict(self, X: Any) -> npt.NDArray[np.int64]:
-        labels: npt.NDArray[np.int64] = self.predict_proba(X).argmax(axis=1).astype(np.int64)
-        return labels
-
-
-class ScoredRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
-    """A trained regression network seen as a fitted regressor.
-
-    ``predict`` maps the network's (standardised) outputs back with ``target``,
-    to the scale of the targets it was trained on: a vector for one target, a
-    matrix for several. Only for handing to scikit-learn scorers.
-    """
-
-    def __init__(
-        self, model: torch.nn.Module | None = None, target: Standardizer | None = None
-    ) -> None:
-        self.model = model
-        self.target = target
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    def predict(self, X: Any) -> npt.NDArray[np.float64]:
-        assert self.model is not None
-        assert self.target is not None
-        outputs = self.target.inverse_transform(predict_logits(self.model, X))
-        return outputs[:, 0] if outputs.shape[1] == 1 else outputs
