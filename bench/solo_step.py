@@ -34,7 +34,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -75,6 +75,16 @@ def dense_genome(units: tuple[int, ...], optimizer: str) -> Genome:
     )
 
 
+def seconds_per_step(step: Callable[[], object], steps: int) -> float:
+    """Seconds per call of ``step``, after 20 calls of warm-up."""
+    for _ in range(20):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
 def step_seconds(genome: Genome, flat: bool, steps: int = 300) -> float:
     """Seconds per ``step()`` of one network's optimizer."""
     model = build_model(genome, 64, 10, seed=0)
@@ -86,12 +96,7 @@ def step_seconds(genome: Genome, flat: bool, steps: int = 300) -> float:
         optimizer = build_optimizer(genome, model.parameters())
         for parameter in model.parameters():
             parameter.grad = torch.randn_like(parameter) * 0.01
-    for _ in range(20):
-        optimizer.step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        optimizer.step()
-    return (time.perf_counter() - started) / steps
+    return seconds_per_step(optimizer.step, steps)
 
 
 def stack_step_seconds(kind: type, k: int, n_params: int, optimizer: str, steps: int) -> float:
@@ -100,12 +105,7 @@ def stack_step_seconds(kind: type, k: int, n_params: int, optimizer: str, steps:
     params = torch.randn(k, n_params, generator=generator)
     grads = torch.randn(k, n_params, generator=generator) * 0.01
     stepper = kind(params, grads, [optimizer] * k, [1e-3] * k, [1e-4] * k)
-    for _ in range(20):
-        stepper.step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        stepper.step()
-    return (time.perf_counter() - started) / steps
+    return seconds_per_step(stepper.step, steps)
 
 
 @contextmanager
