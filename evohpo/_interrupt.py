@@ -13,6 +13,11 @@ that merely wait (for worker processes, for a web server) are marked
 Signal handlers belong to the process, so the installed :class:`GracefulStop`
 is the process's: :func:`stop_requested` reads it, and it reads ``False``
 when none is installed (a user's own script, a test).
+
+A signal the process was started ignoring stays ignored, as Python itself
+leaves it: a shell without job control starts background commands (``evohpo
+run a.toml &`` in a script) with SIGINT ignored, so that a Ctrl-C meant for
+the script's foreground command does not stop them.
 """
 
 from __future__ import annotations
@@ -80,15 +85,23 @@ class GracefulStop:
 
     @contextmanager
     def installed(self) -> Iterator[GracefulStop]:
-        """Install the handlers (main thread only; elsewhere a no-op)."""
+        """Install the handlers (main thread only; elsewhere a no-op).
+
+        A signal that is ignored when the block starts (``SIG_IGN``, inherited
+        from the parent) keeps being ignored.
+        """
         global _installed
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+        previous = {
+            sig: handler
+            for sig in _SIGNALS
+            if (handler := signal.getsignal(sig)) is not signal.SIG_IGN
+        }
         outer = _installed
         _installed = self
-        for sig in _SIGNALS:
+        for sig in previous:
             signal.signal(sig, self._handle)
         try:
             yield self

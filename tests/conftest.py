@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ import pytest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 os.environ.setdefault("EVOHPO_NO_PROGRESS", "1")
+
+# The signal tests send SIGINT to this process and to the commands it starts. A
+# process started in the background by a shell without job control (a CI job)
+# inherits SIGINT ignored, which evohpo keeps ignored; give the suite, and the
+# processes it starts, Python's usual handler whatever started it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

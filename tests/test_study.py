@@ -1030,6 +1030,23 @@ def test_repeated_signals_only_ask_without_force_on_repeat() -> None:
             pass
 
 
+def test_a_signal_the_process_ignores_stays_ignored() -> None:
+    # As a shell without job control starts background commands: SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        guard = GracefulStop()
+        with guard.installed():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == guard._handle
+            _signal_and_wait(signal.SIGINT)
+            assert not guard.requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert guard.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_stop_request_belongs_to_the_installed_guard() -> None:
     assert not stop_requested()
     guard = GracefulStop()
