@@ -30,6 +30,7 @@ Usage::
     python bench/batched_search.py --seeds 0 --batches 1 8 --trials 10
     python bench/batched_search.py --batches 1 auto --jobs 1 2
     python bench/batched_search.py --batches 1 --threads 1 2
+    python bench/batched_search.py --space small --batches 1 8 16 --device cuda
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def one_run(
     space: SearchSpace | None,
     n_jobs: int = 1,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -91,7 +93,7 @@ def one_run(
         n_trials=n_trials,
         random_state=seed,
         batch_trials=batch,
-        device="cpu",
+        device=device,
         search_space=space,
         n_jobs=n_jobs,
     )
@@ -147,15 +149,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[None], help="torch threads before fit"
     )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     args = parser.parse_args()
     space = {"small": SMALL_SPACE, "conv": CONV_SPACE}.get(args.space)
-    print(f"# batched search, {args.space} space, {date.today()}, {machine()}")
+    print(f"# batched search, {args.space} space, {args.device}, {date.today()}, {machine()}")
     runs = []
     for seed in args.seeds:
         for threads in args.threads:
             for n_jobs in args.jobs:
                 for batch in args.batches:
-                    run = one_run(seed, batch, args.trials, space, n_jobs, threads)
+                    run = one_run(seed, batch, args.trials, space, n_jobs, threads, args.device)
                     print(run, flush=True)
                     runs.append(run)
     write_csv(f"batched_search_{args.space}_runs.csv", runs)
