@@ -5,18 +5,29 @@
 #
 #   bash bench/device_check.sh wheels   # where pip works: those dependencies' wheels into .whl/
 #   bash bench/device_check.sh run      # on the GPU machine, .whl/ copied beside this repo
+#   bash bench/device_check.sh search   # there too: the 20-trial searches
 #
 # `run` installs the wheels into /tmp/site, runs the tests that take a device
 # (tests/test_devices.py and the CUDA tests of the estimators and devices), then
-# bench/throughput.py on CUDA (matmul rate, trainer rate, time per trial, stacked
-# trainer) and a 20-trial digits search over small networks, one trial at a time
-# against batches of 8 and 16. Output goes to $OUT (or bench/results/) as text files.
-# About 10 minutes on one H200; DEVICE_CHECK_QUICK=1 runs the tests and a shortened
-# throughput run only.
+# bench/throughput.py (matmul rate, trainer rate, time per trial, stacked trainer) and
+# bench/solo_step.py (one network's step, a stack's rows) on CUDA: about 8 minutes on
+# one H200. `search` runs a 20-trial digits search over small networks on CUDA, one
+# trial at a time against batches of 8 and 16 (two seeds, about 4 minutes). Output
+# goes to $OUT (or bench/results/) as text files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 PY_VERSION=${PY_VERSION:-3.12}
+
+out=${OUT:-bench/results}
+
+setup() {
+    mkdir -p "$out"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+    "$PYTHON" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' | tee "$out/device.txt"
+}
 
 case "${1:-}" in
 wheels)
@@ -32,29 +43,24 @@ wheels)
     ls .whl
     ;;
 run)
-    out=${OUT:-bench/results}
-    mkdir -p "$out"
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-    "$PYTHON" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' | tee "$out/device.txt"
+    setup
     # A failed test still lets the benchmarks run; the script's status reports it.
     tests=0
     "$PYTHON" -m pytest -p no:cacheprovider -q -n 4 -rs tests/test_devices.py \
         tests/test_estimator.py tests/test_regressor.py tests/test_nn.py -k "cuda or devices" \
         2>&1 | tee "$out/tests.txt" || tests=$?
-    if [[ "${DEVICE_CHECK_QUICK:-0}" == 1 ]]; then
-        timeout 240 "$PYTHON" bench/throughput.py --device cuda --trials 8 --max-epochs 20 \
-            2>&1 | tee "$out/throughput.txt"
-    else
-        timeout 330 "$PYTHON" bench/throughput.py --device cuda 2>&1 | tee "$out/throughput.txt"
-        timeout 240 "$PYTHON" bench/batched_search.py --device cuda --space small --seeds 0 1 \
-            --batches 1 8 16 2>&1 | tee "$out/batched_search.txt"
-    fi
+    timeout 300 "$PYTHON" bench/throughput.py --device cuda 2>&1 | tee "$out/throughput.txt" || true
+    timeout 120 "$PYTHON" bench/solo_step.py --device cuda --genomes 8 --repeats 2 \
+        2>&1 | tee "$out/solo_step.txt" || true
     exit "$tests"
     ;;
+search)
+    setup
+    timeout 270 "$PYTHON" bench/batched_search.py --device cuda --space small --seeds 0 1 \
+        --batches 1 8 16 2>&1 | tee "$out/batched_search.txt"
+    ;;
 *)
-    echo "usage: bash bench/device_check.sh wheels|run" >&2
+    echo "usage: bash bench/device_check.sh wheels|run|search" >&2
     exit 2
     ;;
 esac

@@ -19,13 +19,14 @@ Then whole trainings: ``train_classifier`` on digits (1,200 training rows, 8
 epochs, early stopping off) of networks drawn at random from the default
 ``SearchSpace()`` (seed 0), with the trainer's own choice (the flat rule up to
 the line) and with ``torch.optim`` for every network, alternating, the best of
-``--repeats``. One torch thread throughout.
+``--repeats``. One torch thread throughout, on ``--device`` (the CPU by default).
 
 Usage::
 
     python bench/solo_step.py
     python bench/solo_step.py --genomes 24 --repeats 5
     python bench/solo_step.py --fast        # a few networks (smoke test)
+    python bench/solo_step.py --device cuda     # on a GPU (timings synchronised)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from evohpo.training.loop import train_classifier
 from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer, count_parameters
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer
 
+CPU = torch.device("cpu")
 STACK_ROWS = [9_000, 20_000, 32_000, 45_000, 70_000]
 STACK_SIZES = [4, 16]
 STEP_NETWORKS = [(32,), (64, 64), (128, 64), (256, 128), (256, 256), (384, 256), (512, 512)]
@@ -75,19 +77,26 @@ def dense_genome(units: tuple[int, ...], optimizer: str) -> Genome:
     )
 
 
-def seconds_per_step(step: Callable[[], object], steps: int) -> float:
-    """Seconds per call of ``step``, after 20 calls of warm-up."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(step: Callable[[], object], steps: int, device: torch.device = CPU) -> float:
+    """Seconds per call of ``step``, after 20 calls of warm-up (on CUDA, to the last kernel)."""
     for _ in range(20):
         step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return (time.perf_counter() - started) / steps
 
 
-def step_seconds(genome: Genome, flat: bool, steps: int = 300) -> float:
+def step_seconds(genome: Genome, flat: bool, steps: int = 300, device: torch.device = CPU) -> float:
     """Seconds per ``step()`` of one network's optimizer."""
-    model = build_model(genome, 64, 10, seed=0)
+    model = build_model(genome, 64, 10, seed=0).to(device)
     if flat:
         parameters = FlatParameters(model)
         optimizer = parameters.optimizer(genome)
@@ -96,16 +105,18 @@ def step_seconds(genome: Genome, flat: bool, steps: int = 300) -> float:
         optimizer = build_optimizer(genome, model.parameters())
         for parameter in model.parameters():
             parameter.grad = torch.randn_like(parameter) * 0.01
-    return seconds_per_step(optimizer.step, steps)
+    return seconds_per_step(optimizer.step, steps, device)
 
 
-def stack_step_seconds(kind: type, k: int, n_params: int, optimizer: str, steps: int) -> float:
+def stack_step_seconds(
+    kind: type, k: int, n_params: int, optimizer: str, steps: int, device: torch.device = CPU
+) -> float:
     """Seconds per ``step()`` of ``kind`` over k rows of ``n_params`` parameters."""
     generator = torch.Generator().manual_seed(0)
-    params = torch.randn(k, n_params, generator=generator)
-    grads = torch.randn(k, n_params, generator=generator) * 0.01
+    params = torch.randn(k, n_params, generator=generator).to(device)
+    grads = torch.randn(k, n_params, generator=generator).to(device) * 0.01
     stepper = kind(params, grads, [optimizer] * k, [1e-3] * k, [1e-4] * k)
-    return seconds_per_step(stepper.step, steps)
+    return seconds_per_step(stepper.step, steps, device)
 
 
 @contextmanager
@@ -127,7 +138,7 @@ def search_genomes(n: int, seed: int) -> list[Genome]:
 
 def training_seconds(genome: Genome, data: tuple[np.ndarray, ...], config: TrainConfig) -> float:
     started = time.perf_counter()
-    train_classifier(genome, *data, n_classes=10, config=config)
+    train_classifier(genome, *data, n_classes=10, config=config)  # reads results back: synced
     return time.perf_counter() - started
 
 
@@ -141,9 +152,14 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=16, help="networks drawn for training")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(1)
-    print(f"# one network's optimizer step, {date.today()}, {machine()}, torch {torch.__version__}")
+    print(
+        f"# one network's optimizer step, {date.today()}, {machine()}, torch {torch.__version__}, "
+        f"{device}"
+    )
 
     step_rows = []
     networks = STEP_NETWORKS[:2] if args.fast else STEP_NETWORKS
@@ -153,7 +169,8 @@ def main() -> None:
             times = {False: [], True: []}
             for _ in range(args.repeats):
                 for flat in times:
-                    times[flat].append(step_seconds(genome, flat, steps=30 if args.fast else 300))
+                    steps = 30 if args.fast else 300
+                    times[flat].append(step_seconds(genome, flat, steps, device))
             torch_us = statistics.median(times[False]) * 1e6
             flat_us = statistics.median(times[True]) * 1e6
             step_rows.append(
@@ -176,7 +193,7 @@ def main() -> None:
                 for _ in range(args.repeats):
                     for kind in times:
                         seconds = stack_step_seconds(
-                            kind, k, n_params, optimizer, steps=30 if args.fast else 200
+                            kind, k, n_params, optimizer, 30 if args.fast else 200, device
                         )
                         times[kind].append(seconds)
                 rows_us = statistics.median(times[RowOptimizer]) * 1e6
@@ -197,7 +214,7 @@ def main() -> None:
     X = ((X - X.mean(0)) / (X.std(0) + 1e-8)).astype(np.float32)
     data = (X[:1200], y[:1200], X[1200:], y[1200:])
     epochs = 2 if args.fast else 8
-    config = TrainConfig(max_epochs=epochs, patience=epochs + 1, device="cpu", seed=0)
+    config = TrainConfig(max_epochs=epochs, patience=epochs + 1, device=device, seed=0)
     genomes = search_genomes(3 if args.fast else args.genomes, seed=0)
     training_seconds(genomes[0], data, config)  # warm-up
     with torch_optim_always():
