@@ -366,6 +366,21 @@ def test_timeout_bounds_the_whole_fit_refit_included(data):
     assert clf.n_trials_ >= 1
 
 
+@pytest.mark.slow
+def test_timeout_bounds_the_whole_fit_with_worker_processes(data):
+    X, y = data
+    X = np.tile(X, (8, 1))
+    y = np.tile(y, 8)
+    started = time.perf_counter()
+    # Long enough for the workers' interpreters to start on a busy machine.
+    clf = tiny(n_trials=None, timeout=15.0, max_epochs=500, patience=None, n_jobs=2).fit(X, y)
+    elapsed = time.perf_counter() - started
+    # Their trials stop training at the deadline; the workers' start-up is spent time.
+    assert elapsed < 15.0 + 3.0, elapsed
+    assert "time_limit" in clf.cv_results_["stop_reason"]
+    assert len(clf.ensemble_models_) >= 1
+
+
 def test_pruner_receives_reports(data):
     X, y = data
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)

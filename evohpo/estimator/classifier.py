@@ -52,8 +52,9 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         second): the best members whose estimated refits fit in it (the best
         one always), a member still cut to less than three quarters of its
         epochs left out. Checking the data and opening the study count too. With
-        ``n_jobs > 1`` the workers stop starting trials at the limit, without
-        the refit's reserve.
+        ``n_jobs > 1`` the workers keep a fixed fifth of the timeout for the
+        refit (their trials' estimate would need one process), and the time
+        their interpreters take to start counts.
     sampler : {"ga", "tpe", "random"} or optuna.samplers.BaseSampler, default="ga"
         ``"ga"``: :class:`~evohpo.EvoSampler` with a population of
         ``min(20, max(4, n_trials // 3))`` genomes (random genomes first, then

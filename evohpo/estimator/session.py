@@ -480,14 +480,22 @@ def _run_workers(
     from evohpo.workers import Heartbeat, WorkerSpec, run_workers
 
     assert storage.url is not None
+    # The workers' deadline is the fit's, less the refit's first reserve (their
+    # trials' refit estimate would need the callback of one process), on the wall
+    # clock, which other processes share: a worker starts seconds after this.
+    deadline = objective.deadline
+    if deadline is not None and settings.refit:
+        assert settings.timeout is not None
+        deadline -= RefitReserve.FIRST_RESERVE * settings.timeout
+    wall_deadline = None if deadline is None else time.time() + (deadline - time.monotonic())
     spec = WorkerSpec(
         study_name=study.study_name,
         storage_url=storage.url,
-        objective_factory=objective_factory,
+        objective_factory=functools.partial(_objective_until, objective_factory, wall_deadline),
         sampler_factory=functools.partial(copy.deepcopy, study.sampler),
         pruner_factory=functools.partial(copy.deepcopy, settings.pruner),
         n_trials=settings.n_trials,
-        timeout=settings.timeout,
+        deadline=wall_deadline,
         heartbeat=None if storage.temporary else Heartbeat(),
         counted_states=FINISHED,
         batch_trials=study_batch_trials(settings, study.sampler, objective),
@@ -508,6 +516,16 @@ def _run_workers(
         log_level=None if settings.verbose >= 1 else logging.WARNING,
     )
     follow()
+
+
+def _objective_until(
+    factory: Callable[[], GenomeObjective], wall_deadline: float | None
+) -> GenomeObjective:
+    """A worker's objective, whose training stops at ``wall_deadline`` (``time.time()``)."""
+    objective = factory()
+    if wall_deadline is not None:
+        objective.deadline = time.monotonic() + (wall_deadline - time.time())
+    return objective
 
 
 # -- the study of a pickled estimator ----------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Each worker is a new Python interpreter (not forked, which is unsafe once
 torch has started its threads). It is started with :data:`BOOTSTRAP`, reads
-a header (the parent's import path) and then its pickled :class:`Launch` from
-standard input, and sends its :class:`~evohpo.workers.WorkerReport` back,
+all of its standard input at once, before importing anything (the parent
+writes the next worker's input only when this one has taken its own, and
+unpickling imports torch: seconds), then from it a header (the parent's
+import path) and its pickled :class:`Launch`, and sends its
+:class:`~evohpo.workers.WorkerReport` back,
 pickled, through a pipe whose descriptor is its first argument. Unlike
 :mod:`multiprocessing`'s spawn, it runs the calling script again only when the
 spec names something defined in it (:class:`_SpecUnpickler`).
@@ -60,9 +63,9 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # first (a header of plain lists and strings), so that everything the spec
 # names imports as it does in the parent.
 BOOTSTRAP = (
-    "import pickle, sys; header = pickle.load(sys.stdin.buffer); "
-    "sys.path[:0] = header['path']; "
-    "from evohpo.workers.process import worker_process_main; worker_process_main(header)"
+    "import io, pickle, sys; given = io.BytesIO(sys.stdin.buffer.read()); "
+    "header = pickle.load(given); sys.path[:0] = header['path']; "
+    "from evohpo.workers.process import worker_process_main; worker_process_main(header, given)"
 )
 
 
@@ -123,15 +126,16 @@ class _SpecUnpickler(pickle.Unpickler):
         return module
 
 
-def worker_process_main(header: dict[str, Any]) -> None:
-    """Entry point of a worker process (see :data:`BOOTSTRAP`).
+def worker_process_main(header: dict[str, Any], given: BinaryIO) -> None:
+    """Entry point of a worker process (see :data:`BOOTSTRAP`): ``given`` holds
+    the pickled :class:`Launch`.
 
     The report goes back, pickled, through the pipe whose descriptor is the
     first argument; the exit status is 0, 1 on an error, 130 when stopped.
     """
     with os.fdopen(int(sys.argv[1]), "wb") as out:
         try:
-            launch = _SpecUnpickler(sys.stdin.buffer, header.get("main")).load()
+            launch = _SpecUnpickler(given, header.get("main")).load()
         except Exception as exc:
             report = WorkerReport(
                 -1,
@@ -147,8 +151,12 @@ def worker_process_main(header: dict[str, Any]) -> None:
         else:
             report = _run_worker_process(launch)
         pickle.dump(report, out)
-    if report.exitcode:
-        sys.exit(report.exitcode)
+    # Leave without the interpreter's teardown, as multiprocessing's children do:
+    # with torch loaded it takes about a second, which the parent (a timed fit)
+    # waits for. The storage is closed and the report sent; only the streams are left.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(report.exitcode or 0)
 
 
 def _run_worker_process(launch: Launch) -> WorkerReport:

@@ -81,6 +81,13 @@ class WorkerSpec:
         runs until ``timeout`` or until stopped.
     timeout : float or None
         Seconds each worker runs at most (a running trial is not cut).
+    deadline : float or None
+        A wall-clock time (``time.time()``) after which no worker starts a
+        trial, whenever it started: what a caller with its own time budget
+        gives, since a worker's ``timeout`` counts from its own start, after
+        its process has started and imported what it needs. With ``timeout``
+        too, whichever ends first. Workers on other machines read it on their
+        own clocks.
     heartbeat : Heartbeat or None
         Heartbeats on RDB storage and through a gRPC proxy
         (:mod:`evohpo.storage.grpc`); ``None`` turns them off.
@@ -107,6 +114,7 @@ class WorkerSpec:
     sampler_factory: Callable[[], BaseSampler]
     n_trials: int | None = None
     timeout: float | None = None
+    deadline: float | None = None
     heartbeat: Heartbeat | None = field(default_factory=Heartbeat)
     backoff: Backoff = field(default_factory=Backoff)
     stale_after: float | None = None
@@ -127,6 +135,8 @@ class WorkerSpec:
             check_int(self.n_trials, "n_trials", _OWNER, low=1)
         if self.timeout is not None:
             check_float(self.timeout, "timeout", _OWNER, low=0.0, low_open=True)
+        if self.deadline is not None:
+            check_float(self.deadline, "deadline", _OWNER, low=0.0, low_open=True)
         if self.stale_after is not None:
             check_float(self.stale_after, "stale_after", _OWNER, low=0.0, low_open=True)
         if self.heartbeat is not None and not isinstance(self.heartbeat, Heartbeat):

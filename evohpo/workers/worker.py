@@ -200,7 +200,7 @@ def run_worker(
     register_secret(url_password(spec.storage_url))
     guard = guard if guard is not None else GracefulStop()
     start = time.monotonic()
-    deadline = None if spec.timeout is None else start + spec.timeout
+    deadline = _deadline(spec, start)
     tracker = Tracker()
     objective = GuardedObjective(spec.objective_factory(), tracker)
     set_threads(threads)
@@ -216,6 +216,17 @@ def run_worker(
         outages=waiting.outages,
         seconds=time.monotonic() - start,
     )
+
+
+def _deadline(spec: WorkerSpec, start: float) -> float | None:
+    """When the worker stops starting trials (``time.monotonic()``): ``spec.timeout``
+    after ``start`` or ``spec.deadline``, whichever comes first."""
+    ends = []
+    if spec.timeout is not None:
+        ends.append(start + spec.timeout)
+    if spec.deadline is not None:
+        ends.append(time.monotonic() + (spec.deadline - time.time()))
+    return min(ends) if ends else None
 
 
 @contextlib.contextmanager
