@@ -128,6 +128,11 @@ def test_unknown_sampler_in_a_list(study_file: Path, capsys: pytest.CaptureFixtu
     ("args", "message"),
     [
         (["--n-trials", "0"], "expected an integer >= 1, got '0'"),
+        (["--n-trials", "-3"], "expected an integer >= 1, got '-3'"),
+        (["--n-trials", "abc"], "expected an integer >= 1, got 'abc'"),
+        (["--n-trials", "1.5"], "expected an integer >= 1, got '1.5'"),
+        (["--workers", "-1"], "expected an integer >= 1, got '-1'"),
+        (["--seed", "x"], "expected an integer >= 0, got 'x'"),
         (["--seed", "-1"], "expected an integer >= 0, got '-1'"),
         (["--timeout", "soon"], "expected a number > 0, got 'soon'"),
         (["--batch-trials", "0"], "expected an integer >= 1 or 'auto', got '0'"),
@@ -339,6 +344,15 @@ def test_run_resumes_up_to_the_total(study_file: Path, capsys: pytest.CaptureFix
     assert any(p <= 2 for t in bred if t.number >= 3 for p in t.user_attrs["evohpo"]["parents"])
     for trial in study.trials:
         assert Genome.from_json(trial.user_attrs["genome"]).depth == trial.params["n_layers"]
+
+
+def test_verbose_run_logs_the_trials_left_in_words(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-v", "run", str(study_file), "--n-trials", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "evohpo: Running tiny/ga/seed0: 1 trial left, 1 at a time." in err
+    assert "no limit on" not in err
 
 
 def test_run_with_sampler_seed_and_storage(
@@ -692,6 +706,25 @@ def test_best_prints_the_genome_as_json(
     best = json.loads(capsys.readouterr().out)
     assert best["study"] == "tiny/tpe/seed1"
     assert best["validation_accuracy"] == load(study_file, "tiny/tpe/seed1").best_value
+
+
+def test_best_names_the_score_of_a_regression_study(
+    tmp_path: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(
+        tmp_path,
+        TINY,
+        filename="reg.toml",
+        task="regression",
+        data={"dataset": "diabetes"},
+        compare={"target": 0.1},
+    )
+    assert main(["run", str(path), "--sampler", "random", "--n-trials", "1"]) == 0
+    capsys.readouterr()
+    assert main(["best", str(path)]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert "validation_accuracy" not in best
+    assert best["validation_r2"] == load(path, "tiny/random/seed0").best_value
 
 
 def test_best_without_trials(study_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

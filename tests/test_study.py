@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -729,6 +730,36 @@ def test_timeout_counts_time_already_spent(tmp_path: Path, write_study: WriteStu
     assert 1 <= counts[0] <= 3
     assert counts[-1] <= 3
     assert counts[-1] == counts[-2]  # the time is spent: a later run adds nothing
+
+
+@pytest.mark.parametrize(
+    ("budget", "left"),
+    [
+        (Budget(n_trials=1), "1 trial left"),
+        (Budget(n_trials=3), "3 trials left"),
+        (Budget(timeout=60), "60 s of trial time left"),
+        (Budget(timeout=2.5), "2.5 s of trial time left"),
+        (Budget(n_trials=1, timeout=60), "1 trial and 60 s of trial time left"),
+        (Budget(n_trials=2, timeout=60), "2 trials and 60 s of trial time left"),
+        (Budget(), "no limit on trials or time"),
+    ],
+)
+def test_the_run_logs_the_budget_left_in_words(
+    tmp_path: Path,
+    write_study: WriteStudy,
+    caplog: pytest.LogCaptureFixture,
+    budget: Budget,
+    left: str,
+) -> None:
+    config = load_study_config(write_study(tmp_path))
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 's.db'}"), config, "random", 0)
+
+    def stop(done: optuna.Study, trial: FrozenTrial) -> None:
+        done.stop()  # one trial is enough to see the line
+
+    with caplog.at_level(logging.INFO, logger="evohpo"):
+        run_study(study, cheap_objective(config.space), budget, callbacks=[stop])
+    assert f"Running tiny/random/seed0: {left}, 1 at a time." in caplog.messages
 
 
 def test_auto_batch_trials_is_capped_by_the_population_and_the_trials() -> None:

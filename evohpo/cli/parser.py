@@ -57,21 +57,25 @@ when stderr is not a terminal).
 
 
 # -- argument types --------------------------------------------------------------------------
-def _non_negative_int(text: str) -> int:
+def _int_at_least(text: str, low: int) -> int:
+    """``text`` as an int >= ``low``, with one message for a non-integer and a small one."""
+    message = f"expected an integer >= {low}, got {text!r}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(message) from None
+    if value < low:
+        raise argparse.ArgumentTypeError(message)
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
 
 
 def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    # --n-trials 0 is refused as [budget] n_trials = 0 is: a total of no trials runs nothing.
+    return _int_at_least(text, 1)
 
 
 def _positive_int_or_auto(text: str) -> int | str:

@@ -7,15 +7,20 @@ a "Did you mean ...?" hint for a near miss.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from evohpo.exceptions import InvalidParameterError, StudyConfigError
 from evohpo.search.samplers import pruner_class, sampler_class
+
+if TYPE_CHECKING:
+    from evohpo.evolution.mutation import MutationRates
 
 __all__ = [
     "BUDGET_KEYS",
@@ -24,6 +29,7 @@ __all__ = [
     "TOP_KEYS",
     "TRAIN_KEYS",
     "batch_trials",
+    "boolean",
     "check_keys",
     "check_pruner_keys",
     "check_sampler_keys",
@@ -33,7 +39,10 @@ __all__ = [
     "fraction",
     "get_table",
     "integer",
+    "mutation_rates",
+    "number",
     "positive",
+    "sampler_arguments",
 ]
 
 #: Top-level keys of a study file.
@@ -85,6 +94,8 @@ _SAMPLER_OWN_KEYS: dict[str, str] = {
     "seed": "it comes from [compare] seeds or --seed",
     "search_space": "it is the study file's [space]",
 }
+#: Sampler settings that take a Python function, which TOML cannot hold.
+_FUNCTION_KEYS = ("gamma", "weights", "constraints_func")
 
 
 def config_error(
@@ -142,6 +153,25 @@ def integer(value: Any, key: str, table: str, source: str, *, low: int | None = 
             source, table, key, "an int" + (f" >= {low}" if low is not None else ""), value
         )
     return int(value)
+
+
+def boolean(value: Any, key: str, table: str, source: str) -> bool:
+    """``value`` if it is ``true`` or ``false`` (not 0 or 1)."""
+    if not isinstance(value, bool):
+        config_error(source, table, key, "true or false", value)
+    return value
+
+
+def number(value: Any, key: str, table: str, source: str, *, low: float) -> float:
+    """``value`` as a finite float >= ``low`` (not a bool)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < low
+    ):
+        config_error(source, table, key, f"a number >= {low}", value)
+    return float(value)
 
 
 def positive(value: Any, key: str, table: str, source: str) -> float:
@@ -208,6 +238,73 @@ def check_sampler_keys(name: str, options: Mapping[str, Any], source: str) -> No
     if not known and options:
         raise StudyConfigError(f"{source}: [{where}] takes no settings; it has {sorted(options)}.")
     check_keys(options, known, where, source)
+
+
+#: What each setting of Optuna's samplers must be. Optuna checks none of them when the
+#: sampler is built: a wrong type or range would fail every trial, after the study
+#: stored it in its identity. A setting of the class missing here (a Python function,
+#: or one added by a later Optuna) cannot be set from a study file.
+_OPTUNA_SAMPLER_SETTINGS: dict[str, dict[str, Callable[[Any, str, str, str], Any]]] = {
+    "tpe": {
+        "n_startup_trials": functools.partial(integer, low=0),
+        "n_ei_candidates": functools.partial(integer, low=1),
+        "multivariate": boolean,
+        "group": boolean,
+        "constant_liar": boolean,
+        # Deprecated by Optuna 4.x, still taken (with a FutureWarning).
+        "consider_prior": boolean,
+        "prior_weight": functools.partial(number, low=0),
+        "consider_magic_clip": boolean,
+        "consider_endpoints": boolean,
+        "warn_independent_sampling": boolean,
+    },
+    "random": {},
+}
+
+
+def sampler_arguments(name: str, options: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The keyword arguments of ``[sampler.<name>]``'s class, checked.
+
+    Unknown settings are refused with a hint. evohpo's GA checks its own
+    arguments when built; those of Optuna's samplers are checked here, each
+    against :data:`_OPTUNA_SAMPLER_SETTINGS`. A ``[sampler.ga.mutation_rates]``
+    table becomes the :class:`~evohpo.evolution.mutation.MutationRates` the
+    GA takes.
+    """
+    check_sampler_keys(name, options, source)
+    arguments = dict(options)
+    settable = _OPTUNA_SAMPLER_SETTINGS.get(name)
+    if settable is not None:
+        where = f"sampler.{name}"
+        for key, value in options.items():
+            if key not in settable:
+                why = (
+                    "it takes a Python function, which TOML cannot hold"
+                    if key in _FUNCTION_KEYS
+                    else "evohpo does not know what it accepts"
+                )
+                raise StudyConfigError(
+                    f"{source}: [{where}] cannot set {key!r} from a study file: {why}. "
+                    f"The settings it may set are {sorted(settable)}."
+                )
+            settable[key](value, key, where, source)
+    if name == "ga" and "mutation_rates" in arguments:
+        arguments["mutation_rates"] = mutation_rates(arguments["mutation_rates"], source)
+    return arguments
+
+
+def mutation_rates(value: Any, source: str) -> MutationRates:
+    """``[sampler.ga.mutation_rates]``, a table of :class:`MutationRates`' fields, as one."""
+    from evohpo.evolution.mutation import MutationRates  # DEAP: only when a GA is built
+
+    where = "sampler.ga.mutation_rates"
+    if not isinstance(value, Mapping):
+        config_error(source, "sampler.ga", "mutation_rates", f"a table of rates ([{where}])", value)
+    check_keys(value, [f.name for f in dataclasses.fields(MutationRates)], where, source)
+    try:
+        return MutationRates(**value)
+    except InvalidParameterError as exc:
+        raise StudyConfigError(f"{source}: [{where}]: {exc}") from exc
 
 
 def check_train(train: Mapping[str, Any], source: str, *, check_device: bool = True) -> None:

@@ -30,6 +30,14 @@ trained weights (:mod:`evohpo.search.inheritance`), kept in ``weights_dir``
 (relative to the file): by default the folder next to a SQLite or journal
 storage (``<file>.artifacts``), else ``runs/<name>/weights``. It changes what
 trials compute, so give a study the same setting when it resumes.
+
+``[sampler.<name>]`` holds keyword arguments of the sampler's class, checked
+when the file is read (:func:`evohpo.studies._schema.sampler_arguments`), so
+that no study stores a value its sampler cannot use: those of
+:class:`~evohpo.EvoSampler` (``[sampler.ga.mutation_rates]`` is a table of
+:class:`~evohpo.evolution.mutation.MutationRates`' fields) and of Optuna's
+``TPESampler`` but those that take a Python function (``gamma``, ``weights``,
+``constraints_func``); ``[sampler.random]`` takes none.
 """
 
 from __future__ import annotations
@@ -135,7 +143,9 @@ class StudyConfig:
         Validation accuracy (R2 for regression) whose first reach is timed by
         ``compare``.
     sampler_options : dict
-        Keyword arguments per sampler name (``[sampler.ga]`` ...).
+        Settings per sampler name (``[sampler.ga]`` ...), as the file gives
+        them: part of each study's identity. :meth:`sampler_arguments` gives
+        the keyword arguments of the sampler's class.
     pruner : dict
         ``{"name": ..., **options}`` from ``[pruner]``; ``"none"`` (the
         default) trains every trial to its end, so no sampler loses trials to
@@ -176,6 +186,11 @@ class StudyConfig:
     weights_dir: Path | None = None
     task: TaskName = "classification"
 
+    def sampler_arguments(self, sampler: str) -> dict[str, Any]:
+        """The keyword arguments of ``sampler``'s class: its ``[sampler.<name>]`` settings,
+        a ``mutation_rates`` table made a :class:`~evohpo.evolution.mutation.MutationRates`."""
+        return schema.sampler_arguments(sampler, self.sampler_options.get(sampler, {}), self.source)
+
     @property
     def data_label(self) -> str:
         """The data in words: the data set's name, or the CSV file's path."""
@@ -185,6 +200,11 @@ class StudyConfig:
     def score_label(self) -> str:
         """The trials' value in words: ``"accuracy"`` or ``"R2"``."""
         return "R2" if self.task == "regression" else "accuracy"
+
+    @property
+    def score_key(self) -> str:
+        """The trials' value in JSON keys (``validation_<key>``): ``"accuracy"`` or ``"r2"``."""
+        return "r2" if self.task == "regression" else "accuracy"
 
     def weights_store(self, storage_url: str | None = None) -> Path:
         """Where trained weights are kept for the study at ``storage_url``."""
@@ -496,16 +516,19 @@ def _parse_pruner(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _parse_sampler_options(
     data: Mapping[str, Any], space: SearchSpace, source: str
 ) -> dict[str, dict[str, Any]]:
-    """The keyword arguments of every sampler (``[sampler.<name>]``), each tried once."""
+    """The settings of every sampler (``[sampler.<name>]``), each checked and tried once.
+
+    A bad setting is refused here, before any study stores it in its identity.
+    """
     table = schema.get_table(data, "sampler", source)
     schema.check_keys(table, SAMPLERS, "sampler", source)
     sampler_options: dict[str, dict[str, Any]] = {}
     for name in SAMPLERS:
         options = dict(schema.get_table(table, name, source, prefix="sampler."))
-        schema.check_sampler_keys(name, options, source)
+        arguments = schema.sampler_arguments(name, options, source)
         sampler_options[name] = options
         try:
-            build_sampler(name, seed=0, options=options, space=space)
+            build_sampler(name, seed=0, options=arguments, space=space)
         except (TypeError, ValueError) as exc:
             raise StudyConfigError(f"{source}: [sampler.{name}]: {exc}") from exc
     return sampler_options

@@ -58,6 +58,10 @@ class BestTrial:
     genome : Genome
     sampler : str
     seed : int
+    score_key : str
+        What the trials' value is, as the study file's
+        :attr:`~evohpo.studies.config.StudyConfig.score_key` names it:
+        ``"accuracy"`` or ``"r2"``.
     """
 
     study: optuna.Study
@@ -65,20 +69,22 @@ class BestTrial:
     genome: Genome
     sampler: str
     seed: int
+    score_key: str = "accuracy"
 
     @property
     def value(self) -> float:
-        """Validation accuracy of the trial."""
+        """Validation score of the trial (accuracy, or R2 for regression)."""
         return float(self.trial.value if self.trial.value is not None else math.nan)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: study, trial, value, genome and parameters."""
+        """A JSON-ready summary: study, trial, value (``validation_<score_key>``), genome
+        and parameters."""
         return {
             "study": self.study.study_name,
             "sampler": self.sampler,
             "seed": self.seed,
             "trial": self.trial.number,
-            "validation_accuracy": self.value,
+            f"validation_{self.score_key}": self.value,
             "genome": self.genome.to_dict(),
             "params": dict(self.trial.params),
         }
@@ -111,7 +117,9 @@ def find_best(
             continue
         trial = study.best_trial
         if best is None or (trial.value or -math.inf) > best.value:
-            best = BestTrial(study, trial, best_genome(trial), stored.sampler, stored.seed)
+            best = BestTrial(
+                study, trial, best_genome(trial), stored.sampler, stored.seed, config.score_key
+            )
     if best is None:
         which = f"{config.name!r}"
         if sampler is not None:
@@ -197,7 +205,7 @@ def export_best(
     model = result.model.cpu()
     standardizer = objective.standardizer()
     scaler = objective.target_standardizer()
-    score = "accuracy" if scaler is None else "r2"  # the trials' value
+    score = config.score_key  # the trials' value, named as `evohpo best` names it
     test_accuracy = measure_test_accuracy(best.study, objective, data, guard=guard)
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
     shape = config.space.input_shape

@@ -197,7 +197,7 @@ def open_study(
     built = build_sampler(
         sampler,
         seed=seed,
-        options=config.sampler_options.get(sampler, {}),
+        options=config.sampler_arguments(sampler),
         space=config.space,
         n_existing=n_existing,
     )

@@ -265,10 +265,9 @@ def run_study(
             done_study.stop()
 
     _logger.info(
-        "Running %s: %s trials and %s s left, %d at a time.",
+        "Running %s: %s, %d at a time.",
         study.study_name,
-        "no limit on" if n_left is None else n_left,
-        "no limit on" if time_left is None else round(time_left),
+        _budget_left(n_left, time_left),
         batch_trials,
     )
     batched.optimize(
@@ -282,6 +281,19 @@ def run_study(
     )
     guard.check()
     return StudyRun(study, n_before, len(finished_trials(study)), total)
+
+
+def _budget_left(n_left: int | None, time_left: float | None) -> str:
+    """``3 trials and 120 s of trial time left``; either part alone when the budget has one."""
+    parts = []
+    if n_left is not None:
+        parts.append(f"{n_left} trial{'' if n_left == 1 else 's'}")
+    if time_left is not None:
+        seconds = f"{time_left:.0f}" if time_left >= 10 else f"{time_left:.1f}"
+        parts.append(f"{seconds} s of trial time")
+    if not parts:  # an empty Budget: only a stop ends the run
+        return "no limit on trials or time"
+    return " and ".join(parts) + " left"
 
 
 def make_objective(

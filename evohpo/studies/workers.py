@@ -80,7 +80,7 @@ def study_file_spec(
         build_sampler,
         sampler,
         seed=seed,
-        options=dict(config.sampler_options.get(sampler, {})),
+        options=config.sampler_arguments(sampler),
         space=config.space,
     )
     return WorkerSpec(
