@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import sqlite3
 import time
 from dataclasses import replace
@@ -391,8 +392,17 @@ def test_pruner_receives_reports(data):
 
 def test_all_trials_pruned_is_a_clear_error(data):
     X, y = data
-    with pytest.raises(EvohpoError, match=r"No trial of the study .* completed \(2 PRUNED"):
+    with pytest.raises(
+        EvohpoError, match=r"No trial of the study .* completed \(2 PRUNED.*less aggressive pruner"
+    ):
         tiny(pruner=AlwaysPrune()).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore:The value nan is not acceptable:UserWarning")
+def test_all_trials_failed_points_at_why(data):
+    X, y = data
+    with pytest.raises(EvohpoError, match=r"\(2 FAIL, timeout=None\).* NaN or infinite"):
+        tiny(scoring=lambda estimator, X, y: float("nan")).fit(X, y)
 
 
 @pytest.mark.slow
@@ -550,6 +560,64 @@ def test_resume_refuses_other_data_split_or_training(data, tmp_path):
         tiny(storage=url, study_name="s", n_trials=4).fit(X, np.roll(y, 1))
     with sqlite3.connect(tmp_path / "search.db") as db:
         assert db.execute("select count(*) from trials").fetchone() == before
+
+
+def test_resume_refuses_another_sampler_or_pruner(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    tiny(storage=url, study_name="s", sampler="tpe").fit(X, y)
+    cases = [
+        ({"sampler": "random"}, r"sampler: stored 'tpe', now 'random'"),
+        ({"pruner": optuna.pruners.MedianPruner()}, r"pruner: stored .*NopPruner.*MedianPruner"),
+    ]
+    for setting, match in cases:
+        with pytest.raises(StudyMismatchError, match=match):
+            tiny(storage=url, study_name="s", n_trials=4, **{"sampler": "tpe", **setting}).fit(X, y)
+    # The same sampler and pruner resume.
+    assert tiny(storage=url, study_name="s", sampler="tpe", n_trials=3).fit(X, y).n_trials_ == 3
+
+    def ga(population_size, n_trials=2):
+        sampler = EvoSampler(population_size=population_size, seed=1)
+        return tiny(storage=url, study_name="g", sampler=sampler, n_trials=n_trials)
+
+    ga(4).fit(X, y)
+    with pytest.raises(StudyMismatchError, match=r"sampler: .*'population_size': 4.*8"):
+        ga(8, n_trials=4).fit(X, y)
+    # A sampler of the same settings and another seed is the same search.
+    resumed = tiny(storage=url, study_name="g", sampler=EvoSampler(population_size=4, seed=9))
+    assert resumed.set_params(n_trials=4).fit(X, y).n_trials_ == 4
+
+
+def test_a_study_stored_before_samplers_were_recorded_resumes(data, tmp_path):
+    X, y = data
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    first = tiny(storage=url, study_name="s").fit(X, y)
+    study = optuna.load_study(study_name="s", storage=url)
+    record = dict(first.study_.user_attrs[SEARCH_ATTR])
+    del record["sampler"], record["pruner"]
+    study.set_user_attr(SEARCH_ATTR, record)
+    assert tiny(storage=url, study_name="s", n_trials=3).fit(X, y).n_trials_ == 3
+
+
+def test_storage_takes_a_bare_path_as_the_commands_do(data, tmp_path, monkeypatch):
+    X, y = data
+    monkeypatch.chdir(tmp_path)
+    tiny(storage="search.db", study_name="s").fit(X, y)
+    tiny(storage="search.log", study_name="j").fit(X, y)
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "search.log"))
+    )
+    assert len(optuna.load_study(study_name="j", storage=journal).trials) == 2
+    # A resume=False refusal shows where the study is, as a URL.
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError, match=r"'sqlite:////.*search\.db'"):
+        tiny(storage="search.db", study_name="s", resume=False).fit(X, y)
+
+
+def test_batch_trials_takes_numpy_ints_as_a_grid_gives_them(data):
+    X, y = data
+    search = GridSearchCV(tiny(max_epochs=2), {"batch_trials": np.array([1, 2])}, cv=2)
+    assert search.fit(X, y).best_params_["batch_trials"] in (1, 2)
 
 
 def test_resume_without_random_state_keeps_the_stored_seed(data, tmp_path):
@@ -732,7 +800,8 @@ def test_refit_false_keeps_the_search_only(data):
             r"'n_trials' parameter of EvoSearchClassifier must be an int >= 1, or None "
             r"together with a timeout",
         ),
-        ({"timeout": -1}, r"'timeout' parameter .* must be a float > 0 or None. Got -1"),
+        ({"timeout": -1}, r"'timeout' parameter .* a finite float > 0, or None .* Got -1"),
+        ({"timeout": float("inf")}, r"'timeout' parameter .* a finite float > 0, or None"),
         ({"sampler": "cmaes"}, r"'sampler' parameter .* one of \{'ga', 'tpe', 'random'\}"),
         ({"search_space": [1, 2]}, r"'search_space' parameter .* a SearchSpace, a dict"),
         ({"search_space": {"depth": 2}}, r"Unknown SearchSpace settings \['depth'\]"),
@@ -743,12 +812,14 @@ def test_refit_false_keeps_the_search_only(data):
         ({"cv": 1}, r"'cv' parameter .* an int >= 2 or None"),
         ({"scoring": "bogus"}, r"'scoring' parameter .* sklearn.metrics.get_scorer_names\(\)"),
         ({"storage": 3}, r"'storage' parameter .* storage URL"),
+        ({"storage": "results"}, r"'storage' parameter .* a path ending in \.db"),
         ({"study_name": 3}, r"'study_name' parameter .* a str or None"),
         ({"resume": "yes"}, r"'resume' parameter .* a bool"),
         ({"pruner": "median"}, r"'pruner' parameter .* an Optuna pruner"),
         ({"n_jobs": 0}, r"'n_jobs' parameter .* an int >= 1, -1 or None"),
         ({"batch_trials": 0}, r"'batch_trials' parameter .* an int >= 1 or 'auto'"),
         ({"batch_trials": "many"}, r"'batch_trials' parameter .* an int >= 1 or 'auto'"),
+        ({"batch_trials": np.int64(0)}, r"'batch_trials' parameter .* an int >= 1 or 'auto'"),
         ({"random_state": -1}, r"'random_state' parameter .* an int >= 0, a RandomState"),
         ({"verbose": -1}, r"'verbose' parameter .* an int >= 0"),
         ({"refit": 1}, r"'refit' parameter .* a bool"),
@@ -805,6 +876,12 @@ def test_verbose_draws_a_bar_and_logs(data, monkeypatch, caplog, capsys):
     monkeypatch.setenv("EVOHPO_NO_PROGRESS", "1")
     tiny(verbose=1).fit(X, y)
     assert "EvoSearchClassifier" not in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="evohpo"):
+        tiny(verbose=1, n_trials=None, timeout=2.0).fit(X, y)
+        tiny(verbose=1, n_trials=1, timeout=60.0).fit(X, y)
+    assert re.search(r"Searching for 2\.0 s \(0 trials already done\)", caplog.text)
+    assert re.search(r"Searching 1 trial for at most \d+\.\d s \(0 trials", caplog.text)
 
 
 def test_verbose_output_shows_without_logging_configured(data, capsys, monkeypatch):

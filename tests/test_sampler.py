@@ -83,7 +83,7 @@ def lineages(study: optuna.Study) -> list[dict]:  # type: ignore[type-arg]
         ({"crossover_prob": 1.5}, r"'crossover_prob' parameter of EvoSampler must be a float"),
         ({"mutation_prob": -0.1}, "'mutation_prob'"),
         ({"elitism": -1}, "'elitism'"),
-        ({"population_size": 4, "elitism": 5}, "'elitism'"),
+        ({"population_size": 4, "elitism": 5}, r"'elitism'.*\[0, population_size\] = \[0, 4\]"),
         ({"n_startup_trials": 0}, "'n_startup_trials'"),
         ({"seed": "x"}, "'seed'"),
         ({"aging": "yes"}, "'aging'"),

@@ -18,11 +18,12 @@ from optuna.samplers import BaseSampler
 
 from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
 from evohpo.evolution.space import SearchSpace
-from evohpo.exceptions import InvalidParameterError, SearchSpaceError
+from evohpo.exceptions import InvalidParameterError, SearchSpaceError, StorageError
 from evohpo.search.batch_size import check_batch_trials
 from evohpo.search.inheritance import is_weight_store
 from evohpo.search.samplers import SAMPLERS
 from evohpo.search.scoring import Scorer, resolve_scoring
+from evohpo.storage.urls import JOURNAL_SUFFIXES, SQLITE_SUFFIXES, resolve_storage_url
 from evohpo.training.nn import resolve_device
 from evohpo.training.task import TaskName
 
@@ -173,7 +174,7 @@ def check_settings(
         validation_fraction=float(p["validation_fraction"]),
         cv=None if p["cv"] is None else int(p["cv"]),
         scoring=scoring,
-        storage=p["storage"],
+        storage=None if p["storage"] is None else _resolve_storage(p["storage"], owner),
         study_name=p["study_name"],
         resume=p["resume"],
         pruner=pruner,
@@ -232,7 +233,7 @@ def _check_budget(n_trials: Any, timeout: Any, owner: str) -> tuple[int | None, 
         try:
             checked_timeout = check_float(timeout, "timeout", owner, low=0.0, low_open=True)
         except InvalidParameterError:
-            raise_invalid("timeout", owner, "a float > 0 or None", timeout)
+            raise_invalid("timeout", owner, "a finite float > 0, or None for no limit", timeout)
     if checked_trials is None and checked_timeout is None:
         raise_invalid("n_trials", owner, "an int >= 1, or None together with a timeout", n_trials)
     return checked_trials, checked_timeout
@@ -295,6 +296,19 @@ def _check_study_params(p: Mapping[str, Any], owner: str) -> BasePruner:
     if pruner is not None and not isinstance(pruner, BasePruner):
         raise_invalid("pruner", owner, "an Optuna pruner (BasePruner) or None", pruner)
     return NopPruner() if pruner is None else copy.deepcopy(pruner)
+
+
+def _resolve_storage(storage: str, owner: str) -> str:
+    """``storage`` as a URL: a bare path ending in ``.db`` or ``.log`` (as the commands
+    take) becomes a SQLite or journal URL, relative paths from the working directory."""
+    try:
+        return resolve_storage_url(storage)
+    except StorageError:
+        expected = (
+            "a storage URL (sqlite:///file.db, postgresql://..., journal:///file.log, "
+            f"grpc://host:port) or a path ending in {', '.join(SQLITE_SUFFIXES + JOURNAL_SUFFIXES)}"
+        )
+        raise_invalid("storage", owner, expected, storage)
 
 
 def _check_n_jobs(n_jobs: Any, owner: str) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,10 @@ __all__ = ["SEARCH_ATTR", "check_resumable", "search_record"]
 
 #: Study user attribute recording what a stored search optimised.
 SEARCH_ATTR = "evohpo.search"
+
+#: Record keys added after studies were first stored: compared only when the stored
+#: record has them, so that a study stored before still resumes.
+_ADDED_KEYS = ("sampler", "pruner")
 
 
 def search_record(
@@ -50,6 +56,8 @@ def search_record(
         "training": {"max_epochs": settings.max_epochs, "patience": settings.patience},
         "seed": root,
         "data": _fingerprint(X, y, classes),
+        "sampler": describe_component(settings.sampler),
+        "pruner": describe_component(settings.pruner),
     }
     if settings.input_shape is not None:
         record["input_shape"] = list(settings.input_shape)
@@ -66,8 +74,54 @@ def check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
         differs from ``record`` (every key but ``"estimator"``).
     """
     subject = f"The stored study {study.study_name!r}"
-    if not _identity(str(record["estimator"])).check_study(study, record, subject=subject):
+    stored = study.user_attrs.get(SEARCH_ATTR)
+    expected = record
+    if isinstance(stored, Mapping):
+        expected = {k: v for k, v in record.items() if k in stored or k not in _ADDED_KEYS}
+    if not _identity(str(record["estimator"])).check_study(study, expected, subject=subject):
         study.set_user_attr(SEARCH_ATTR, record)
+
+
+def describe_component(component: Any) -> Any:
+    """A sampler or pruner as a resumed study recognises it.
+
+    The estimator's name for it (``"ga"``) as it is; an object as its class and
+    the settings it was built with: an :class:`~evohpo.EvoSampler`'s
+    :meth:`~evohpo.EvoSampler.settings`, else each argument of its class's
+    constructor that it keeps as a plain value under the argument's name
+    (``_name`` or ``name``), as Optuna's samplers and pruners do. The seed is
+    left out: the record holds the search's own.
+
+    Examples
+    --------
+    >>> import optuna
+    >>> describe_component(optuna.pruners.MedianPruner(n_warmup_steps=3))["n_warmup_steps"]
+    3
+    """
+    if component is None or isinstance(component, str):
+        return component
+    from evohpo.evolution.sampler import EvoSampler
+
+    cls = type(component)
+    described: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    if isinstance(component, EvoSampler):
+        settings = component.settings()
+        settings.pop("seed")
+        return described | settings
+    attributes = vars(component)
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "seed") or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
+            continue
+        for attribute in (f"_{name}", name):
+            value = attributes.get(attribute)
+            plain = value is None or isinstance(value, (bool, int, float, str))
+            if plain and attribute in attributes:
+                described[name] = value
+                break
+    return described
 
 
 def _describe_scoring(scoring: Any) -> str:

@@ -59,10 +59,18 @@ def complete_trials(
     if not complete:
         states = Counter(t.state.name for t in trials)
         ran = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        if states.get("FAIL"):
+            advice = (
+                "Optuna's warnings above say why trials failed: an error in the objective "
+                "or the scorer, or a score that is NaN or infinite."
+            )
+        elif states.get("PRUNED"):
+            advice = "Give the search a less aggressive pruner, or more trials or time."
+        else:
+            advice = "Give the search more trials or time."
         raise EvohpoError(
             f"No trial of the study {study_name!r} completed ({ran or 'none ran'}"
-            f", timeout={timeout}); nothing to refit. Give the search more trials "
-            "or time, or a less aggressive pruner."
+            f", timeout={timeout}); nothing to refit. {advice}"
         )
     return complete
 

@@ -243,10 +243,10 @@ def _load_existing_study(storage: _SearchStorage, settings: Settings) -> optuna.
     except KeyError:
         return None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        raise _storage_error(storage.storage, exc) from exc
+        raise _storage_error(storage.url, exc) from exc
     if not settings.resume:
         raise optuna.exceptions.DuplicatedStudyError(
-            f"The storage {redact_url(str(storage.storage))!r} already holds a study "
+            f"The storage {redact_url(str(storage.url))!r} already holds a study "
             f"named {name!r} and resume=False. Set resume=True to continue it, or "
             "choose another study_name."
         )
@@ -266,7 +266,7 @@ def _create_study(
             pruner=settings.pruner,
         )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        raise _storage_error(str(storage.storage), exc) from exc
+        raise _storage_error(storage.url, exc) from exc
     study.set_user_attr(SEARCH_ATTR, record)
     return study
 
@@ -450,9 +450,14 @@ def _optimize(
 
 
 def _log_start(study: optuna.Study, settings: Settings, remaining: int | None, done: int) -> None:
+    budget = [] if remaining is None else [f"{remaining} trial{'' if remaining == 1 else 's'}"]
+    if settings.timeout is not None:
+        budget.append(
+            f"for at most {settings.timeout:.1f} s" if budget else f"for {settings.timeout:.1f} s"
+        )
     logger.info(
-        "Searching %s trials (%d already done) in study %r with %s, %s%s.",
-        remaining if remaining is not None else f"for {settings.timeout:g} s",
+        "Searching %s (%d trials already done) in study %r with %s, %s%s.",
+        " ".join(budget),
         done,
         study.study_name,
         type(study.sampler).__name__,

@@ -18,7 +18,7 @@ import random
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from optuna.distributions import BaseDistribution
@@ -202,7 +202,10 @@ class EvoSampler(BaseSampler):
         if mutation_rates is not None and not isinstance(mutation_rates, MutationRates):
             raise_invalid("mutation_rates", _OWNER, "a MutationRates or None", mutation_rates)
         self._rates = mutation_rates if mutation_rates is not None else MutationRates()
-        self._elitism = check_int(elitism, "elitism", _OWNER, low=0, high=self._population_size)
+        self._elitism = check_int(elitism, "elitism", _OWNER, low=0)
+        if self._elitism > self._population_size:
+            expected = f"an int in the range [0, population_size] = [0, {self._population_size}]"
+            raise_invalid("elitism", _OWNER, expected, elitism)
         self._n_startup_trials = (
             self._population_size
             if n_startup_trials is None
@@ -215,6 +218,30 @@ class EvoSampler(BaseSampler):
             seed = check_int(seed, "seed", _OWNER)
         self._seed = fresh_root_seed() if seed is None else seed
         self._reset_caches()
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments this sampler was built with (the search space aside), JSON-ready:
+        two samplers with the same settings breed alike.
+
+        Examples
+        --------
+        >>> EvoSampler(population_size=6, seed=3).settings()["population_size"]
+        6
+        """
+        return {
+            "population_size": self._population_size,
+            "mode": self._mode,
+            "aging": self._aging,
+            "selection": self._selection,
+            "tournament_size": "auto" if self._adaptive else self._tournament_size,
+            "rank_probabilities": list(self._rank_probabilities),
+            "crossover_prob": self._crossover_prob,
+            "mutation_prob": self._mutation_prob,
+            "mutation_rates": asdict(self._rates),
+            "elitism": self._elitism,
+            "n_startup_trials": self._n_startup_trials,
+            "seed": self._seed,
+        }
 
     def _reset_caches(self) -> None:
         # Caches only: everything here can be rebuilt from storage. One sampler may

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from evohpo._validation import raise_invalid
+from evohpo._validation import check_int, raise_invalid
 from evohpo.evolution.space import SearchSpace
+from evohpo.exceptions import InvalidParameterError
 from evohpo.training.population import CPU_STACK_MAX_MACS
 
 __all__ = [
@@ -42,14 +43,16 @@ def check_batch_trials(value: Any, name: str, owner: str) -> BatchTrials:
 
     Examples
     --------
-    >>> check_batch_trials("auto", "batch_trials", "demo"), check_batch_trials(4, "b", "demo")
+    >>> import numpy as np
+    >>> check_batch_trials("auto", "batch_trials", "demo"), check_batch_trials(np.int64(4), "b", "")
     ('auto', 4)
     """
     if isinstance(value, str) and value == "auto":
         return "auto"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    try:
+        return check_int(value, name, owner, low=1)  # numpy ints too (a GridSearchCV grid)
+    except InvalidParameterError:
         raise_invalid(name, owner, "an int >= 1 or 'auto'", value)
-    return int(value)
 
 
 def largest_network_macs(space: SearchSpace, n_features: int, n_outputs: int) -> int | None:
