@@ -320,7 +320,9 @@ def test_workers_wait_for_a_restarted_proxy(
         create_study(proxy.url)
         # The grace period outlasts the restart: no trial is taken for a dead worker's.
         heartbeat = Heartbeat(interval=1, grace_period=30, max_retry=2)
-        spec = make_spec(proxy.url, 24, sleep=0.1, heartbeat=heartbeat)
+        # Trials long enough that 20 are left to run when the outage begins, however
+        # soon both workers have started.
+        spec = make_spec(proxy.url, 24, sleep=0.3, heartbeat=heartbeat)
         with WorkerPool(spec, 2, threads_per_worker=1) as pool:
             wait_for_complete(proxy.url, 4, timeout=60)
             proxy.kill()
@@ -373,7 +375,9 @@ def test_workers_wait_for_a_database_restart_behind_the_proxy(
     with running_proxy(pg_server.create_database(), tmp_path / "proxy.log") as proxy:
         create_study(proxy.url)
         heartbeat = Heartbeat(interval=1, grace_period=20, max_retry=2)
-        spec = make_spec(proxy.url, 24, sleep=0.1, heartbeat=heartbeat)
+        # Trials long enough that 20 are left to run when the outage begins, however
+        # soon both workers have started.
+        spec = make_spec(proxy.url, 24, sleep=0.3, heartbeat=heartbeat)
         with WorkerPool(spec, 2, threads_per_worker=1) as pool:
             wait_for_complete(proxy.url, 4, timeout=60)
             pg_server.stop()
