@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evohpo.cli import main
+from evohpo.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -921,6 +921,32 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert "usage: evohpo" in done.stdout
 
 
+def test_the_command_exits_with_its_status_and_all_its_output(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    # The command leaves with os._exit: its output must be flushed first, its status kept.
+    study = write_study(tmp_path, TINY, budget={"n_trials": 2}, compare={"seeds": [0]})
+    command = [sys.executable, "-m", "evohpo"]
+    ran = subprocess.run(
+        [*command, "run", str(study)], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert ran.returncode == 0, ran.stderr
+    best = subprocess.run(
+        [*command, "best", str(study)], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["trial"] in (0, 1)  # the whole JSON document arrived
+    missing = subprocess.run(
+        [*command, "run", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("evohpo: error:"), missing.stderr
+
+
 def _count_trials(db: Path, name: str) -> dict[str, int]:
     if not db.exists():
         return {}

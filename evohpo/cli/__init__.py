@@ -13,9 +13,13 @@ trial is kept, and running the same command again resumes).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from evohpo._interrupt import GracefulStop
 from evohpo.cli.commands import COMMANDS
@@ -23,7 +27,7 @@ from evohpo.cli.output import command_logging, err, torch_threads
 from evohpo.cli.parser import PROG, build_parser
 from evohpo.exceptions import EvohpoError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 #: What an interrupted command says, unless it sets its own ``interrupted`` default.
 _INTERRUPTED = (
@@ -72,3 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ("" if debug else " (run with --debug for the traceback)")
             )
             return 1
+
+
+def run() -> NoReturn:
+    """The ``evohpo`` console command (and ``python -m evohpo``): :func:`main`, then exit.
+
+    Once torch is loaded, the interpreter's own teardown takes most of a second
+    (freeing the objects torch's import made), on every command. The command has
+    closed its storages and files when :func:`main` returns, so it flushes its
+    output and leaves with ``os._exit``.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head)
+            stream.flush()
+    os._exit(code)
