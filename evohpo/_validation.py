@@ -118,6 +118,10 @@ def _is_numpy_number(value: Any) -> bool:
     return kind == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iuf"
 
 
+def _is_numpy_array(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "ndim") and hasattr(value, "dtype")
+
+
 def _range_text(
     low: float | None,
     high: float | None,
@@ -139,10 +143,15 @@ def _range_text(
 def check_input_shape(value: Any, name: str, owner: str) -> tuple[int, ...]:
     """``value`` as a shape of 2 or 3 positive ints: (channels, length) or (channels, h, w)."""
     expected = "a tuple of 2 or 3 positive ints: (channels, length) or (channels, height, width)"
+    if _is_numpy_array(value) and value.ndim == 1:
+        value = list(value)  # np.array([1, 8, 8]): numpy ints, checked below
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise_invalid(name, owner, expected, value)
-    if len(value) not in (2, 3) or any(
-        isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 for dim in value
-    ):
+
+    def is_int(dim: Any) -> bool:
+        numpy_int = _is_numpy_number(dim) and dim.dtype.kind in "iu"
+        return not isinstance(dim, bool) and (isinstance(dim, int) or numpy_int)
+
+    if len(value) not in (2, 3) or any(not is_int(dim) or dim < 1 for dim in value):
         raise_invalid(name, owner, expected, tuple(value))
     return tuple(int(dim) for dim in value)

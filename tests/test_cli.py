@@ -788,6 +788,17 @@ def test_export_writes_a_safe_loadable_model(
     with torch.no_grad():
         predicted = model(x).argmax(dim=1).numpy()
     assert float(np.mean(predicted == data.y_test)) == pytest.approx(metadata["test_accuracy"])
+    # The metadata's load recipe works as written, in a new interpreter.
+    recipe = (
+        "import json, evohpo; m = json.load(open('metadata.json')); "
+        "n_features, n_classes = m['n_features'], m['n_classes']; exec(m['load']); "
+        "print(sum(p.numel() for p in model.parameters()))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", recipe], cwd=out_dir, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert int(loaded.stdout) == sum(p.numel() for p in model.parameters())
 
 
 def test_export_refuses_to_overwrite_without_force(

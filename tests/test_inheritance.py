@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from evohpo.search.inheritance import (
     WEIGHTS_ATTR,
     WeightBank,
     WeightInheritance,
+    inherited_start,
 )
 from evohpo.search.objective import GenomeObjective
 from evohpo.storage.ownership import OWNER_ATTR
@@ -220,6 +223,28 @@ def test_the_estimator_keeps_weights_next_to_its_storage(tmp_path: Path) -> None
     assert all(WEIGHTS_ATTR in t.user_attrs for t in study.trials)
     assert any(INHERITED_ATTR in t.user_attrs for t in study.trials)
     assert clf.score(X, y) > 0.6
+
+
+def test_the_refit_warns_about_members_that_started_from_inherited_weights(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    X, y = _data(1)
+    clf = evohpo.EvoSearchClassifier(
+        n_trials=8,
+        max_epochs=3,
+        search_space=SPACE,
+        inherit_weights=True,
+        random_state=0,
+        ensemble_size=8,
+        device="cpu",
+    )
+    with caplog.at_level(logging.WARNING, logger="evohpo"):
+        clf.fit(X, y)
+    by_number = {t.number: t for t in clf.study_.trials}
+    inherited = {n for n in clf.ensemble_trials_ if inherited_start(by_number[n])}
+    warned = {int(n) for n in re.findall(r"Refit: trial #(\d+) started from weights", caplog.text)}
+    assert inherited  # bred children of trained parents
+    assert warned == inherited
 
 
 @pytest.mark.parametrize(("name", "value"), [("inherit_weights", "yes"), ("weights_dir", 42)])

@@ -12,8 +12,10 @@ from sklearn.datasets import make_regression
 import evohpo.estimator.base as estimator_base
 from evohpo import EvoSearchRegressor
 from evohpo.estimator.refit import (
+    MAX_MSE_RATIO,
     MIN_TRAINED_SHARE,
     affordable_members,
+    ensemble_members,
     kept_members,
     refit_ensemble,
     refit_epochs,
@@ -55,6 +57,32 @@ def finished(number: int, best_epoch: int, epochs_run: int, seconds: float):
     )
     trial.number = number
     return trial
+
+
+def scored(number: int, value: float, val_loss: float | None):
+    attrs = {} if val_loss is None else {"val_loss": val_loss}
+    trial = optuna.trial.create_trial(
+        params={"x": number / 10},
+        distributions={"x": FloatDistribution(0.0, 1.0)},
+        value=value,
+        user_attrs=attrs,
+    )
+    trial.number = number
+    return trial
+
+
+def test_a_regression_ensemble_passes_over_members_far_worse_than_the_best():
+    best = scored(0, 0.98, 0.02)
+    close = scored(1, 0.95, 0.02 * MAX_MSE_RATIO)  # at the limit: kept
+    poor = scored(2, 0.40, 0.6)
+    unrecorded = scored(3, 0.30, None)  # nothing to judge by: kept
+    trials = [poor, close, unrecorded, best]
+    assert [t.number for t in ensemble_members(trials, 3, "regression")] == [0, 1, 3]
+    # Classification keeps the best k whatever their losses; so does a regression
+    # ensemble whose members are alike.
+    assert [t.number for t in ensemble_members(trials, 3)] == [0, 1, 2]
+    alike = [scored(i, 0.5 - i / 100, 0.5 + i / 100) for i in range(4)]
+    assert len(ensemble_members(alike, 5, "regression")) == 4
 
 
 def test_refit_seconds_scale_to_all_the_rows_and_the_refit_epochs(objective):
@@ -100,8 +128,9 @@ def test_a_refit_cut_by_its_deadline_reports_the_epochs_it_trained(objective):
     assert kept_members(cut.epochs_run, [400, 400]) == [0]
 
 
-def test_the_estimator_keeps_only_members_trained_long_enough(data, monkeypatch):
-    X, y = data
+def test_the_estimator_keeps_only_members_trained_long_enough(monkeypatch):
+    # Noisy targets: members alike enough (validation MSEs within MAX_MSE_RATIO) to average.
+    X, y = make_regression(n_samples=200, n_features=5, noise=30.0, random_state=0)
     settings = dict(n_trials=4, max_epochs=30, patience=None, search_space=SPACE)
     settings.update(device="cpu", random_state=0)
     whole = EvoSearchRegressor(**settings).fit(X, y)

@@ -6,6 +6,7 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -357,6 +358,13 @@ def _dense(**changes: Any) -> Genome:
 
 
 BODY = SearchSpace(input_shape=(1, 40), max_blocks=3, channels=(4, 32), strides=(1, 2))
+
+
+def test_input_shape_takes_numpy_ints_and_arrays() -> None:
+    assert SearchSpace(input_shape=(np.int64(1), 8, 8)).input_shape == (1, 8, 8)
+    assert SearchSpace(input_shape=np.array([2, 20])).input_shape == (2, 20)
+    with pytest.raises(InvalidParameterError, match="'input_shape' parameter"):
+        SearchSpace(input_shape=np.array([1.0, 8.0, 8.0]))
 
 
 @pytest.mark.parametrize(

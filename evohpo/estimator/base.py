@@ -42,6 +42,7 @@ from evohpo.estimator.session import (
 from evohpo.evolution.describe import describe_genome
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
+from evohpo.search.inheritance import refit_caveat
 from evohpo.search.scoring import Scorer
 from evohpo.search.splits import Standardizer
 from evohpo.training.nn import build_model
@@ -209,7 +210,8 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         self.best_score_ = trial_value(best)
         self.best_genome_ = Genome.from_json(best.user_attrs["genome"])
         self.n_trials_ = sum(t.state in FINISHED for t in trials)
-        self._set_members(ensemble_members(complete, settings.ensemble_size), search)
+        members = ensemble_members(complete, settings.ensemble_size, self._task)
+        self._set_members(members, search)
 
     def _set_members(self, members: list[FrozenTrial], search: Search) -> None:
         self.ensemble_trials_ = [t.number for t in members]
@@ -226,6 +228,11 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         out after training.
         """
         objective = search.objective
+        by_number = {t.number: t for t in search.trials}
+        for number in self.ensemble_trials_:
+            caveat = refit_caveat(by_number[number])
+            if caveat is not None:
+                logger.warning("Refit: %s.", caveat)
         left = None
         if search.deadline is not None:
             # The refit takes what the search left, and at least a moment.

@@ -38,6 +38,12 @@ __all__ = [
 #: averaging in a barely trained network costs the ensemble more than leaving it out.
 MIN_TRAINED_SHARE = 0.75
 
+#: Regression: a member whose validation MSE is more than this multiple of the best
+#: member's stays out. The mean of two predictors with MSEs ``a <= b`` has MSE
+#: ``(a + b + 2 cov) / 4``, below ``a`` only if ``b < 3a`` even when their errors are
+#: uncorrelated: such a member can only pull the average away from the best.
+MAX_MSE_RATIO = 3.0
+
 
 @dataclass(frozen=True)
 class Ensemble:
@@ -52,22 +58,37 @@ class Ensemble:
     epochs_run: tuple[int, ...] = ()
 
 
-def ensemble_members(complete: list[FrozenTrial], size: int) -> list[FrozenTrial]:
+def ensemble_members(
+    complete: list[FrozenTrial], size: int, task: str = "classification"
+) -> list[FrozenTrial]:
     """The ``size`` best complete trials, one per distinct set of parameters.
 
     A GA re-evaluates some genomes (an elite, a child equal to its parent): a
-    repeat adds nothing an ensemble needs, a different network does.
+    repeat adds nothing an ensemble needs, a different network does. For
+    regression, trials whose validation MSE exceeds :data:`MAX_MSE_RATIO` times
+    the best member's are passed over (a short search can have few good ones).
     """
     members: list[FrozenTrial] = []
     seen: set[str] = set()
     for trial in sorted(complete, key=rank_key, reverse=True):
         key = json.dumps(trial.params, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            members.append(trial)
-            if len(members) == size:
-                break
+        if key in seen:
+            continue
+        seen.add(key)
+        if members and task == "regression" and _far_worse(trial, members[0]):
+            continue
+        members.append(trial)
+        if len(members) == size:
+            break
     return members
+
+
+def _far_worse(trial: FrozenTrial, best: FrozenTrial) -> bool:
+    """Whether ``trial``'s validation MSE exceeds :data:`MAX_MSE_RATIO` times ``best``'s."""
+    loss, best_loss = trial.user_attrs.get("val_loss"), best.user_attrs.get("val_loss")
+    if not isinstance(loss, (int, float)) or not isinstance(best_loss, (int, float)):
+        return False  # not recorded: nothing to judge by
+    return loss > MAX_MSE_RATIO * best_loss
 
 
 def refit_epochs(trial: FrozenTrial, objective: GenomeObjective) -> int:

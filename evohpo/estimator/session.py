@@ -378,7 +378,7 @@ class RefitReserve:
     def estimate(self, study: optuna.Study) -> float:
         """Seconds the refit of the current ensemble would take."""
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        members = ensemble_members(complete, self.ensemble_size)
+        members = ensemble_members(complete, self.ensemble_size, self.objective.task.name)
         return sum(refit_seconds(trial, self.objective) for trial in members)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -89,7 +89,9 @@ __all__ = [
     "WEIGHTS_ATTR",
     "WeightBank",
     "WeightInheritance",
+    "inherited_start",
     "is_weight_store",
+    "refit_caveat",
 ]
 
 logger = logging.getLogger("evohpo")
@@ -388,3 +390,35 @@ def _score(trial: FrozenTrial, sign: float) -> float:
     """The trial's first value, larger is better; a missing or non-finite one is worst."""
     value = trial.values[0] if trial.values else math.nan
     return sign * value if math.isfinite(value) else -math.inf
+
+
+def inherited_start(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` started from weights inherited from its parents (``inherit_weights``).
+
+    Examples
+    --------
+    >>> import optuna
+    >>> trial = optuna.trial.create_trial(value=1.0, user_attrs={"inherited": {"fraction": 0.8}})
+    >>> inherited_start(trial)
+    True
+    """
+    record = trial.user_attrs.get(INHERITED_ATTR)
+    fraction = record.get("fraction") if isinstance(record, Mapping) else None
+    return isinstance(fraction, (int, float)) and fraction > 0
+
+
+def refit_caveat(trial: FrozenTrial) -> str | None:
+    """What to know about refitting ``trial``: ``None``, or why its refit may score less.
+
+    A refit trains the genome from fresh weights for the trial's own best
+    epoch count; a trial that started from its parents' trained weights got
+    more training than that (and at its parents' learning rates), which the
+    refit does not repeat.
+    """
+    if not inherited_start(trial):
+        return None
+    return (
+        f"trial #{trial.number} started from weights inherited from its parents; the refit "
+        "trains its genome from fresh weights for the trial's own epochs, which need not "
+        "reach the trial's validation score"
+    )

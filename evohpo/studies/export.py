@@ -20,6 +20,7 @@ outside that directory:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -35,6 +36,7 @@ from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
 from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
+from evohpo.search.inheritance import refit_caveat
 from evohpo.studies.config import StudyConfig
 from evohpo.studies.data import PreparedData
 from evohpo.studies.group import group_studies
@@ -42,6 +44,8 @@ from evohpo.studies.refit import best_genome, measure_test_accuracy, refit
 from evohpo.studies.run import make_objective
 
 __all__ = ["EXPORT_FILES", "BestTrial", "ExportResult", "export_best", "find_best"]
+
+_logger = logging.getLogger("evohpo")
 
 #: The files an export writes.
 EXPORT_FILES: tuple[str, ...] = ("model.pt", "genome.json", "classes.json", "metadata.json")
@@ -201,6 +205,9 @@ def export_best(
     objective = make_objective(config, data, best.seed)
     guard = guard if guard is not None else GracefulStop()
     guard.check()
+    caveat = refit_caveat(best.trial)
+    if caveat is not None:
+        _logger.warning("export: %s.", caveat)
     result = refit(objective, best.trial)  # stops at a training step on a signal
     model = result.model.cpu()
     standardizer = objective.standardizer()
@@ -227,6 +234,7 @@ def export_best(
             "scale": [float(v) for v in standardizer.scale],
         },
         "load": (
+            "import evohpo.training.nn, torch; "
             "genome = evohpo.Genome.from_json(open('genome.json').read()); "
             "model = evohpo.training.nn.build_model(genome, n_features, n_classes"
             f"{'' if shape is None else ', input_shape=input_shape'}); "

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from evohpo.search.objective import GenomeObjective
     from evohpo.training.config import TrainResult
 
-__all__ = ["TEST_ATTR", "best_genome", "cached_test_accuracy", "measure_test_accuracy", "refit"]
+__all__ = [
+    "TEST_ATTR",
+    "best_genome",
+    "cached_test_accuracy",
+    "measure_test_accuracy",
+    "refit",
+]
 
 #: Study user attribute caching the test score of the best trial's refit: ``"accuracy"``,
 #: or ``"r2"`` for regression.
