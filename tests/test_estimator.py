@@ -575,6 +575,9 @@ def test_resume_refuses_another_sampler_or_pruner(data, tmp_path):
             tiny(storage=url, study_name="s", n_trials=4, **{"sampler": "tpe", **setting}).fit(X, y)
     # The same sampler and pruner resume.
     assert tiny(storage=url, study_name="s", sampler="tpe", n_trials=3).fit(X, y).n_trials_ == 3
+    # Weight inheritance changes what trials learn: it cannot be switched on either.
+    with pytest.raises(StudyMismatchError, match=r"inherit_weights: stored False, now True"):
+        tiny(storage=url, study_name="s", sampler="tpe", n_trials=4, inherit_weights=True).fit(X, y)
 
     def ga(population_size, n_trials=2):
         sampler = EvoSampler(population_size=population_size, seed=1)
@@ -594,7 +597,7 @@ def test_a_study_stored_before_samplers_were_recorded_resumes(data, tmp_path):
     first = tiny(storage=url, study_name="s").fit(X, y)
     study = optuna.load_study(study_name="s", storage=url)
     record = dict(first.study_.user_attrs[SEARCH_ATTR])
-    del record["sampler"], record["pruner"]
+    del record["sampler"], record["pruner"], record["inherit_weights"]
     study.set_user_attr(SEARCH_ATTR, record)
     assert tiny(storage=url, study_name="s", n_trials=3).fit(X, y).n_trials_ == 3
 

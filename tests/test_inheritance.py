@@ -272,6 +272,27 @@ def test_a_study_file_turns_inheritance_on(
     assert (tmp_path / "evohpo.db.artifacts").is_dir()
 
 
+def test_a_study_resumes_only_with_the_same_inheritance_setting(
+    tmp_path: Path, write_study: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.cli import main
+
+    on = write_study(tmp_path, train={"inherit_weights": True, "max_epochs": 2})
+    assert main(["run", str(on), "--n-trials", "2"]) == 0
+    off = write_study(tmp_path, train={"inherit_weights": False, "max_epochs": 2})
+    capsys.readouterr()
+    assert main(["run", str(off), "--n-trials", "3"]) == 1
+    assert "inherit_weights: stored true, now false" in capsys.readouterr().err
+    # A study stored before the setting was recorded resumes with it off, as it ran.
+    url = f"sqlite:///{tmp_path / 'evohpo.db'}"
+    study = optuna.load_study(study_name="tiny/ga/seed0", storage=url)
+    identity = dict(study.user_attrs["evohpo.study"])
+    assert identity["inherit_weights"] is True
+    del identity["inherit_weights"]
+    study.set_user_attr("evohpo.study", identity)
+    assert main(["run", str(off), "--n-trials", "3"]) == 0
+
+
 def test_a_study_file_with_a_bad_inheritance_setting_is_refused(
     tmp_path: Path, write_study: Any
 ) -> None:

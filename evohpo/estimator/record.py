@@ -6,7 +6,6 @@ import functools
 import hashlib
 import inspect
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ SEARCH_ATTR = "evohpo.search"
 
 #: Record keys added after studies were first stored: compared only when the stored
 #: record has them, so that a study stored before still resumes.
-_ADDED_KEYS = ("sampler", "pruner")
+_ADDED_KEYS = ("sampler", "pruner", "inherit_weights")
 
 
 def search_record(
@@ -58,6 +57,8 @@ def search_record(
         "data": _fingerprint(X, y, classes),
         "sampler": describe_component(settings.sampler),
         "pruner": describe_component(settings.pruner),
+        # Children trained from their parents' weights learn otherwise than from fresh ones.
+        "inherit_weights": settings.inherit_weights,
     }
     if settings.input_shape is not None:
         record["input_shape"] = list(settings.input_shape)
@@ -74,11 +75,7 @@ def check_resumable(study: optuna.Study, record: dict[str, Any]) -> None:
         differs from ``record`` (every key but ``"estimator"``).
     """
     subject = f"The stored study {study.study_name!r}"
-    stored = study.user_attrs.get(SEARCH_ATTR)
-    expected = record
-    if isinstance(stored, Mapping):
-        expected = {k: v for k, v in record.items() if k in stored or k not in _ADDED_KEYS}
-    if not _identity(str(record["estimator"])).check_study(study, expected, subject=subject):
+    if not _identity(str(record["estimator"])).check_study(study, record, subject=subject):
         study.set_user_attr(SEARCH_ATTR, record)
 
 
@@ -174,4 +171,5 @@ def _identity(owner: str) -> IdentityCheck:
         ignore=("estimator",),
         depth=1,
         describe=_describe,
+        added=_ADDED_KEYS,
     )

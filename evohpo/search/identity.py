@@ -197,6 +197,9 @@ class IdentityCheck:
         One :class:`Difference` as text.
     limit : int or None
         Differences listed at most; the rest are counted.
+    added : tuple of str
+        Top-level keys records gained after studies were stored: compared only
+        when the stored record has them, so that an older study still resumes.
     """
 
     attr: str
@@ -209,6 +212,7 @@ class IdentityCheck:
     canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     describe: Callable[[Difference], str] = describe_difference
     limit: int | None = None
+    added: tuple[str, ...] = ()
 
     def differences(
         self, stored: Mapping[str, Any], expected: Mapping[str, Any]
@@ -218,6 +222,7 @@ class IdentityCheck:
         new: dict[str, Any] = normalise(expected)
         if self.canonical is not None:
             old, new = self.canonical(old), self.canonical(new)
+        new = {key: value for key, value in new.items() if key in old or key not in self.added}
         return find_differences(old, new, ignore=self.ignore, depth=self.depth)
 
     def check(

@@ -29,7 +29,7 @@ a CSV file (``dataset = "csv"``) whose target column holds numbers.
 trained weights (:mod:`evohpo.search.inheritance`), kept in ``weights_dir``
 (relative to the file): by default the folder next to a SQLite or journal
 storage (``<file>.artifacts``), else ``runs/<name>/weights``. It changes what
-trials compute, so give a study the same setting when it resumes.
+trials compute, so a study resumes only with the setting it was made with.
 
 ``[sampler.<name>]`` holds keyword arguments of the sampler's class, checked
 when the file is read (:func:`evohpo.studies._schema.sampler_arguments`), so

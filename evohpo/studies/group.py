@@ -99,6 +99,8 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
         "seed": seed,
         "direction": DIRECTION,
         "evohpo_version": __version__,
+        # Children trained from their parents' weights learn otherwise than from fresh ones.
+        "inherit_weights": config.inherit_weights,
     }
     if config.task != "classification":  # only then: classification studies keep theirs
         identity["task"] = config.task
@@ -138,6 +140,7 @@ _IDENTITY = IdentityCheck(
     ignore=("evohpo_version",),
     canonical=_comparable,
     limit=12,
+    added=("inherit_weights",),  # recorded since 2026-12-03
 )
 
 
