@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import logging
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,11 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 import evohpo
+from evohpo.evolution.genome import Genome
 from evohpo.evolution.lineage import LINEAGE_ATTR
 from evohpo.exceptions import InvalidParameterError, StudyConfigError
 from evohpo.search.inheritance import (
@@ -225,9 +225,51 @@ def test_the_estimator_keeps_weights_next_to_its_storage(tmp_path: Path) -> None
     assert clf.score(X, y) > 0.6
 
 
-def test_the_refit_warns_about_members_that_started_from_inherited_weights(
-    caplog: pytest.LogCaptureFixture,
+def test_a_refit_starts_where_an_inheriting_trial_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    study = _study(tmp_path)
+    objective = make_objective(tmp_path / "weights")
+    started: dict[int, Any] = {}
+    inherited_start_of = objective._inherited_start
+
+    def record(trial: optuna.Trial, genome: Genome, seed: int) -> Any:
+        state, attrs = inherited_start_of(trial, genome, seed)
+        started[trial.number] = state
+        return state, attrs
+
+    monkeypatch.setattr(objective, "_inherited_start", record)
+    study.optimize(objective, n_trials=10)
+    bred = [t for t in _bred(study) if inherited_start(t)]
+    assert bred
+    for trial in bred:
+        start = objective.refit_start(study, trial)
+        assert start is not None
+        assert start.keys() == started[trial.number].keys()
+        for key, tensor in start.items():
+            assert torch.equal(tensor, started[trial.number][key]), (trial.number, key)
+    fresh = next(t for t in study.trials if not inherited_start(t))
+    assert objective.refit_start(study, fresh) is None
+    # With a parent's weights gone, the start cannot be rebuilt: a fresh refit, with a word.
+    parent = bred[-1].user_attrs[LINEAGE_ATTR]["parents"][0]
+    artifact = study.trials[parent].user_attrs[WEIGHTS_ATTR]["artifact"]
+    FileSystemArtifactStore(str(tmp_path / "weights")).remove(artifact)
+    assert objective.refit_start(study, bred[-1]) is None
+
+
+def test_the_estimators_refit_starts_inheriting_members_where_they_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import evohpo.estimator.base as estimator_base
+
+    seen: list[Any] = []
+    real_refit = estimator_base.refit_ensemble
+
+    def refit_ensemble(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["initial_states"])
+        return real_refit(*args, **kwargs)
+
+    monkeypatch.setattr(estimator_base, "refit_ensemble", refit_ensemble)
     X, y = _data(1)
     clf = evohpo.EvoSearchClassifier(
         n_trials=8,
@@ -237,14 +279,13 @@ def test_the_refit_warns_about_members_that_started_from_inherited_weights(
         random_state=0,
         ensemble_size=8,
         device="cpu",
-    )
-    with caplog.at_level(logging.WARNING, logger="evohpo"):
-        clf.fit(X, y)
+    ).fit(X, y)
+    (starts,) = seen
     by_number = {t.number: t for t in clf.study_.trials}
-    inherited = {n for n in clf.ensemble_trials_ if inherited_start(by_number[n])}
-    warned = {int(n) for n in re.findall(r"Refit: trial #(\d+) started from weights", caplog.text)}
-    assert inherited  # bred children of trained parents
-    assert warned == inherited
+    inherited = [inherited_start(by_number[n]) for n in clf.ensemble_trials_]
+    assert any(inherited)
+    # The weights lived in a temporary folder, gone now: the starts were read before.
+    assert [start is not None for start in starts] == inherited
 
 
 @pytest.mark.parametrize(("name", "value"), [("inherit_weights", "yes"), ("weights_dir", 42)])

@@ -138,8 +138,10 @@ def test_the_estimator_keeps_only_members_trained_long_enough(monkeypatch):
 
     real_refit = estimator_base.refit_ensemble
 
-    def cut_refit(objective, genomes, epochs, root, *, max_train_time=None):
-        return real_refit(objective, genomes, epochs, root, max_train_time=1e-4)
+    def cut_refit(objective, genomes, epochs, root, *, max_train_time=None, initial_states=None):
+        return real_refit(
+            objective, genomes, epochs, root, max_train_time=1e-4, initial_states=initial_states
+        )
 
     monkeypatch.setattr(estimator_base, "refit_ensemble", cut_refit)
     cut = EvoSearchRegressor(**settings).fit(X, y)

@@ -381,7 +381,9 @@ def export_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
         directory = Path(args.output) if args.output else config.output_dir / "best"
         data = prepare_data(config)
-        result = export_best(best, config, data, directory, overwrite=args.force, guard=guard)
+        result = export_best(
+            best, config, data, directory, overwrite=args.force, guard=guard, storage_url=url
+        )
         out(
             f"best trial: {best.study.study_name} #{best.trial.number}, "
             f"validation {config.score_label} {best.value:.4f}"

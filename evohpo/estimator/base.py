@@ -42,7 +42,6 @@ from evohpo.estimator.session import (
 from evohpo.evolution.describe import describe_genome
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
-from evohpo.search.inheritance import refit_caveat
 from evohpo.search.scoring import Scorer
 from evohpo.search.splits import Standardizer
 from evohpo.training.nn import build_model
@@ -228,11 +227,6 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         out after training.
         """
         objective = search.objective
-        by_number = {t.number: t for t in search.trials}
-        for number in self.ensemble_trials_:
-            caveat = refit_caveat(by_number[number])
-            if caveat is not None:
-                logger.warning("Refit: %s.", caveat)
         left = None
         if search.deadline is not None:
             # The refit takes what the search left, and at least a moment.
@@ -240,8 +234,15 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
             by_number = {t.number: t for t in search.trials}
             members = [by_number[number] for number in self.ensemble_trials_]
             self._set_members(affordable_members(members, objective, left), search)
+        # A member whose trial inherited its weights starts where that trial started.
+        starts = [search.start_states.get(number) for number in self.ensemble_trials_]
         ensemble = refit_ensemble(
-            objective, self.ensemble_genomes_, self.refit_epochs_, search.root, max_train_time=left
+            objective,
+            self.ensemble_genomes_,
+            self.refit_epochs_,
+            search.root,
+            max_train_time=left,
+            initial_states=starts,
         )
         kept = kept_members(ensemble.epochs_run, self.refit_epochs_)
         if len(kept) < len(ensemble.models):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,16 +152,23 @@ def refit_ensemble(
     root: int,
     *,
     max_train_time: float | None = None,
+    initial_states: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> Ensemble:
     """Train every genome on all the rows of ``objective`` for its number of epochs.
 
     The members train together (dense ones as one stack); ``max_train_time``
-    seconds cut that short, each member keeping the weights it has then.
+    seconds cut that short, each member keeping the weights it has then. A
+    member with an initial state (the weights its trial inherited) starts
+    from it instead of from its seed's weights.
     """
     started = time.perf_counter()
     seeds = [refit_seed(root, rank) for rank in range(len(genomes))]
     results = objective.fit_genomes(
-        genomes, seeds=seeds, epochs=epochs, max_train_time=max_train_time
+        genomes,
+        seeds=seeds,
+        epochs=epochs,
+        max_train_time=max_train_time,
+        initial_states=initial_states,
     )
     models = [result.model for result in results]
     seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class Search:
     objective: GenomeObjective
     root: int
     deadline: float | None = None  # time.monotonic() at which the whole fit ends
+    #: The weights the ensemble's candidates that inherited theirs started from, by
+    #: trial number (read while a temporary weight store still exists).
+    start_states: Mapping[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,27 @@ def run_search(
             left = settings.timeout - (time.monotonic() - started)
             settings = dataclasses.replace(settings, timeout=max(left, 0.0))
         _optimize(study, storage, objective, objective_factory, settings)
+        trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        starts = _start_states(study, trials, objective, settings) if inherit else {}
         if storage.temporary:
             study = _in_memory_copy(study)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return Search(study, trials, objective, root, fit_deadline)
+    return Search(study, trials, objective, root, fit_deadline, starts)
+
+
+def _start_states(
+    study: optuna.Study, trials: list[FrozenTrial], objective: GenomeObjective, settings: Settings
+) -> dict[int, dict[str, Any]]:
+    """The start of every possible ensemble member that inherited its weights
+    (:meth:`GenomeObjective.refit_start`), so that its refit starts there too."""
+    if not settings.refit:
+        return {}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    starts = {}
+    for trial in ensemble_members(complete, settings.ensemble_size, settings.task):
+        state = objective.refit_start(study, trial)
+        if state is not None:
+            starts[trial.number] = state
+    return starts
 
 
 @contextmanager

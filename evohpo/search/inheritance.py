@@ -80,7 +80,7 @@ from evohpo.training.gene_weights import (
     gene_weights,
     model_state,
 )
-from evohpo.training.transfer import ParentWeights, inherit
+from evohpo.training.transfer import Inherited, ParentWeights, inherit
 
 __all__ = [
     "INHERITED_ATTR",
@@ -91,7 +91,6 @@ __all__ = [
     "WeightInheritance",
     "inherited_start",
     "is_weight_store",
-    "refit_caveat",
 ]
 
 logger = logging.getLogger("evohpo")
@@ -250,20 +249,67 @@ class WeightBank:
         lineage = Lineage.from_attr(internals.trial_user_attrs(trial).get(LINEAGE_ATTR))
         if lineage is None or lineage.origin != "bred" or not lineage.parents:
             return None, {}
-        parents: list[ParentWeights] = []
-        problems: list[str] = []
-        for number in dict.fromkeys(lineage.parents):
-            try:
-                parents.append(self._parent(trial.study, number))
-            except _Unavailable as exc:
-                problems.append(str(exc))
+        parents, problems = self._parents(trial.study, lineage.parents)
         attrs: dict[str, Any] = {}
         if problems:
             attrs[WARNING_ATTR] = "; ".join(problems)
             logger.warning("Trial %d starts without some weights: %s", trial.number, problems)
         if not parents:
             return None, attrs
-        inherited = inherit(
+        inherited = self._inherit(genome, parents, n_features, n_outputs, seed, input_shape)
+        attrs[INHERITED_ATTR] = inherited.record()
+        return inherited.state, attrs
+
+    def refit_state(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        genome: Genome,
+        *,
+        n_features: int,
+        n_outputs: int,
+        seed: int,
+        input_shape: Sequence[int] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """The state finished ``trial`` started from, built again from its parents'
+        weights with its seed (as :meth:`start_state` built it), for a refit.
+
+        ``None`` if it started from fresh weights, or if a parent's weights it
+        used are gone (the state would differ from the one it trained from).
+        """
+        if not inherited_start(trial):
+            return None
+        lineage = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
+        if lineage is None or not lineage.parents:
+            return None
+        parents, problems = self._parents(study, lineage.parents)
+        if problems or not parents:
+            return None
+        return self._inherit(genome, parents, n_features, n_outputs, seed, input_shape).state
+
+    def _parents(
+        self, study: optuna.Study, numbers: Sequence[int]
+    ) -> tuple[list[ParentWeights], list[str]]:
+        """The stored weights of the trials ``numbers``, and why any are unavailable."""
+        parents: list[ParentWeights] = []
+        problems: list[str] = []
+        for number in dict.fromkeys(numbers):
+            try:
+                parents.append(self._parent(study, number))
+            except _Unavailable as exc:
+                problems.append(str(exc))
+        return parents, problems
+
+    @staticmethod
+    def _inherit(
+        genome: Genome,
+        parents: Sequence[ParentWeights],
+        n_features: int,
+        n_outputs: int,
+        seed: int,
+        input_shape: Sequence[int] | None,
+    ) -> Inherited:
+        return inherit(
             genome,
             parents,
             n_features=n_features,
@@ -272,8 +318,6 @@ class WeightBank:
             input_shape=input_shape,
             generator=torch.Generator().manual_seed(derive_seed(seed, "widen")),
         )
-        attrs[INHERITED_ATTR] = inherited.record()
-        return inherited.state, attrs
 
     def _parent(self, study: optuna.Study, number: int) -> ParentWeights:
         try:
@@ -405,20 +449,3 @@ def inherited_start(trial: FrozenTrial) -> bool:
     record = trial.user_attrs.get(INHERITED_ATTR)
     fraction = record.get("fraction") if isinstance(record, Mapping) else None
     return isinstance(fraction, (int, float)) and fraction > 0
-
-
-def refit_caveat(trial: FrozenTrial) -> str | None:
-    """What to know about refitting ``trial``: ``None``, or why its refit may score less.
-
-    A refit trains the genome from fresh weights for the trial's own best
-    epoch count; a trial that started from its parents' trained weights got
-    more training than that (and at its parents' learning rates), which the
-    refit does not repeat.
-    """
-    if not inherited_start(trial):
-        return None
-    return (
-        f"trial #{trial.number} started from weights inherited from its parents; the refit "
-        "trains its genome from fresh weights for the trial's own epochs, which need not "
-        "reach the trial's validation score"
-    )

@@ -15,7 +15,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import optuna
 from optuna.pruners import NopPruner
+from optuna.trial import FrozenTrial
 
 from evohpo._random import derive_seed
 from evohpo._validation import check_float, check_input_shape, check_int, raise_invalid
@@ -31,7 +32,13 @@ from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
 from evohpo.exceptions import InvalidParameterError
 from evohpo.search.batch_size import largest_network_macs
-from evohpo.search.inheritance import WARNING_ATTR, WEIGHTS_ATTR, WeightBank, WeightInheritance
+from evohpo.search.inheritance import (
+    WARNING_ATTR,
+    WEIGHTS_ATTR,
+    WeightBank,
+    WeightInheritance,
+    inherited_start,
+)
 from evohpo.search.reporting import DEFAULT_REPORT_EVERY, EpochReports
 from evohpo.search.scoring import Scorer, resolve_scoring
 from evohpo.search.splits import FloatArray, Split, Standardizer, make_splits
@@ -407,6 +414,36 @@ class GenomeObjective:
             logger.warning("Trial %d starts fresh: inheriting failed: %s", trial.number, exc)
             return None, {WARNING_ATTR: f"inheriting failed, started fresh: {exc!r}"}
 
+    def refit_start(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The weights finished ``trial`` started from, for its refit: ``None`` unless
+        it inherited them (then a refit from fresh weights would not repeat the
+        training its parents gave it) and its parents' weights are still stored."""
+        if self._bank is None or not inherited_start(trial):
+            return None
+        genome = Genome.from_json(trial.user_attrs["genome"])
+        try:
+            state = self._bank.refit_state(
+                study,
+                trial,
+                genome,
+                n_features=self.n_features,
+                n_outputs=self.n_classes,
+                seed=self.trial_seed(trial.number),
+                input_shape=self.input_shape,
+            )
+        except Exception as exc:
+            state, why = None, repr(exc)
+        else:
+            why = "its parents' weights are no longer all stored"
+        if state is None:
+            logger.warning(
+                "Refit: trial #%d started from its parents' weights, but %s; its genome "
+                "trains from fresh weights, which need not reach the trial's score.",
+                trial.number,
+                why,
+            )
+        return state
+
     def _keep_weights(self, run: TrialRun, model: Any) -> None:
         """Store the trial's trained weights (a failure is a warning on the trial)."""
         if self._bank is None:
@@ -535,7 +572,14 @@ class GenomeObjective:
             ) from exc
 
     # -- refit ---------------------------------------------------------------------------
-    def fit_genome(self, genome: Genome, *, seed: int, epochs: int | None = None) -> TrainResult:
+    def fit_genome(
+        self,
+        genome: Genome,
+        *,
+        seed: int,
+        epochs: int | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+    ) -> TrainResult:
         """Train ``genome`` on all the data (``X``, plus ``validation_data`` if given).
 
         Parameters
@@ -550,6 +594,9 @@ class GenomeObjective:
             it by ``n_samples / train_size``: more rows, more epochs). When
             omitted, the number is found first by training on the first
             training/validation split with early stopping (one extra training).
+        initial_state : state dict, optional
+            Weights to start from instead of the seed's: what a trial that
+            inherited its parents' weights started from (:meth:`refit_start`).
 
         Returns
         -------
@@ -574,6 +621,7 @@ class GenomeObjective:
                 n_classes=self.n_classes,
                 config=replace(self.train_config, seed=seed),
                 input_shape=self.input_shape,
+                initial_state=initial_state,
             )
             epochs = max(1, probe.best_epoch)
         epochs = check_int(epochs, "epochs", "GenomeObjective.fit_genome", low=1)
@@ -588,6 +636,7 @@ class GenomeObjective:
             n_classes=self.n_classes,
             config=config,
             input_shape=self.input_shape,
+            initial_state=initial_state,
         )
 
     def fit_genomes(
@@ -597,6 +646,7 @@ class GenomeObjective:
         seeds: Sequence[int],
         epochs: Sequence[int],
         max_train_time: float | None = None,
+        initial_states: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[TrainResult]:
         """Train several genomes on all the data at once, each for its own epochs.
 
@@ -604,6 +654,8 @@ class GenomeObjective:
         stacks (:func:`~evohpo.training.population.train_population`): an
         ensemble's refit. ``max_train_time`` (seconds, for all of them) cuts
         the training short, each member keeping the weights it has then.
+        ``initial_states`` (one per genome, ``None`` for the seed's weights) as
+        in :meth:`fit_genome`.
         """
         owner = "GenomeObjective.fit_genomes"
         for index, genome in enumerate(genomes):
@@ -631,6 +683,7 @@ class GenomeObjective:
             n_classes=self.n_classes,
             configs=configs,
             input_shape=self.input_shape,
+            initial_states=initial_states,
         )
         # Without a callback no member ends in an exception.
         return [result for result in results if isinstance(result, TrainResult)]

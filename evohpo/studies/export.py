@@ -20,7 +20,6 @@ outside that directory:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import tempfile
@@ -36,7 +35,6 @@ from evohpo._interrupt import GracefulStop
 from evohpo._version import __version__
 from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
-from evohpo.search.inheritance import refit_caveat
 from evohpo.studies.config import StudyConfig
 from evohpo.studies.data import PreparedData
 from evohpo.studies.group import group_studies
@@ -45,7 +43,6 @@ from evohpo.studies.run import make_objective
 
 __all__ = ["EXPORT_FILES", "BestTrial", "ExportResult", "export_best", "find_best"]
 
-_logger = logging.getLogger("evohpo")
 
 #: The files an export writes.
 EXPORT_FILES: tuple[str, ...] = ("model.pt", "genome.json", "classes.json", "metadata.json")
@@ -163,11 +160,13 @@ def export_best(
     *,
     overwrite: bool = False,
     guard: GracefulStop | None = None,
+    storage_url: str | None = None,
 ) -> ExportResult:
     """Retrain ``best``'s genome and write the export files.
 
     The genome is trained as for the test score (:func:`evohpo.studies.refit.refit`):
-    on the training and validation rows, for the trial's best epoch count.
+    on the training and validation rows, for the trial's best epoch count, from
+    the weights the trial started from.
 
     Parameters
     ----------
@@ -180,6 +179,9 @@ def export_best(
         are written there, never elsewhere.
     overwrite : bool
         Replace an earlier export; otherwise existing files are an error.
+    storage_url : str, optional
+        The study's storage, which says where inherited weights are kept
+        (:meth:`StudyConfig.weights_store`); the study file's by default.
 
     Raises
     ------
@@ -202,13 +204,11 @@ def export_best(
             raise FileExistsError(
                 f"{str(target)!r} exists; use another output directory or --force to replace it."
             )
-    objective = make_objective(config, data, best.seed)
+    # The storage tells where inherited weights are kept (inherit_weights).
+    objective = make_objective(config, data, best.seed, storage_url)
     guard = guard if guard is not None else GracefulStop()
     guard.check()
-    caveat = refit_caveat(best.trial)
-    if caveat is not None:
-        _logger.warning("export: %s.", caveat)
-    result = refit(objective, best.trial)  # stops at a training step on a signal
+    result = refit(objective, best.trial, best.study)  # stops at a training step on a signal
     model = result.model.cpu()
     standardizer = objective.standardizer()
     scaler = objective.target_standardizer()

@@ -44,19 +44,27 @@ def best_genome(trial: FrozenTrial) -> Genome:
     return Genome.from_params(trial.params)
 
 
-def refit(objective: GenomeObjective, trial: FrozenTrial) -> TrainResult:
+def refit(
+    objective: GenomeObjective, trial: FrozenTrial, study: optuna.Study | None = None
+) -> TrainResult:
     """Train ``trial``'s genome on the training and validation rows together.
 
     It trains for the trial's best epoch count (no early stopping: no rows are
-    left to stop on) with the trial's own training seed. The returned
-    :class:`~evohpo.training.config.TrainResult`'s model expects features transformed
-    by ``objective.standardizer()``.
+    left to stop on) with the trial's own training seed, from the weights the
+    trial started from: its seed's, or with ``inherit_weights`` those it
+    inherited from its parents in ``study`` (:meth:`GenomeObjective.refit_start`).
+    The returned :class:`~evohpo.training.config.TrainResult`'s model expects
+    features transformed by ``objective.standardizer()``.
     """
     epochs = trial.user_attrs.get("best_epoch")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         epochs = None  # the objective finds it with one early-stopped training
+    start = None if study is None else objective.refit_start(study, trial)
     return objective.fit_genome(
-        best_genome(trial), seed=objective.trial_seed(trial.number), epochs=epochs
+        best_genome(trial),
+        seed=objective.trial_seed(trial.number),
+        epochs=epochs,
+        initial_state=start,
     )
 
 
@@ -104,7 +112,7 @@ def measure_test_accuracy(
         return cached
     guard = guard if guard is not None else GracefulStop()
     guard.check()
-    result = refit(objective, trial)  # stops at a training step on a signal
+    result = refit(objective, trial, study)  # stops at a training step on a signal
     logits = predict_logits(result.model, objective.standardizer().transform(data.X_test))
     target = objective.target_standardizer()
     if target is not None:
