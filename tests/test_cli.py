@@ -223,6 +223,16 @@ def test_a_split_with_too_few_rows_leaves_no_storage(
     assert not (study_file.parent / "evohpo.db").exists()
 
 
+def test_a_storage_under_a_file_says_so(
+    study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = study_file.parent / "afile"
+    blocker.write_text("")
+    for url in (f"sqlite:///{blocker}/x.db", f"journal://{blocker}/x.log"):
+        assert main(["run", str(study_file), "--storage", url]) == 1
+        assert f"'{blocker}' is a file, not a directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("storage", "message"),
     [

@@ -229,6 +229,7 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
             r"\[sampler\.random\] takes no settings",
         ),
         ({"name": "a/b"}, r"'name' must be a non-empty str without '/'"),
+        ({"name": ".."}, r"'name' must be .* not '\.' or '\.\.'"),
         ({"pruner": {"name": "asha"}}, r"\[pruner\] 'name' must be one of"),
         (
             {"pruner": {"name": "median", "n_warmup_step": 2}},

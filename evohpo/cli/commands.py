@@ -353,7 +353,8 @@ def dashboard_command(args: argparse.Namespace, guard: GracefulStop) -> int:
         for found in groups:
             ids = found.ids()
             if ids:
-                out(f"{found.name}: GA vs TPE ({len(ids)} studies): {compare_url(server.url, ids)}")
+                studies = f"{len(ids)} stud{'y' if len(ids) == 1 else 'ies'}"
+                out(f"{found.name}: GA vs TPE ({studies}): {compare_url(server.url, ids)}")
             else:
                 out(f"{found.name}: all studies: {compare_url(server.url, found.ids(None))}")
         out("press Ctrl-C to stop")

@@ -169,6 +169,8 @@ def _check_file(url: str, shown: str, *, create: bool) -> None:
     problem = None
     if path.is_dir():
         problem = f"{str(path)!r} is a directory, not a storage file"
+    elif path.parent.exists() and not path.parent.is_dir():
+        problem = f"{str(path.parent)!r} is a file, not a directory"
     elif not path.parent.is_dir():
         problem = f"the directory {str(path.parent)!r} does not exist"
     elif not create and not path.exists():

@@ -337,8 +337,11 @@ def parse_study_config(
     base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
     schema.check_keys(data, schema.TOP_KEYS, "", source)
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        schema.config_error(source, "", "name", "a non-empty str without '/'", name)
+    # The name is a folder under runs/: no separator, and not '.' or '..'.
+    if not isinstance(name, str) or not name.strip() or "/" in name or name.strip() in (".", ".."):
+        schema.config_error(
+            source, "", "name", "a non-empty str without '/', not '.' or '..'", name
+        )
     description = data.get("description", "")
     if not isinstance(description, str):
         schema.config_error(source, "", "description", "a str", description)
