@@ -31,7 +31,11 @@ class EvoSearchRegressor(RegressorMixin, _EvoSearchBase):  # type: ignore[misc]
     (with statistics of each split's training rows, of all the rows for the
     refit), so that every target weighs alike whatever its unit.
     Predictions are mapped back to the targets' scale; the ensemble's
-    prediction is the average of its members'.
+    prediction is the average of its members', and a trial whose validation
+    mean squared error exceeds three times the best member's is no member
+    (:data:`~evohpo.estimator.refit.MAX_MSE_RATIO`: averaging it in cannot
+    beat the best alone), so a short search may refit fewer than
+    ``ensemble_size`` networks.
 
     Parameters
     ----------
