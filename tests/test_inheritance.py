@@ -344,6 +344,26 @@ def test_a_study_file_with_a_bad_inheritance_setting_is_refused(
         load_study_config(path)
 
 
+def test_a_weights_dir_that_cannot_be_made_stops_the_run_before_any_trial(
+    tmp_path: Path, write_study: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evohpo.cli import main
+
+    (tmp_path / "afile").write_text("")
+    path = write_study(tmp_path, train={"inherit_weights": True, "weights_dir": "afile/w"})
+    assert main(["run", str(path)]) == 1
+    assert "'store' parameter of WeightInheritance must be a folder that can be created" in (
+        capsys.readouterr().err
+    )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'evohpo.db'}")
+    assert all(not s.n_trials for s in optuna.get_all_study_summaries(storage))
+    X, y = _data()
+    with pytest.raises(InvalidParameterError, match="a folder that can be created"):
+        evohpo.EvoSearchClassifier(
+            n_trials=2, inherit_weights=True, weights_dir=str(tmp_path / "afile" / "w")
+        ).fit(X, y)
+
+
 # -- workers on PostgreSQL share one weight store ------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.postgres

@@ -184,6 +184,9 @@ class GenomeObjective:
             raise_invalid("inheritance", _OWNER, "a WeightInheritance or None", inheritance)
         self.inheritance = inheritance
         self._bank = WeightBank(inheritance) if inheritance is not None else None
+        if self._bank is not None:
+            # A folder that cannot be made fails the search now, not each trial's storing.
+            _ = self._bank.store
         self.report_every: int | str = "auto"
         if not (isinstance(report_every, str) and report_every == "auto"):
             try:
