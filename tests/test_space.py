@@ -391,7 +391,8 @@ def test_input_shape_takes_numpy_ints_and_arrays() -> None:
         ({"channels": (8, 4)}, "'channels' parameter .* low <= high"),
         (
             {"input_shape": (1, 4), "min_blocks": 3, "pools": ("max",)},
-            r"No body of 3 blocks \(min_blocks\) fits the input shape \(1, 4\)",
+            r"No body of 3 blocks \(min_blocks\) fits the input shape \(1, 4\) .* stride 1 and "
+            r"max pooling in every block .* Lower min_blocks, allow pools 'none', or use a larger",
         ),
     ],
 )

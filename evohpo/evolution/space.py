@@ -150,11 +150,18 @@ class SearchSpace:
         set_(self, "block_dropout", dropout)
         set_(self, "readouts", _choices(self.readouts, "readouts", READOUTS))
         if self.input_shape is not None and self._smallest_body_fails():
+            gentle = self._gentle_shape()
+            pooling = "no pooling" if gentle.pool == "none" else f"{gentle.pool} pooling"
+            remedies = []
+            if gentle.stride > 1:
+                remedies.append("allow stride 1")
+            if gentle.pool != "none":
+                remedies.append("allow pools 'none'")
             raise SearchSpaceError(
                 f"No body of {self.min_blocks} blocks (min_blocks) fits the input shape "
                 f"{self.input_shape} with these strides and pools: even stride "
-                f"{min(self.strides)} and no pooling shrink it below one position. Lower "
-                "min_blocks, allow stride 1 or pools 'none', or use a larger input."
+                f"{gentle.stride} and {pooling} in every block shrink it below one position. "
+                f"Lower min_blocks, {', '.join([*remedies, 'or use a larger input'])}."
             )
 
     def _smallest_body_fails(self) -> bool:
