@@ -41,6 +41,7 @@ from evohpo._redact import redact_text, register_secret, url_password
 from evohpo.exceptions import StorageError, StorageUnavailableError
 from evohpo.storage.drivers import missing_driver
 from evohpo.storage.errors import error_summary, is_storage_outage
+from evohpo.storage.journal_file import repair_journal, repair_journal_lines
 from evohpo.storage.retry import DEFAULT_HEARTBEAT, Heartbeat, retry_callback
 from evohpo.storage.tracked import TrackedJournalStorage, TrackedRDBStorage, TrialStartListener
 from evohpo.storage.urls import describe_storage, storage_file, storage_kind
@@ -109,13 +110,7 @@ def open_storage(
     kind = storage_kind(url)
     try:
         if kind == "journal":
-            from optuna.storages.journal import JournalFileBackend
-
-            return TrackedJournalStorage(
-                JournalFileBackend(str(storage_file(url))),
-                owner_extra=owner_extra,
-                listener=listener,
-            )
+            return _open_journal(url, shown, owner_extra, listener)
         if kind == "grpc":
             from evohpo.storage.grpc import open_grpc_storage
 
@@ -126,8 +121,37 @@ def open_storage(
                 listener=listener,
             )
         return _open_rdb(url, kind, heartbeat, owner_extra, listener, track=track)
+    except StorageError:
+        raise  # already says which storage and why
     except Exception as exc:
         raise _open_error(url, shown, exc) from exc
+
+
+def _open_journal(
+    url: str,
+    shown: str,
+    owner_extra: Mapping[str, Any] | None,
+    listener: TrialStartListener | None,
+) -> TrackedJournalStorage:
+    """A journal file's storage, after repairing a record a crash cut off (see
+    :mod:`evohpo.storage.journal_file`): appending after one would make the file
+    unreadable to every process."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path = storage_file(url)
+    assert path is not None
+    repair_journal(path, shown=shown)
+
+    def storage() -> TrackedJournalStorage:
+        backend = JournalFileBackend(str(path))
+        return TrackedJournalStorage(backend, owner_extra=owner_extra, listener=listener)
+
+    try:
+        return storage()
+    except ValueError:  # Optuna's reader: a line that is not JSON (json's error is one too)
+        if repair_journal_lines(path, shown=shown) is None:
+            raise
+        return storage()
 
 
 def _open_rdb(
