@@ -131,6 +131,21 @@ def test_batch_trials_is_a_train_setting_apart_from_the_train_config(
     assert explicit.batch_trials == "auto"
 
 
+def test_study_names_that_read_alike_get_their_own_output_folders(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    folders = {
+        name: load_study_config(write_study(tmp_path, name=name)).output_dir
+        for name in ("my study", "my_study", "my/study".replace("/", "\\"), "cache")
+    }
+    assert len(set(folders.values())) == len(folders)
+    assert folders["my_study"].name == "my_study"  # a name that may stay, stays
+    assert folders["my study"].name.startswith("my_study-")
+    config = load_study_config(write_study(tmp_path, name="cache"))
+    assert config.output_dir != config.cache_dir
+    assert all(folder.parent == tmp_path.resolve() / "runs" for folder in folders.values())
+
+
 def test_name_defaults_to_the_file_stem(tmp_path: Path, write_study: WriteStudy) -> None:
     path = write_study(tmp_path, filename="wine-small.toml", name=None)
     assert load_study_config(path).name == "wine-small"
@@ -1107,3 +1122,14 @@ def test_graceful_stop_is_inert_outside_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert errors == []
+
+
+def test_weights_kept_under_a_name_replaced_without_a_digest_are_still_found(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    path = write_study(tmp_path, name="my study", storage="postgresql://u@h/db")
+    config = load_study_config(path)
+    assert config.weights_store() == config.output_dir / "weights"
+    earlier = tmp_path.resolve() / "runs" / "my_study" / "weights"
+    earlier.mkdir(parents=True)
+    assert config.weights_store() == earlier

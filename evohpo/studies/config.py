@@ -42,6 +42,7 @@ that no study stores a value its sampler cannot use: those of
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -211,7 +212,13 @@ class StudyConfig:
         if self.weights_dir is not None:
             return self.weights_dir
         folder = default_artifact_dir(storage_url or self.storage_url)
-        return folder if folder is not None else self.output_dir / "weights"
+        if folder is not None:
+            return folder
+        # Names replaced without a digest before: their studies keep their weights there.
+        earlier = self.base_dir / "runs" / _replaced(self.name) / "weights"
+        if earlier.is_dir() and not (self.output_dir / "weights").exists():
+            return earlier
+        return self.output_dir / "weights"
 
     @property
     def output_dir(self) -> Path:
@@ -245,8 +252,20 @@ class StudyConfig:
         return identity
 
 
+def _replaced(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "study"
+    """``name`` as a folder name: itself when every character may stay, otherwise the
+    replaced name plus a short digest of the real one, so that two names that replace
+    to the same text ("my study", "my_study") keep apart, and "cache" stays apart from
+    the data cache."""
+    safe = _replaced(name)
+    if safe == name and name != "cache":
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{safe or 'study'}-{digest}"
 
 
 def load_study_config(path: str | os.PathLike[str], *, check_device: bool = True) -> StudyConfig:
