@@ -639,6 +639,58 @@ def test_compare_hint_hides_the_password(
     assert f"evohpo dashboard {study_file} --storage 'postgresql://me:***@db.example/evohpo'" in out
 
 
+@pytest.mark.parametrize(
+    ("plot", "reason"),
+    [
+        ("history.txt", r"the file name must end in \.png, \.svg, \.pdf"),
+        ("blocker/history.png", r"'.*blocker' is a file, not a directory"),
+        ("folder.png", "it is a directory"),
+    ],
+)
+def test_compare_refuses_a_plot_path_before_it_runs(
+    study_file: Path, plot: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (study_file.parent / "blocker").write_text("a file")
+    (study_file.parent / "folder.png").mkdir()
+    target = study_file.parent / plot
+
+    assert main(["compare", str(study_file), "--plot", str(target)]) == 1
+
+    err = capsys.readouterr().err
+    assert re.search(rf"--plot '.*{re.escape(plot)}': {reason}", err)
+    assert not (study_file.parent / "evohpo.db").exists()  # nothing ran, nothing stored
+
+
+def test_the_history_plot_is_written_in_the_type_its_name_says(
+    tmp_path: Path, study_file: Path
+) -> None:
+    from evohpo.studies.compare import Comparison, StudyResult
+    from evohpo.studies.plots import plot_histories
+
+    config = load_study_config(study_file)
+    result = StudyResult(
+        name="tiny/ga/seed0",
+        sampler="ga",
+        seed=0,
+        n_trials=2,
+        n_failed=0,
+        best_value=0.5,
+        best_trial=0,
+        test_accuracy=None,
+        history=[0.4, 0.5],
+        seconds=1.0,
+        trials_to_target=None,
+        seconds_to_target=None,
+    )
+    comparison = Comparison(
+        config=config, results={"ga": [result]}, wall_seconds=1.0, budget=config.budget
+    )
+    starts = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}
+    for suffix, start in starts.items():
+        written = plot_histories(comparison, tmp_path / "figures" / f"history{suffix.upper()}")
+        assert written.read_bytes().startswith(start)
+
+
 def test_plot_legend_counts_seeds_in_words(study_file: Path) -> None:
     from evohpo.studies.compare import Comparison, StudyResult
     from evohpo.studies.plots import history_figure

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import json
+import mimetypes
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from evohpo.studies.data import prepare_data
 from evohpo.studies.export import export_best, find_best
 from evohpo.studies.group import open_study, study_name
 from evohpo.studies.lineage_plot import default_lineage_path, study_lineage, write_lineage
-from evohpo.studies.plots import default_plot_path, plot_histories
+from evohpo.studies.plots import check_plot_path, default_plot_path, plot_histories
 from evohpo.studies.refit import best_genome
 from evohpo.studies.report import format_table
 from evohpo.studies.run import (
@@ -196,6 +197,7 @@ def worker_command(args: argparse.Namespace, guard: GracefulStop) -> int:
 def compare_command(args: argparse.Namespace, guard: GracefulStop) -> int:
     """``evohpo compare``: every sampler and seed, then the table and the plot."""
     config, url = _load(args)
+    plot = check_plot_path(args.plot if args.plot else default_plot_path(config))
     data = prepare_data(config)
     with _opened(url) as storage:
         budget = Budget(
@@ -219,7 +221,6 @@ def compare_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 batch_trials=args.batch_trials,
             )
         out(format_table(comparison))
-        plot = Path(args.plot) if args.plot else default_plot_path(config)
         written = plot_histories(comparison, plot)
         lineages = _draw_lineages(comparison, storage)
         out("")
@@ -274,7 +275,8 @@ def _attach_figures(
     for name, lineage in lineages.items():
         study = optuna.load_study(study_name=name, storage=storage)
         for path in (lineage, history):
-            replace_study_artifact(store, study, path, mimetype="image/png")
+            mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            replace_study_artifact(store, study, path, mimetype=mimetype)
     return folder
 
 

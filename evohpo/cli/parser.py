@@ -357,7 +357,8 @@ def _add_compare(commands: _Commands) -> None:
     compare.add_argument(
         "--plot",
         metavar="PATH",
-        help="where to write the PNG (default: runs/<name>/history.png next to the study file)",
+        help="where to write the figure: .png, .svg or .pdf (default: runs/<name>/history.png "
+        "next to the study file)",
     )
     compare.add_argument(
         "--no-test",

@@ -2,27 +2,72 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evohpo.exceptions import InvalidParameterError
 from evohpo.studies.compare import Comparison
 from evohpo.studies.config import StudyConfig
 
-__all__ = ["default_plot_path", "history_figure", "plot_histories"]
+__all__ = [
+    "PLOT_SUFFIXES",
+    "check_plot_path",
+    "default_plot_path",
+    "history_figure",
+    "plot_histories",
+]
+
+#: The file types :func:`plot_histories` writes, by file name ending.
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_plot_path(path: str | Path, what: str = "--plot") -> Path:
+    """``path`` if :func:`plot_histories` can write there; otherwise why not.
+
+    Called before a comparison runs, so that a figure that could not be
+    written does not fail a run of many minutes at its end.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming ``what``: an unknown file type, a directory, or a folder that
+        cannot be made or written.
+    """
+    target = Path(path)
+    problem = None
+    if target.suffix.lower() not in PLOT_SUFFIXES:
+        problem = f"the file name must end in {', '.join(PLOT_SUFFIXES)}"
+    elif target.is_dir():
+        problem = "it is a directory"
+    else:
+        existing = target.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            problem = f"{str(existing)!r} is a file, not a directory"
+        elif not os.access(existing, os.W_OK | os.X_OK) or (
+            target.exists() and not os.access(target, os.W_OK)
+        ):
+            problem = f"this process may not write in {str(existing)!r}"
+    if problem is not None:
+        raise InvalidParameterError(f"Cannot write the plot {what} {str(target)!r}: {problem}.")
+    return target
 
 
 def plot_histories(comparison: Comparison, path: str | Path) -> Path:
-    """Write a PNG of the best validation accuracy (R2) so far against the trial count.
+    """Write a figure (PNG, SVG or PDF, by ``path``'s ending) of the best validation
+    accuracy (R2) so far against the trial count.
 
     One line per sampler (the mean over seeds) with a band from the lowest to
     the highest seed. Uses matplotlib's Agg canvas; pyplot's global state is
     not touched.
     """
-    target = Path(path)
+    target = check_plot_path(path, "path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    history_figure(comparison).savefig(target, format="png")
+    history_figure(comparison).savefig(target, format=target.suffix.lower()[1:])
     return target
 
 
