@@ -308,6 +308,8 @@ def test_parse_mapping_directly() -> None:
         ("results.sqlite3", "sqlite:////base/results.sqlite3"),
         ("/abs/x.db", "sqlite:////abs/x.db"),
         ("journal:///abs/j.log", "journal:///abs/j.log"),
+        ("journal:////abs/j.log", "journal:///abs/j.log"),
+        ("sqlite://///abs/x.db", "sqlite:////abs/x.db"),
         ("journal://rel/j.log", "journal:///base/rel/j.log"),
         ("runs/j.jsonl", "journal:///base/runs/j.jsonl"),
         ("postgresql://u:pw@host:5432/db", "postgresql://u:pw@host:5432/db"),

@@ -82,6 +82,10 @@ def resolve_storage_url(url: str, *, base_dir: str | os.PathLike[str] | None = N
 
 
 def _absolute(path: str, base: Path) -> Path:
+    if path.startswith("//"):
+        # ``journal:////data/x.log``: one root. pathlib keeps a leading "//" (POSIX
+        # leaves its meaning open), which then shows up in every message.
+        path = "/" + path.lstrip("/")
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else base / candidate
 
