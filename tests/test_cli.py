@@ -839,7 +839,8 @@ def test_export_writes_a_safe_loadable_model(
     assert classes == ["setosa", "versicolor", "virginica"]
     assert metadata["study"].startswith("tiny/ga/")
     state = torch.load(out_dir / "model.pt", weights_only=True)
-    model = build_model(genome, metadata["n_features"], metadata["n_classes"])
+    assert metadata["n_outputs"] == metadata["n_classes"] == len(classes)
+    model = build_model(genome, metadata["n_features"], metadata["n_outputs"])
     model.load_state_dict(state)
     model.eval()
     # The exported model and its standardisation reproduce the reported test accuracy.
@@ -853,7 +854,7 @@ def test_export_writes_a_safe_loadable_model(
     # The metadata's load recipe works as written, in a new interpreter.
     recipe = (
         "import json, evohpo; m = json.load(open('metadata.json')); "
-        "n_features, n_classes = m['n_features'], m['n_classes']; exec(m['load']); "
+        "n_features, n_outputs = m['n_features'], m['n_outputs']; exec(m['load']); "
         "print(sum(p.numel() for p in model.parameters()))"
     )
     loaded = subprocess.run(

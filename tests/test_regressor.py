@@ -423,6 +423,12 @@ def test_compare_runs_on_a_regression_study(tmp_path, write_study, capsys):
     assert "test R2 of the refit" in capsys.readouterr().out
     metadata = json.loads((tmp_path / "best" / "metadata.json").read_text())
     assert metadata["task"] == "regression"
-    assert metadata["n_classes"] == 1
+    assert metadata["n_outputs"] == 1
+    assert "n_classes" not in metadata
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [
+        "genome.json",
+        "metadata.json",
+        "model.pt",
+    ]
     assert "validation_r2" in metadata
     assert "target_standardize" in metadata

@@ -428,8 +428,9 @@ def _add_best_and_export(commands: _Commands) -> None:
             """\
             Retrain the best genome on the search's training and validation rows and write
             model.pt (a state_dict, loadable with torch.load(path, weights_only=True)),
-            genome.json, classes.json and metadata.json (feature standardisation,
-            accuracies, origin) into the output directory, and nowhere else.""",
+            genome.json, classes.json (classification) and metadata.json (output width,
+            feature standardisation, scores, origin) into the output directory, and nowhere
+            else.""",
         ),
     ):
         sub = _command(commands, name, help_text, description)

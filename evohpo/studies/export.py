@@ -1,20 +1,23 @@
 """Find the best trial of a study group and export its genome and model.
 
-An export directory holds exactly four files, written atomically and never
-outside that directory:
+An export directory holds these files (:data:`EXPORT_FILES`), written
+atomically and never outside that directory:
 
 ``model.pt``
     The network's ``state_dict`` (tensors only), loadable with
     ``torch.load(path, weights_only=True)`` into
-    ``evohpo.training.nn.build_model(genome, n_features, n_classes)`` (with
+    ``evohpo.training.nn.build_model(genome, n_features, n_outputs)`` (with
     ``input_shape=`` the metadata's ``input_shape`` when it has one).
 ``genome.json``
     The genome (:meth:`evohpo.Genome.to_json`).
 ``classes.json``
-    Class names, in the order of the model's outputs.
+    Class names, in the order of the model's outputs (classification only: a
+    regression export has none, and an earlier export's is removed).
 ``metadata.json``
-    Where it came from (study, trial, accuracies) and the feature
-    standardisation to apply before the model: ``(x - mean) / scale``.
+    Where it came from (study, trial, scores), the model's output width
+    (``n_outputs``; ``n_classes`` too for classification) and the feature
+    standardisation to apply before the model: ``(x - mean) / scale``; for
+    regression also the target standardisation to undo after it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from evohpo.studies.run import make_objective
 __all__ = ["EXPORT_FILES", "BestTrial", "ExportResult", "export_best", "find_best"]
 
 
-#: The files an export writes.
+#: The files an export writes (a regression export all but ``classes.json``).
 EXPORT_FILES: tuple[str, ...] = ("model.pt", "genome.json", "classes.json", "metadata.json")
 
 
@@ -194,8 +197,9 @@ def export_best(
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"The export path {str(out)!r} exists and is not a directory.")
-    targets = [out / name for name in EXPORT_FILES]
-    for target in targets:
+    names = [n for n in EXPORT_FILES if data.task != "regression" or n != "classes.json"]
+    targets = [out / name for name in names]
+    for target in [out / name for name in EXPORT_FILES]:
         if target.is_symlink() or (target.exists() and not target.is_file()):
             raise FileExistsError(
                 f"Refusing to write {str(target)!r}: it is a link or not a regular file."
@@ -228,7 +232,8 @@ def export_best(
         f"test_{score}": test_accuracy,
         "n_features": int(data.X_train.shape[1]),
         **({} if data.feature_names is None else {"features": list(data.feature_names)}),
-        "n_classes": data.n_classes if scaler is None else len(scaler.mean),
+        "n_outputs": data.n_classes if scaler is None else len(scaler.mean),
+        **({} if scaler is not None else {"n_classes": data.n_classes}),
         "standardize": {
             "mean": [float(v) for v in standardizer.mean],
             "scale": [float(v) for v in standardizer.scale],
@@ -236,7 +241,7 @@ def export_best(
         "load": (
             "import evohpo.training.nn, torch; "
             "genome = evohpo.Genome.from_json(open('genome.json').read()); "
-            "model = evohpo.training.nn.build_model(genome, n_features, n_classes"
+            "model = evohpo.training.nn.build_model(genome, n_features, n_outputs"
             f"{'' if shape is None else ', input_shape=input_shape'}); "
             "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"
         ),
@@ -252,7 +257,10 @@ def export_best(
     out.mkdir(parents=True, exist_ok=True)
     _write_atomically(out, "model.pt", lambda handle: torch.save(state, handle))
     _write_text(out, "genome.json", best.genome.to_json() + "\n")
-    _write_text(out, "classes.json", json.dumps(list(data.class_names), indent=2) + "\n")
+    if scaler is None:
+        _write_text(out, "classes.json", json.dumps(list(data.class_names), indent=2) + "\n")
+    else:  # an earlier classification export's class names would not fit this model
+        (out / "classes.json").unlink(missing_ok=True)
     _write_text(out, "metadata.json", json.dumps(metadata, indent=2) + "\n")
     return ExportResult(out, targets, best, test_accuracy)
 
