@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -178,6 +179,23 @@ def test_a_noisy_objective_is_repeated_once_and_keeps_tournaments_of_five(
     assert tournament_sizes == [5] * 21
 
 
+def test_repeats_that_cannot_reproduce_the_best_stop_after_two(
+    tournament_sizes: list[int],
+) -> None:
+    # The objective gains a parameter after the random start: a repeat of the
+    # best cannot have its parameters, so it measures no noise. Two tries, then
+    # breeding as on a noisy objective (not repeats for ever).
+    study = optuna.create_study(sampler=EvoSampler(seed=0, population_size=5))
+    study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2, n_trials=5)
+    study.optimize(
+        lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2 + (t.suggest_float("y", -5, 5) - 2) ** 2,
+        n_trials=20,
+    )
+    origins = [r["origin"] for r in lineages(study)]
+    assert origins == ["random"] * 5 + ["repeat"] * 2 + ["bred"] * 18
+    assert tournament_sizes == [5] * 18
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -268,11 +286,19 @@ def test_same_seed_gives_same_trials_and_other_seed_differs() -> None:
     assert run(7) != run(8)
 
 
-def test_reseed_rng_changes_streams() -> None:
-    sampler = EvoSampler(population_size=4, seed=7)
-    before = sampler._seed
-    sampler.reseed_rng()
-    assert sampler._seed != before
+def test_threads_keep_the_seed_and_its_random_start() -> None:
+    # optimize(n_jobs=2) calls reseed_rng in each thread; the streams are per
+    # trial number already, so the seed stays and the random start reproduces.
+    def run() -> tuple[dict[int, dict[str, Any]], int]:
+        sampler = EvoSampler(population_size=6, seed=7)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(_mixed_objective, n_trials=12, n_jobs=2)
+        start = {t.number: t.params for t in study.trials if t.number < 6}
+        return start, sampler.settings()["seed"]
+
+    first, second = run(), run()
+    assert first == second
+    assert first[1] == 7
 
 
 def conditional_objective(trial: optuna.Trial) -> float:
@@ -847,3 +873,36 @@ def test_residual_layers_evolve_through_the_sampler_with_their_ids(given_space: 
         record = evohpo.Genome.from_json(trial.user_attrs[LINEAGE_ATTR]["genome"])
         assert trial.user_attrs["ids"] == [layer.id for layer in record.layers]
     assert any(p.endswith(".residual") and v for t in bred for p, v in t.params.items())
+
+
+def _mixed_objective(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -5, 5)
+    y = trial.suggest_int("y", -5, 5)
+    c = trial.suggest_categorical("c", ["a", "b"])
+    return (x - 1) ** 2 + (y - 2) ** 2 + (c == "b")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_children_do_not_repeat_parameters_evaluated_before(seed: int) -> None:
+    # One mutated gene of an int or a categorical often lands on a point tried
+    # before; such a child is bred again (every evaluated trial counts, not only
+    # the breeding pool). Before, 16-24 of these 60 trials were such repeats.
+    study = optuna.create_study(sampler=EvoSampler(seed=seed, population_size=5))
+    study.optimize(_mixed_objective, n_trials=60)
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    probes = sum(r["origin"] == "repeat" for r in lineages(study))
+    assert len(keys) - len(set(keys)) - probes <= 1
+
+
+def test_trials_open_at_once_get_different_parameters() -> None:
+    study = optuna.create_study(sampler=EvoSampler(seed=0, population_size=5, tournament_size=3))
+    for _ in range(10):  # the random start, then batches of 8 open trials
+        trial = study.ask()
+        study.tell(trial, _mixed_objective(trial))
+    for _ in range(5):
+        batch = [study.ask() for _ in range(8)]
+        values = [_mixed_objective(trial) for trial in batch]
+        keys = {tuple(sorted(trial.params.items())) for trial in batch}
+        assert len(keys) == len(batch)
+        for trial, value in zip(batch, values, strict=True):
+            study.tell(trial, value)

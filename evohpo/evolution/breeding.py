@@ -4,7 +4,8 @@ Genomes of :func:`~evohpo.evolution.suggest.suggest_genome` are varied with the
 structure-aware operators (:mod:`~evohpo.evolution.crossover`,
 :mod:`~evohpo.evolution.mutation`); any other parameters with the operators on
 parameter dicts (:mod:`~evohpo.evolution.params`). A child whose parameters
-some member of the pool already has is bred again, a few times at most.
+a member of the population or a running trial already has is bred again, a few
+times at most.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from evohpo.evolution.space import SearchSpace
 __all__ = ["Breeder"]
 
 #: Times a child equal to a member of the pool is bred again.
-_DEDUP_ATTEMPTS = 4
+_DEDUP_ATTEMPTS = 10
 _CROSS_UNIFORM = "crossover:uniform"
 _MISSING = object()
 
@@ -50,11 +51,16 @@ class Breeder:
         generation: int,
         space: SearchSpace | None,
         rng: random.Random,
+        *,
+        running: set[tuple[tuple[str, str], ...]] | None = None,
     ) -> Lineage:
         """The child record of ``parents`` (two members, possibly the same one).
 
         ``generation`` below 0 means one more than the parents'. With a
-        ``space``, parents that carry genomes are varied as genomes.
+        ``space``, parents that carry genomes are varied as genomes. A child
+        whose parameters a member of the population (not only of the pool) or
+        a ``running`` trial (parameter keys) already has is bred again, up to
+        :data:`_DEDUP_ATTEMPTS` times.
         """
         first, second = parents
         crossed = first.number != second.number and rng.random() < self.crossover_prob
@@ -62,7 +68,10 @@ class Breeder:
         parent_numbers = (first.number, second.number) if crossed else (first.number,)
         if generation < 0:
             generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
-        seen = {m.params_key for m in pool}
+        seen = {m.params_key for m in population.members}
+        seen.update(m.params_key for m in pool)
+        if running:
+            seen |= running
         distributions = population.distributions
         genomes = [p.genome for p in parents] if space is not None else []
         if space is not None and all(g is not None for g in genomes):

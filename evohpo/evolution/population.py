@@ -101,6 +101,7 @@ class Snapshot:
     distributions: dict[str, BaseDistribution]  # every parameter, latest distribution
     repeats: int = 0  # members whose parameters an earlier member already had (one objective)
     noisy: bool = False  # whether two members of equal parameters differ in value
+    probes: int = 0  # members the sampler made as repeats (lineage origin "repeat")
 
     @property
     def latest(self) -> Member:
@@ -131,6 +132,7 @@ class Population:
         self._evaluations: dict[tuple[tuple[str, str], ...], _Evaluations] = {}
         self.repeats = 0
         self.noisy = False
+        self.probes = 0
         # name -> (where first seen: trial number, position), (latest number, distribution)
         self._dists: dict[str, tuple[tuple[int, int], tuple[int, BaseDistribution]]] = {}
 
@@ -156,6 +158,8 @@ class Population:
 
     def _add(self, member: Member) -> None:
         bisect.insort(self.members, member, key=lambda m: m.number)
+        if member.lineage is not None and member.lineage.origin == "repeat":
+            self.probes += 1
         if len(self._signs) == 1:
             self._rank(member)
         for position, (name, dist) in enumerate(member.distributions.items()):
@@ -193,6 +197,7 @@ class Population:
             self._distributions(),
             repeats=self.repeats,
             noisy=self.noisy,
+            probes=self.probes,
         )
 
     def _distributions(self) -> dict[str, BaseDistribution]:

@@ -32,7 +32,7 @@ from evohpo.evolution.breeding import Breeder
 from evohpo.evolution.genome import N_BLOCKS
 from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
 from evohpo.evolution.mutation import MutationRates
-from evohpo.evolution.population import Member, Population, Snapshot
+from evohpo.evolution.population import Member, Population, Snapshot, params_key
 from evohpo.evolution.selection import (
     nsga2_rank_and_crowding,
     select_nsga2,
@@ -92,6 +92,12 @@ class EvoSampler(BaseSampler):
     (``bench/sampler_settings.py``)::
 
         EvoSampler(aging=True, elitism=0, population_size=20, tournament_size=8)
+
+    A child whose parameters a finished or running trial of the study already
+    has is bred again (up to 10 times): a re-evaluation is spent only on the
+    repeats above. If the repeats cannot have the best trial's parameters
+    (the objective asks for others now), two tries end the measurement and
+    selection stays at 5.
 
     Multi-objective studies use NSGA-II: the breeding pool is chosen by
     Pareto front, then crowding distance, and tournaments compare
@@ -272,8 +278,10 @@ class EvoSampler(BaseSampler):
         return self._population_size
 
     def reseed_rng(self) -> None:
-        """Draw a new root seed, so that parallel workers use different streams."""
-        self._seed = fresh_root_seed()
+        """Nothing to do: every trial's random streams derive from the seed and its own
+        trial number, so threads (``optimize(n_jobs=...)``, which calls this in each)
+        and processes already draw apart. Keeping the seed keeps ``seed=``
+        reproducible with threads, and :meth:`settings` true."""
 
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
@@ -383,13 +391,14 @@ class EvoSampler(BaseSampler):
             measured = population.noisy or population.repeats >= _NOISE_PROBES
             if measured:
                 greedy = not population.noisy
-            elif population.repeats + self._running_repeats(study) < _NOISE_PROBES:
+            elif population.probes + self._running_repeats(study) < _NOISE_PROBES:
                 return _repeat_lineage(population.ranked[0])
-            # Otherwise the last repeats are running: breed as on a noisy objective.
+            # Otherwise the last repeats are running, or they ran with other parameters
+            # than the best's (the objective's space changed): breed as on a noisy objective.
         generation = self._generation_of(trial.number)
         pool = self._breeding_pool(study, population, generation)
         parents = self._select_parents(study, pool, rng, greedy=greedy)
-        return self._vary(parents, pool, population, generation, rng)
+        return self._vary(parents, pool, population, generation, rng, self._taken(study))
 
     def _adapts(self, study: Study) -> bool:
         """Whether the tournament size follows the objective's noise in ``study``."""
@@ -399,6 +408,13 @@ class EvoSampler(BaseSampler):
             and self._mode == "steady_state"
             and not self._aging
         )
+
+    def _taken(self, study: Study) -> set[tuple[tuple[str, str], ...]]:
+        """Parameter keys of the trials this sampler has running in ``study`` (with
+        their parameters known in advance: bred, repeated or enqueued)."""
+        with self._lock:
+            running = list(self._cache_of(study).running.values())
+        return {params_key(lineage.params) for _, lineage in running if lineage.params}
 
     def _running_repeats(self, study: Study) -> int:
         """Repeats this sampler has started in ``study`` that have not finished."""
@@ -481,10 +497,17 @@ class EvoSampler(BaseSampler):
         population: Snapshot,
         generation: int,
         rng: random.Random,
+        running: set[tuple[tuple[str, str], ...]] | None = None,
     ) -> Lineage:
         breeder = Breeder(self._crossover_prob, self._mutation_prob, self._rates)
         return breeder.breed(
-            parents, pool, population, generation, self._space_for(population), rng
+            parents,
+            pool,
+            population,
+            generation,
+            self._space_for(population),
+            rng,
+            running=running,
         )
 
     def _space_for(self, population: Snapshot) -> SearchSpace | None:
