@@ -934,6 +934,25 @@ def test_pickle_round_trip(data, tmp_path):
     assert pickle.loads(pickle.dumps(tiny())).get_params() == tiny().get_params()
 
 
+def test_a_pickle_finds_the_study_the_fit_used(data, tmp_path, monkeypatch):
+    # A bare path (resolved when fitted, so the pickle opens it from any folder),
+    # and a storage parameter changed after the fit: the pickle keeps the fit's.
+    X, y = data
+    monkeypatch.chdir(tmp_path)
+    clf = tiny(storage="search.db", study_name="bare").fit(X, y)
+    in_memory = tiny(study_name="mem").fit(X, y)
+    in_memory.set_params(storage=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for fitted in (clf, in_memory):
+        restored = pickle.loads(pickle.dumps(fitted))
+        assert [t.params for t in restored.study_.trials] == [
+            t.params for t in fitted.study_.trials
+        ]
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
 def test_clone_and_grid_search(data):
     X, y = data
     clf = tiny(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -203,6 +203,9 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         self._input_shape = settings.input_shape  # how the members fold a row
         self._study: optuna.Study | None = search.study
         self._study_ref: dict[str, Any] | None = None
+        # The URL the fit used (a bare path resolved), not the parameter, which a
+        # later set_params may change: a pickle finds the study by it.
+        self._study_storage: str | None = settings.storage
         self.cv_results_ = cv_results(trials, settings.cv, get_task(self._task).score_attr)
         self.best_index_ = trials.index(best)
         self.best_params_ = dict(best.params)
@@ -315,7 +318,7 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
             ]
         study = state.pop("_study", None)
         if study is not None:
-            state["_study_ref"] = study_ref(study, self.storage)
+            state["_study_ref"] = study_ref(study, state.get("_study_storage", self.storage))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
