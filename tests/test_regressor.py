@@ -432,3 +432,31 @@ def test_compare_runs_on_a_regression_study(tmp_path, write_study, capsys):
     ]
     assert "validation_r2" in metadata
     assert "target_standardize" in metadata
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "settings", "message"),
+    [
+        (5, {}, r"'validation_fraction' .* >= 0\.3 \(the validation split needs 2 rows"),
+        (150, {"validation_fraction": 0.005}, r"'validation_fraction' .* >= 0\.01 "),
+        (9, {"cv": 5}, r"'cv' .* <= 4 \(every fold needs 2 rows to score R2\)"),
+        (2, {}, r"needs at least 3 samples to score R2 .* another scoring"),
+    ],
+)
+def test_splits_too_small_to_score_r2_are_refused_before_training(
+    n_rows: int, settings: dict, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evohpo.estimator.session
+
+    def no_search(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the search started")
+
+    monkeypatch.setattr(evohpo.estimator.session, "_optimize", no_search)
+    X = np.random.default_rng(0).normal(size=(n_rows, 3))
+    with pytest.raises(InvalidParameterError, match=message):
+        EvoSearchRegressor(n_trials=2, max_epochs=2, **settings).fit(X, X[:, 0])
+    # Another scoring needs no two rows to score.
+    monkeypatch.undo()
+    if n_rows == 5:
+        fitted = EvoSearchRegressor(n_trials=2, max_epochs=2, scoring="neg_mean_squared_error")
+        assert fitted.fit(X, X[:, 0]).n_trials_ == 2

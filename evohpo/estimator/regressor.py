@@ -14,6 +14,7 @@ from evohpo._validation import raise_invalid
 from evohpo.estimator.base import _EvoSearchBase
 from evohpo.estimator.params import Settings, check_input_width
 from evohpo.estimator.refit import mean_prediction
+from evohpo.exceptions import InvalidParameterError
 from evohpo.search.splits import Standardizer
 from evohpo.training.task import TaskName
 
@@ -118,6 +119,8 @@ refit_epochs_, refit_time_, study_, n_trials_
         if settings.cv is not None and settings.cv > len(targets):
             expected = f"an int <= the number of samples ({len(targets)})"
             raise_invalid("cv", settings.owner, expected, settings.cv)
+        if settings.scoring == "r2":
+            _check_r2_rows(len(targets), settings)
         return X, np.ascontiguousarray(targets), None
 
     def _set_targets(self, classes: npt.NDArray[Any] | None, y: npt.NDArray[Any]) -> None:
@@ -145,3 +148,25 @@ refit_epochs_, refit_time_, study_, n_trials_
         assert target is not None  # set by every regression refit
         outputs = mean_prediction(self.ensemble_models_, X, target)
         return outputs[:, 0] if self._y_ndim == 1 else outputs
+
+
+def _check_r2_rows(n_rows: int, settings: Settings) -> None:
+    """Refuse splits whose validation part has one row: R2 needs two (else every
+    trial would fail, after training, with a NaN score)."""
+    if settings.cv is not None:
+        smallest = n_rows // settings.cv
+        if smallest < 2:
+            expected = f"an int <= {n_rows // 2} (every fold needs 2 rows to score R2)"
+            raise_invalid("cv", settings.owner, expected, settings.cv)
+        return
+    n_val = min(max(1, round(settings.validation_fraction * n_rows)), n_rows - 1)
+    if n_val < 2:
+        if n_rows < 3:
+            raise InvalidParameterError(
+                f"{settings.owner} needs at least 3 samples to score R2 on a validation "
+                f"split of 2 rows; got {n_rows}. Pass another scoring (e.g. "
+                "'neg_mean_squared_error') to search on fewer."
+            )
+        least = 1.5 / n_rows
+        expected = f"a float >= {least:.3g} (the validation split needs 2 rows to score R2)"
+        raise_invalid("validation_fraction", settings.owner, expected, settings.validation_fraction)
