@@ -1092,3 +1092,13 @@ def test_quickstart_example_runs(capsys):
     accuracy = runpy.run_path(str(path))["main"](["--fast"])
     assert accuracy > 0.8
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_no_trial_in_time_with_workers_says_they_start_first():
+    from evohpo.estimator.results import complete_trials
+    from evohpo.exceptions import EvohpoError
+
+    with pytest.raises(EvohpoError, match=r"none ran, timeout=1\.5.*n_jobs=2 the worker processes"):
+        complete_trials("s", [], 1.5, n_jobs=2)
+    with pytest.raises(EvohpoError, match=r"Give the search more trials or time\.$"):
+        complete_trials("s", [], 1.5, n_jobs=1)

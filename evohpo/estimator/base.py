@@ -198,7 +198,9 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
     def _select(self, search: Search, settings: Settings) -> None:
         """Set the best trial's attributes, ``cv_results_`` and the ensemble's members."""
         trials = search.trials
-        complete = complete_trials(search.study.study_name, trials, settings.timeout)
+        complete = complete_trials(
+            search.study.study_name, trials, settings.timeout, settings.n_jobs
+        )
         best = max(complete, key=rank_key)
         self._input_shape = settings.input_shape  # how the members fold a row
         self._study: optuna.Study | None = search.study

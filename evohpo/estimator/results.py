@@ -46,7 +46,7 @@ def rank_key(trial: FrozenTrial) -> tuple[float, float, int]:
 
 
 def complete_trials(
-    study_name: str, trials: list[FrozenTrial], timeout: float | None
+    study_name: str, trials: list[FrozenTrial], timeout: float | None, n_jobs: int = 1
 ) -> list[FrozenTrial]:
     """The complete ones among the finished ``trials``.
 
@@ -66,6 +66,12 @@ def complete_trials(
             )
         elif states.get("PRUNED"):
             advice = "Give the search a less aggressive pruner, or more trials or time."
+        elif not trials and n_jobs > 1 and timeout is not None:
+            advice = (
+                f"With n_jobs={n_jobs} the worker processes start first (a few seconds: "
+                "each imports torch) and none finished a trial in time: give a longer "
+                "timeout, or n_jobs=1."
+            )
         else:
             advice = "Give the search more trials or time."
         raise EvohpoError(
