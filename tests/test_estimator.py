@@ -1102,3 +1102,10 @@ def test_no_trial_in_time_with_workers_says_they_start_first():
         complete_trials("s", [], 1.5, n_jobs=2)
     with pytest.raises(EvohpoError, match=r"Give the search more trials or time\.$"):
         complete_trials("s", [], 1.5, n_jobs=1)
+
+
+@pytest.mark.parametrize("scoring", ["r2", "neg_mean_squared_error"])
+def test_a_classifier_refuses_a_regression_scorer(data, scoring):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match=r"'scoring' .* \(this one scores regressors\)"):
+        tiny(scoring=scoring).fit(X, y)

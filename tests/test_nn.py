@@ -401,6 +401,12 @@ def test_resolve_device_rejects_unknown_devices(device: object) -> None:
         resolve_device(device)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("device", ["meta", torch.device("meta"), "xla"])
+def test_resolve_device_rejects_devices_that_cannot_train(device: object) -> None:
+    with pytest.raises(InvalidParameterError, match=r"a device to train on: 'cpu', 'cuda\[:N\]'"):
+        resolve_device(device)  # type: ignore[arg-type]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_resolve_device_rejects_cuda_when_unavailable() -> None:
     with pytest.raises(

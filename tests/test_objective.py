@@ -318,7 +318,10 @@ def test_bad_input_shape_names_the_setting(data, input_shape, space, match):
         ({"validation_fraction": 1.0}, r"'validation_fraction' parameter of GenomeObjective"),
         ({"validation_fraction": 0}, r"'validation_fraction' parameter of GenomeObjective"),
         ({"cv": 1}, r"'cv' parameter of GenomeObjective must be an int >= 2"),
-        ({"scoring": "nope"}, r"'scoring' parameter of GenomeObjective must be a scorer name"),
+        (
+            {"scoring": "nope"},
+            r"'scoring' parameter of GenomeObjective must be a classification scorer name",
+        ),
         ({"scoring": 3}, r"'scoring' parameter of GenomeObjective must be a str or a callable"),
         ({"space": {"max_layers": 2}}, r"'space' parameter of GenomeObjective"),
         ({"train_config": {}}, r"'train_config' parameter of GenomeObjective"),

@@ -64,10 +64,10 @@ def resolve_scoring(
             scorer = get_scorer(scoring)
         except ValueError:
             scorer = None
-        if scorer is not None and not regression:
-            return scorer  # type: ignore[no-any-return]
         metric = getattr(getattr(scorer, "_score_func", None), "__module__", None)
-        if scorer is not None and metric == _REGRESSION_METRICS:
+        if scorer is not None and not regression and metric != _REGRESSION_METRICS:
+            return scorer  # type: ignore[no-any-return]
+        if scorer is not None and regression and metric == _REGRESSION_METRICS:
             return scorer  # type: ignore[no-any-return]
         if regression:
             names = [n for n in get_scorer_names() if _is_regression_scorer(n)]
@@ -82,11 +82,12 @@ def resolve_scoring(
             repr(n)
             for n in ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss", "roc_auc_ovr")
         )
+        kind = " (this one scores regressors)" if scorer is not None else ""
         raise_invalid(
             "scoring",
             owner,
-            f"a scorer name of sklearn.metrics.get_scorer_names() ({examples}, ... "
-            f"{len(get_scorer_names())} in all) or a callable scorer(estimator, X, y)",
+            f"a classification scorer name of sklearn.metrics.get_scorer_names() "
+            f"({examples}, ...) or a callable scorer(estimator, X, y){kind}",
             scoring,
         )
     if callable(scoring):

@@ -299,6 +299,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                 device,
             )
         return torch.device("cuda", index)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise_invalid("device", owner, "a device that is available (MPS is not)", device)
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise_invalid("device", owner, "a device to train on: 'cpu', 'cuda[:N]' or 'mps'", device)
     return resolved
 
 
