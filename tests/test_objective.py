@@ -320,7 +320,7 @@ def test_bad_input_shape_names_the_setting(data, input_shape, space, match):
         ({"cv": 1}, r"'cv' parameter of GenomeObjective must be an int >= 2"),
         (
             {"scoring": "nope"},
-            r"'scoring' parameter of GenomeObjective must be a classification scorer name",
+            r"'scoring' parameter of GenomeObjective must be a classification scorer",
         ),
         ({"scoring": 3}, r"'scoring' parameter of GenomeObjective must be a str or a callable"),
         ({"space": {"max_layers": 2}}, r"'space' parameter of GenomeObjective"),
