@@ -114,8 +114,13 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         raises :class:`~evohpo.exceptions.StudyMismatchError` and is left
         unchanged. With ``random_state=None`` a resumed study keeps the seed it was
         made with, hence its validation split. With ``"ga"`` and a
-        fixed ``random_state``, a search resumed after ``k`` trials makes the same
-        trials as one run straight through; TPE and random sampling continue
+        fixed ``random_state``, a search stopped after ``k`` finished trials (a
+        timeout, an interrupt between trials) and resumed with the same
+        parameters makes the same trials as one run straight through, when ``k``
+        is a multiple of the trials asked at once (``batch_trials``). A larger
+        ``n_trials`` breeds on with another population (its default follows
+        ``n_trials``; pass ``sampler=EvoSampler(population_size=...)`` to keep
+        one). TPE and random sampling continue
         with a fresh random stream (seeded from ``random_state`` and ``k``) so
         they do not repeat the first run's trials.
     pruner : optuna.pruners.BasePruner, optional
