@@ -164,8 +164,8 @@ def _check_r2_rows(n_rows: int, settings: Settings) -> None:
         if n_rows < 3:
             raise InvalidParameterError(
                 f"{settings.owner} needs at least 3 samples to score R2 on a validation "
-                f"split of 2 rows; got {n_rows}. Pass another scoring (e.g. "
-                "'neg_mean_squared_error') to search on fewer."
+                f"split of 2 rows; got {n_rows} sample{'' if n_rows == 1 else 's'}. Pass "
+                "another scoring (e.g. 'neg_mean_squared_error') to search on fewer."
             )
         least = 1.5 / n_rows
         expected = f"a float >= {least:.3g} (the validation split needs 2 rows to score R2)"
