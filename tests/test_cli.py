@@ -864,6 +864,26 @@ def test_export_writes_a_safe_loadable_model(
     assert int(loaded.stdout) == sum(p.numel() for p in model.parameters())
 
 
+def test_export_refuses_a_study_file_changed_since_the_search(
+    study_file: Path,
+    compared: str,
+    rewrite: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Another split: the refit would train on other rows and store a test score of
+    # those with the study.
+    before = snapshot(db_url(study_file))
+    rewrite(data={"dataset": "iris", "split_seed": 7})
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(study_file), "--output", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "different settings" in err
+    assert "split_seed: stored 0, now 7" in err
+    assert not out_dir.exists()
+    assert snapshot(db_url(study_file)) == before
+
+
 def test_export_refuses_to_overwrite_without_force(
     study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -32,7 +32,7 @@ from evohpo.studies.config import DEFAULT_STORAGE_NAME, Budget, StudyConfig, loa
 from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
 from evohpo.studies.data import prepare_data
 from evohpo.studies.export import export_best, find_best
-from evohpo.studies.group import open_study, study_name
+from evohpo.studies.group import check_study, open_study, study_name
 from evohpo.studies.lineage_plot import default_lineage_path, study_lineage, write_lineage
 from evohpo.studies.plots import check_plot_path, default_plot_path, plot_histories
 from evohpo.studies.refit import best_genome
@@ -382,6 +382,9 @@ def export_command(args: argparse.Namespace, guard: GracefulStop) -> int:
     config, url = _load(args)
     with _opened(url, create=False) as storage:
         best = find_best(storage, config, sampler=args.sampler, seed=args.seed)
+        # The refit trains on the file's data and stores its test score with the
+        # study: a file changed since the search would make both wrong.
+        check_study(storage, config, best.sampler, best.seed, storage_url=url)
         directory = Path(args.output) if args.output else config.output_dir / "best"
         data = prepare_data(config)
         result = export_best(
