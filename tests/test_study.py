@@ -256,8 +256,25 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
         ),
         (
             {"pruner": {"name": "median", "n_warmup_steps": -1}},
-            r"\[pruner\]: .*n_warmup_steps",
+            r"\[pruner\] 'n_warmup_steps' must be an int >= 0\. Got -1",
         ),
+        *(
+            (
+                {"pruner": {"name": name, key: value}},
+                rf"\[pruner\] '{key}' must be {expected}\. Got {re.escape(repr(value))}",
+            )
+            for name, key, value, expected in (
+                ("hyperband", "reduction_factor", "x", "an int >= 2"),
+                ("hyperband", "min_resource", 0, "an int >= 1"),
+                ("hyperband", "max_resource", "all", "an int >= 1 or 'auto'"),
+                ("successive_halving", "min_resource", 0, "an int >= 1 or 'auto'"),
+                ("median", "n_startup_trials", "5", "an int >= 0"),
+                ("percentile", "percentile", "50", r"a number in \[0, 100\]"),
+                ("percentile", "percentile", 101, r"a number in \[0, 100\]"),
+            )
+        ),
+        ({"pruner": {"name": ["median"]}}, r"\[pruner\] 'name' must be one of"),
+        ({"compare": {"seeds": [[0]]}}, r"\[compare\] 'seeds' must be a non-empty list"),
         (
             {"train": {"device": "cuda:7"}},
             r"study\.toml: \[train\] 'device' must be a device that is available.*"

@@ -225,6 +225,58 @@ def check_pruner_keys(pruner: Mapping[str, Any], source: str) -> None:
     check_keys(pruner, None if known is None else ["name", *known], "pruner", source)
 
 
+def _int_or_auto(value: Any, key: str, table: str, source: str) -> int | str:
+    if value == "auto" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        config_error(source, table, key, "an int >= 1 or 'auto'", value)
+    return int(value)
+
+
+def _percentile(value: Any, key: str, table: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        config_error(source, table, key, "a number in [0, 100]", value)
+    return float(value)
+
+
+_COUNTS = {
+    "n_startup_trials": functools.partial(integer, low=0),
+    "n_warmup_steps": functools.partial(integer, low=0),
+    "interval_steps": functools.partial(integer, low=1),
+    "n_min_trials": functools.partial(integer, low=1),
+}
+#: What each setting of Optuna's pruners must be. Optuna checks few of them when the
+#: pruner is built: a string count fails every trial once pruning starts, after the
+#: study stored it in its identity.
+_OPTUNA_PRUNER_SETTINGS: dict[str, dict[str, Callable[[Any, str, str, str], Any]]] = {
+    "none": {},
+    "median": dict(_COUNTS),
+    "percentile": {"percentile": _percentile, **_COUNTS},
+    "successive_halving": {
+        "min_resource": _int_or_auto,
+        "reduction_factor": functools.partial(integer, low=2),
+        "min_early_stopping_rate": functools.partial(integer, low=0),
+        "bootstrap_count": functools.partial(integer, low=0),
+    },
+    "hyperband": {
+        "min_resource": functools.partial(integer, low=1),
+        "max_resource": _int_or_auto,
+        "reduction_factor": functools.partial(integer, low=2),
+        "bootstrap_count": functools.partial(integer, low=0),
+    },
+}
+
+
+def check_pruner_values(pruner: Mapping[str, Any], source: str) -> None:
+    """Refuse a ``[pruner]`` setting of the wrong type or range, naming it (keys already
+    checked by :func:`check_pruner_keys`)."""
+    settable = _OPTUNA_PRUNER_SETTINGS.get(pruner["name"], {})
+    for key, value in pruner.items():
+        check = settable.get(key)
+        if check is not None:
+            check(value, key, "pruner", source)
+
+
 def check_sampler_keys(name: str, options: Mapping[str, Any], source: str) -> None:
     """Refuse unknown settings in ``[sampler.<name>]`` with a hint before building it."""
     where = f"sampler.{name}"

@@ -502,7 +502,12 @@ def _parse_compare(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             samplers,
         )
     seeds = table.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         schema.config_error(source, "compare", "seeds", "a non-empty list of distinct ints", seeds)
     target = table.get("target")
     if target is not None:
@@ -517,7 +522,7 @@ def _parse_compare(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _parse_pruner(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     pruner = dict(schema.get_table(data, "pruner", source))
     pruner.setdefault("name", "none")
-    if pruner["name"] not in PRUNERS:
+    if not isinstance(pruner["name"], str) or pruner["name"] not in PRUNERS:
         listed = ", ".join(repr(n) for n in PRUNERS)
         schema.config_error(
             source,
@@ -528,6 +533,7 @@ def _parse_pruner(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             hint=schema.did_you_mean(pruner["name"], PRUNERS),
         )
     schema.check_pruner_keys(pruner, source)
+    schema.check_pruner_values(pruner, source)
     try:
         build_pruner(pruner)
     except (TypeError, ValueError) as exc:
