@@ -45,6 +45,27 @@ def test_numeric_classes_in_numeric_order_keeping_their_spelling(tmp_path: Path)
     assert data.y.tolist() == [2, 0, 1, 2]
 
 
+def test_a_class_spelled_like_a_missing_value_is_kept_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = write(tmp_path / "t.csv", "x,label\n1,A\n2,NA\n3,B\n4,NA\n5,None\n")
+    with caplog.at_level("WARNING", logger="evohpo"):
+        data = load_csv(csv)
+    assert "NA" in data.class_names
+    assert "'NA' in 2 row(s), read as a class; if these are missing values" in caplog.text
+    assert "'None'" not in caplog.text  # a plausible class name ("no disease")
+
+
+def test_many_numeric_classes_in_few_rows_suggest_regression(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    rows = "\n".join(f"{i},{i * 1.5 + 0.25}" for i in range(40))
+    write(tmp_path / "prices.csv", "size,price\n" + rows + "\n")
+    study = write_study(tmp_path, CSV_STUDY, data={"path": "prices.csv", "target": None})
+    with pytest.raises(StudyConfigError, match=r"40 classes in 40 rows.*task = \"regression\""):
+        prepare_data(load_study_config(study))
+
+
 def test_target_features_and_delimiter_choose_the_columns(tmp_path: Path) -> None:
     csv = write(tmp_path / "t.csv", "id;label;f1;note;f2\n7;a;1;x;true\n8;b;2;y;FALSE\n")
     data = load_csv(csv, target="label", features=["f2", "f1"], delimiter=";")

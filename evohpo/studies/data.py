@@ -187,8 +187,14 @@ def _split(
         default = (
             " (the default)" if key == "test_fraction" and config.test_fraction is None else ""
         )
+        hint = ""
+        if config.task != "regression" and n_classes > n_rows / 4:
+            hint = (
+                f" With {n_classes} classes in {n_rows} rows, is the target a number to "
+                'predict? Then set task = "regression" at the top level.'
+            )
         raise StudyConfigError(
             f"{config.source}: [data] {key!r} = {fraction:g}{default} does not work on "
-            f"{config.data_label!r}: {problem}."
+            f"{config.data_label!r}: {problem}.{hint}"
         ) from exc
     return np.asarray(kept), np.asarray(held)

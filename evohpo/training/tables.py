@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,11 @@ from evohpo.training.datasets import Dataset
 from evohpo.training.task import TASKS, TaskName
 
 __all__ = ["load_csv"]
+
+_logger = logging.getLogger("evohpo")
+
+#: Cells that mean "no value" in a feature column (so does "none" and an empty cell).
+_MISSING_MARKERS: tuple[str, ...] = ("nan", "na", "n/a", "null")
 
 
 def load_csv(
@@ -132,6 +138,17 @@ def load_csv(
             feature_names=tuple(features),
         )
     classes = _ordered_classes(labels.unique().tolist())
+    markers = [c for c in classes if c.lower() in _MISSING_MARKERS]
+    if markers:
+        # Features refuse these as missing; a class may really be called so: say it.
+        counts = ", ".join(f"{c!r} in {int((labels == c).sum())} row(s)" for c in markers)
+        _logger.warning(
+            "%s: the target column %r holds %s, read as a class; if these are missing "
+            "values, drop those rows.",
+            where,
+            target,
+            counts,
+        )
     if len(classes) < 2:
         raise InvalidParameterError(
             f"{where}: the target column {target!r} holds one class only ({classes[0]!r}); "
@@ -209,7 +226,7 @@ def _numeric_features(table: Any, features: list[str], where: str) -> np.ndarray
         cells = table[column].str.strip()
         lowered = cells.str.lower()
         cells = cells.mask(lowered == "true", "1").mask(lowered == "false", "0")
-        blank = (cells == "") | lowered.isin(["nan", "na", "n/a", "null", "none"])
+        blank = (cells == "") | lowered.isin((*_MISSING_MARKERS, "none"))
         numbers = pd.to_numeric(cells.mask(blank, "nan"), errors="coerce")
         wrong = numbers.isna() & ~blank
         finite = np.isfinite(numbers.to_numpy(dtype=np.float64)) | numbers.isna()
