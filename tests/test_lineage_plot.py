@@ -258,7 +258,12 @@ def test_lineage_command_errors(compared: Path, capsys: pytest.CaptureFixture[st
     assert "--sampler ga --seed 7" in err
     code, _, err = _run(["lineage", str(compared), "--out", "tree.txt"], capsys)
     assert code == 1
-    assert "tree.txt" in err
+    assert "--out 'tree.txt': the file name must end in .png, .svg, .pdf, .html" in err
+    folder = compared.parent / "tree.png"
+    folder.mkdir(exist_ok=True)
+    code, _, err = _run(["lineage", str(compared), "--out", str(folder)], capsys)
+    assert code == 1
+    assert f"--out {str(folder)!r}: it is a directory" in err
     # Only a GA study has a family tree: a TPE study stored under the GA's name has none.
     storage = f"sqlite:///{compared.parent}/evohpo.db"
     other = compared.parent / "other.toml"

@@ -33,7 +33,12 @@ from evohpo.studies.dashboard import DashboardServer, compare_url, study_groups
 from evohpo.studies.data import prepare_data
 from evohpo.studies.export import export_best, find_best
 from evohpo.studies.group import check_study, open_study, study_name
-from evohpo.studies.lineage_plot import default_lineage_path, study_lineage, write_lineage
+from evohpo.studies.lineage_plot import (
+    LINEAGE_SUFFIXES,
+    default_lineage_path,
+    study_lineage,
+    write_lineage,
+)
 from evohpo.studies.plots import check_plot_path, default_plot_path, plot_histories
 from evohpo.studies.refit import best_genome
 from evohpo.studies.report import format_table
@@ -289,6 +294,8 @@ def lineage_command(args: argparse.Namespace, guard: GracefulStop) -> int:
     config, url = _load(args, trains=False)
     seed = args.seed if args.seed is not None else config.seeds[0]
     name = study_name(config.name, "ga", seed)
+    path = Path(args.out) if args.out else default_lineage_path(config, seed)
+    check_plot_path(path, "--out", LINEAGE_SUFFIXES)
     with _opened(url, create=False) as storage:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
@@ -299,7 +306,6 @@ def lineage_command(args: argparse.Namespace, guard: GracefulStop) -> int:
                 f"'{PROG} compare {args.study_file}' first."
             ) from None
         graph = study_lineage(study)
-        path = Path(args.out) if args.out else default_lineage_path(config, seed)
         written = write_lineage(graph, path, value_label=_value_label(config))
         out(f"lineage of {name}: {len(graph.nodes)} trials over {graph.generations} generations")
         if graph.best is not None:

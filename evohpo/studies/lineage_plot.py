@@ -30,6 +30,7 @@ from evohpo.exceptions import InvalidParameterError
 from evohpo.studies.config import StudyConfig
 
 __all__ = [
+    "LINEAGE_SUFFIXES",
     "ORIGIN_STYLES",
     "LineageEdge",
     "LineageGraph",
@@ -59,6 +60,8 @@ _NUMBER_ALL_NODES = 60
 #: File name endings :func:`write_lineage` writes with matplotlib or plotly.
 _MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 _PLOTLY_SUFFIXES = (".html",)
+#: The file types :func:`write_lineage` writes, by file name ending.
+LINEAGE_SUFFIXES = _MATPLOTLIB_SUFFIXES + _PLOTLY_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ __all__ = [
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def check_plot_path(path: str | Path, what: str = "--plot") -> Path:
+def check_plot_path(
+    path: str | Path, what: str = "--plot", suffixes: tuple[str, ...] = PLOT_SUFFIXES
+) -> Path:
     """``path`` if :func:`plot_histories` can write there; otherwise why not.
 
     Called before a comparison runs, so that a figure that could not be
@@ -38,8 +40,8 @@ def check_plot_path(path: str | Path, what: str = "--plot") -> Path:
     """
     target = Path(path)
     problem = None
-    if target.suffix.lower() not in PLOT_SUFFIXES:
-        problem = f"the file name must end in {', '.join(PLOT_SUFFIXES)}"
+    if target.suffix.lower() not in suffixes:
+        problem = f"the file name must end in {', '.join(suffixes)}"
     elif target.is_dir():
         problem = "it is a directory"
     else:
@@ -53,7 +55,7 @@ def check_plot_path(path: str | Path, what: str = "--plot") -> Path:
         ):
             problem = f"this process may not write in {str(existing)!r}"
     if problem is not None:
-        raise InvalidParameterError(f"Cannot write the plot {what} {str(target)!r}: {problem}.")
+        raise InvalidParameterError(f"Cannot write the figure {what} {str(target)!r}: {problem}.")
     return target
 
 
