@@ -91,12 +91,14 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         on a few hundred rows, where one small validation split picks genomes
         by its noise (docs/benchmarks.md, "Regression").
     scoring : str or callable, optional
-        The trials' value (``None``: ``"accuracy"``): any name of
-        :func:`sklearn.metrics.get_scorer_names`
+        The trials' value (``None``: ``"accuracy"``): a classification scorer
+        name of :func:`sklearn.metrics.get_scorer_names`
         (``"accuracy"``, ``"balanced_accuracy"``, ``"f1_macro"``,
         ``"neg_log_loss"``, ...) or a scorer ``scorer(estimator, X, y)``. Scorers
-        see labels encoded as ``0 .. n_classes - 1``. Early stopping and pruning
-        use validation accuracy whatever the scoring.
+        see labels encoded as ``0 .. n_classes - 1`` (in the order of
+        ``classes_``: a binary ``"f1"`` scores the second class as positive) and
+        the standardised float32 features the networks see. Early stopping and
+        pruning use validation accuracy whatever the scoring.
     storage : str, optional
         ``None`` keeps the study in memory; an Optuna storage URL
         (``"sqlite:///search.db"``, ``"postgresql://..."``) persists it.
