@@ -917,6 +917,27 @@ def test_export_to_a_file_path_is_refused(
     assert "is not a directory" in capsys.readouterr().err
 
 
+def test_export_under_a_file_is_refused_before_the_refit(
+    study_file: Path,
+    compared: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import evohpo.studies.export
+
+    def no_refit(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the refit ran")
+
+    monkeypatch.setattr(evohpo.studies.export, "refit", no_refit)
+    target = tmp_path / "file"
+    target.write_text("")
+    assert main(["export", str(study_file), "--output", str(target / "best")]) == 1
+    assert f"Cannot make the export directory {str(target / 'best')!r}: " in (
+        capsys.readouterr().err
+    )
+
+
 def test_export_default_directory(
     study_file: Path, compared: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

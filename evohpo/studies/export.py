@@ -208,6 +208,7 @@ def export_best(
             raise FileExistsError(
                 f"{str(target)!r} exists; use another output directory or --force to replace it."
             )
+    _check_writable_parent(out)
     # The storage tells where inherited weights are kept (inherit_weights).
     objective = make_objective(config, data, best.seed, storage_url)
     guard = guard if guard is not None else GracefulStop()
@@ -254,7 +255,12 @@ def export_best(
             "mean": [float(v) for v in scaler.mean],
             "scale": [float(v) for v in scaler.scale],
         }
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"Cannot make the export directory {str(out)!r}: {exc.strerror or exc}."
+        ) from exc
     _write_atomically(out, "model.pt", lambda handle: torch.save(state, handle))
     _write_text(out, "genome.json", best.genome.to_json() + "\n")
     if scaler is None:
@@ -263,6 +269,22 @@ def export_best(
         (out / "classes.json").unlink(missing_ok=True)
     _write_text(out, "metadata.json", json.dumps(metadata, indent=2) + "\n")
     return ExportResult(out, targets, best, test_accuracy)
+
+
+def _check_writable_parent(out: Path) -> None:
+    """Refuse, before the refit, a directory that could not be made or written."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidParameterError(
+            f"Cannot make the export directory {str(out)!r}: {str(existing)!r} is a file."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidParameterError(
+            f"Cannot make the export directory {str(out)!r}: this process may not write in "
+            f"{str(existing)!r}."
+        )
 
 
 def _write_text(directory: Path, name: str, text: str) -> None:
