@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -906,3 +907,20 @@ def test_trials_open_at_once_get_different_parameters() -> None:
         assert len(keys) == len(batch)
         for trial, value in zip(batch, values, strict=True):
             study.tell(trial, value)
+
+
+def test_a_mutation_a_wrapper_overrides_is_not_in_the_lineage() -> None:
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -5, 5)
+        return (x - 1) ** 2 + (trial.suggest_categorical("c", ["a", "b"]) == "b")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.PartialFixedSampler(
+            {"c": "b"}, EvoSampler(seed=0, population_size=5)
+        )
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=30)
+    records = lineages(study)
+    assert all("mutate:c" not in r["operators"] for r in records)
+    assert all(t.params["c"] == "b" for t in study.trials)

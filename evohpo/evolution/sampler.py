@@ -575,16 +575,17 @@ def _union(first: list[Member], second: list[Member]) -> list[Member]:
 
 
 def _expressed_operators(lineage: Lineage, used: Mapping[str, Any]) -> tuple[str, ...]:
-    """``lineage``'s operators less mutations of its parameters the trial did not use."""
-    return tuple(
-        op
-        for op in lineage.operators
-        if not (
-            op.startswith(_MUTATE)
-            and op[len(_MUTATE) :] in lineage.params
-            and op[len(_MUTATE) :] not in used
-        )
-    )
+    """``lineage``'s operators less mutations of its parameters the trial did not use,
+    or used with another value than the mutation's (one a wrapper such as Optuna's
+    ``PartialFixedSampler`` fixed)."""
+
+    def unexpressed(op: str) -> bool:
+        name = op[len(_MUTATE) :]
+        if not op.startswith(_MUTATE) or name not in lineage.params:
+            return False
+        return name not in used or used[name] != lineage.params[name]
+
+    return tuple(op for op in lineage.operators if not unexpressed(op))
 
 
 def _check_tournament_size(value: Any) -> int:
