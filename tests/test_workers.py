@@ -518,6 +518,31 @@ def test_unreachable_database_is_retried_then_a_clear_error(
 
 
 @pytest.mark.postgres
+def test_processes_opening_a_new_database_together_all_get_in(
+    pg_server: PostgresServer,
+) -> None:
+    # Each creates Optuna's tables; the losers of that race open what the winner made.
+    url = pg_server.create_database()
+    start = time.time() + 6.0
+    code = (
+        "import sys, time\n"
+        "from evohpo.storage import open_storage, close_storage\n"
+        f"time.sleep(max(0.0, {start} - time.time()))\n"
+        "close_storage(open_storage(sys.argv[1]))\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, [err for _, err in results]
+
+
 def test_wrong_password_fails_at_once_without_showing_it(pg_server: PostgresServer) -> None:
     url = pg_server.url("postgres", password="not-the-right-one")
     started = time.monotonic()

@@ -29,6 +29,8 @@ workers all open their storage with :func:`open_storage`, so they all get:
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -175,14 +177,42 @@ def _open_rdb(
             "grace_period": heartbeat.grace_period,
             "heartbeat_stale_trial_callback": retry_callback(heartbeat.max_retry),
         }
-    # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        if not track:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **options)
-        return TrackedRDBStorage(
-            url, owner_extra=owner_extra, listener=listener, engine_kwargs=engine, **options
-        )
+    for attempt in range(_SCHEMA_RACE_TRIES):
+        # Heartbeats are "experimental" to Optuna, which warns on every command otherwise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            try:
+                if not track:
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **options)
+                return TrackedRDBStorage(
+                    url, owner_extra=owner_extra, listener=listener, engine_kwargs=engine, **options
+                )
+            except Exception as exc:
+                # Workers started together on a new database all create Optuna's tables;
+                # those that lose the race see the winner's (a duplicate key or table).
+                # The tables exist then: opening again finds them.
+                if attempt == _SCHEMA_RACE_TRIES - 1 or not _lost_schema_race(exc):
+                    raise
+        time.sleep(0.1 * (attempt + 1) + random.uniform(0.0, 0.1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Times a storage is opened when another process was creating its tables meanwhile.
+_SCHEMA_RACE_TRIES = 5
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process created a table or row of the schema first."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, IntegrityError) or (
+            isinstance(seen, ProgrammingError) and "already exists" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _check_file(url: str, shown: str, *, create: bool) -> None:
