@@ -568,6 +568,21 @@ def test_outage_classification() -> None:
     assert not is_storage_outage(ValueError("connection refused"))
 
 
+def test_an_outage_is_shown_by_its_cause_not_by_optunas_error_while_handling_it() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from evohpo.storage.errors import error_summary, outage_cause
+
+    refused = OperationalError("SELECT 1", {}, Exception("connection refused"))
+    # What Optuna's _run_trial raises when its fallback read fails too, during the outage.
+    outer = UnboundLocalError("cannot access local variable 'updated_state'")
+    outer.__context__ = refused
+    assert outage_cause(outer) is refused
+    assert "connection refused" in error_summary(outage_cause(outer))
+    plain = ValueError("not an outage")
+    assert outage_cause(plain) is plain
+
+
 def test_spec_is_validated() -> None:
     with pytest.raises(ValueError, match="'n_trials' parameter of WorkerSpec must be an int >= 1"):
         make_spec("sqlite:///x.db", 0)

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 from evohpo._redact import redact_exception, redact_text
 
-__all__ = ["GRPC_OUTAGE_MARK", "error_summary", "exception_chain", "is_storage_outage"]
+__all__ = [
+    "GRPC_OUTAGE_MARK",
+    "error_summary",
+    "exception_chain",
+    "is_storage_outage",
+    "outage_cause",
+]
 
 # Connection errors that waiting cannot fix (PostgreSQL, MySQL and SQLite wording).
 _PERMANENT_MARKERS = (
@@ -62,19 +68,31 @@ def is_storage_outage(exc: BaseException) -> bool:
     database is away (``UNKNOWN`` with :data:`GRPC_OUTAGE_MARK`, which
     ``evohpo proxy`` adds, or SQLAlchemy's class name in its details).
     """
+    return _judged_link(exc)[1]
+
+
+def outage_cause(exc: BaseException) -> BaseException:
+    """The error in ``exc``'s chain that says the storage is away (what to show a user:
+    Optuna may raise an error of its own while handling it), else ``exc``."""
+    link, outage = _judged_link(exc)
+    return link if outage and link is not None else exc
+
+
+def _judged_link(exc: BaseException) -> tuple[BaseException | None, bool]:
+    """The first error of ``exc``'s chain that tells outage or not, and which it tells."""
     from sqlalchemy import exc as sa_exc
 
     for current in exception_chain(exc):
         grpc_outage = _grpc_outage(current)
         if grpc_outage is not None:
-            return grpc_outage
+            return current, grpc_outage
         transient = isinstance(
             current, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
         ) or (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated)
         if transient:
             message = str(current).lower()
-            return not any(marker in message for marker in _PERMANENT_MARKERS)
-    return False
+            return current, not any(marker in message for marker in _PERMANENT_MARKERS)
+    return None, False
 
 
 #: What ``evohpo proxy`` puts in the message of a database outage it passes on to its clients.

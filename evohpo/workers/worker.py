@@ -85,7 +85,7 @@ from evohpo.storage import (
     open_storage,
     recover_orphaned_trials,
 )
-from evohpo.storage.errors import error_summary
+from evohpo.storage.errors import error_summary, outage_cause
 from evohpo.workers.spec import WorkerReport, WorkerSpec
 from evohpo.workers.tracker import GuardedObjective, Tracker, settle
 
@@ -142,7 +142,7 @@ class _Waiting:
             raise StorageUnavailableError(
                 f"The storage {self._spec.shown_storage} has been unavailable for "
                 f"{self.waited:.0f} s (Backoff.max_wait={backoff.max_wait:g}); worker "
-                f"{self._index} gives up. Last error: {error_summary(exc)}"
+                f"{self._index} gives up. Last error: {error_summary(outage_cause(exc))}"
             ) from None
         pause = min(self.delay, backoff.max_wait - self.waited)
         self.outages += int(self.waited == 0.0)
@@ -151,7 +151,7 @@ class _Waiting:
             pause,
             self._index,
             self._spec.shown_storage,
-            error_summary(exc),
+            error_summary(outage_cause(exc)),
         )
         with guard.interruptible():
             time.sleep(pause)
