@@ -109,6 +109,18 @@ def test_images_of_another_size_need_image_size(images: Path) -> None:
     assert load_image_folder(images, image_size=[8, 8]).X.shape == (13, 192)
 
 
+def test_an_unreadable_image_is_named(images: Path) -> None:
+    (images / "dark" / "broken.png").write_text("not an image")
+    with pytest.raises(InvalidParameterError, match=r"Cannot read the image .*broken\.png: "):
+        load_image_folder(images)
+
+
+def test_an_image_folder_of_one_class_is_refused(tmp_path: Path) -> None:
+    write_images(tmp_path / "one", {"only": [(8, 8)] * 3})
+    with pytest.raises(InvalidParameterError, match=r"holds one class \('only'\); .* two"):
+        load_image_folder(tmp_path / "one")
+
+
 def test_a_torchvision_data_set_by_name_keeps_its_test_split(tmp_path: Path) -> None:
     write_mnist(tmp_path)
     data = load_torchvision("MNIST", tmp_path)

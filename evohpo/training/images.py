@@ -167,6 +167,11 @@ def load_image_folder(
     size = _check_size(image_size, owner)
     path = _existing_folder(root)
     folder = _image_folder(path, _transform(size, grayscale))
+    if len(folder.classes) < 2:
+        raise InvalidParameterError(
+            f"The image folder {str(path)!r} holds one class ({folder.classes[0]!r}); "
+            "classification needs at least two: one sub-folder per class."
+        )
     rows, labels, shape = _read(folder, [str(p) for p, _ in folder.samples])
     return Dataset(
         name="imagefolder",
@@ -186,7 +191,11 @@ def _read(
     labels: list[int] = []
     first: tuple[int, ...] | None = None
     for index in range(len(images)):
-        image, label = images[index]
+        try:
+            image, label = images[index]
+        except (OSError, ValueError) as exc:  # PIL: an unreadable or truncated file
+            name = names[index] if names is not None else f"image {index}"
+            raise InvalidParameterError(f"Cannot read the image {name}: {exc}.") from exc
         shape = tuple(image.shape)
         if first is None:
             first = shape
