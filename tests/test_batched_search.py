@@ -329,3 +329,29 @@ def test_a_short_wait_for_others_running_trials_is_quiet(caplog, monkeypatch):
         study, _ = _wait_on_a_running_trial(0.5)
     assert _wait_notices(caplog) == []
     assert len(study.trials) == 2
+
+
+def test_a_stop_keeps_the_trials_of_its_batch_that_finished(data, monkeypatch):
+    # Members that train one after another (lone networks, conv genomes, stacks of
+    # other depths): a stop during the second keeps the first one's result.
+    from evohpo.exceptions import StopRequested
+    from evohpo.training import population
+
+    monkeypatch.setattr(population, "plan_stacks", lambda genomes, *a, **k: [[0], [1], [2]])
+    real_alone = population._train_alone
+    calls = []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise StopRequested("stopped by a signal")
+        return real_alone(*args, **kwargs)
+
+    monkeypatch.setattr(population, "_train_alone", stop_at_the_second)
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(StopRequested):
+        batched.optimize(study, objective(data), batch_trials=3, n_trials=6)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] + [TrialState.FAIL] * 2
+    first = study.trials[0]
+    assert first.value == first.user_attrs["val_accuracy"]
+    assert first.user_attrs["epochs_run"] == CONFIG.max_epochs

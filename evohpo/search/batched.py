@@ -120,7 +120,7 @@ def optimize(
                 notice.reset()
                 trials = asked_within
             asked += len(trials)
-            outcomes = _train(study, objective, trials)
+            outcomes = _train(study, objective, trials, callbacks, catch)
             raised = _tell_all(study, trials, outcomes, callbacks, catch)
             if raised is not None:
                 raise raised
@@ -189,15 +189,27 @@ def _missing(study: optuna.Study, total: int, states: tuple[TrialState, ...]) ->
 
 
 def _train(
-    study: optuna.Study, objective: BatchObjective, trials: list[optuna.Trial]
+    study: optuna.Study,
+    objective: BatchObjective,
+    trials: list[optuna.Trial],
+    callbacks: list[Callback],
+    catch: tuple[type[Exception], ...],
 ) -> Sequence[Any]:
-    """The objective's outcomes; a failure of the whole call fails every trial."""
+    """The objective's outcomes; a failure of the whole call fails every trial, but
+    those the exception's ``finished_outcomes`` gives an outcome (a stop between
+    members that train one after another), which are told it."""
     try:
         with beating(internals.study_storage(study), [internals.trial_id(t) for t in trials]):
             outcomes = objective.train_trials(trials)
     except BaseException as exc:
-        for trial in trials:
-            _tell_failed(study, trial, exc)
+        finished = getattr(exc, "finished_outcomes", None)
+        if not isinstance(finished, list) or len(finished) != len(trials):
+            finished = [None] * len(trials)
+        for trial, outcome in zip(trials, finished, strict=True):
+            if outcome is None:
+                _tell_failed(study, trial, exc)
+            else:
+                _tell_all(study, [trial], [outcome], callbacks, catch)
         raise
     if len(outcomes) != len(trials):
         raise RuntimeError(

@@ -30,7 +30,7 @@ from evohpo._validation import check_float, check_input_shape, check_int, raise_
 from evohpo.evolution.genome import Genome
 from evohpo.evolution.space import SearchSpace
 from evohpo.evolution.suggest import suggest_genome
-from evohpo.exceptions import InvalidParameterError
+from evohpo.exceptions import InvalidParameterError, StopRequested
 from evohpo.search.batch_size import largest_network_macs
 from evohpo.search.inheritance import (
     WARNING_ATTR,
@@ -354,10 +354,18 @@ class GenomeObjective:
             run.sharing = len(started)
             if left is not None:
                 run.config = replace(run.config, max_train_time=left)
-        if len(self._splits) == 1:
-            self._holdout(started)
-        else:
-            self._kfold(started)
+        try:
+            if len(self._splits) == 1:
+                self._holdout(started)
+            else:
+                self._kfold(started)
+        except StopRequested as stop:
+            # What finished before the stop keeps its result (see evohpo.search.batched).
+            stop.finished_outcomes = [  # type: ignore[attr-defined]
+                run if isinstance(run, Exception) else (run.outcome() if run.done else None)
+                for run in runs
+            ]
+            raise
         self._retain_weights(started)
         return [run if isinstance(run, Exception) else run.outcome() for run in runs]
 
@@ -476,8 +484,21 @@ class GenomeObjective:
         def report(member: int, epoch: int, accuracy: float) -> None:
             runs[member].report_epoch(epoch, accuracy)
 
-        results = self._train(runs, split, report)
+        try:
+            results: Sequence[MemberOutcome | None] = self._train(runs, split, report)
+        except StopRequested as stop:
+            # Record the members that finished before the stop; the caller tells them.
+            partial = getattr(stop, "partial_outcomes", None) or [None] * len(runs)
+            self._finish_holdout(runs, partial, split)
+            raise
+        self._finish_holdout(runs, results, split)
+
+    def _finish_holdout(
+        self, runs: list[TrialRun], results: Sequence[MemberOutcome | None], split: Split
+    ) -> None:
         for run, result in zip(runs, results, strict=True):
+            if result is None:  # stopped before it finished
+                continue
             if isinstance(result, Exception):
                 run.error = result
                 continue

@@ -75,6 +75,11 @@ class TrialRun:
         """Write what is left and the final attributes of a trial that ran to its end."""
         self.reports.flush({**self.extra_attrs, **attrs})
 
+    @property
+    def done(self) -> bool:
+        """Whether the trial has its outcome (a value, or the error that ended it)."""
+        return self.error is not None or self.value is not None
+
     def outcome(self) -> float | Exception:
         if self.error is not None:
             return self.error

@@ -50,6 +50,7 @@ import torch
 from evohpo._interrupt import raise_if_stop_requested
 from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
+from evohpo.exceptions import StopRequested
 from evohpo.training.config import EpochRecord, StopReason, TrainConfig, TrainResult
 from evohpo.training.cost import CPU_STACK_MAX_MACS, dense_macs, skip_kinds
 from evohpo.training.epochs import (
@@ -145,8 +146,9 @@ def train_population(
     ------
     StopRequested
         As ``train_classifier``: after SIGINT or SIGTERM where the ``evohpo``
-        command or a worker handles them. Exceptions other than those of
-        ``on_epoch_end`` propagate.
+        command or a worker handles them. Its ``partial_outcomes`` holds the
+        outcomes of the members that finished before it (``None`` for the
+        others). Exceptions other than those of ``on_epoch_end`` propagate.
 
     Examples
     --------
@@ -189,26 +191,31 @@ def train_population(
     max_macs = CPU_STACK_MAX_MACS if device.type == "cpu" else None
     plan = plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack, max_macs)
     stack_threads = threads_for(arithmetic_bound=False) if device.type == "cpu" else None
-    for stack in plan:
-        if len(stack) == 1:
-            index = stack[0]
-            outcomes[index] = _train_alone(
-                index,
-                genomes[index],
-                arrays,
-                n_classes,
-                configs[index],
-                on_epoch_end,
-                input_shape,
-                deadline,
-                initial_states[index],
-            )
-            continue
-        members = [_Member(i, genomes[i], configs[i], device, initial_states[i]) for i in stack]
-        with torch_threads(stack_threads):  # a CPU stack holds small networks only
-            _train_stack(members, data, n_classes, config, deadline, on_epoch_end)
-        for member in members:
-            outcomes[member.index] = member.outcome(data, n_classes, config)
+    try:
+        for stack in plan:
+            if len(stack) == 1:
+                index = stack[0]
+                outcomes[index] = _train_alone(
+                    index,
+                    genomes[index],
+                    arrays,
+                    n_classes,
+                    configs[index],
+                    on_epoch_end,
+                    input_shape,
+                    deadline,
+                    initial_states[index],
+                )
+                continue
+            members = [_Member(i, genomes[i], configs[i], device, initial_states[i]) for i in stack]
+            with torch_threads(stack_threads):  # a CPU stack holds small networks only
+                _train_stack(members, data, n_classes, config, deadline, on_epoch_end)
+            for member in members:
+                outcomes[member.index] = member.outcome(data, n_classes, config)
+    except StopRequested as stop:
+        # The stacks and lone networks trained before the stop are finished: say which.
+        stop.partial_outcomes = list(outcomes)  # type: ignore[attr-defined]
+        raise
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
 
