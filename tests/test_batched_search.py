@@ -355,3 +355,25 @@ def test_a_stop_keeps_the_trials_of_its_batch_that_finished(data, monkeypatch):
     first = study.trials[0]
     assert first.value == first.user_attrs["val_accuracy"]
     assert first.user_attrs["epochs_run"] == CONFIG.max_epochs
+
+
+def test_members_whose_turn_comes_after_the_deadline_are_pruned_untrained(data, monkeypatch):
+    from evohpo.training import population
+
+    monkeypatch.setattr(population, "plan_stacks", lambda genomes, *a, **k: [[0], [1], [2]])
+    real_alone = population._train_alone
+
+    def slow_first(*args, **kwargs):
+        result = real_alone(*args, **kwargs)
+        time.sleep(1.0)  # past the deadline below
+        return result
+
+    monkeypatch.setattr(population, "_train_alone", slow_first)
+    search = objective(data)
+    search.deadline = time.monotonic() + 0.8
+    study = optuna.create_study(direction="maximize")
+    batched.optimize(study, search, batch_trials=3, n_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 2
+    for late in study.trials[1:]:
+        assert late.user_attrs["stop_reason"] == "time_limit"
+        assert late.user_attrs["epochs_run"] == 0

@@ -47,7 +47,12 @@ from evohpo.storage import internals
 from evohpo.training.arrays import check_features, check_labels
 from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.loop import train_classifier
-from evohpo.training.population import MemberCallback, MemberOutcome, train_population
+from evohpo.training.population import (
+    MemberCallback,
+    MemberOutcome,
+    NotTrained,
+    train_population,
+)
 from evohpo.training.task import Task, get_task
 
 __all__ = ["GenomeObjective"]
@@ -499,6 +504,9 @@ class GenomeObjective:
         for run, result in zip(runs, results, strict=True):
             if result is None:  # stopped before it finished
                 continue
+            if isinstance(result, NotTrained):  # asked with others; the time ran out first
+                run.prune(f"Not trained: {result}", epochs_run=0, stop_reason="time_limit")
+                continue
             if isinstance(result, Exception):
                 run.error = result
                 continue
@@ -521,6 +529,11 @@ class GenomeObjective:
             results = self._train([runs[i] for i in live], split, None)
             still: list[int] = []
             for index, result in zip(live, results, strict=True):
+                if isinstance(result, NotTrained):  # the time ran out before this fold
+                    runs[index].prune(
+                        f"Not trained in fold {fold}: {result}", stop_reason="time_limit"
+                    )
+                    continue
                 if isinstance(result, Exception):  # pragma: no cover - no callback to raise
                     runs[index].error = result
                     continue
@@ -559,6 +572,7 @@ class GenomeObjective:
             on_epoch_end=on_epoch_end,
             input_shape=self.input_shape,
             initial_states=[run.initial_state for run in runs],
+            skip_late=True,
         )
         for result in results:
             if isinstance(result, TrainResult) and result.diverged:

@@ -74,6 +74,7 @@ __all__ = [
     "CPU_STACK_MAX_MACS",
     "MemberCallback",
     "MemberOutcome",
+    "NotTrained",
     "plan_stacks",
     "train_population",
 ]
@@ -107,6 +108,7 @@ def train_population(
     max_stack: int = 16,
     min_stack: int = 2,
     initial_states: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
+    skip_late: bool = False,
 ) -> list[MemberOutcome]:
     """Train every genome on the same data, stacking those that can share a step.
 
@@ -134,6 +136,11 @@ def train_population(
         One per member: the weights it starts from instead of its seed's
         (inherited weights), or ``None`` for the seed's; as
         ``train_classifier(initial_state=...)``.
+    skip_late : bool, default=False
+        With ``max_train_time``: members whose turn (a later stack, or a lone
+        network after others) comes once the time is spent are not trained;
+        their outcome is :class:`NotTrained`. The first group always trains,
+        and without it every member trains at least one epoch, as a refit needs.
 
     Returns
     -------
@@ -192,7 +199,16 @@ def train_population(
     plan = plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack, max_macs)
     stack_threads = threads_for(arithmetic_bound=False) if device.type == "cpu" else None
     try:
-        for stack in plan:
+        for position, stack in enumerate(plan):
+            late = deadline is not None and time.perf_counter() >= deadline
+            if skip_late and position > 0 and late:
+                # Members trained after others (lone networks, later stacks) whose turn
+                # comes after the time budget: untrained, not scored after a token epoch.
+                for index in stack:
+                    outcomes[index] = NotTrained(
+                        "The time budget ran out before this member's training started."
+                    )
+                continue
             if len(stack) == 1:
                 index = stack[0]
                 outcomes[index] = _train_alone(
@@ -218,6 +234,10 @@ def train_population(
         raise
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+class NotTrained(RuntimeError):
+    """The outcome of a member whose training the time budget left no time to start."""
 
 
 def plan_stacks(
