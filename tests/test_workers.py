@@ -553,6 +553,12 @@ def test_wrong_password_fails_at_once_without_showing_it(pg_server: PostgresServ
     assert "evohpo:***@" in str(info.value)
 
 
+def test_a_postgres_scheme_says_to_write_postgresql() -> None:
+    with pytest.raises(StorageError, match=r"names PostgreSQL 'postgresql://'") as info:
+        open_storage("postgres://me:secret@127.0.0.1:9/db")
+    assert "secret" not in str(info.value)
+
+
 def test_outage_classification() -> None:
     from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import IntegrityError, OperationalError

@@ -244,6 +244,8 @@ def _open_error(url: str, shown: str, exc: BaseException) -> StorageError:
     reason = redact_text(message.splitlines()[0]) if message else error_summary(exc)
     if is_storage_outage(exc):
         return StorageUnavailableError(f"Cannot open the storage {shown!r}: {reason}")
+    if url.startswith("postgres://"):
+        reason += " (SQLAlchemy names PostgreSQL 'postgresql://', not 'postgres://')"
     return StorageError(f"Cannot open the storage {shown!r}: {reason}")
 
 
