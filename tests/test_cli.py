@@ -661,17 +661,14 @@ def test_compare_refuses_a_plot_path_before_it_runs(
     assert not (study_file.parent / "evohpo.db").exists()  # nothing ran, nothing stored
 
 
-def test_the_history_plot_is_written_in_the_type_its_name_says(
-    tmp_path: Path, study_file: Path
-) -> None:
-    from evohpo.studies.compare import Comparison, StudyResult
-    from evohpo.studies.plots import plot_histories
+def _two_trial_result(sampler: str, seed: int) -> Any:
+    """A finished study of two trials, as a comparison reports it."""
+    from evohpo.studies.compare import StudyResult
 
-    config = load_study_config(study_file)
-    result = StudyResult(
-        name="tiny/ga/seed0",
-        sampler="ga",
-        seed=0,
+    return StudyResult(
+        name=f"tiny/{sampler}/seed{seed}",
+        sampler=sampler,
+        seed=seed,
         n_trials=2,
         n_failed=0,
         best_value=0.5,
@@ -682,8 +679,20 @@ def test_the_history_plot_is_written_in_the_type_its_name_says(
         trials_to_target=None,
         seconds_to_target=None,
     )
+
+
+def test_the_history_plot_is_written_in_the_type_its_name_says(
+    tmp_path: Path, study_file: Path
+) -> None:
+    from evohpo.studies.compare import Comparison
+    from evohpo.studies.plots import plot_histories
+
+    config = load_study_config(study_file)
     comparison = Comparison(
-        config=config, results={"ga": [result]}, wall_seconds=1.0, budget=config.budget
+        config=config,
+        results={"ga": [_two_trial_result("ga", 0)]},
+        wall_seconds=1.0,
+        budget=config.budget,
     )
     starts = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}
     for suffix, start in starts.items():
@@ -692,25 +701,10 @@ def test_the_history_plot_is_written_in_the_type_its_name_says(
 
 
 def test_plot_legend_counts_seeds_in_words(study_file: Path) -> None:
-    from evohpo.studies.compare import Comparison, StudyResult
+    from evohpo.studies.compare import Comparison
     from evohpo.studies.plots import history_figure
 
-    def result(sampler: str, seed: int) -> StudyResult:
-        return StudyResult(
-            name=f"tiny/{sampler}/seed{seed}",
-            sampler=sampler,
-            seed=seed,
-            n_trials=2,
-            n_failed=0,
-            best_value=0.5,
-            best_trial=0,
-            test_accuracy=None,
-            history=[0.4, 0.5],
-            seconds=1.0,
-            trials_to_target=None,
-            seconds_to_target=None,
-        )
-
+    result = _two_trial_result
     config = load_study_config(study_file)
     comparison = Comparison(
         config=config,
