@@ -35,6 +35,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._interrupt import GracefulStop
+from evohpo._paths import folder_problem
 from evohpo._version import __version__
 from evohpo.evolution.genome import Genome
 from evohpo.exceptions import InvalidParameterError
@@ -273,18 +274,9 @@ def export_best(
 
 def _check_writable_parent(out: Path) -> None:
     """Refuse, before the refit, a directory that could not be made or written."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InvalidParameterError(
-            f"Cannot make the export directory {str(out)!r}: {str(existing)!r} is a file."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InvalidParameterError(
-            f"Cannot make the export directory {str(out)!r}: this process may not write in "
-            f"{str(existing)!r}."
-        )
+    problem = folder_problem(out)
+    if problem is not None:
+        raise InvalidParameterError(f"Cannot make the export directory {str(out)!r}: {problem}.")
 
 
 def _write_text(directory: Path, name: str, text: str) -> None:

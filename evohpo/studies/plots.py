@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from evohpo._paths import folder_problem
 from evohpo.exceptions import InvalidParameterError
 from evohpo.studies.compare import Comparison
 from evohpo.studies.config import StudyConfig
@@ -44,16 +45,10 @@ def check_plot_path(
         problem = f"the file name must end in {', '.join(suffixes)}"
     elif target.is_dir():
         problem = "it is a directory"
+    elif target.exists() and not os.access(target, os.W_OK):
+        problem = "this process may not write it"
     else:
-        existing = target.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            problem = f"{str(existing)!r} is a file, not a directory"
-        elif not os.access(existing, os.W_OK | os.X_OK) or (
-            target.exists() and not os.access(target, os.W_OK)
-        ):
-            problem = f"this process may not write in {str(existing)!r}"
+        problem = folder_problem(target.parent)
     if problem is not None:
         raise InvalidParameterError(f"Cannot write the figure {what} {str(target)!r}: {problem}.")
     return target
