@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "_redact": 0,
     "_interrupt": 0,
     "_progress": 0,
+    "_paths": 0,
     "storage": 1,
     "training": 1,
     "evolution": 2,
@@ -53,7 +54,7 @@ SEPARATE = [{"storage", "training"}, {"studies", "estimator"}]
 #: Third-party packages a part must never import.
 FORBIDDEN: dict[str, str] = {
     "torch": "storage evolution exceptions _version _validation _random _redact _interrupt "
-    "_progress",
+    "_progress _paths",
     "optuna": "training",
 }
 
