@@ -381,7 +381,9 @@ def test_workers_wait_for_a_database_restart_behind_the_proxy(
         with WorkerPool(spec, 2, threads_per_worker=1) as pool:
             wait_for_complete(proxy.url, 4, timeout=60)
             pg_server.stop()
-            time.sleep(2)
+            # Long enough that both workers ask the proxy during it even when the
+            # machine is busy with other tests (2 s went unnoticed once in CI).
+            time.sleep(6)
             pg_server.start_again()
             reports = pool.join(timeout=120)
         trials = load_trials(proxy.url)
