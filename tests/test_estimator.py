@@ -408,16 +408,16 @@ def test_all_trials_failed_points_at_why(data):
 @pytest.mark.slow
 def test_parallel_trials_run_in_worker_processes(data):
     X, y = data
-    # Trials of a few tenths of a second: one worker must not finish all six while the
-    # other is still starting its interpreter.
     clf = tiny(n_trials=6, n_jobs=2, max_epochs=100, patience=None).fit(X, y)
     # Trials still running when the total is reached finish: at most n_jobs - 1 more.
     assert 6 <= clf.n_trials_ <= 7
     assert clf.cv_results_["number"] == list(range(clf.n_trials_))
     assert set(clf.cv_results_["state"]) == {"COMPLETE"}
     workers = [t.system_attrs[OWNER_ATTR] for t in clf.study_.trials]
-    assert {w["worker"] for w in workers} == {0, 1}
-    assert os.getpid() not in {w["pid"] for w in workers}
+    # This process is worker 1 and trains while worker 0's process starts.
+    assert 1 in {w["worker"] for w in workers}
+    for worker in workers:
+        assert (worker["pid"] == os.getpid()) == (worker["worker"] == 1), worker
     assert type(clf.study_._storage).__name__ == "InMemoryStorage"  # copied out
     assert np.isin(clf.predict(X), clf.classes_).all()
     assert clf.__sklearn_tags__().non_deterministic
@@ -1098,7 +1098,7 @@ def test_no_trial_in_time_with_workers_says_they_start_first():
     from evohpo.estimator.results import complete_trials
     from evohpo.exceptions import EvohpoError
 
-    with pytest.raises(EvohpoError, match=r"none ran, timeout=1\.5.*n_jobs=2 the worker processes"):
+    with pytest.raises(EvohpoError, match=r"none ran, timeout=1\.5.*n_jobs=2 no worker finished"):
         complete_trials("s", [], 1.5, n_jobs=2)
     with pytest.raises(EvohpoError, match=r"Give the search more trials or time\.$"):
         complete_trials("s", [], 1.5, n_jobs=1)

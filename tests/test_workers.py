@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ if str(REPO) not in sys.path:
 from evohpo import EvoSampler, SearchSpace, suggest_genome  # noqa: E402
 from evohpo._interrupt import GracefulStop, raise_if_stop_requested  # noqa: E402
 from evohpo.evolution.lineage import LINEAGE_ATTR  # noqa: E402
-from evohpo.exceptions import StorageError, StorageUnavailableError  # noqa: E402
+from evohpo.exceptions import StorageError, StorageUnavailableError, WorkerError  # noqa: E402
 from evohpo.storage import (  # noqa: E402
     FAIL_REASON_ATTR,
     OWNER_ATTR,
@@ -383,6 +384,79 @@ def test_a_signal_stops_an_in_process_worker_at_a_training_step(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_the_calling_process_is_one_of_the_workers(tmp_path: Path) -> None:
+    import torch
+
+    url = f"sqlite:///{tmp_path / 'here.db'}"
+    create_study(url)
+    waits: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        reports = run_workers(
+            make_spec(url, 16, sleep=0.05),
+            2,
+            threads_per_worker=1,
+            in_this_process=True,
+            on_wait=lambda: waits.append(1),
+        )
+        threads_after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert [r.index for r in reports] == [0, 1]
+    assert [r.exitcode for r in reports] == [0, 0]
+    assert reports[1].pid == os.getpid() != reports[0].pid
+    assert reports[1].completed  # it trains while the other process starts
+    assert len(waits) >= len(reports[1].completed)  # progress followed after its own trials
+    assert threads_after == 2  # its thread setting was for its trials only
+    trials = load_trials(url)
+    check_study(trials, 16, 2)
+    check_reports(trials, reports)
+
+
+def test_an_error_of_the_worker_in_the_calling_process_is_a_worker_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    create_study(url)
+    spec = dataclasses.replace(make_spec(url, 4), study_name="no-such-study")
+    with pytest.raises(WorkerError, match=r"1 of 1 workers .* worker 0: .*no study") as info:
+        run_workers(spec, 1, threads_per_worker=1, in_this_process=True)
+    assert isinstance(info.value.__cause__, StorageError)
+
+
+@pytest.mark.slow
+def test_a_signal_stops_the_calling_process_and_its_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    create_study(url)
+    spec = dataclasses.replace(
+        make_spec(url, 100), objective_factory=functools.partial(SteppingObjective, steps=3000)
+    )
+
+    sent: list[float] = []
+
+    def interrupt_once_both_train() -> None:
+        deadline = time.monotonic() + 120
+        while sum(t.state == TrialState.RUNNING for t in load_trials(url)) < 2:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    guard = GracefulStop()
+    sender = threading.Thread(target=interrupt_once_both_train)
+    sender.start()
+    with guard.installed(), pytest.raises(KeyboardInterrupt):
+        run_workers(spec, 2, threads_per_worker=1, in_this_process=True, guard=guard)
+    stopped = time.monotonic()
+    sender.join()
+    assert sent, "the two workers never trained at once"
+    assert stopped - sent[0] < 20  # a trial takes 30 s: both stopped at a step
+    trials = load_trials(url)
+    # Each 30 s trial stopped at a step: failed, none left running.
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+
+
+@pytest.mark.slow
 def test_terminated_worker_processes_stop_at_a_step_and_leave_no_running_trial(
     tmp_path: Path,
 ) -> None:
@@ -634,7 +708,10 @@ def test_cli_run_with_two_worker_processes(
     trials = cli_trials(f"sqlite:///{study_file.parent / 'evohpo.db'}", "tiny/ga/seed0")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 4 <= len(complete) <= 5
-    assert {t.system_attrs[OWNER_ATTR]["worker"] for t in complete} == {0, 1}
+    owners = [t.system_attrs[OWNER_ATTR] for t in complete]
+    assert {owner["worker"] for owner in owners} <= {0, 1}
+    # The command's own process is worker 1: it trains while worker 0 starts.
+    assert any(owner["worker"] == 1 and owner["pid"] == os.getpid() for owner in owners)
 
 
 @pytest.mark.slow

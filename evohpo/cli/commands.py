@@ -165,8 +165,10 @@ def _run_in_workers(
         batch_trials=args.batch_trials,
         workers=args.workers,
     )
-    with guard.interruptible():
-        run_workers(spec, args.workers, threads_per_worker=args.threads)
+    # This process is one of the workers: it trains while the others start.
+    run_workers(
+        spec, args.workers, threads_per_worker=args.threads, in_this_process=True, guard=guard
+    )
     return n_before, len(finished_trials(study))
 
 

@@ -270,8 +270,8 @@ def _add_run(commands: _Commands) -> None:
         type=_positive_int,
         default=1,
         metavar="N",
-        help="worker processes on this machine sharing the study (default: %(default)s); "
-        "each trains with up to --threads threads",
+        help="workers on this machine sharing the study, this process and N-1 more "
+        "(default: %(default)s); each trains with up to --threads threads",
     )
 
 

@@ -129,8 +129,9 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         Stops unpromising trainings early, from the validation accuracy reported
         after every epoch (every fold with ``cv``). ``None``: no pruning.
     n_jobs : int or None, default=1
-        Trials trained at once, each in a worker process of its own (one torch
-        thread each); ``-1`` for one per CPU, ``None`` for 1. Workers share the
+        Trials trained at once, by this process and ``n_jobs - 1`` worker
+        processes (one torch thread each); ``-1`` for one per CPU, ``None`` for
+        1. Workers share the
         study through its storage, a temporary journal file when ``storage`` is
         ``None`` (see :mod:`evohpo.workers`), and the GA breeds from whatever has
         finished. Starting a worker takes a while: worth it for slow trials.

@@ -68,9 +68,9 @@ def complete_trials(
             advice = "Give the search a less aggressive pruner, or more trials or time."
         elif not trials and n_jobs > 1 and timeout is not None:
             advice = (
-                f"With n_jobs={n_jobs} the worker processes start first (a few seconds: "
-                "each imports torch) and none finished a trial in time: give a longer "
-                "timeout, or n_jobs=1."
+                f"With n_jobs={n_jobs} no worker finished a trial in time (the worker "
+                "processes beside this one take a few seconds to start: each imports "
+                "torch): give a longer timeout, or n_jobs=1."
             )
         else:
             advice = "Give the search more trials or time."

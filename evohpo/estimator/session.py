@@ -484,7 +484,9 @@ def _log_start(study: optuna.Study, settings: Settings, remaining: int | None, d
         f"{settings.cv}-fold cross-validation"
         if settings.cv is not None
         else f"{settings.validation_fraction:g} of the data validating",
-        f", in {settings.n_jobs} worker processes" if settings.n_jobs > 1 else "",
+        f", in {settings.n_jobs} workers (this process and {settings.n_jobs - 1} more)"
+        if settings.n_jobs > 1
+        else "",
     )
 
 
@@ -496,7 +498,8 @@ def _run_workers(
     settings: Settings,
     progress: SearchProgress,
 ) -> None:
-    """Run the trials in ``settings.n_jobs`` worker processes on the study's storage.
+    """Run the trials in ``settings.n_jobs`` workers on the study's storage: this
+    process and ``n_jobs - 1`` worker processes.
 
     Each worker builds the same objective (same splits) and its own copy of
     the sampler; the GA breeds from whatever has finished (see
@@ -533,12 +536,14 @@ def _run_workers(
                 seen.add(trial.number)
                 progress(study, trial)
 
+    # This process is one of the n_jobs workers: it trains while the others start.
     run_workers(
         spec,
         settings.n_jobs,
         threads_per_worker=current_thread_budget() or 1,
         on_wait=follow,
         log_level=None if settings.verbose >= 1 else logging.WARNING,
+        in_this_process=True,
     )
     follow()
 

@@ -16,15 +16,22 @@ from typing import BinaryIO
 
 import optuna
 
-from evohpo._redact import redact_text
+from evohpo._interrupt import GracefulStop
+from evohpo._redact import redact_exception, redact_text
 from evohpo._validation import check_float, check_int
 from evohpo.exceptions import WorkerError
 from evohpo.workers.process import THREAD_VARIABLES, Launch, launch_header, spawn
 from evohpo.workers.spec import WorkerReport, WorkerSpec
+from evohpo.workers.worker import run_worker
 
 __all__ = ["WorkerPool", "run_workers"]
 
 _logger = logging.getLogger("evohpo")
+
+
+def default_threads(n_workers: int) -> int:
+    """Torch threads of each of ``n_workers`` workers on this machine: the CPUs shared out."""
+    return max(1, (os.cpu_count() or 1) // n_workers)
 
 
 class WorkerPool:
@@ -67,7 +74,7 @@ class WorkerPool:
     ) -> None:
         check_int(n_workers, "n_workers", "WorkerPool", low=1)
         if threads_per_worker is None:
-            threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
+            threads_per_worker = default_threads(n_workers)
         check_int(threads_per_worker, "threads_per_worker", "WorkerPool", low=1)
         self.spec = spec
         if log_level is None:
@@ -191,8 +198,10 @@ def run_workers(
     on_wait: Callable[[], None] | None = None,
     wait_interval: float = 1.0,
     log_level: int | None = None,
+    in_this_process: bool = False,
+    guard: GracefulStop | None = None,
 ) -> list[WorkerReport]:
-    """Run ``n_workers`` worker processes on one study and wait for them.
+    """Run ``n_workers`` workers on one study and wait for them.
 
     The study must exist (create it first, e.g. with ``optuna.create_study(...,
     load_if_exists=True)``). Processes are spawned, so ``spec`` and its
@@ -203,17 +212,28 @@ def run_workers(
     ----------
     spec : WorkerSpec
     n_workers : int
-        Worker processes, at least 1.
+        Workers, at least 1.
     threads_per_worker : int, optional
         See :class:`WorkerPool`.
     timeout : float, optional
         Seconds to wait for the workers before they are stopped.
     on_wait : callable, optional
         Called every ``wait_interval`` seconds while the workers run (to
-        follow the study's progress, say).
+        follow the study's progress, say), and after each trial of the
+        worker in this process.
     wait_interval : float, default=1.0
     log_level : int, optional
         See :class:`WorkerPool`.
+    in_this_process : bool, default=False
+        Run the last worker in the calling process (:func:`run_worker`)
+        instead of a new one, ``n_workers - 1`` processes beside it. The
+        caller trains from the start, while the new processes still import
+        torch, rather than waiting idle: for a short search on few cores that
+        is a large share of the time. ``timeout`` then bounds only the wait
+        for the others once this process's worker is done.
+    guard : GracefulStop, optional
+        The installed signal guard, for the worker in this process (see
+        :func:`run_worker`); waits for the others stop at once on a signal.
 
     Returns
     -------
@@ -227,27 +247,30 @@ def run_workers(
         If a worker stopped with an error (after all workers have exited);
         the message names the worker and the error, passwords hidden.
     """
+    check_int(n_workers, "n_workers", "run_workers", low=1)
     check_float(wait_interval, "wait_interval", "run_workers", low=0.0, low_open=True)
-    end = None if timeout is None else time.monotonic() + timeout
-    with WorkerPool(
-        spec, n_workers, threads_per_worker=threads_per_worker, log_level=log_level
-    ) as pool:
+    if threads_per_worker is None:
+        threads_per_worker = default_threads(n_workers)
+    guard = guard if guard is not None else GracefulStop()
+    spawned = n_workers - 1 if in_this_process else n_workers
+    own: WorkerReport | None = None
+    own_error: BaseException | None = None
+    pool = (
+        WorkerPool(spec, spawned, threads_per_worker=threads_per_worker, log_level=log_level)
+        if spawned
+        else None
+    )
+    with pool if pool is not None else contextlib.nullcontext():
         try:
-            while True:
-                left = None if end is None else max(0.0, end - time.monotonic())
-                if on_wait is None:
-                    reports = pool.join(left)
-                    break
-                try:
-                    reports = pool.join(wait_interval if left is None else min(left, wait_interval))
-                    break
-                except TimeoutError:
-                    if left is not None and left <= wait_interval:
-                        raise
-                    on_wait()
+            if in_this_process:
+                own, own_error = _run_here(spec, spawned, threads_per_worker, guard, on_wait)
+            reports = [] if pool is None else _wait(pool, timeout, on_wait, wait_interval, guard)
         except (KeyboardInterrupt, TimeoutError):
-            pool.terminate()
+            if pool is not None:
+                pool.terminate()
             raise
+    if own is not None:
+        reports.append(own)
     errors = [r for r in reports if r.error is not None and (r.exitcode or 0) >= 0]
     for report in reports:
         if report.exitcode is not None and report.exitcode < 0:
@@ -257,5 +280,56 @@ def run_workers(
         raise WorkerError(
             f"{len(errors)} of {n_workers} workers on study {spec.study_name!r} in "
             f"{spec.shown_storage} stopped with an error: {redact_text(details)}"
-        )
+        ) from own_error
     return reports
+
+
+def _run_here(
+    spec: WorkerSpec,
+    index: int,
+    threads: int,
+    guard: GracefulStop,
+    on_wait: Callable[[], None] | None,
+) -> tuple[WorkerReport, BaseException | None]:
+    """The worker of the calling process: its report and, if it failed, its error.
+
+    An error ends this worker only, as it would a worker process; the others
+    finish and :func:`run_workers` raises. A signal ends them all.
+    """
+    callbacks = [] if on_wait is None else [lambda study, trial: on_wait()]
+    started = time.monotonic()
+    try:
+        report = run_worker(spec, index=index, threads=threads, guard=guard, callbacks=callbacks)
+        return report, None
+    except Exception as exc:
+        _logger.debug("worker %d (this process) failed", index, exc_info=True)
+        report = WorkerReport(
+            index,
+            os.getpid(),
+            seconds=time.monotonic() - started,
+            error=redact_exception(exc),
+            exitcode=1,
+        )
+        return report, exc
+
+
+def _wait(
+    pool: WorkerPool,
+    timeout: float | None,
+    on_wait: Callable[[], None] | None,
+    wait_interval: float,
+    guard: GracefulStop,
+) -> list[WorkerReport]:
+    """The pool's reports once every process has ended (``on_wait`` called meanwhile)."""
+    end = None if timeout is None else time.monotonic() + timeout
+    with guard.interruptible():
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if on_wait is None:
+                return pool.join(left)
+            try:
+                return pool.join(wait_interval if left is None else min(left, wait_interval))
+            except TimeoutError:
+                if left is not None and left <= wait_interval:
+                    raise
+                on_wait()

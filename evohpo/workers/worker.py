@@ -66,7 +66,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -165,6 +165,7 @@ def run_worker(
     index: int = 0,
     threads: int | None = None,
     guard: GracefulStop | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> WorkerReport:
     """Run one worker in this process until the study's budget is spent.
 
@@ -174,14 +175,17 @@ def run_worker(
     index : int, default=0
         The worker's number, for logs and the owner record of its trials.
     threads : int, optional
-        Torch CPU threads of this process, set once the objective is built
-        (``torch.set_num_threads``), and the thread budget of evohpo's trainers
+        Torch CPU threads of this process while the worker runs, set once the
+        objective is built (``torch.set_num_threads``; the previous count is
+        restored on return), and the thread budget of evohpo's trainers
         (:func:`evohpo.training.threads.thread_budget`: small networks train
         with one thread); left alone if omitted.
     guard : GracefulStop, optional
         The installed signal guard: after SIGINT or SIGTERM the worker stops
         at the next safe point (a training step, the end of a trial, a wait
         for the storage) and raises :class:`KeyboardInterrupt`.
+    callbacks : sequence of callables, optional
+        Called as Optuna's study callbacks after each trial of this worker.
 
     Returns
     -------
@@ -203,9 +207,8 @@ def run_worker(
     deadline = _deadline(spec, start)
     tracker = Tracker()
     objective = GuardedObjective(spec.objective_factory(), tracker)
-    set_threads(threads)
-    with _thread_budget(threads):
-        waiting = _run(spec, index, tracker, objective, guard, deadline)
+    with _torch_threads(threads), _thread_budget(threads):
+        waiting = _run(spec, index, tracker, objective, guard, deadline, callbacks)
     guard.check()
     return WorkerReport(
         index=index,
@@ -230,6 +233,25 @@ def _deadline(spec: WorkerSpec, start: float) -> float | None:
 
 
 @contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to ``threads`` in the block, if torch is loaded.
+
+    Restored afterwards: a worker may run in a process that goes on (the one
+    that started the pool, a user's script).
+    """
+    torch = sys.modules.get("torch")
+    if threads is None or torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def _thread_budget(threads: int | None) -> Iterator[None]:
     """Let evohpo's trainers pick from up to ``threads`` threads per network
     (:func:`evohpo.training.threads.thread_budget`), if the objective loaded torch."""
@@ -249,6 +271,7 @@ def _run(
     objective: GuardedObjective,
     guard: GracefulStop,
     deadline: float | None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]],
 ) -> _Waiting:
     """Optimize until the study is done, riding out storage outages; the waits' record."""
     waiting = _Waiting(spec, index)
@@ -270,7 +293,7 @@ def _run(
             waiting.reset()
             if not _finished(study, spec, deadline):
                 left = None if deadline is None else deadline - time.monotonic()
-                _optimize(study, objective, spec, tracker, guard, left)
+                _optimize(study, objective, spec, tracker, guard, left, callbacks)
             break
         except UpdateFinishedTrialError as exc:
             # Our trial was failed by another worker (its heartbeat looked stale,
@@ -313,6 +336,7 @@ def _optimize(
     tracker: Tracker,
     guard: GracefulStop,
     timeout: float | None,
+    extra_callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]],
 ) -> None:
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
         tracker.on_trial_end,
@@ -320,6 +344,7 @@ def _optimize(
     ]
     if spec.n_trials is not None:
         callbacks.append(MaxTrialsCallback(spec.n_trials, states=spec.counted_states))
+    callbacks.extend(extra_callbacks)
     guard.check()
     batched.optimize(
         study,
