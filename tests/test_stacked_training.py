@@ -156,6 +156,21 @@ def test_a_member_starts_with_its_solo_weights():
             torch.testing.assert_close(got[key], value, rtol=0, atol=0)
 
 
+def test_members_of_interleaved_activations_compute_their_solo_outputs():
+    # Runs of one activation: relu | tanh | relu in the first layer, three in the second.
+    pairs = [("relu", "tanh"), ("tanh", "relu"), ("relu", "gelu")]
+    members = [
+        Genome((LayerGene(8, a, 0.0), LayerGene(6 + i, b, 0.0)), "adam", 1e-2, 0.0, 32)
+        for i, (a, b) in enumerate(pairs)
+    ]
+    stack = DenseStack(members, 5, 3, [1, 2, 3], CPU)
+    x = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
+    logits = stack.forward(x)
+    for row, (member, seed) in enumerate(zip(members, [1, 2, 3], strict=True)):
+        alone = build_model(member, 5, 3, seed=seed).eval()
+        torch.testing.assert_close(logits[row], alone(x[row]), rtol=1e-6, atol=1e-6)
+
+
 def config(seed, **kwargs):
     kwargs.setdefault("max_epochs", 6)
     kwargs.setdefault("patience", None)

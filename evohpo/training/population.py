@@ -450,6 +450,9 @@ def _train_stack(
     on_epoch_end: MemberCallback | None,
 ) -> None:
     """Train ``members`` as one stack until every one has stopped."""
+    # Members of the same activations side by side: the stack applies each
+    # activation to a run of consecutive members (DenseStack._activate).
+    members = sorted(members, key=lambda m: [layer.activation for layer in m.genome.layers])
     device = data.x_train.device
     stack = DenseStack(
         [m.genome for m in members],
