@@ -287,7 +287,7 @@ class DenseStack:
         runs = self._activations[index]
         if len(runs) == 1:
             return runs[0][0](z)
-        parts = z.split([length for _, length in runs])
+        parts = torch.split(z, [length for _, length in runs])
         return torch.cat([module(part) for (module, _), part in zip(runs, parts, strict=True)])
 
     def backward(self, loss: torch.Tensor) -> None:
