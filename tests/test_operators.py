@@ -773,6 +773,18 @@ def test_select_nsga2_never_drops_a_dominating_individual(
             assert not _dominates(values[j], values[i])
 
 
+@FAST
+@given(objective_rows, st.integers(1, 20))
+def test_select_nsga2_chooses_what_deap_chooses_from_all(values: list[list[float]], k: int) -> None:
+    # select_nsga2 leaves out the individuals dominated k times or more first.
+    from deap import tools
+
+    from evohpo.evolution.selection import _individuals
+
+    expected = tools.selNSGA2(_individuals([tuple(v) for v in values]), min(k, len(values)))
+    assert select_nsga2(values, k) == [individual.index for individual in expected]
+
+
 def test_select_nsga2_picks_the_pareto_front_first() -> None:
     values = [[0.0, 0.0], [3.0, 1.0], [1.0, 1.0], [1.0, 3.0], [2.0, 2.0], [0.5, 0.5]]
     assert sorted(select_nsga2(values, 3)) == [1, 3, 4]

@@ -20,6 +20,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from deap import base, tools
 from deap.tools.emo import assignCrowdingDist
 
@@ -257,8 +258,26 @@ def select_nsga2(values: Sequence[Sequence[float]], k: int) -> list[int]:
     k = min(check_int(k, "k", owner, low=0), len(rows))
     if k == 0:
         return []
-    chosen = tools.selNSGA2(_individuals(rows), k)
-    return [individual.index for individual in chosen]
+    # Only individuals dominated by fewer than k others can be chosen: all of an
+    # individual's dominators lie in earlier fronts, so with k or more of them the
+    # selection is complete before its front. Dropping the others changes no
+    # remaining individual's front (none of them dominates one that stays) and
+    # leaves every front the selection reaches whole, so the choice is the same;
+    # DEAP's sort, quadratic in Python, then sees the few that matter.
+    candidates = [i for i, count in enumerate(_dominator_counts(rows)) if count < k]
+    chosen = tools.selNSGA2(_individuals([rows[i] for i in candidates]), k)
+    return [candidates[individual.index] for individual in chosen]
+
+
+def _dominator_counts(rows: Sequence[tuple[float, ...]], chunk: int = 512) -> list[int]:
+    """How many rows Pareto-dominate each row (every objective maximised)."""
+    values = np.asarray(rows, dtype=float)
+    counts = np.zeros(len(values), dtype=np.int64)
+    for start in range(0, len(values), chunk):
+        block = values[start : start + chunk, None, :]  # the would-be dominators
+        dominates = (block >= values[None]).all(axis=-1) & (block > values[None]).any(axis=-1)
+        counts += dominates.sum(axis=0)
+    return counts.tolist()
 
 
 def nsga2_rank_and_crowding(values: Sequence[Sequence[float]]) -> list[tuple[int, float]]:
