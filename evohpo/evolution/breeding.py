@@ -3,9 +3,9 @@
 Genomes of :func:`~evohpo.evolution.suggest.suggest_genome` are varied with the
 structure-aware operators (:mod:`~evohpo.evolution.crossover`,
 :mod:`~evohpo.evolution.mutation`); any other parameters with the operators on
-parameter dicts (:mod:`~evohpo.evolution.params`). A child whose parameters
-a member of the population or a running trial already has is bred again, a few
-times at most.
+parameter dicts (:mod:`~evohpo.evolution.params`). A child that would repeat
+a finished or running trial (:class:`~evohpo.evolution.duplicates.KnownParams`)
+is bred again, a few times at most.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from optuna.distributions import BaseDistribution
 
 from evohpo.evolution.blocks import parse_block_param
 from evohpo.evolution.crossover import crossover
+from evohpo.evolution.duplicates import KnownParams
 from evohpo.evolution.genome import GLOBAL_PARAMS, N_BLOCKS, READOUT, Genome, parse_layer_param
 from evohpo.evolution.lineage import Lineage
 from evohpo.evolution.mutation import MutationRates, mutate
 from evohpo.evolution.params import crossover_params, mutate_params
-from evohpo.evolution.population import Member, Snapshot, params_key
+from evohpo.evolution.population import Member, Snapshot
 from evohpo.evolution.space import SearchSpace
 
 __all__ = ["Breeder"]
@@ -52,14 +53,14 @@ class Breeder:
         space: SearchSpace | None,
         rng: random.Random,
         *,
-        running: set[tuple[tuple[str, str], ...]] | None = None,
+        is_repeat: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> Lineage:
         """The child record of ``parents`` (two members, possibly the same one).
 
         ``generation`` below 0 means one more than the parents'. With a
         ``space``, parents that carry genomes are varied as genomes. A child
-        whose parameters a member of the population (not only of the pool) or
-        a ``running`` trial (parameter keys) already has is bred again, up to
+        for which ``is_repeat`` holds (by default: it would repeat a member of
+        the population or the pool) is bred again, up to
         :data:`_DEDUP_ATTEMPTS` times.
         """
         first, second = parents
@@ -68,16 +69,17 @@ class Breeder:
         parent_numbers = (first.number, second.number) if crossed else (first.number,)
         if generation < 0:
             generation = 1 + max(p.generation for p in parents[: len(parent_numbers)])
-        seen = {m.params_key for m in population.members}
-        seen.update(m.params_key for m in pool)
-        if running:
-            seen |= running
+        if is_repeat is None:
+            known = KnownParams()
+            for member in [*population.members, *pool]:
+                known.add(member.number, member.params)
+            is_repeat = known.repeats
         distributions = population.distributions
         genomes = [p.genome for p in parents] if space is not None else []
         if space is not None and all(g is not None for g in genomes):
             a, b = (g for g in genomes if g is not None)
             child, params, ops = self._genome_child(
-                a, b, parents, pool, distributions, space, seen, crossed, mutated, rng
+                a, b, parents, pool, distributions, space, is_repeat, crossed, mutated, rng
             )
             genome: str | None = child.to_json()
         else:
@@ -86,7 +88,7 @@ class Breeder:
                 params, ops = self._params_child(
                     pair, pool, distributions, crossed, mutated, rng, extras_only=None
                 )
-                if params_key(params) not in seen:
+                if not is_repeat(params):
                     break
             genome = None
         return Lineage(
@@ -106,7 +108,7 @@ class Breeder:
         pool: list[Member],
         distributions: Mapping[str, BaseDistribution],
         space: SearchSpace,
-        seen: set[Any],
+        is_repeat: Callable[[Mapping[str, Any]], bool],
         crossed: bool,
         mutated: bool,
         rng: random.Random,
@@ -133,7 +135,7 @@ class Breeder:
                 )
                 params.update(others)
                 ops = [*ops, *more]
-            if params_key(params) not in seen:
+            if not is_repeat(params):
                 break
         return child, params, ops
 

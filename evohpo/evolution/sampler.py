@@ -17,22 +17,23 @@ import logging
 import random
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from evohpo._random import derive_seed, fresh_root_seed, python_random
 from evohpo._validation import check_choice, check_float, check_int, raise_invalid
 from evohpo.evolution.breeding import Breeder
+from evohpo.evolution.duplicates import KnownParams
 from evohpo.evolution.genome import N_BLOCKS
 from evohpo.evolution.lineage import LINEAGE_ATTR, Lineage
 from evohpo.evolution.mutation import MutationRates
-from evohpo.evolution.population import Member, Population, Snapshot, params_key
+from evohpo.evolution.population import Member, Population, Snapshot
 from evohpo.evolution.selection import (
     nsga2_rank_and_crowding,
     select_nsga2,
@@ -93,9 +94,11 @@ class EvoSampler(BaseSampler):
 
         EvoSampler(aging=True, elitism=0, population_size=20, tournament_size=8)
 
-    A child whose parameters a finished or running trial of the study already
-    has is bred again (up to 10 times): a re-evaluation is spent only on the
-    repeats above. If the repeats cannot have the best trial's parameters
+    A child that would repeat a finished (complete or pruned) or running trial
+    of the study, agreeing with it on every parameter that trial used (a
+    conditional objective's other branches aside; a wrapping
+    ``PartialFixedSampler``'s values included), is bred again (up to 10
+    times): a re-evaluation is spent only on the repeats above. If the repeats cannot have the best trial's parameters
     (the objective asks for others now), two tries end the measurement and
     selection stays at 5.
 
@@ -255,6 +258,8 @@ class EvoSampler(BaseSampler):
         # keys let the caches go with their storage, and a storage is never
         # mistaken for a later one at the same address.
         self._lock = threading.Lock()
+        # Held while a child is bred and registered, so that threads breed apart.
+        self._breeding = threading.Lock()
         self._caches: weakref.WeakKeyDictionary[Any, dict[int, _StudyCache]] = (
             weakref.WeakKeyDictionary()
         )
@@ -263,7 +268,7 @@ class EvoSampler(BaseSampler):
         # Settings and seed travel (pickling, deepcopy, sklearn.clone); caches
         # and the lock do not.
         state = self.__dict__.copy()
-        for name in ("_lock", "_caches"):
+        for name in ("_lock", "_breeding", "_caches"):
             del state[name]
         return state
 
@@ -362,6 +367,15 @@ class EvoSampler(BaseSampler):
             entry = self._cache_of(study).running.get(_storage.trial_id(trial))
         if entry is not None:
             return entry[1]
+        with self._breeding:
+            with self._lock:
+                entry = self._cache_of(study).running.get(_storage.trial_id(trial))
+            if entry is not None:
+                return entry[1]
+            return self._start_lineage(study, trial)
+
+    def _start_lineage(self, study: Study, trial: FrozenTrial) -> Lineage:
+        """The record of a trial seen for the first time here: stored or bred, then kept."""
         stored = Lineage.from_attr(trial.user_attrs.get(LINEAGE_ATTR))
         if stored is not None:
             # A retried trial carries its original record (Optuna's retry
@@ -398,7 +412,7 @@ class EvoSampler(BaseSampler):
         generation = self._generation_of(trial.number)
         pool = self._breeding_pool(study, population, generation)
         parents = self._select_parents(study, pool, rng, greedy=greedy)
-        return self._vary(parents, pool, population, generation, rng, self._taken(study))
+        return self._vary(parents, pool, population, generation, rng, self._repeat_test(study))
 
     def _adapts(self, study: Study) -> bool:
         """Whether the tournament size follows the objective's noise in ``study``."""
@@ -409,12 +423,27 @@ class EvoSampler(BaseSampler):
             and not self._aging
         )
 
-    def _taken(self, study: Study) -> set[tuple[tuple[str, str], ...]]:
-        """Parameter keys of the trials this sampler has running in ``study`` (with
-        their parameters known in advance: bred, repeated or enqueued)."""
+    def _repeat_test(self, study: Study) -> Callable[[Mapping[str, Any]], bool]:
+        """Whether a child would repeat a finished (complete or pruned) trial of
+        ``study`` or one this sampler has running (bred, repeated or enqueued).
+
+        Parameters a wrapping :class:`~optuna.samplers.PartialFixedSampler`
+        fixes are the trial's, whatever the child says.
+        """
         with self._lock:
-            running = list(self._cache_of(study).running.values())
-        return {params_key(lineage.params) for _, lineage in running if lineage.params}
+            cache = self._cache_of(study)
+            running = list(cache.running.values())
+            finished = cache.known
+        taken = KnownParams()
+        for number, lineage in running:
+            taken.add(number, lineage.params)
+        fixed = _fixed_by_wrapper(study, self)
+
+        def is_repeat(child: Mapping[str, Any]) -> bool:
+            used = {**child, **fixed} if fixed else child
+            return finished.repeats(used) or taken.repeats(used)
+
+        return is_repeat
 
     def _running_repeats(self, study: Study) -> int:
         """Repeats this sampler has started in ``study`` that have not finished."""
@@ -445,6 +474,7 @@ class EvoSampler(BaseSampler):
                 signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
                 cache.population = Population(signs)
             cache.population.sync(complete)
+            cache.known = _sync_known(cache.known, trials)
             _forget_finished(cache.running, trials)
             return cache.population.snapshot()
 
@@ -497,7 +527,7 @@ class EvoSampler(BaseSampler):
         population: Snapshot,
         generation: int,
         rng: random.Random,
-        running: set[tuple[tuple[str, str], ...]] | None = None,
+        is_repeat: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> Lineage:
         breeder = Breeder(self._crossover_prob, self._mutation_prob, self._rates)
         return breeder.breed(
@@ -507,7 +537,7 @@ class EvoSampler(BaseSampler):
             generation,
             self._space_for(population),
             rng,
-            running=running,
+            is_repeat=is_repeat,
         )
 
     def _space_for(self, population: Snapshot) -> SearchSpace | None:
@@ -529,13 +559,43 @@ _MISSING = object()
 class _StudyCache:
     """What a sampler keeps in memory for one study; all of it is in storage too."""
 
-    __slots__ = ("population", "running")
+    __slots__ = ("known", "population", "running")
 
     def __init__(self) -> None:
         self.population: Population | None = None
+        # The parameters of the finished trials (complete or pruned).
+        self.known = KnownParams()
         # Trial id -> (trial number, child record) of the trials that started here
         # and have not ended: the record is asked for at every suggest.
         self.running: dict[int, tuple[int, Lineage]] = {}
+
+
+def _sync_known(known: KnownParams, trials: Sequence[FrozenTrial]) -> KnownParams:
+    """``known`` with the complete and pruned trials of ``trials`` (sorted by number)
+    it lacks; a new index if the study holds fewer than it knows (recreated)."""
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if len(finished) < len(known):
+        known = KnownParams()
+    missing = len(finished) - len(known)
+    # New ones are almost always at the end.
+    for trial in reversed(finished):
+        if missing <= 0:
+            break
+        if not known.knows(trial.number):
+            known.add(trial.number, trial.params)
+            missing -= 1
+    return known
+
+
+def _fixed_by_wrapper(study: Study, sampler: EvoSampler) -> Mapping[str, Any]:
+    """The parameters a :class:`~optuna.samplers.PartialFixedSampler` around ``sampler``
+    fixes in ``study`` (none without one)."""
+    wrapper = study.sampler
+    if isinstance(wrapper, PartialFixedSampler) and wrapper._base_sampler is sampler:
+        fixed = wrapper._fixed_params
+        if isinstance(fixed, Mapping):
+            return fixed
+    return {}
 
 
 def _forget_finished(
