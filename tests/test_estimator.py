@@ -537,6 +537,36 @@ def test_resume_refuses_a_study_of_another_search(data, tmp_path):
         tiny(storage=url, study_name="m").fit(X, y)
 
 
+def test_a_refused_fit_leaves_the_fitted_estimator_as_it_was(data, tmp_path):
+    X, y = data
+    clf = tiny(storage=f"sqlite:///{tmp_path / 'search.db'}", study_name="s").fit(X, y)
+    before = clf.predict_proba(X[:5])
+    with pytest.raises(StudyMismatchError, match=r"n_features: stored 6, now 2"):
+        clf.fit(X[:, :2], y)
+    # Before, the refused fit had already reset n_features_in_ to 2.
+    assert clf.n_features_in_ == 6
+    np.testing.assert_array_equal(clf.predict_proba(X[:5]), before)
+
+
+def test_a_fit_with_refit_false_cannot_predict_after_set_params(data):
+    X, y = data
+    clf = tiny(refit=False).fit(X, y)
+    clf.set_params(refit=True)
+    assert not hasattr(clf, "predict")
+    with pytest.raises(AttributeError) as info:
+        clf.predict(X)
+    # scikit-learn's available_if names the method and chains the reason.
+    assert re.search(
+        r"fitted with refit=False.*Fit again with refit=True", str(info.value.__cause__)
+    )
+
+
+def test_numpy_booleans_are_taken_as_bools(data):
+    X, y = data
+    clf = tiny(refit=np.True_, resume=np.True_, inherit_weights=np.False_).fit(X, y)
+    assert np.isin(clf.predict(X[:3]), clf.classes_).all()
+
+
 def test_resume_refuses_other_data_split_or_training(data, tmp_path):
     X, y = data
     url = f"sqlite:///{tmp_path / 'search.db'}"

@@ -105,6 +105,21 @@ class SteppingObjective:
         return -abs(genome.depth - 2)
 
 
+class SlowElsewhere:
+    """Trials of 0.3 s in the process ``parent``, of 60 s (stopping at a signal) in others."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, SPACE)
+        steps = 30 if os.getpid() == self.parent else 6000
+        for _ in range(steps):
+            time.sleep(0.01)
+            raise_if_stop_requested()
+        return -abs(genome.depth - 2)
+
+
 def make_sampler() -> EvoSampler:
     return EvoSampler(population_size=4, seed=0, search_space=SPACE)
 
@@ -412,6 +427,28 @@ def test_the_calling_process_is_one_of_the_workers(tmp_path: Path) -> None:
     trials = load_trials(url)
     check_study(trials, 16, 2)
     check_reports(trials, reports)
+
+
+@pytest.mark.slow
+def test_the_timeout_stops_the_other_workers_once_the_calling_process_is_done(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    create_study(url)
+    spec = dataclasses.replace(
+        make_spec(url, 24), objective_factory=functools.partial(SlowElsewhere, os.getpid())
+    )
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        run_workers(spec, 2, threads_per_worker=1, timeout=4.0, in_this_process=True)
+    # This process ran its 0.3 s trials to the total (about 7 s), then stopped the
+    # other worker's 60 s trial at once rather than waiting for it.
+    assert time.monotonic() - started < 30
+    trials = load_trials(url)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 24
+    others = [t for t in trials if t.system_attrs[OWNER_ATTR]["pid"] != os.getpid()]
+    assert [t.state for t in others] == [TrialState.FAIL] * len(others)
 
 
 def test_an_error_of_the_worker_in_the_calling_process_is_a_worker_error(tmp_path: Path) -> None:

@@ -147,6 +147,12 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
                 "need the best genome refitted on all the data. Set refit=True, or train "
                 "best_genome_ yourself."
             )
+        if "best_params_" in self.__dict__ and "_scaler" not in self.__dict__:
+            raise AttributeError(
+                f"This {type(self).__name__} was fitted with refit=False: predictions need "
+                "the best genome refitted on all the data. Fit again with refit=True, or "
+                "train best_genome_ yourself."
+            )
         return True
 
     # -- fit -------------------------------------------------------------------------------
@@ -165,7 +171,19 @@ class _EvoSearchBase(BaseEstimator):  # type: ignore[misc]
         -------
         self : object
             The fitted estimator.
+
+        A fit that raises (bad data, a refused resume, Ctrl-C) leaves the
+        estimator as it was: a fitted one still predicts as before.
         """
+        before = dict(self.__dict__)
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X: Any, y: Any) -> Self:
         started = time.monotonic()  # timeout counts from here, the refit included
         settings = self._check_settings()
         X, y_checked, classes = self._check_data(X, y, settings)

@@ -114,7 +114,8 @@ def check_settings(
     InvalidParameterError
         Naming the first parameter that is wrong, what it accepts and what it got.
     """
-    p = params
+    # NumPy's booleans (a grid built from an array) are bools here; stored as bool.
+    p: dict[str, Any] = {k: bool(v) if isinstance(v, np.bool_) else v for k, v in params.items()}
     n_trials, timeout = _check_budget(p["n_trials"], p["timeout"], owner)
     sampler = p["sampler"]
     if not isinstance(sampler, BaseSampler) and not (

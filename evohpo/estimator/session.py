@@ -536,15 +536,22 @@ def _run_workers(
                 seen.add(trial.number)
                 progress(study, trial)
 
-    # This process is one of the n_jobs workers: it trains while the others start.
-    run_workers(
-        spec,
-        settings.n_jobs,
-        threads_per_worker=current_thread_budget() or 1,
-        on_wait=follow,
-        log_level=None if settings.verbose >= 1 else logging.WARNING,
-        in_this_process=True,
-    )
+    # Workers stop their trials at their deadline; one that started late, or whose
+    # step outlasts it, is stopped at the fit's (its trial fails).
+    wait = None if objective.deadline is None else max(0.0, objective.deadline - time.monotonic())
+    try:
+        # This process is one of the n_jobs workers: it trains while the others start.
+        run_workers(
+            spec,
+            settings.n_jobs,
+            threads_per_worker=current_thread_budget() or 1,
+            timeout=wait,
+            on_wait=follow,
+            log_level=None if settings.verbose >= 1 else logging.WARNING,
+            in_this_process=True,
+        )
+    except TimeoutError:
+        logger.info("Stopped the worker processes still training at the fit's timeout.")
     follow()
 
 

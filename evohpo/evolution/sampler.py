@@ -98,9 +98,9 @@ class EvoSampler(BaseSampler):
     of the study, agreeing with it on every parameter that trial used (a
     conditional objective's other branches aside; a wrapping
     ``PartialFixedSampler``'s values included), is bred again (up to 10
-    times): a re-evaluation is spent only on the repeats above. If the repeats cannot have the best trial's parameters
-    (the objective asks for others now), two tries end the measurement and
-    selection stays at 5.
+    times): a re-evaluation is spent only on the repeats above. If the
+    repeats cannot have the best trial's parameters (the objective asks for
+    others now), two tries end the measurement and selection stays at 5.
 
     Multi-objective studies use NSGA-II: the breeding pool is chosen by
     Pareto front, then crowding distance, and tournaments compare

@@ -216,7 +216,9 @@ def run_workers(
     threads_per_worker : int, optional
         See :class:`WorkerPool`.
     timeout : float, optional
-        Seconds to wait for the workers before they are stopped.
+        Seconds from the call after which workers still running are stopped
+        (SIGTERM: their running trials fail) and :class:`TimeoutError` is
+        raised.
     on_wait : callable, optional
         Called every ``wait_interval`` seconds while the workers run (to
         follow the study's progress, say), and after each trial of the
@@ -229,8 +231,9 @@ def run_workers(
         instead of a new one, ``n_workers - 1`` processes beside it. The
         caller trains from the start, while the new processes still import
         torch, rather than waiting idle: for a short search on few cores that
-        is a large share of the time. ``timeout`` then bounds only the wait
-        for the others once this process's worker is done.
+        is a large share of the time. ``timeout`` then bounds the wait for the
+        others once this process's worker is done (which stops by the spec's
+        own ``timeout`` and ``deadline``).
     guard : GracefulStop, optional
         The installed signal guard, for the worker in this process (see
         :func:`run_worker`); waits for the others stop at once on a signal.
@@ -249,6 +252,7 @@ def run_workers(
     """
     check_int(n_workers, "n_workers", "run_workers", low=1)
     check_float(wait_interval, "wait_interval", "run_workers", low=0.0, low_open=True)
+    end = None if timeout is None else time.monotonic() + timeout
     if threads_per_worker is None:
         threads_per_worker = default_threads(n_workers)
     guard = guard if guard is not None else GracefulStop()
@@ -264,7 +268,7 @@ def run_workers(
         try:
             if in_this_process:
                 own, own_error = _run_here(spec, spawned, threads_per_worker, guard, on_wait)
-            reports = [] if pool is None else _wait(pool, timeout, on_wait, wait_interval, guard)
+            reports = [] if pool is None else _wait(pool, end, on_wait, wait_interval, guard)
         except (KeyboardInterrupt, TimeoutError):
             if pool is not None:
                 pool.terminate()
@@ -315,13 +319,13 @@ def _run_here(
 
 def _wait(
     pool: WorkerPool,
-    timeout: float | None,
+    end: float | None,
     on_wait: Callable[[], None] | None,
     wait_interval: float,
     guard: GracefulStop,
 ) -> list[WorkerReport]:
-    """The pool's reports once every process has ended (``on_wait`` called meanwhile)."""
-    end = None if timeout is None else time.monotonic() + timeout
+    """The pool's reports once every process has ended (``on_wait`` called meanwhile);
+    :class:`TimeoutError` at ``end`` (``time.monotonic()``)."""
     with guard.interruptible():
         while True:
             left = None if end is None else max(0.0, end - time.monotonic())
