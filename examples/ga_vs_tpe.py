@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="a tiny budget")
     args = parser.parse_args(argv)
-    fast = args.fast or os.environ.get("EVOHPO_FAST") == "1"
+    fast = args.fast or os.environ.get("EVOHPO_FAST", "") not in ("", "0")
     n_trials, seeds, epochs = (6, [0], 3) if fast else (20, [0, 1, 2], 20)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

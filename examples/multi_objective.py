@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="a tiny budget")
     args = parser.parse_args(argv)
-    fast = args.fast or os.environ.get("EVOHPO_FAST") == "1"
+    fast = args.fast or os.environ.get("EVOHPO_FAST", "") not in ("", "0")
     n_trials, epochs = (10, 3) if fast else (40, 20)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -169,7 +169,8 @@ def _add_batch_trials(parser: argparse.ArgumentParser) -> None:
         metavar="N|auto",
         help="trials asked and trained together, their dense networks as one stack "
         "(default: the study file's [train] batch_trials, else auto: 8 on the CPU, 16 on "
-        "CUDA, at most the GA's population and the trials to run)",
+        "CUDA, at most the GA's population and the trials to run; 1 for conv spaces and, "
+        "on the CPU, for spaces of networks above 65,536 multiply-adds per row)",
     )
 
 

@@ -93,11 +93,11 @@ def auto_batch_trials(
         Processes that run trials of the study at once: together they keep
         at most a population of trials running.
     largest_macs : int or None, default=0
-        :func:`largest_network_macs` of the search space. On the CPU, a space
-        whose networks can exceed
+        :func:`largest_network_macs` of the search space. A space with
+        convolutional bodies (``None``; they train one by one) gets 1 on every
+        device; on the CPU so does one whose networks can exceed
         :data:`~evohpo.training.population.CPU_STACK_MAX_MACS` (arithmetic-bound
-        steps, measured no faster in stacks), or with convolutional bodies
-        (``None``), gets 1.
+        steps, measured no faster in stacks).
 
     Examples
     --------
