@@ -196,6 +196,28 @@ def test_another_target_is_another_study_and_nothing_stored_changes(
     assert after == before
 
 
+def test_edited_rows_are_refused_and_an_older_study_resumes(
+    tmp_path: Path, wine_csv: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_study(tmp_path, CSV_STUDY, budget={"n_trials": 2})
+    assert main(["run", str(study), "--sampler", "tpe"]) == 0
+    url = f"sqlite:///{tmp_path}/evohpo.db"
+    lines = wine_csv.read_text().splitlines(keepends=True)
+    wine_csv.write_text("".join(lines[:1] + lines[2:]))  # one row fewer
+    capsys.readouterr()
+    assert main(["run", str(study), "--sampler", "tpe", "--n-trials", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "different settings (data_digest)" in err
+    stored = optuna.load_study(study_name="mine/tpe/seed0", storage=url)
+    assert len(stored.trials) == 2
+    # A study stored before the digest was recorded resumes on the file as it is.
+    identity = dict(stored.user_attrs["evohpo.study"])
+    del identity["data_digest"]
+    stored.set_user_attr("evohpo.study", identity)
+    assert main(["run", str(study), "--sampler", "tpe", "--n-trials", "3"]) == 0
+    assert len(optuna.load_study(study_name="mine/tpe/seed0", storage=url).trials) == 3
+
+
 def test_a_csv_regression_study(tmp_path: Path, write_study: WriteStudy) -> None:
     frame = load_diabetes(as_frame=True).frame
     frame.to_csv(tmp_path / "diabetes.tsv", sep="\t", index=False)

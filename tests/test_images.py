@@ -165,6 +165,14 @@ def test_an_image_study_sets_the_input_shape_and_identity(
     assert gray.space.input_shape == (1, 4, 4)
 
 
+def test_the_identity_follows_the_folders_images(images: Path, write_study: WriteStudy) -> None:
+    config = load_study_config(write_study(images.parent, IMAGES))
+    before = study_identity(config, "ga", 0)["data_digest"]
+    assert study_identity(config, "ga", 0)["data_digest"] == before
+    write_images(images, {"dark": [(8, 8)] * 7})  # one image more
+    assert study_identity(config, "ga", 0)["data_digest"] != before
+
+
 def test_an_image_study_runs_and_exports_end_to_end(
     images: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
 ) -> None:

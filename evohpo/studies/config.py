@@ -59,6 +59,7 @@ from evohpo.storage.urls import resolve_storage_url
 from evohpo.studies import _schema as schema
 from evohpo.studies.sources import (
     CSV,
+    IMAGE_FOLDER,
     CsvSource,
     ImageSource,
     check_dataset_name,
@@ -250,6 +251,18 @@ class StudyConfig:
         if self.csv is not None:
             identity["csv"] = self.csv.identity()
         return identity
+
+    def data_digest(self) -> str | None:
+        """A digest of the user's own data: a CSV file's bytes, an image folder's files.
+
+        ``None`` for the data sets evohpo ships or torchvision fetches, which do
+        not change under a study.
+        """
+        if self.csv is not None:
+            return self.csv.digest(self.base_dir)
+        if self.dataset == IMAGE_FOLDER and self.images is not None:
+            return self.images.digest(self.base_dir)
+        return None
 
 
 def _replaced(name: str) -> str:

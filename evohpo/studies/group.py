@@ -104,6 +104,9 @@ def study_identity(config: StudyConfig, sampler: str, seed: int) -> dict[str, An
     }
     if config.task != "classification":  # only then: classification studies keep theirs
         identity["task"] = config.task
+    digest = config.data_digest()
+    if digest is not None:  # a CSV file or image folder: its contents decide the rows too
+        identity["data_digest"] = digest
     return identity
 
 
@@ -140,7 +143,8 @@ _IDENTITY = IdentityCheck(
     ignore=("evohpo_version",),
     canonical=_comparable,
     limit=12,
-    added=("inherit_weights",),  # recorded since 2026-12-03
+    # Recorded since 2026-12-03 and 2026-12-04: older studies resume without them.
+    added=("inherit_weights", "data_digest"),
 )
 
 

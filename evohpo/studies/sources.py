@@ -26,6 +26,7 @@ sets it (then the two must agree).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,6 +98,22 @@ class ImageSource:
         """The folder, resolved against the study file's directory."""
         return base_dir / Path(self.root).expanduser()
 
+    def digest(self, base_dir: Path) -> str | None:
+        """SHA-256 of the folder's files (relative paths and sizes): an image added,
+        removed, renamed or resized changes it. ``None`` if the folder cannot be read."""
+        root = self.path(base_dir)
+        if not root.is_dir():
+            return None
+        digest = hashlib.sha256()
+        try:
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                digest.update(
+                    f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode()
+                )
+        except OSError:
+            return None
+        return digest.hexdigest()
+
 
 @dataclass(frozen=True)
 class CsvSource:
@@ -120,7 +137,7 @@ class CsvSource:
     delimiter: str = ","
 
     def identity(self) -> dict[str, Any]:
-        """What decides the rows (the file's contents are the user's to keep)."""
+        """What decides the rows, besides the file's contents (:meth:`digest`)."""
         features = None if self.features is None else list(self.features)
         return {
             "path": self.path,
@@ -132,6 +149,17 @@ class CsvSource:
     def file(self, base_dir: Path) -> Path:
         """The file, resolved against the study file's directory."""
         return base_dir / Path(self.path).expanduser()
+
+    def digest(self, base_dir: Path) -> str | None:
+        """SHA-256 of the file's bytes; ``None`` if it cannot be read (the loader says why)."""
+        digest = hashlib.sha256()
+        try:
+            with self.file(base_dir).open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return None
+        return digest.hexdigest()
 
 
 def is_image_dataset(name: str) -> bool:
