@@ -367,6 +367,19 @@ def test_timeout_bounds_the_whole_fit_refit_included(data):
     assert clf.n_trials_ >= 1
 
 
+def test_timeout_bounds_the_whole_fit_with_cross_validation(data):
+    X, y = data
+    X = np.tile(X, (8, 1))
+    y = np.tile(y, 8)
+    started = time.perf_counter()
+    # Before, each fold had the whole time left: 4 folds took about 4 times the timeout.
+    clf = tiny(n_trials=None, timeout=4.0, max_epochs=1000, patience=None, cv=4).fit(X, y)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 4.0 + 2.0, elapsed
+    assert set(clf.cv_results_["state"]) == {"COMPLETE"}  # each fold had its share
+    assert "time_limit" in clf.cv_results_["stop_reason"]
+
+
 @pytest.mark.slow
 def test_timeout_bounds_the_whole_fit_with_worker_processes(data):
     X, y = data

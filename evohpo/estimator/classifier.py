@@ -51,7 +51,8 @@ class EvoSearchClassifier(ClassifierMixin, _EvoSearchBase):  # type: ignore[misc
         "time_limit"``), and the refit trains in what is left (at least a
         second): the best members whose estimated refits fit in it (the best
         one always), a member still cut to less than three quarters of its
-        epochs left out. Checking the data and opening the study count too. With
+        epochs left out. Checking the data and opening the study count too.
+        With ``cv``, a trial's time is shared equally by its folds. With
         ``n_jobs > 1`` the workers keep a fixed fifth of the timeout for the
         refit (their trials' estimate would need one process), and the time
         their interpreters take to start counts.

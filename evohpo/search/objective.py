@@ -355,6 +355,7 @@ class GenomeObjective:
                 runs.append(exc)
         started = [run for run in runs if isinstance(run, TrialRun)]
         left = self._time_left()
+        end = None if left is None else time.perf_counter() + left
         for run in started:
             run.sharing = len(started)
             if left is not None:
@@ -363,7 +364,7 @@ class GenomeObjective:
             if len(self._splits) == 1:
                 self._holdout(started)
             else:
-                self._kfold(started)
+                self._kfold(started, end)
         except StopRequested as stop:
             # What finished before the stop keeps its result (see evohpo.search.batched).
             stop.finished_outcomes = [  # type: ignore[attr-defined]
@@ -522,10 +523,16 @@ class GenomeObjective:
                 **{self.task.score_attr: result.best_score},
             )
 
-    def _kfold(self, runs: list[TrialRun]) -> None:
+    def _kfold(self, runs: list[TrialRun], end: float | None) -> None:
+        """Each fold in turn. A time budget (until ``end``, ``time.perf_counter()``)
+        covers all folds: each fold gets an equal share of what is left."""
         folds = [Folds(score_attr=self.task.score_attr) for _ in runs]
         live = list(range(len(runs)))
         for fold, split in enumerate(self._splits, start=1):
+            if end is not None:
+                share = max(end - time.perf_counter(), 1e-3) / (len(self._splits) - fold + 1)
+                for index in live:
+                    runs[index].config = replace(runs[index].config, max_train_time=share)
             results = self._train([runs[i] for i in live], split, None)
             still: list[int] = []
             for index, result in zip(live, results, strict=True):
