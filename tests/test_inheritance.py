@@ -130,7 +130,7 @@ def test_a_missing_or_corrupt_parent_artifact_starts_the_child_fresh(
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     first = min(bred, key=lambda t: t.number)
     warning = first.user_attrs[WARNING_ATTR]
-    assert ("gone" if damage == "removed" else "corrupt") in warning
+    assert ("not in the weights folder" if damage == "removed" else "corrupt") in warning
     assert INHERITED_ATTR not in first.user_attrs  # nothing usable: it started fresh
 
 

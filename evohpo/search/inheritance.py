@@ -331,8 +331,11 @@ class WeightBank:
             with self.store.open_reader(record["artifact"]) as reader:
                 data = reader.read()
         except Exception as exc:  # stores raise their own errors for a missing object
+            where = self.settings.store
+            shown = f"folder {str(where)!r}" if isinstance(where, (str, os.PathLike)) else "store"
             raise _Unavailable(
-                f"the weights of parent trial {number} are gone (removed by retention?): {exc}"
+                f"the weights of parent trial {number} are not in the weights {shown} (removed "
+                f"by retention, or the study was run with another weights folder): {exc}"
             ) from exc
         try:
             weights = GeneWeights.from_bytes(data)
