@@ -66,8 +66,8 @@ class GracefulStop:
     ----------
     force_on_repeat : bool, default=True
         Whether a second signal raises at once. Worker processes turn it off:
-        Ctrl-C reaches them and their parent, whose SIGTERM then follows,
-        and the parent kills them itself after a grace period.
+        their parent stops them with SIGTERM, and kills them itself after a
+        grace period.
 
     Attributes
     ----------

@@ -363,6 +363,54 @@ def test_journal_resume_fails_and_retries_the_trial_of_a_dead_worker(tmp_path: P
     assert {n for r in reports for n in r.completed} >= {retry.number}
 
 
+@pytest.mark.slow
+def test_the_trial_of_a_worker_killed_during_run_workers_is_failed_and_queued(
+    tmp_path: Path,
+) -> None:
+    url = f"journal://{tmp_path / 'journal.log'}"  # no heartbeat: nothing else notices
+    create_study(url)
+    spec = make_spec(url, 12, sleep=0.05, slow_trial=3, heartbeat=None)
+    killed: list[int] = []
+
+    def kill_the_slow_one() -> None:
+        for trial in load_trials(url):
+            record = trial.system_attrs.get(OWNER_ATTR)
+            if not killed and trial.number == 3 and trial.state == TrialState.RUNNING and record:
+                os.kill(record["pid"], signal.SIGKILL)
+                killed.append(record["pid"])
+
+    reports = run_workers(
+        spec, 2, threads_per_worker=1, on_wait=kill_the_slow_one, wait_interval=0.1
+    )
+    assert killed
+    assert [r.exitcode for r in reports if r.pid == killed[0]] == [-signal.SIGKILL]
+    trials = load_trials(url)
+    assert trials[3].state == TrialState.FAIL
+    assert "is gone" in trials[3].system_attrs[FAIL_REASON_ATTR]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 3]
+    assert retry.state == TrialState.WAITING  # for the study's next run
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_ctrl_c_while_workers_start_stops_them_without_a_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'start.db'}"
+    create_study(url)
+    with WorkerPool(make_spec(url, 4), 2, threads_per_worker=1) as pool:
+        time.sleep(0.5)  # the workers are importing evohpo and torch
+        for pid in pool.pids:  # Ctrl-C reaches the whole process group
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert all(p.poll() is None for p in pool._processes)  # SIGINT is the parent's to act on
+        pool.terminate(grace=30)
+        reports = pool.join()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err, err
+    assert all(r.exitcode is not None for r in reports)
+
+
 # -- in-process worker ---------------------------------------------------------------------
 def test_failed_training_is_recorded_with_its_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -536,9 +536,13 @@ def _run_workers(
                 seen.add(trial.number)
                 progress(study, trial)
 
-    # Workers stop their trials at their deadline; one that started late, or whose
-    # step outlasts it, is stopped at the fit's (its trial fails).
-    wait = None if objective.deadline is None else max(0.0, objective.deadline - time.monotonic())
+    # Workers stop their trials at their deadline. One still starting then, or whose
+    # step outlasts it, is stopped a quarter of the refit's reserve later (its trial
+    # fails), so that the refit keeps most of its time.
+    wait = None
+    if deadline is not None and objective.deadline is not None:
+        until = deadline + 0.25 * (objective.deadline - deadline)
+        wait = max(0.0, until - time.monotonic())
     try:
         # This process is one of the n_jobs workers: it trains while the others start.
         run_workers(

@@ -20,6 +20,7 @@ from evohpo._interrupt import GracefulStop
 from evohpo._redact import redact_exception, redact_text
 from evohpo._validation import check_float, check_int
 from evohpo.exceptions import WorkerError
+from evohpo.storage import close_storage, open_storage, recover_orphaned_trials
 from evohpo.workers.process import THREAD_VARIABLES, Launch, launch_header, spawn
 from evohpo.workers.spec import WorkerReport, WorkerSpec
 from evohpo.workers.worker import run_worker
@@ -276,9 +277,11 @@ def run_workers(
     if own is not None:
         reports.append(own)
     errors = [r for r in reports if r.error is not None and (r.exitcode or 0) >= 0]
-    for report in reports:
-        if report.exitcode is not None and report.exitcode < 0:
-            _logger.warning("worker %d (process %d): %s", report.index, report.pid, report.error)
+    killed = [r for r in reports if r.exitcode is not None and r.exitcode < 0]
+    for report in killed:
+        _logger.warning("worker %d (process %d): %s", report.index, report.pid, report.error)
+    if killed:
+        _recover_killed(spec)
     if errors:
         details = "; ".join(f"worker {r.index}: {r.error}" for r in errors)
         raise WorkerError(
@@ -286,6 +289,31 @@ def run_workers(
             f"{spec.shown_storage} stopped with an error: {redact_text(details)}"
         ) from own_error
     return reports
+
+
+def _recover_killed(spec: WorkerSpec) -> None:
+    """Fail and re-enqueue the running trials of workers killed from outside.
+
+    No worker of the pool is left to notice that their processes are gone (a
+    worker does so when it starts), and without a heartbeat nothing else will.
+    Their retries wait in the queue for the study's next run.
+    """
+    storage = None
+    try:
+        storage = open_storage(spec.storage_url)
+        study = optuna.load_study(study_name=spec.study_name, storage=storage)
+        recovered = recover_orphaned_trials(study, max_retry=spec.max_retry)
+    except Exception as exc:  # housekeeping: the next worker to start does it too
+        _logger.warning("could not fail the trials of killed workers: %s", redact_exception(exc))
+        return
+    finally:
+        if storage is not None:
+            close_storage(storage)
+    if recovered:
+        _logger.warning(
+            "failed the running trials of killed workers and queued their retries: %s",
+            ", ".join(f"#{number}" for number in recovered),
+        )
 
 
 def _run_here(

@@ -10,6 +10,12 @@ import path) and its pickled :class:`Launch`, and sends its
 pickled, through a pipe whose descriptor is its first argument. Unlike
 :mod:`multiprocessing`'s spawn, it runs the calling script again only when the
 spec names something defined in it (:class:`_SpecUnpickler`).
+
+A worker process ignores SIGINT. Ctrl-C in a terminal reaches the whole
+process group, and a worker still importing torch (seconds) would die of it
+with a traceback; the parent, which gets it too, stops its workers with
+SIGTERM (:meth:`~evohpo.workers.WorkerPool.terminate`), which a worker handles
+at its next training step once it runs, and which ends it quietly before.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # first (a header of plain lists and strings), so that everything the spec
 # names imports as it does in the parent.
 BOOTSTRAP = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "import io, pickle, sys; given = io.BytesIO(sys.stdin.buffer.read()); "
     "header = pickle.load(given); sys.path[:0] = header['path']; "
     "from evohpo.workers.process import worker_process_main; worker_process_main(header, given)"
