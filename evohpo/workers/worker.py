@@ -239,16 +239,13 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
     Restored afterwards: a worker may run in a process that goes on (the one
     that started the pool, a user's script).
     """
-    torch = sys.modules.get("torch")
-    if threads is None or torch is None:
+    if threads is None or "torch" not in sys.modules:
         yield
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    from evohpo.training.threads import torch_threads
+
+    with torch_threads(threads):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
