@@ -991,3 +991,27 @@ def test_children_under_partial_fixed_sampler_do_not_repeat_trials() -> None:
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=100)
     assert _repeated_sets(study) <= 1
+
+
+def test_a_sampler_space_other_than_the_objectives_is_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sampler_space = SearchSpace(max_layers=4, units=(4, 64))
+    objective_space = SearchSpace(max_layers=2, units=(100, 200))
+
+    def objective(trial: optuna.Trial) -> float:
+        genome = suggest_genome(trial, objective_space)
+        return -abs(genome.depth - 2) + genome.layers[0].units / 1000
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=EvoSampler(seed=0, population_size=4, search_space=sampler_space),
+    )
+    with caplog.at_level("WARNING", logger="evohpo"):
+        study.optimize(objective, n_trials=12)
+    warned = [r.getMessage() for r in caplog.records if "outside the distribution" in r.message]
+    assert warned, "a bred value outside the objective's space was drawn silently"
+    # Once per parameter, however many trials hit it.
+    names = [message.split("'")[1] for message in warned]
+    assert len(names) == len(set(names))
+    assert "layer0.units" in names

@@ -313,6 +313,8 @@ class EvoSampler(BaseSampler):
             value = _as_member_of(lineage.params[param_name], param_distribution)
             if value is not _MISSING:
                 return value
+            if self._search_space is not None:
+                self._warn_space_mismatch(study, param_name, param_distribution)
         # A parameter the child lacks (a new branch of a conditional objective,
         # or a range that changed): drawn at random from its own stream.
         seed = derive_seed(self._seed, trial.number, "param", param_name) % 2**32
@@ -421,6 +423,23 @@ class EvoSampler(BaseSampler):
             and len(study.directions) == 1
             and self._mode == "steady_state"
             and not self._aging
+        )
+
+    def _warn_space_mismatch(
+        self, study: Study, param_name: str, distribution: BaseDistribution
+    ) -> None:
+        """Say once per study and parameter that the objective asks outside ``search_space``."""
+        with self._lock:
+            cache = self._cache_of(study)
+            if param_name in cache.mismatched:
+                return
+            cache.mismatched.add(param_name)
+        _logger.warning(
+            "EvoSampler(search_space=...) bred %r outside the distribution the objective "
+            "asks for (%s): the objective's space differs from the sampler's, and such "
+            "values are drawn at random. Give the sampler the objective's SearchSpace.",
+            param_name,
+            distribution,
         )
 
     def _repeat_test(self, study: Study) -> Callable[[Mapping[str, Any]], bool]:
@@ -559,12 +578,14 @@ _MISSING = object()
 class _StudyCache:
     """What a sampler keeps in memory for one study; all of it is in storage too."""
 
-    __slots__ = ("known", "population", "running")
+    __slots__ = ("known", "mismatched", "population", "running")
 
     def __init__(self) -> None:
         self.population: Population | None = None
         # The parameters of the finished trials (complete or pruned).
         self.known = KnownParams()
+        # Parameters found outside the sampler's search_space (warned about once).
+        self.mismatched: set[str] = set()
         # Trial id -> (trial number, child record) of the trials that started here
         # and have not ended: the record is asked for at every suggest.
         self.running: dict[int, tuple[int, Lineage]] = {}
