@@ -16,6 +16,8 @@ def folder_problem(folder: Path) -> str | None:
     """
     existing = folder
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # exists() follows links: this one leads nowhere
+            return f"{str(existing)!r} is a link to {os.readlink(existing)!r}, which does not exist"
         existing = existing.parent
     if not existing.is_dir():
         return f"{str(existing)!r} is a file, not a directory"

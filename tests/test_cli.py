@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import evohpo.cli.output
 import evohpo.search.batched
-from evohpo import Genome
+from evohpo import Genome, LayerGene
 from evohpo.cli import main
 from evohpo.studies.config import load_study_config
 from evohpo.studies.data import prepare_data
@@ -930,6 +930,43 @@ def test_export_under_a_file_is_refused_before_the_refit(
     assert f"Cannot make the export directory {str(target / 'best')!r}: " in (
         capsys.readouterr().err
     )
+
+
+def test_export_to_a_dangling_link_is_refused_before_the_refit(
+    study_file: Path,
+    compared: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import evohpo.studies.export
+
+    def no_refit(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the refit ran")
+
+    monkeypatch.setattr(evohpo.studies.export, "refit", no_refit)
+    link = tmp_path / "exported"
+    link.symlink_to(tmp_path / "nowhere")
+    assert main(["export", str(study_file), "--output", str(link)]) == 1
+    assert "is a link to" in capsys.readouterr().err
+
+
+def test_the_best_study_is_found_when_its_score_is_zero(tmp_path: Path) -> None:
+    from evohpo.studies.export import find_best
+    from evohpo.studies.group import STUDY_ATTR
+
+    config = types.SimpleNamespace(name="g", score_key="r2")
+    storage = optuna.storages.InMemoryStorage()
+    genome = Genome((LayerGene(8, "relu", 0.0),), "adam", 1e-3, 0.0, 32)
+    for name, value in (("g/ga/seed0", -0.5), ("g/tpe/seed0", 0.0)):
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+        sampler = name.split("/")[1]
+        study.set_user_attr(STUDY_ATTR, {"group": "g", "sampler": sampler, "seed": 0})
+        trial = study.ask()
+        trial.set_user_attr("genome", genome.to_json())
+        study.tell(trial, value)
+    best = find_best(storage, config)  # type: ignore[arg-type]
+    assert (best.sampler, best.value) == ("tpe", 0.0)  # was ga's -0.5: 0.0 read as no score
 
 
 def test_export_default_directory(

@@ -121,7 +121,8 @@ def find_best(
         if not complete:
             continue
         trial = study.best_trial
-        if best is None or (trial.value or -math.inf) > best.value:
+        value = -math.inf if trial.value is None else trial.value  # 0.0 is a score
+        if best is None or value > best.value:
             best = BestTrial(
                 study, trial, best_genome(trial), stored.sampler, stored.seed, config.score_key
             )
@@ -287,7 +288,13 @@ def _write_atomically(directory: Path, name: str, write: Any) -> None:
     """Write ``directory/name`` through a temporary file in the same directory."""
     if name not in EXPORT_FILES or Path(name).name != name:
         raise InvalidParameterError(f"Not an export file name: {name!r}.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:  # a folder the permission bits did not tell (root, read-only mounts)
+        raise InvalidParameterError(
+            f"Cannot write {name} in the export directory {str(directory)!r}: "
+            f"{exc.strerror or exc}."
+        ) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
