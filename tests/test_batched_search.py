@@ -377,3 +377,54 @@ def test_members_whose_turn_comes_after_the_deadline_are_pruned_untrained(data, 
     for late in study.trials[1:]:
         assert late.user_attrs["stop_reason"] == "time_limit"
         assert late.user_attrs["epochs_run"] == 0
+
+
+def test_a_signal_ends_the_wait_for_others_running_trials(monkeypatch):
+    import os
+    import signal
+    import threading
+
+    from evohpo._interrupt import GracefulStop
+
+    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+    guard = GracefulStop()
+    sender = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    with guard.installed():
+        sender.start()
+        started = time.monotonic()
+        _wait_on_a_running_trial(30.0)  # before, only the timeout ended it
+        waited = time.monotonic() - started
+    sender.join()
+    assert guard.requested
+    assert waited < 10, waited
+
+
+def test_the_wait_fails_and_queues_the_trials_of_gone_processes(monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    from evohpo.storage import FAIL_REASON_ATTR
+    from evohpo.storage.ownership import OWNER_ATTR
+
+    monkeypatch.setattr(batched, "_WAIT_FOR_OTHERS", 0.05)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)
+    orphan = study.ask()  # a worker of this machine that was killed: it never ends
+    study._storage.set_trial_system_attr(
+        orphan._trial_id, OWNER_ATTR, {"host": socket.gethostname(), "pid": gone.pid}
+    )
+    batched.optimize(
+        study,
+        ConstantObjective(),
+        batch_trials=2,
+        timeout=30.0,
+        study_total=(3, (TrialState.COMPLETE,)),
+    )
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert "is gone" in trials[orphan.number].system_attrs[FAIL_REASON_ATTR]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3  # its retry ran here
+    assert not [t for t in trials if t.state == TrialState.RUNNING]

@@ -169,8 +169,19 @@ def test_the_identity_follows_the_folders_images(images: Path, write_study: Writ
     config = load_study_config(write_study(images.parent, IMAGES))
     before = study_identity(config, "ga", 0)["data_digest"]
     assert study_identity(config, "ga", 0)["data_digest"] == before
+    (images / "dark" / ".DS_Store").write_bytes(b"\0\1")  # files the loader skips
+    (images / "README.txt").write_text("two classes")
+    assert study_identity(config, "ga", 0)["data_digest"] == before
     write_images(images, {"dark": [(8, 8)] * 7})  # one image more
     assert study_identity(config, "ga", 0)["data_digest"] != before
+
+
+def test_the_image_extensions_are_torchvisions() -> None:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from evohpo.studies.sources import IMAGE_EXTENSIONS
+
+    assert set(IMAGE_EXTENSIONS) == set(IMG_EXTENSIONS)
 
 
 def test_an_image_study_runs_and_exports_end_to_end(

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from evohpo._interrupt import stop_requested as signal_requested
 from evohpo._validation import check_int
-from evohpo.storage import internals
+from evohpo.storage import internals, recover_orphaned_trials
 from evohpo.storage.heartbeats import beating, fail_stale_trials
 
 __all__ = ["BatchObjective", "optimize"]
@@ -98,7 +99,9 @@ def optimize(
     asked = 0
     notice = _WaitNotice()
     with internals.optimizing(study) as stop_requested:
-        while not stop_requested():
+        # A signal to the process (its installed GracefulStop) ends the loop too: the
+        # wait for others' trials below has no trial of its own to stop.
+        while not stop_requested() and not signal_requested():
             if n_trials is not None and asked >= n_trials:
                 break
             if timeout is not None and time.monotonic() - started >= timeout:
@@ -113,7 +116,9 @@ def optimize(
                     break
                 if not asked_within:
                     # Others' running trials would reach the total: wait for them, in
-                    # case some fail and leave trials to run.
+                    # case some fail and leave trials to run. Those of processes of this
+                    # machine that are gone (killed) will not end: fail and queue them.
+                    recover_orphaned_trials(study)
                     notice.waiting(study, study_total[0])
                     time.sleep(_WAIT_FOR_OTHERS)
                     continue

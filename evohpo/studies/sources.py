@@ -58,6 +58,9 @@ __all__ = [
 
 #: ``[data] dataset`` of a folder of images.
 IMAGE_FOLDER = "imagefolder"
+#: The files an image folder's loader reads (torchvision's ``ImageFolder``:
+#: ``torchvision.datasets.folder.IMG_EXTENSIONS``), in class sub-folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: ``[data] dataset`` prefix of a torchvision data set: ``"torchvision:MNIST"``.
 TORCHVISION_PREFIX = "torchvision:"
 #: ``[data]`` keys of image data only.
@@ -99,17 +102,24 @@ class ImageSource:
         return base_dir / Path(self.root).expanduser()
 
     def digest(self, base_dir: Path) -> str | None:
-        """SHA-256 of the folder's files (relative paths and sizes): an image added,
-        removed, renamed or resized changes it. ``None`` if the folder cannot be read."""
+        """SHA-256 of the images the folder's loader reads (relative paths and sizes):
+        an image added, removed, renamed or resized changes it, other files (a
+        ``.DS_Store``, a README) do not. ``None`` if the folder cannot be read."""
         root = self.path(base_dir)
         if not root.is_dir():
             return None
         digest = hashlib.sha256()
         try:
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                digest.update(
-                    f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode()
-                )
+            images = sorted(
+                path
+                for path in root.rglob("*")
+                if len(path.relative_to(root).parts) > 1  # inside a class folder
+                and path.name.lower().endswith(IMAGE_EXTENSIONS)
+                and path.is_file()
+            )
+            for path in images:
+                name = path.relative_to(root).as_posix()
+                digest.update(f"{name}\0{path.stat().st_size}\n".encode())
         except OSError:
             return None
         return digest.hexdigest()
