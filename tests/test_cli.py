@@ -911,19 +911,21 @@ def test_export_to_a_file_path_is_refused(
     assert "is not a directory" in capsys.readouterr().err
 
 
-def test_export_under_a_file_is_refused_before_the_refit(
-    study_file: Path,
-    compared: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def no_refit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export that reaches its refit fails the test: it should have refused first."""
     import evohpo.studies.export
 
-    def no_refit(*args: Any, **kwargs: Any) -> None:
+    def refit(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the refit ran")
 
-    monkeypatch.setattr(evohpo.studies.export, "refit", no_refit)
+    monkeypatch.setattr(evohpo.studies.export, "refit", refit)
+
+
+@pytest.mark.usefixtures("no_refit")
+def test_export_under_a_file_is_refused_before_the_refit(
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "file"
     target.write_text("")
     assert main(["export", str(study_file), "--output", str(target / "best")]) == 1
@@ -932,19 +934,10 @@ def test_export_under_a_file_is_refused_before_the_refit(
     )
 
 
+@pytest.mark.usefixtures("no_refit")
 def test_export_to_a_dangling_link_is_refused_before_the_refit(
-    study_file: Path,
-    compared: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    study_file: Path, compared: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import evohpo.studies.export
-
-    def no_refit(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the refit ran")
-
-    monkeypatch.setattr(evohpo.studies.export, "refit", no_refit)
     link = tmp_path / "exported"
     link.symlink_to(tmp_path / "nowhere")
     assert main(["export", str(study_file), "--output", str(link)]) == 1
