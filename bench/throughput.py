@@ -104,6 +104,7 @@ and ``throughput_stacked.csv``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import math
@@ -985,12 +986,23 @@ def main() -> None:
     parser.add_argument(
         "--patience", type=int, default=20, help="per study trial, full mode; 0: none (default 20)"
     )
+    parser.add_argument(
+        "--sections",
+        default="1234",
+        help="which of sections 2-4 to run, as digits (default 1234); section 1 always runs, "
+        "as the others' peak reference",
+    )
+    parser.add_argument(
+        "--stack-repeats", type=int, default=None, help="section 4's repeats (default 5; fast 1)"
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     settings = settings_for(args, device)
+    if args.stack_repeats is not None:
+        settings = dataclasses.replace(settings, stack_repeats=args.stack_repeats)
     started = time.perf_counter()
 
     print(describe_setup(device))
@@ -998,12 +1010,18 @@ def main() -> None:
 
     print("\n1. matmul rate", flush=True)
     peak, matmul_csv, matmul_table = measure_matmul(device, settings)
-    print("\n2. trainer rate", flush=True)
-    training = measure_training(device, settings, peak)
-    print("\n3. time per trial", flush=True)
-    trials = measure_trials(device, settings)
-    print("\n4. stacked trainer", flush=True)
-    stacked = measure_stacked(device, settings, peak)
+    training: list[dict[str, Any]] = []
+    trials: TrialReport | None = None
+    stacked: list[dict[str, Any]] = []
+    if "2" in args.sections:
+        print("\n2. trainer rate", flush=True)
+        training = measure_training(device, settings, peak)
+    if "3" in args.sections:
+        print("\n3. time per trial", flush=True)
+        trials = measure_trials(device, settings)
+    if "4" in args.sections:
+        print("\n4. stacked trainer", flush=True)
+        stacked = measure_stacked(device, settings, peak)
 
     print(f"\n{describe_setup(device)}")
     print(f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
@@ -1015,32 +1033,36 @@ def main() -> None:
         f"square product (size: GFLOP/s {squares})\n"
     )
     print(markdown_table(matmul_table))
-    print(
-        f"\ntrainer rate on digits ({settings.train_epochs} epochs; genome = layers x width, "
-        "relu, adam); training time = median epoch minus one validation pass\n"
-    )
-    print(markdown_table(training))
-    print(f"\ntime per trial: {trials.caption}\n")
-    print(markdown_table(trials.parts))
-    shown = 8
-    print(f"\nstorage calls by method, the {shown} costliest\n")
-    print(markdown_table(trials.storage[:shown]))
-    print(
-        f"\nstacked trainer: train_population against train_classifier one genome after the "
-        f"other, the same k genomes (seeds 0..k-1) on digits, {settings.stack_epochs} epochs, "
-        f"early stopping off; median of {settings.stack_repeats} alternating repeats; "
-        "% of peak over the whole call (validation and setup included), counting the padded "
-        "stacks' work, useful % only the members' own\n"
-    )
-    print(markdown_table(stacked))
+    tables: list[tuple[str, list[dict[str, Any]]]] = [("throughput_matmul.csv", matmul_csv)]
+    if training:
+        print(
+            f"\ntrainer rate on digits ({settings.train_epochs} epochs; genome = layers x width, "
+            "relu, adam); training time = median epoch minus one validation pass\n"
+        )
+        print(markdown_table(training))
+        tables.append(("throughput_training.csv", training))
+    if trials is not None:
+        print(f"\ntime per trial: {trials.caption}\n")
+        print(markdown_table(trials.parts))
+        shown = 8
+        print(f"\nstorage calls by method, the {shown} costliest\n")
+        print(markdown_table(trials.storage[:shown]))
+        tables += [
+            ("throughput_trial.csv", trials.parts),
+            ("throughput_storage.csv", trials.storage),
+        ]
+    if stacked:
+        print(
+            f"\nstacked trainer: train_population against train_classifier one genome after the "
+            f"other, the same k genomes (seeds 0..k-1) on digits, {settings.stack_epochs} epochs, "
+            f"early stopping off; median of {settings.stack_repeats} alternating repeats; "
+            "% of peak over the whole call (validation and setup included), counting the padded "
+            "stacks' work, useful % only the members' own\n"
+        )
+        print(markdown_table(stacked))
+        tables.append(("throughput_stacked.csv", stacked))
     print()
-    for name, rows in (
-        ("throughput_matmul.csv", matmul_csv),
-        ("throughput_training.csv", training),
-        ("throughput_trial.csv", trials.parts),
-        ("throughput_storage.csv", trials.storage),
-        ("throughput_stacked.csv", stacked),
-    ):
+    for name, rows in tables:
         print(f"CSV: {write_csv(name, rows)}")
 
 
