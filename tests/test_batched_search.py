@@ -338,6 +338,7 @@ def test_a_stop_keeps_the_trials_of_its_batch_that_finished(data, monkeypatch):
     from evohpo.training import population
 
     monkeypatch.setattr(population, "plan_stacks", lambda genomes, *a, **k: [[0], [1], [2]])
+    monkeypatch.setattr(population, "stackable", lambda *a: False)  # each with train_classifier
     real_alone = population._train_alone
     calls = []
 
@@ -361,6 +362,7 @@ def test_members_whose_turn_comes_after_the_deadline_are_pruned_untrained(data, 
     from evohpo.training import population
 
     monkeypatch.setattr(population, "plan_stacks", lambda genomes, *a, **k: [[0], [1], [2]])
+    monkeypatch.setattr(population, "stackable", lambda *a: False)  # each with train_classifier
     real_alone = population._train_alone
 
     def slow_first(*args, **kwargs):

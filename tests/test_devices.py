@@ -23,6 +23,7 @@ from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer
 from evohpo.training.population import train_population
 from evohpo.training.stack_model import DenseStack
 from evohpo.training.stack_optimizer import RowOptimizer, StackOptimizer
+from evohpo.training.task import get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,6 +129,35 @@ def test_a_population_trains_on(device):
         assert 0.0 <= result.best_score <= 1.0
     # The stack of the first two members left each exactly as wide as its genome.
     assert results[1].model.state_dict()["hidden0.weight"].shape == (8, 6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("task_name", ["classification", "regression"])
+def test_the_hand_written_training_pass_computes_autograds_gradients_on(device, task_name):
+    dev = torch.device(device)
+    task = get_task(task_name)
+    members = [genome((12, 8), a, dropout=0.2) for a in ("gelu", "relu", "relu", "tanh")]
+    members.append(
+        Genome(tuple(LayerGene(u, "elu", 0.0, residual=True) for u in (6, 9)), "sgd", 0.1, 0.0, 16)
+    )
+    n_outputs = 3 if task_name == "classification" else 2
+    stack = DenseStack(members, 6, n_outputs, list(range(len(members))), dev)
+    draws = torch.Generator().manual_seed(0)
+    x = torch.randn(len(members), 10, 6, generator=draws).to(dev)
+    if task_name == "classification":
+        target = torch.randint(0, 3, (len(members) * 10,), generator=draws).to(dev)
+    else:
+        target = torch.randn(len(members) * 10, 2, generator=draws).to(dev)
+    with torch.no_grad():
+        stack.grads.fill_(float("nan"))
+    losses = stack.train_step(x, target, task, torch.Generator(device=dev).manual_seed(1))
+    by_hand = stack.grads.clone()
+    stack.grads.zero_()
+    outputs = stack.forward(x, dropout=torch.Generator(device=dev).manual_seed(1))
+    expected = task.member_losses(outputs, target, len(members))
+    stack.backward(expected.sum())
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(by_hand, stack.grads, rtol=1e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)

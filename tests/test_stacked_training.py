@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from evohpo.evolution.genome import BlockGene, Genome, LayerGene
+from evohpo.evolution.genome import ACTIVATIONS, BlockGene, Genome, LayerGene
 from evohpo.exceptions import InvalidParameterError
+from evohpo.training import layers
 from evohpo.training.config import TrainConfig, TrainResult
 from evohpo.training.loop import train_classifier
 from evohpo.training.nn import OPTIMIZERS, build_model, build_optimizer
@@ -21,6 +22,7 @@ from evohpo.training.stack_optimizer import (
     StackOptimizer,
     stack_optimizer,
 )
+from evohpo.training.task import get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -299,7 +301,7 @@ def test_a_callback_error_ends_only_its_member(blobs):
     assert max(epoch for member, epoch in seen if member == 0) == 6
 
 
-def test_conv_genomes_and_lone_genomes_train_alone(blobs):
+def test_conv_genomes_and_lone_genomes_plan_alone(blobs):
     conv = genome((8,)).replace(blocks=(BlockGene(4, 3, 1, "none", False, False, "relu", 0.0),))
     members = [conv, genome((8,)), genome((8,), bs=64), genome((8, 8))]
     plan = plan_stacks(members, 180, 6, 3, max_stack=16)
@@ -460,3 +462,108 @@ def test_residual_members_stack_and_follow_their_solo_runs(blobs):
     assert plan_stacks(members, 180, 6, 3, max_stack=16) == [[0, 1, 2]]
     configs = [config(seed) for seed in (3, 4, 5)]
     assert len(stacked_and_solo(members, configs, blobs)) == 3
+
+
+def _random_stack(seed: int):
+    """A stack of 1-5 members drawn at random: depths 1-3, widths, every activation (in
+    runs), dropout, identity and projected skips; a classification or regression task."""
+    rng = np.random.default_rng(seed)
+    task = get_task("classification" if seed % 2 == 0 else "regression")
+    k, depth, n_features = int(rng.integers(1, 6)), int(rng.integers(1, 4)), int(rng.choice([5, 8]))
+    n_outputs = int(rng.choice([1, 3])) if task.name == "regression" else int(rng.choice([2, 4]))
+    activations = sorted(rng.choice(ACTIVATIONS, size=k))
+    members = [
+        Genome(
+            tuple(
+                LayerGene(
+                    int(rng.choice([4, 8, 16])),
+                    str(activations[m]),
+                    float(rng.choice([0.0, 0.3])),
+                    residual=bool(rng.random() < 0.4),
+                )
+                for _ in range(depth)
+            ),
+            "adam",
+            1e-2,
+            0.0,
+            16,
+        )
+        for m in range(k)
+    ]
+    stack = DenseStack(members, n_features, n_outputs, list(range(k)), CPU)
+    draws = torch.Generator().manual_seed(seed)
+    x = torch.randn(k, 7, n_features, generator=draws)
+    if task.name == "classification":
+        target = torch.randint(0, n_outputs, (k * 7,), generator=draws)
+    else:
+        target = torch.randn(k * 7, n_outputs, generator=draws)
+    return stack, task, x, target
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_hand_written_training_pass_computes_autograds_gradients(seed):
+    stack, task, x, target = _random_stack(seed)
+    owned = stack.params != 0  # padding (and absent projections) is exactly zero
+    with torch.no_grad():
+        stack.grads.fill_(float("nan"))  # every gradient must be written, not accumulated
+    losses = stack.train_step(x, target, task, torch.Generator().manual_seed(seed))
+    by_hand = stack.grads.clone()
+
+    stack.grads.zero_()
+    outputs = stack.forward(x, dropout=torch.Generator().manual_seed(seed))  # the same masks
+    expected = task.member_losses(outputs, target, stack.size)
+    stack.backward(expected.sum())
+
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(by_hand, stack.grads, rtol=1e-4, atol=1e-6)
+    assert not by_hand[~owned].any()  # padded weights get exactly zero gradients
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_each_activations_backward_is_autograds(name):
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64).requires_grad_()
+    a = layers.activation(name, "activation", "test")(z)
+    grad = torch.rand(61, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (expected,) = torch.autograd.grad(a, z, grad)
+    backward = layers.activation_backward(name, "activation", "test")
+    assert torch.equal(backward(grad, z.detach(), a.detach()), expected)
+
+
+@pytest.mark.parametrize("name", ["classification", "regression"])
+def test_member_losses_and_their_gradients_without_autograd(name):
+    task = get_task(name)
+    outputs = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    if name == "classification":
+        target = torch.randint(0, 4, (15,), generator=torch.Generator().manual_seed(1))
+    else:
+        target = torch.randn(15, 4, dtype=torch.float64)
+    expected = task.member_losses(outputs, target, 3)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), outputs)
+    losses, grad = task.member_losses_and_grads(outputs.detach(), target)
+    torch.testing.assert_close(losses, expected.detach())
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_lone_dense_genomes_train_as_stacks_of_one_unless_min_stack_says_otherwise(
+    blobs, monkeypatch
+):
+    from evohpo.training import population
+
+    calls = []
+    for name in ("_train_alone", "_train_stack"):
+        real = getattr(population, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(population, name, counted)
+    conv = genome((8,)).replace(blocks=(BlockGene(4, 3, 1, "none", False, False, "relu", 0.0),))
+    members = [conv, genome((8,)), genome((8,), bs=64), genome((8,), "tanh")]
+    configs = [config(s, max_epochs=2) for s in range(4)]
+    train_population(members, *blobs, n_classes=3, configs=configs, input_shape=(1, 6))
+    # The conv genome alone; the lone batch-64 genome, and the two batch-32 ones, as stacks.
+    assert sorted(calls) == ["_train_alone", "_train_stack", "_train_stack"]
+    calls.clear()
+    train_population(members, *blobs, n_classes=3, configs=configs, input_shape=(1, 6), min_stack=3)
+    assert calls == ["_train_alone"] * 4  # the pair is below min_stack: each alone

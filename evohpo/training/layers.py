@@ -18,6 +18,7 @@ weights follow from one generator in module order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,9 +27,11 @@ from evohpo._validation import raise_invalid
 
 __all__ = [
     "ACTIVATIONS",
+    "ActivationBackward",
     "ResidualLinear",
     "SeededDropout",
     "activation",
+    "activation_backward",
     "conv",
     "linear",
     "residual_linear",
@@ -128,6 +131,30 @@ def activation(name: str, field: str, owner: str) -> nn.Module:
     if name not in _ACTIVATION_MODULES:
         raise_invalid(field, owner, f"one of {ACTIVATIONS}", name)
     return _ACTIVATION_MODULES[name]()
+
+
+#: ``grad_z = f(grad_a, z, a)``: the gradient at an activation's input ``z`` from the
+#: gradient at its output ``a``, by the kernels autograd itself runs for each module
+#: (with the modules' default parameters), so a hand-written backward pass gets
+#: autograd's numbers.
+ActivationBackward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_aten = torch.ops.aten
+_ACTIVATION_BACKWARDS: dict[str, ActivationBackward] = {
+    "relu": lambda grad, z, a: _aten.threshold_backward(grad, a, 0),
+    "tanh": lambda grad, z, a: _aten.tanh_backward(grad, a),
+    "gelu": lambda grad, z, a: _aten.gelu_backward(grad, z, approximate="none"),
+    "silu": lambda grad, z, a: _aten.silu_backward(grad, z),
+    "elu": lambda grad, z, a: _aten.elu_backward(grad, 1.0, 1, 1, False, z),
+    "leaky_relu": lambda grad, z, a: _aten.leaky_relu_backward(grad, z, 0.01, False),
+}
+
+
+def activation_backward(name: str, field: str, owner: str) -> ActivationBackward:
+    """The backward function of the activation ``name`` (see :data:`ActivationBackward`)."""
+    if name not in _ACTIVATION_BACKWARDS:
+        raise_invalid(field, owner, f"one of {ACTIVATIONS}", name)
+    return _ACTIVATION_BACKWARDS[name]
 
 
 def linear(n_in: int, n_out: int, generator: torch.Generator | None) -> nn.Linear:

@@ -76,6 +76,7 @@ __all__ = [
     "MemberOutcome",
     "NotTrained",
     "plan_stacks",
+    "stackable",
     "train_population",
 ]
 
@@ -106,7 +107,7 @@ def train_population(
     on_epoch_end: MemberCallback | None = None,
     input_shape: Sequence[int] | None = None,
     max_stack: int = 16,
-    min_stack: int = 2,
+    min_stack: int = 1,
     initial_states: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
     skip_late: bool = False,
 ) -> list[MemberOutcome]:
@@ -129,9 +130,13 @@ def train_population(
         and becomes its outcome; the other members go on.
     max_stack : int, default=16
         Most members trained in one stack.
-    min_stack : int, default=2
+    min_stack : int, default=1
         Fewest members of a stack: a smaller group trains one by one with
-        ``train_classifier`` (1 stacks even a lone genome, as benchmarks do).
+        ``train_classifier``. With 1, a lone dense genome trains as a stack of
+        one, whose hand-written backward pass makes small networks' steps
+        cheaper than the solo trainer's (0.70-0.78x the time on the CPU,
+        docs/benchmarks.md); genomes with a convolutional body, and on the CPU
+        networks large enough that arithmetic dominates, always train alone.
     initial_states : sequence of state dicts or None, optional
         One per member: the weights it starts from instead of its seed's
         (inherited weights), or ``None`` for the seed's; as
@@ -196,7 +201,12 @@ def train_population(
     outcomes: list[MemberOutcome | None] = [None] * len(genomes)
     n_rows = int(data.x_train.shape[0])
     max_macs = CPU_STACK_MAX_MACS if device.type == "cpu" else None
-    plan = plan_stacks(genomes, n_rows, data.x_train.shape[1], n_classes, max_stack, max_macs)
+    n_features = data.x_train.shape[1]
+    plan = [
+        part
+        for stack in plan_stacks(genomes, n_rows, n_features, n_classes, max_stack, max_macs)
+        for part in ([stack] if len(stack) >= min_stack else [[index] for index in stack])
+    ]
     stack_threads = threads_for(arithmetic_bound=False) if device.type == "cpu" else None
     try:
         for position, stack in enumerate(plan):
@@ -209,7 +219,9 @@ def train_population(
                         "The time budget ran out before this member's training started."
                     )
                 continue
-            if len(stack) == 1:
+            if len(stack) == 1 and (
+                min_stack > 1 or not stackable(genomes[stack[0]], n_features, n_classes, max_macs)
+            ):
                 index = stack[0]
                 outcomes[index] = _train_alone(
                     index,
@@ -240,6 +252,14 @@ class NotTrained(RuntimeError):
     """The outcome of a member whose training the time budget left no time to start."""
 
 
+def stackable(genome: NetworkSpec, n_features: int, n_outputs: int, max_macs: int | None) -> bool:
+    """Whether ``genome`` trains in a stack: dense, of at most ``max_macs`` multiply-adds
+    per row (``None``: any size)."""
+    if network_blocks(genome) is not None:
+        return False
+    return max_macs is None or dense_macs(genome, n_features, n_outputs) <= max_macs
+
+
 def plan_stacks(
     genomes: Sequence[NetworkSpec],
     n_rows: int,
@@ -260,8 +280,7 @@ def plan_stacks(
     groups: dict[tuple[int, int], list[int]] = {}
     plan: list[list[int]] = []
     for index, genome in enumerate(genomes):
-        too_large = max_macs is not None and dense_macs(genome, n_features, n_outputs) > max_macs
-        if network_blocks(genome) is not None or too_large:
+        if not stackable(genome, n_features, n_outputs, max_macs):
             plan.append([index])
             continue
         key = (len(genome.layers), min(int(genome.batch_size), n_rows))
@@ -534,13 +553,10 @@ def _train_epoch(
         rows = order[:, batches.slice(batch)].reshape(-1)
         x = data.x_train.index_select(0, rows).view(k, -1, n_features)
         y = data.y_train.index_select(0, rows)
-        outputs = stack.forward(x, dropout=dropout)
-        member_losses = task.member_losses(outputs, y, k)
-        optimizer.zero_grad()
-        # The sum: each member's gradient is that of its own mean loss.
-        stack.backward(member_losses.sum())
+        # Writes every member's gradient of its own mean loss over the last ones.
+        member_losses = stack.train_step(x, y, task, dropout)
         optimizer.step()
-        losses[batch] = member_losses.detach()
+        losses[batch] = member_losses
         raise_if_stop_requested()
         if deadline is not None and time.perf_counter() >= deadline:
             return losses, batch + 1

@@ -51,6 +51,7 @@ from evohpo.training import layers
 from evohpo.training.cost import skip_kinds
 from evohpo.training.nn import build_model, hidden_layer_name, start_model
 from evohpo.training.spec import NetworkSpec, network_blocks
+from evohpo.training.task import Task
 
 __all__ = ["DenseStack", "stack_widths"]
 
@@ -88,18 +89,29 @@ class _Layer:
         return self.offset + self.n_in * self.n_out + self.n_out
 
 
-def _activation_runs(
-    names: Sequence[str],
-) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
-    """The activation modules of one layer, one per run of consecutive members
-    that use it, with the run's length.
+@dataclass(frozen=True)
+class _ActivationRun:
+    """One activation over a run of consecutive members: its module, its backward
+    function and the run's length."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: layers.ActivationBackward
+    length: int
+
+
+def _activation_runs(names: Sequence[str]) -> list[_ActivationRun]:
+    """The activations of one layer, one per run of consecutive members that use it.
 
     Runs of views cost far less than gathering each activation's members and
     scattering the results back (0.8 against 1.3 ms a step for 4 members of
     mixed activations, batch 32; docs/benchmarks.md).
     """
     return [
-        (layers.activation(name, "activation", _OWNER), len(list(run)))
+        _ActivationRun(
+            layers.activation(name, "activation", _OWNER),
+            layers.activation_backward(name, "activation", _OWNER),
+            len(list(run)),
+        )
         for name, run in itertools.groupby(names)
     ]
 
@@ -198,6 +210,17 @@ class DenseStack:
             bias = views[1]
             self.biases.append(bias)
             self.projections.append(views[2] if layer.projection else None)
+        # The same gradient views, typed as tensors (a view's .grad reads as optional).
+        self._weight_grads = [self._grad(view) for view in self.weights]
+        self._bias_grads = [self._grad(view) for view in self.biases]
+        self._projection_grads = [
+            None if view is None else self._grad(view) for view in self.projections
+        ]
+
+    @staticmethod
+    def _grad(view: torch.Tensor) -> torch.Tensor:
+        assert view.grad is not None
+        return view.grad
 
     def _configure(self, genomes: Sequence[NetworkSpec]) -> None:
         """Per-layer activation groups and dropout keep-probabilities of the members."""
@@ -286,9 +309,103 @@ class DenseStack:
     def _activate(self, index: int, z: torch.Tensor) -> torch.Tensor:
         runs = self._activations[index]
         if len(runs) == 1:
-            return runs[0][0](z)
-        parts = torch.split(z, [length for _, length in runs])
-        return torch.cat([module(part) for (module, _), part in zip(runs, parts, strict=True)])
+            return runs[0].forward(z)
+        parts = torch.split(z, [run.length for run in runs])
+        return torch.cat([run.forward(part) for run, part in zip(runs, parts, strict=True)])
+
+    def _activate_backward(
+        self, index: int, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor
+    ) -> torch.Tensor:
+        """The gradient at hidden layer ``index``'s activation input, from that at its
+        output (``z`` and ``a``: the activation's input and output)."""
+        runs = self._activations[index]
+        if len(runs) == 1:
+            return runs[0].backward(grad, z, a)
+        lengths = [run.length for run in runs]
+        parts = zip(runs, *(torch.split(t, lengths) for t in (grad, z, a)), strict=True)
+        return torch.cat([run.backward(g, zp, ap) for run, g, zp, ap in parts])
+
+    def train_step(
+        self, x: torch.Tensor, target: torch.Tensor, task: Task, dropout: torch.Generator
+    ) -> torch.Tensor:
+        """One training pass: each member's mean loss ``[k]`` on its rows, and that
+        loss's gradients written over :attr:`grads`.
+
+        ``x`` is ``[k, rows, n_features]`` and ``target`` the members' target rows
+        one after the other. The pass is :meth:`forward` and :meth:`backward` of the
+        members' summed losses, computed by hand: autograd's graph and engine cost
+        more than the arithmetic at these sizes (about half of a step for small
+        stacks on the CPU, docs/benchmarks.md). The derivatives are those autograd
+        uses (the same kernels), so the numbers agree to rounding.
+        """
+        with torch.no_grad():
+            inputs: list[torch.Tensor] = []
+            saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+            h = x
+            for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+                inputs.append(h)
+                z = torch.baddbmm(bias, h, weight)
+                if index == len(self._layers) - 1:
+                    break
+                a = self._activate(index, z)
+                keep = self._keep[index]
+                mask = None
+                if keep is not None:
+                    draw = torch.rand(a.shape, generator=dropout, device=a.device, dtype=a.dtype)
+                    mask = draw.lt_(keep).div_(keep)
+                saved.append((z, a, mask))
+                branch = a if mask is None else a * mask
+                skip = self._skip(index, h, branch.shape[-1])
+                h = branch if skip is None else branch + skip
+            losses, grad = task.member_losses_and_grads(z, target)
+            # The skips' share of the gradient at layer `index`'s input.
+            extra: torch.Tensor | None = None
+            for index in range(len(self._layers) - 1, -1, -1):
+                h = inputs[index]
+                torch.bmm(h.transpose(1, 2), grad, out=self._weight_grads[index])
+                torch.sum(grad, dim=1, keepdim=True, out=self._bias_grads[index])
+                if index == 0:
+                    break
+                # The gradient at this layer's input, the output of hidden layer `index - 1`.
+                grad_h = torch.bmm(grad, self.weights[index].transpose(1, 2))
+                if extra is not None:
+                    grad_h += extra
+                z, a, mask = saved[index - 1]
+                extra = self._skip_backward(index - 1, inputs[index - 1], grad_h)
+                branch = grad_h if mask is None else grad_h * mask
+                grad = self._activate_backward(index - 1, branch, z, a)
+        return losses
+
+    def _skip_backward(
+        self, index: int, h: torch.Tensor, grad: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Backward through hidden layer ``index``'s skips, given the gradient at the
+        layer's output: writes the projections' gradients and returns the skips'
+        share of the gradient at the layer's input ``h`` (``None`` without skips
+        or at the first layer, whose input needs none)."""
+        identity, projected = self._identity[index], self._projected[index]
+        projection, projection_grad = self.projections[index], self._projection_grads[index]
+        if projection_grad is not None:
+            if projected is None:
+                projection_grad.zero_()
+            else:
+                torch.bmm(h.transpose(1, 2), grad, out=projection_grad)
+                projection_grad.mul_(projected)
+        if index == 0:
+            return None
+        extra: torch.Tensor | None = None
+        if identity is not None:
+            # The forward pass cut the input to the layer's width or zero-padded it.
+            n_in, width = h.shape[-1], grad.shape[-1]
+            extra = grad * identity
+            if n_in > width:
+                extra = nn.functional.pad(extra, (0, n_in - width))
+            elif n_in < width:
+                extra = extra[..., :n_in]
+        if projected is not None and projection is not None:
+            through = torch.bmm(grad, (projection * projected).transpose(1, 2))
+            extra = through if extra is None else extra + through
+        return extra
 
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate the gradients of ``loss`` into :attr:`grads`."""

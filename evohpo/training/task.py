@@ -65,6 +65,14 @@ class Task:
         ``target`` the members' rows one after the other (``k * rows`` of them)."""
         raise NotImplementedError
 
+    def member_losses_and_grads(
+        self, outputs: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`member_losses` and, without autograd, their sum's gradient with
+        respect to ``outputs`` (each member's gradient of its own mean loss), of
+        the shape of ``outputs``."""
+        raise NotImplementedError
+
     def evaluate(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     ) -> tuple[float, float]:
@@ -96,6 +104,18 @@ class _Classification(Task):
     def member_losses(self, outputs: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
         per_row = F.cross_entropy(outputs.reshape(target.shape[0], -1), target, reduction="none")
         return per_row.view(k, -1).mean(dim=1)
+
+    def member_losses_and_grads(
+        self, outputs: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k, rows, _ = outputs.shape
+        index = target.view(k, rows, 1)
+        log_proba = torch.log_softmax(outputs, dim=2)
+        losses = log_proba.gather(2, index).view(k, rows).mean(dim=1).neg_()
+        # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / rows
+        grad = log_proba.exp_()
+        grad.scatter_(2, index, grad.gather(2, index).sub_(1.0))
+        return losses, grad.div_(rows)
 
     def evaluate(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
@@ -170,6 +190,14 @@ class _Regression(Task):
     def member_losses(self, outputs: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
         errors = outputs.reshape(target.shape) - target
         return errors.square().view(k, -1).mean(dim=1)
+
+    def member_losses_and_grads(
+        self, outputs: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k, rows, n_outputs = outputs.shape
+        errors = outputs - target.view(k, rows, n_outputs)
+        losses = errors.square().view(k, -1).mean(dim=1)
+        return losses, errors.mul_(2.0 / (rows * n_outputs))
 
     def evaluate(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
