@@ -7,6 +7,7 @@
 #   bash bench/device_check.sh run      # on the GPU machine, .whl/ copied beside this repo
 #   bash bench/device_check.sh search   # there too: the 20-trial searches
 #   bash bench/device_check.sh all      # there too: a shorter run and search, in about 8 minutes
+#   bash bench/device_check.sh quick    # there too: tests/test_devices.py, bench/training_pass.py
 #
 # `run` installs the wheels into /tmp/site, runs the tests that train networks (those of
 # the trainers, the estimators, the objective and weight inheritance: on a machine with
@@ -37,7 +38,7 @@ setup() {
 # device "auto" is the GPU, so these run their searches there.
 device_tests() {
     set -o pipefail
-    timeout "$1" "$PYTHON" -m pytest -p no:cacheprovider -q -n 12 -rfEs --timeout 120 \
+    timeout "$1" "$PYTHON" -m pytest -p no:cacheprovider -p no:benchmark -q -n 12 -rfEs --timeout 120 \
         tests/test_devices.py tests/test_estimator.py tests/test_regressor.py tests/test_nn.py \
         tests/test_train.py tests/test_conv_nn.py tests/test_flat.py tests/test_population.py \
         tests/test_stacked_training.py tests/test_batched_search.py tests/test_inheritance.py \
@@ -79,13 +80,23 @@ all)
         --batches 1 8 16 2>&1 | tee "$out/batched_search.txt" || true
     exit "$tests"
     ;;
+quick)
+    # The device tests and the training pass's tables alone: about 2 minutes.
+    setup
+    tests=0
+    timeout 120 "$PYTHON" -m pytest -p no:cacheprovider -p no:benchmark -q -n 4 -rfEs \
+        tests/test_devices.py 2>&1 | tee "$out/tests.txt" || tests=$?
+    timeout 120 "$PYTHON" bench/training_pass.py --device cuda --epochs 4 --repeats 3 \
+        2>&1 | tee "$out/training_pass.txt" || true
+    exit "$tests"
+    ;;
 search)
     setup
     timeout 270 "$PYTHON" bench/batched_search.py --device cuda --space small --seeds 0 1 \
         --batches 1 8 16 2>&1 | tee "$out/batched_search.txt"
     ;;
 *)
-    echo "usage: bash bench/device_check.sh wheels|run|search|all" >&2
+    echo "usage: bash bench/device_check.sh wheels|run|search|all|quick" >&2
     exit 2
     ;;
 esac

@@ -80,8 +80,9 @@ machine disturbs the numbers little):
    adam, batch 32), all ``2x256`` (batch 128), or mixed (drawn at random, seed
    0, from a space of 1 to 3 layers of 32 to 512 units, every activation and
    optimizer, dropout up to 0.5, batches of 32, 64 or 128: they stack by depth
-   and batch size, the column *stacks* gives the sizes). k = 1 runs with
-   ``min_stack=1``: a stack of one against the solo trainer. The two ways
+   and batch size, the column *stacks* gives the sizes; a group of one trains
+   as a stack of one, as ``train_population`` does by default, unless it is
+   too large for a CPU stack). The two ways
    alternate which runs first in each of 5 repeats (after a warm-up), so that a
    busy spell of the machine hits both; the rates are the medians, the
    speed-up their ratio. GFLOP/s and the fractions of section 1's peak count
@@ -882,7 +883,6 @@ def measure_stacked(device: torch.device, settings: Settings, peak: float) -> li
         ]
 
     def stacked(genomes: Sequence[Genome], epochs: int) -> tuple[float, list[MemberOutcome]]:
-        min_stack = 1 if len(genomes) == 1 else 2  # k = 1: a stack of one against solo
         synchronize(device)
         start = time.perf_counter()
         outcomes = train_population(
@@ -891,7 +891,6 @@ def measure_stacked(device: torch.device, settings: Settings, peak: float) -> li
             n_classes=n_classes,
             configs=configs(len(genomes), epochs),
             max_stack=MAX_STACK,
-            min_stack=min_stack,
         )
         synchronize(device)
         return time.perf_counter() - start, outcomes

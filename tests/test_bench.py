@@ -265,3 +265,14 @@ def test_batched_search_reports_every_setting(tmp_path: Path) -> None:
     runs = read_rows(tmp_path / "batched_search_small_runs.csv")
     assert {r["trials"] for r in runs} == {"2"}
     assert "| batch_trials | n_jobs | threads |" in out
+
+
+def test_training_pass_fast_mode_times_both_ways(tmp_path: Path) -> None:
+    out = run_bench("training_pass.py", "--fast", results=tmp_path)
+    passes = read_rows(tmp_path / "training_pass_fast.csv")
+    assert len(passes) == 2
+    assert all(float(r["autograd ms"]) > 0 and float(r["hand-written ms"]) > 0 for r in passes)
+    lone = read_rows(tmp_path / "training_pass_lone_fast.csv")
+    assert [r["network"] for r in lone] == ["1x64 relu, b32", "2x64 tanh, dropout 0.2, b32"]
+    assert all(float(r["ratio"]) > 0 for r in lone)
+    assert "a stack of one against train_classifier" in out

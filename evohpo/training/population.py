@@ -26,11 +26,13 @@ so the results, are the same for the same genomes and seeds).
 
 Which genomes stack (:func:`plan_stacks`): dense genomes of the same depth and
 batch size, at most ``max_stack`` at a time, and not when padding to the widest
-member would more than double the arithmetic of large networks. Genomes with a
-convolutional body, a genome alone in its group, and on the CPU networks whose
-steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`) train alone with
-:func:`~evohpo.training.loop.train_classifier`. Residual dense layers stack
-(:mod:`~evohpo.training.stack_model`). Inside a
+member would more than double the arithmetic of large networks. A dense genome
+alone in its group trains as a stack of one: a stack's hand-written training
+pass (:meth:`~evohpo.training.stack_model.DenseStack.train_step`) costs less
+than autograd's for small networks. Genomes with a convolutional body, and on
+the CPU networks whose steps are bound by arithmetic (:data:`CPU_STACK_MAX_MACS`),
+train alone with :func:`~evohpo.training.loop.train_classifier`. Residual dense
+layers stack (:mod:`~evohpo.training.stack_model`). Inside a
 :func:`~evohpo.training.threads.thread_budget`, CPU stacks train with one thread
 and networks alone by :func:`~evohpo.training.threads.threads_for`.
 """

@@ -31,6 +31,13 @@ layer tensors are views of it), so that
 all layers with a few element-wise operations, and so that removing members
 (:meth:`DenseStack.keep`) is one ``index_select``.
 
+Training steps run :meth:`DenseStack.train_step`: the forward and backward passes
+written out, with the loss's gradient from the task
+(:meth:`~evohpo.training.task.Task.member_losses_and_grads`) and each activation's
+derivative by the kernel autograd runs for it, the gradients written straight
+into the flat gradient rows. :meth:`DenseStack.forward` and
+:meth:`DenseStack.backward` (autograd) remain for evaluation and for other losses.
+
 A member starts with exactly the weights :func:`~evohpo.training.nn.build_model`
 gives it alone with the same seed, and :meth:`DenseStack.member_model` returns
 its weights as the ``nn.Sequential`` the solo trainer returns.
