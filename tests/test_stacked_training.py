@@ -567,3 +567,11 @@ def test_lone_dense_genomes_train_as_stacks_of_one_unless_min_stack_says_otherwi
     calls.clear()
     train_population(members, *blobs, n_classes=3, configs=configs, input_shape=(1, 6), min_stack=3)
     assert calls == ["_train_alone"] * 4  # the pair is below min_stack: each alone
+
+
+@pytest.mark.parametrize("n_members", [1, 2])
+def test_an_input_shape_that_does_not_fit_the_features_is_refused(blobs, n_members):
+    members = [genome((8,))] * n_members  # dense: a lone one trains as a stack of one
+    configs = [config(s, max_epochs=1) for s in range(n_members)]
+    with pytest.raises(InvalidParameterError, match=r"'input_shape' parameter of train_population"):
+        train_population(members, *blobs, n_classes=3, configs=configs, input_shape=(2, 5))

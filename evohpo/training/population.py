@@ -54,6 +54,7 @@ from evohpo._random import derive_seed
 from evohpo._validation import check_int, raise_invalid
 from evohpo.exceptions import StopRequested
 from evohpo.training.config import EpochRecord, StopReason, TrainConfig, TrainResult
+from evohpo.training.conv import check_input_shape
 from evohpo.training.cost import CPU_STACK_MAX_MACS, dense_macs, skip_kinds
 from evohpo.training.epochs import (
     Batches,
@@ -195,6 +196,8 @@ def train_population(
         expected = f"a sequence of {len(genomes)} state dicts or None"
         raise_invalid("initial_states", _OWNER, expected, type(initial_states).__name__)
     arrays = check_data(X_train, y_train, X_val, y_val, n_classes, _OWNER, task)
+    if input_shape is not None:  # checked here for every member: stacks never build a body
+        input_shape = check_input_shape(input_shape, arrays[0].shape[1], _OWNER)
     config = configs[0]
     device = resolve_device(config.device)
     data = TrainingData(*(torch.from_numpy(array).to(device) for array in arrays))
