@@ -397,7 +397,8 @@ def test_ctrl_c_while_workers_start_stops_them_without_a_traceback(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'start.db'}"
     create_study(url)
-    with WorkerPool(make_spec(url, 4), 2, threads_per_worker=1) as pool:
+    # Trials of 2 s: a worker that starts fast is still at work when it is checked.
+    with WorkerPool(make_spec(url, 4, sleep=2.0), 2, threads_per_worker=1) as pool:
         time.sleep(0.5)  # the workers are importing evohpo and torch
         for pid in pool.pids:  # Ctrl-C reaches the whole process group
             os.kill(pid, signal.SIGINT)
