@@ -122,6 +122,19 @@ def compare(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def table_row(label: str, name: str, seconds: dict[str, float]) -> dict[str, Any]:
+    """A row of milliseconds for the two ways and the second's ratio to the first (printed)."""
+    (base, base_s), (new, new_s) = seconds.items()
+    row = {
+        label: name,
+        f"{base} ms": round(base_s * 1e3),
+        f"{new} ms": round(new_s * 1e3),
+        "ratio": round(new_s / base_s, 2),
+    }
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -167,31 +180,13 @@ def main() -> None:
     pass_rows = []
     for name, genomes in populations.items():
         run = train(genomes)
-        seconds = compare({"autograd": with_step(autograd_step, run), "hand": run}, device, repeats)
-        pass_rows.append(
-            {
-                "population": name,
-                "autograd ms": round(seconds["autograd"] * 1e3),
-                "hand-written ms": round(seconds["hand"] * 1e3),
-                "ratio": round(seconds["hand"] / seconds["autograd"], 2),
-            }
-        )
-        print(pass_rows[-1], flush=True)
+        ways = {"autograd": with_step(autograd_step, run), "hand-written": run}
+        pass_rows.append(table_row("population", name, compare(ways, device, repeats)))
 
     lone_rows = []
     for name, member in lone.items():
-        seconds = compare(
-            {"alone": train([member], min_stack=2), "stack": train([member])}, device, repeats
-        )
-        lone_rows.append(
-            {
-                "network": name,
-                "train_classifier ms": round(seconds["alone"] * 1e3),
-                "stack of one ms": round(seconds["stack"] * 1e3),
-                "ratio": round(seconds["stack"] / seconds["alone"], 2),
-            }
-        )
-        print(lone_rows[-1], flush=True)
+        ways = {"train_classifier": train([member], min_stack=2), "stack of one": train([member])}
+        lone_rows.append(table_row("network", name, compare(ways, device, repeats)))
 
     print(f"\ntrain_population, hand-written training pass against autograd's ({device})\n")
     print(markdown_table(pass_rows))
