@@ -355,26 +355,25 @@ def test_auto_batch_follows_the_population_the_budget_and_the_network_size(data)
     assert study_batch_trials(workers, EvoSampler(population_size=6), small) == 3
 
 
-def test_timeout_bounds_the_whole_fit_refit_included(data):
+def timed_fit_on_tiled_data(data, **params):
+    """A timed ``tiny(n_trials=None, patience=None, **params)`` fit on 8 copies of the rows:
+    epochs slow enough for the refit and the deadline to matter."""
     X, y = data
-    X = np.tile(X, (8, 1))  # slow enough epochs for the refit to matter
-    y = np.tile(y, 8)
     started = time.perf_counter()
-    clf = tiny(n_trials=None, timeout=4.0, max_epochs=200, patience=None).fit(X, y)
-    elapsed = time.perf_counter() - started
+    clf = tiny(n_trials=None, patience=None, **params).fit(np.tile(X, (8, 1)), np.tile(y, 8))
+    return clf, time.perf_counter() - started
+
+
+def test_timeout_bounds_the_whole_fit_refit_included(data):
+    clf, elapsed = timed_fit_on_tiled_data(data, timeout=4.0, max_epochs=200)
     assert elapsed < 4.0 + 2.0, elapsed
     assert len(clf.ensemble_models_) >= 1
     assert clf.n_trials_ >= 1
 
 
 def test_timeout_bounds_the_whole_fit_with_cross_validation(data):
-    X, y = data
-    X = np.tile(X, (8, 1))
-    y = np.tile(y, 8)
-    started = time.perf_counter()
     # Before, each fold had the whole time left: 4 folds took about 4 times the timeout.
-    clf = tiny(n_trials=None, timeout=4.0, max_epochs=1000, patience=None, cv=4).fit(X, y)
-    elapsed = time.perf_counter() - started
+    clf, elapsed = timed_fit_on_tiled_data(data, timeout=4.0, max_epochs=1000, cv=4)
     assert elapsed < 4.0 + 2.0, elapsed
     assert set(clf.cv_results_["state"]) == {"COMPLETE"}  # each fold had its share
     assert "time_limit" in clf.cv_results_["stop_reason"]
@@ -382,13 +381,8 @@ def test_timeout_bounds_the_whole_fit_with_cross_validation(data):
 
 @pytest.mark.slow
 def test_timeout_bounds_the_whole_fit_with_worker_processes(data):
-    X, y = data
-    X = np.tile(X, (8, 1))
-    y = np.tile(y, 8)
-    started = time.perf_counter()
     # Long enough for the workers' interpreters to start on a busy machine.
-    clf = tiny(n_trials=None, timeout=15.0, max_epochs=500, patience=None, n_jobs=2).fit(X, y)
-    elapsed = time.perf_counter() - started
+    clf, elapsed = timed_fit_on_tiled_data(data, timeout=15.0, max_epochs=500, n_jobs=2)
     # Their trials stop training at the deadline; the workers' start-up is spent time.
     assert elapsed < 15.0 + 3.0, elapsed
     assert "time_limit" in clf.cv_results_["stop_reason"]
